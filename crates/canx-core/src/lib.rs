@@ -1,0 +1,30 @@
+//! # canx-core
+//!
+//! The portable heart of canx: CAN frames, filters, time, and the sans-IO
+//! protocol engines. `#![no_std]`, no heap, no `unsafe`, no clock reads and no
+//! I/O, so the very same code runs behind the Python package on a PC and on a
+//! Cortex-M or RISC-V microcontroller through the `embedded-can` traits.
+//!
+//! ## Layers (each may depend only on those above it)
+//! - [`time`]: [`Instant`]/[`Duration`] in microseconds, supplied by the driver.
+//! - [`frame`]: classic, FD and error frames over `embedded_can::Id`.
+//! - [`filter`]: acceptance filters with Linux raw-socket semantics, canio
+//!   `Match`, candump filter syntax.
+//! - protocol engines (added module by module): each is a state machine with
+//!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
+//!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
+//!
+//! ## Features
+//! - `std` (off by default): conversions to `std::time::Duration`. The engines
+//!   never need it; the runtime crate turns it on.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+pub mod filter;
+pub mod frame;
+pub mod time;
+
+pub use filter::{Filter, FilterError, FilterItem, FilterSet};
+pub use frame::{BusState, CanFrame, ErrorFrame, ExtendedId, FdFrame, Frame, FrameError, Id, StandardId};
+pub use time::{Duration, Instant};
