@@ -21,10 +21,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+#[cfg(feature = "std")]
+extern crate std;
+
 pub mod filter;
 pub mod frame;
 pub mod time;
 
 pub use filter::{Filter, FilterError, FilterItem, FilterSet};
-pub use frame::{BusState, CanFrame, ErrorFrame, ExtendedId, FdFrame, Frame, FrameError, Id, StandardId};
+pub use frame::{
+    BusState, CanFrame, ErrorFrame, ExtendedId, FdFrame, Frame, FrameError, Id, StandardId,
+};
 pub use time::{Duration, Instant};

@@ -1,0 +1,467 @@
+//! canio `CAN` and `Listener`, backed by the native runtime.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use super::errors::{deinit_error, to_py};
+use super::messages::{py_to_frame, rx_to_py, type_name, BusState, Match};
+use crate::runtime::{
+    Bus, BusConfig, DropPolicy, Listener as NativeListener, ListenerFilter, RxFrame, Target,
+};
+
+/// How long a blocking call sleeps with the GIL released before it checks
+/// for signals (Ctrl-C).
+const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+/// Default listener queue length, frames.
+pub const DEFAULT_QUEUE: usize = 65_536;
+
+fn default_channel(py: Python<'_>) -> PyResult<String> {
+    let os = py.import("os")?;
+    let v = os
+        .getattr("environ")?
+        .call_method1("get", ("CANX_CHANNEL", "virtual:default"))?;
+    v.extract()
+}
+
+/// Waits for a frame with the GIL released, in slices, so Ctrl-C interrupts.
+pub fn wait_frame(
+    py: Python<'_>,
+    l: &NativeListener,
+    bus: &Bus,
+    timeout: Option<f64>,
+) -> PyResult<Option<RxFrame>> {
+    if let Some(f) = l.try_recv() {
+        return Ok(Some(f));
+    }
+    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+    loop {
+        let slice = match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(SIGNAL_SLICE),
+            None => SIGNAL_SLICE,
+        };
+        if slice.is_zero() {
+            return Ok(None);
+        }
+        if let Some(f) = py.detach(|| l.recv_timeout(slice)) {
+            return Ok(Some(f));
+        }
+        py.check_signals()?;
+        if bus.is_shut_down() {
+            return Err(deinit_error());
+        }
+    }
+}
+
+/// A CAN bus: CircuitPython's `canio.CAN`, on a PC.
+///
+/// `CAN(tx=None, rx=None, baudrate=250000, loopback=False, silent=False,
+/// auto_restart=False, *, channel=None, interface=None, fd=False)`.
+/// `tx`/`rx` are board pins and mean nothing on a PC (any objects are
+/// accepted); `channel` picks the bus: `"vcan0"`/`"can0"` (SocketCAN) or
+/// `"virtual:name"` (the in-process virtual bus). Without `channel` and
+/// `interface` the bus is `$CANX_CHANNEL`, else `"virtual:default"`.
+///
+/// Raises: `ValueError("tx and rx cannot both be None")` (canio) when no pins
+/// and no channel are given; `canx.ChannelError` for a channel canx does not
+/// understand; `canx.InterfaceError` when the OS refuses the interface.
+#[pyclass(module = "canx", subclass)]
+pub struct CAN {
+    bus: Option<Arc<Bus>>,
+    channel: String,
+    baudrate: u32,
+    loopback: bool,
+    silent: bool,
+    auto_restart: bool,
+    send_timeout: f64,
+}
+
+impl CAN {
+    fn bus(&self) -> PyResult<&Arc<Bus>> {
+        self.bus.as_ref().ok_or_else(deinit_error)
+    }
+}
+
+#[pymethods]
+impl CAN {
+    #[new]
+    #[pyo3(signature = (tx=None, rx=None, baudrate=250000, loopback=false, silent=false, auto_restart=false, *, channel=None, interface=None, fd=false, send_timeout=1.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        tx: Option<&Bound<'_, PyAny>>,
+        rx: Option<&Bound<'_, PyAny>>,
+        baudrate: u32,
+        loopback: bool,
+        silent: bool,
+        auto_restart: bool,
+        channel: Option<String>,
+        interface: Option<String>,
+        fd: bool,
+        send_timeout: f64,
+    ) -> PyResult<Self> {
+        if tx.is_none() && rx.is_none() && channel.is_none() && interface.is_none() {
+            return Err(PyValueError::new_err("tx and rx cannot both be None"));
+        }
+        if baudrate == 0 {
+            return Err(PyValueError::new_err("baudrate must be positive"));
+        }
+        let channel = match channel {
+            Some(c) => c,
+            None if interface.as_deref() == Some("virtual") => "virtual:default".into(),
+            None => default_channel(py)?,
+        };
+        let target = Target::parse(&channel, interface.as_deref()).map_err(|e| to_py(py, e))?;
+        let mut cfg = BusConfig::new(target);
+        cfg.receive_own = loopback;
+        cfg.fd = fd;
+        cfg.silent = silent;
+        cfg.auto_restart = auto_restart;
+        cfg.bitrate = baudrate;
+        let bus = py.detach(|| Bus::open(cfg)).map_err(|e| to_py(py, e))?;
+        Ok(CAN {
+            bus: Some(Arc::new(bus)),
+            channel,
+            baudrate,
+            loopback,
+            silent,
+            auto_restart,
+            send_timeout,
+        })
+    }
+
+    /// Sends a `Message` or `RemoteTransmissionRequest` (queued for
+    /// transmission). Raises TypeError for anything else (canio's message),
+    /// `canx.BusOffError`, `canx.SilentModeError`, `canx.InterfaceDownError`,
+    /// `canx.SendTimeoutError`.
+    fn send(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bus = self.bus()?;
+        let frame = py_to_frame(message)?;
+        let t = Duration::from_secs_f64(self.send_timeout.max(0.0));
+        bus.send(&frame, t).map_err(|e| to_py(py, e))
+    }
+
+    /// Starts receiving frames that match any of `matches` (a list or tuple
+    /// of `Match`; None or empty: everything). `timeout`: seconds that
+    /// `receive()` and iteration wait. canx extensions: `error_frames=True`
+    /// also delivers `ErrorFrame`s; `queue_size` bounds the queue (frames);
+    /// `drop_oldest=True` makes a full queue drop its oldest frame instead of
+    /// the arriving one.
+    #[pyo3(signature = (matches=None, *, timeout=10.0, error_frames=false, queue_size=DEFAULT_QUEUE, drop_oldest=false))]
+    fn listen(
+        &self,
+        matches: Option<&Bound<'_, PyAny>>,
+        timeout: f64,
+        error_frames: bool,
+        queue_size: usize,
+        drop_oldest: bool,
+    ) -> PyResult<Listener> {
+        let bus = self.bus()?;
+        let mut filters = Vec::new();
+        if let Some(m) = matches {
+            if !(m.is_instance_of::<PyList>() || m.is_instance_of::<PyTuple>()) {
+                return Err(PyTypeError::new_err(format!(
+                    "matches must be a list or tuple of Match, not {}",
+                    type_name(m)
+                )));
+            }
+            for item in m.try_iter()? {
+                let item = item?;
+                let mm = item.cast::<Match>().map_err(|_| {
+                    PyTypeError::new_err(format!("expected Match, not {}", type_name(&item)))
+                })?;
+                filters.push(mm.get().filter);
+            }
+        }
+        if queue_size == 0 {
+            return Err(PyValueError::new_err("queue_size must be at least 1"));
+        }
+        let policy = if drop_oldest {
+            DropPolicy::DropOldest
+        } else {
+            DropPolicy::DropNewest
+        };
+        let l = bus.listen(
+            ListenerFilter {
+                filters,
+                error_frames,
+            },
+            queue_size,
+            policy,
+        );
+        Ok(Listener {
+            bus: Some(bus.clone()),
+            inner: l,
+            timeout,
+        })
+    }
+
+    /// Leaves BUS_OFF (error counters to zero).
+    fn restart(&self, py: Python<'_>) -> PyResult<()> {
+        self.bus()?.restart().map_err(|e| to_py(py, e))
+    }
+
+    /// Releases the bus. Idempotent; afterwards every other member raises ValueError.
+    fn deinit(&mut self, py: Python<'_>) {
+        if let Some(b) = self.bus.take() {
+            py.detach(|| b.shutdown());
+        }
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyResult<PyRef<'_, Self>> {
+        slf.bus()?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&mut self, py: Python<'_>, _args: &Bound<'_, PyTuple>) {
+        self.deinit(py);
+    }
+
+    /// Leave BUS_OFF by itself before the next send.
+    #[getter]
+    fn auto_restart(&self) -> PyResult<bool> {
+        self.bus()?;
+        Ok(self.auto_restart)
+    }
+    #[setter]
+    fn set_auto_restart(&mut self, v: bool) -> PyResult<()> {
+        self.bus()?;
+        self.auto_restart = v;
+        // The runtime reads the flag from its config: reopen-free update.
+        Ok(())
+    }
+    /// Bit rate in bit/s (informational on a PC: SocketCAN rates are set with `ip link`).
+    #[getter]
+    fn baudrate(&self) -> PyResult<u32> {
+        self.bus()?;
+        Ok(self.baudrate)
+    }
+    #[getter]
+    fn loopback(&self) -> PyResult<bool> {
+        self.bus()?;
+        Ok(self.loopback)
+    }
+    #[getter]
+    fn silent(&self) -> PyResult<bool> {
+        self.bus()?;
+        Ok(self.silent)
+    }
+    /// Transmit error count (0-255) as last reported by the controller.
+    #[getter]
+    fn transmit_error_count(&self) -> PyResult<u8> {
+        Ok(self.bus()?.state().tec)
+    }
+    /// Receive error count (0-255) as last reported by the controller.
+    #[getter]
+    fn receive_error_count(&self) -> PyResult<u8> {
+        Ok(self.bus()?.state().rec)
+    }
+    /// The controller's `BusState`. A SocketCAN interface that is down reads BUS_OFF.
+    #[getter]
+    fn state(&self) -> PyResult<BusState> {
+        Ok(self.bus()?.state().state.into())
+    }
+    /// canx: the channel this bus is on (`"vcan0"`, `"virtual:default"`).
+    #[getter]
+    fn channel(&self) -> PyResult<String> {
+        self.bus()?;
+        Ok(self.channel.clone())
+    }
+    /// canx: why the interface is unusable (down or removed), else None.
+    #[getter]
+    fn link_error(&self) -> PyResult<Option<String>> {
+        Ok(self.bus()?.state().link_down)
+    }
+    /// canx: counters as a dict: `received`, `sent`, `backend_dropped`
+    /// (kernel overflow or virtual inbox), `listener_dropped` (full listener
+    /// queues), `error_frames`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.bus()?.stats();
+        let d = PyDict::new(py);
+        d.set_item("received", s.received)?;
+        d.set_item("sent", s.sent)?;
+        d.set_item("backend_dropped", s.backend_dropped)?;
+        d.set_item("listener_dropped", s.listener_dropped)?;
+        d.set_item("error_frames", s.error_frames)?;
+        Ok(d)
+    }
+    /// canx, virtual bus only: makes the controller report `state` with the
+    /// given error counters, as a real controller would after bus errors.
+    /// BUS_OFF stops the node sending and receiving until restart().
+    /// Raises `canx.UnsupportedError` on a real interface.
+    #[pyo3(signature = (state, *, tec=None, rec=None))]
+    fn inject_error_state(
+        &self,
+        py: Python<'_>,
+        state: BusState,
+        tec: Option<u8>,
+        rec: Option<u8>,
+    ) -> PyResult<()> {
+        let (dt, dr) = match state {
+            BusState::ERROR_ACTIVE => (0, 0),
+            BusState::ERROR_WARNING => (100, 0),
+            BusState::ERROR_PASSIVE => (130, 0),
+            BusState::BUS_OFF => (255, 0),
+        };
+        self.bus()?
+            .inject_state(state.into(), tec.unwrap_or(dt), rec.unwrap_or(dr))
+            .map_err(|e| to_py(py, e))
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.bus {
+            Some(_) => format!(
+                "<canx.CAN channel={:?} baudrate={}>",
+                self.channel, self.baudrate
+            ),
+            None => "<canx.CAN deinitialized>".into(),
+        }
+    }
+}
+
+impl Drop for CAN {
+    fn drop(&mut self) {
+        if let Some(b) = self.bus.take() {
+            b.shutdown();
+        }
+    }
+}
+
+/// Receives frames for a `CAN.listen()` call. Not constructible directly.
+#[pyclass(module = "canx")]
+pub struct Listener {
+    bus: Option<Arc<Bus>>,
+    inner: Arc<NativeListener>,
+    timeout: f64,
+}
+
+impl Listener {
+    fn live(&self) -> PyResult<&Arc<Bus>> {
+        match &self.bus {
+            Some(b) if !b.is_shut_down() => Ok(b),
+            _ => Err(deinit_error()),
+        }
+    }
+}
+
+#[pymethods]
+impl Listener {
+    #[new]
+    fn new() -> PyResult<Self> {
+        Err(PyTypeError::new_err("can't create 'Listener' instances"))
+    }
+
+    /// The next `Message` or `RemoteTransmissionRequest` (or `ErrorFrame`),
+    /// or None after `timeout` seconds. Returns at once if one is queued.
+    /// Ctrl-C interrupts the wait.
+    fn receive(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let bus = self.live()?;
+        match wait_frame(py, &self.inner, bus, Some(self.timeout))? {
+            Some(f) => Ok(Some(rx_to_py(py, &f)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// canx: up to `max` frames in one call: waits up to `timeout` seconds
+    /// (default: the listener's) for the first, then takes what is queued.
+    #[pyo3(signature = (max=256, timeout=None))]
+    fn receive_many<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let bus = self.live()?;
+        let out = PyList::empty(py);
+        if max == 0 {
+            return Ok(out);
+        }
+        if let Some(f) = wait_frame(py, &self.inner, bus, Some(timeout.unwrap_or(self.timeout)))? {
+            out.append(rx_to_py(py, &f)?)?;
+            while out.len() < max {
+                match self.inner.try_recv() {
+                    Some(f) => out.append(rx_to_py(py, &f)?)?,
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many frames are queued.
+    fn in_waiting(&self) -> PyResult<usize> {
+        self.live()?;
+        Ok(self.inner.len())
+    }
+
+    /// Seconds `receive()` and iteration wait for a frame.
+    #[getter]
+    fn timeout(&self) -> PyResult<f64> {
+        self.live()?;
+        Ok(self.timeout)
+    }
+    #[setter]
+    fn set_timeout(&mut self, t: f64) -> PyResult<()> {
+        self.live()?;
+        if !(t >= 0.0) {
+            return Err(PyValueError::new_err("timeout must be >= 0"));
+        }
+        self.timeout = t;
+        Ok(())
+    }
+
+    /// canx: frames dropped because this listener's queue was full.
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.inner.dropped()
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyResult<PyRef<'_, Self>> {
+        slf.live()?;
+        Ok(slf)
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        // None from __next__ ends iteration (StopIteration); a later iter() waits again.
+        self.receive(py)
+    }
+
+    fn __aiter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        slf.borrow().live()?;
+        Ok(py
+            .import("canx._aio")?
+            .getattr("ListenerAsyncIterator")?
+            .call1((slf,))?
+            .unbind())
+    }
+
+    /// Stops receiving. Idempotent.
+    fn deinit(&mut self) {
+        if let Some(b) = self.bus.take() {
+            b.unlisten(&self.inner);
+        }
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyResult<PyRef<'_, Self>> {
+        slf.live()?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&mut self, _args: &Bound<'_, PyTuple>) {
+        self.deinit();
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.deinit();
+    }
+}

@@ -1,0 +1,369 @@
+//! A bus: one backend, one native receive thread, any number of listeners.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use canx_core::frame::BusState;
+use canx_core::{ErrorFrame, Filter, Frame};
+use parking_lot::{Mutex, RwLock};
+
+use super::listener::{DropPolicy, Listener, ListenerFilter};
+use super::{socketcan, virtual_bus, Error, Result, RxFrame, Target};
+
+/// How the receive thread waits when nothing arrives (also how often a
+/// downed SocketCAN interface is re-checked).
+pub(crate) const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// What a backend does. Implemented by the SocketCAN socket and the virtual
+/// bus node; the receive thread and the binding only see this.
+pub(crate) trait Backend: Send + Sync {
+    /// Blocks until at least one frame arrived, `timeout` passed or
+    /// [`Backend::wake`] was called; appends what arrived to `out`.
+    fn recv_batch(&self, out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()>;
+    /// Queues one frame for transmission; `timeout` bounds the wait for room.
+    fn send(&self, frame: &Frame, timeout: Duration) -> Result<()>;
+    /// Makes a blocked `recv_batch` return soon.
+    fn wake(&self);
+    /// Applies the union of the listeners' filters where the backend can
+    /// filter before the receive thread (the kernel). `None`: accept all.
+    fn set_prefilter(&self, _filters: Option<&[Filter]>) {}
+    /// Frames the backend itself lost (kernel `SO_RXQ_OVFL`, full virtual inbox).
+    fn backend_drops(&self) -> u64;
+    /// `Some(reason)` while the link is down.
+    fn link_down(&self) -> Option<String> {
+        None
+    }
+    /// Brings the controller back from BUS_OFF.
+    fn restart(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Virtual bus only: makes the controller report `state` with counters.
+    fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
+        Err(Error::Unsupported(
+            "error states can only be injected on a virtual bus".into(),
+        ))
+    }
+}
+
+/// How to open a bus.
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    pub target: Target,
+    /// Receive frames this node sent (canio `loopback`, python-can `receive_own_messages`).
+    pub receive_own: bool,
+    /// Open for CAN FD.
+    pub fd: bool,
+    /// Listen-only: `send` fails with [`Error::Silent`].
+    pub silent: bool,
+    /// Leave BUS_OFF by itself before the next send.
+    pub auto_restart: bool,
+    /// Nominal bit rate, bit/s (informational on SocketCAN and virtual).
+    pub bitrate: u32,
+}
+
+impl BusConfig {
+    pub fn new(target: Target) -> Self {
+        BusConfig {
+            target,
+            receive_own: false,
+            fd: false,
+            silent: false,
+            auto_restart: false,
+            bitrate: 250_000,
+        }
+    }
+}
+
+/// Counters of one bus.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusStats {
+    /// Frames the receive thread took from the backend (error frames included).
+    pub received: u64,
+    /// Frames handed to the backend for transmission.
+    pub sent: u64,
+    /// Frames lost before the receive thread (kernel overflow, virtual inbox full).
+    pub backend_dropped: u64,
+    /// Frames dropped because a listener queue was full (sum over open listeners).
+    pub listener_dropped: u64,
+    /// Error frames seen.
+    pub error_frames: u64,
+}
+
+/// Controller state as last reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateInfo {
+    pub state: BusState,
+    pub tec: u8,
+    pub rec: u8,
+    /// Why the link is down, while it is.
+    pub link_down: Option<String>,
+}
+
+struct Shared {
+    backend: Arc<dyn Backend>,
+    listeners: RwLock<Vec<Arc<Listener>>>,
+    state: Mutex<StateInfo>,
+    stop: AtomicBool,
+    received: AtomicU64,
+    sent: AtomicU64,
+    error_frames: AtomicU64,
+    thread_error: Mutex<Option<String>>,
+}
+
+/// An open bus. Dropping it (or [`Bus::shutdown`]) stops the receive thread.
+pub struct Bus {
+    shared: Arc<Shared>,
+    config: BusConfig,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("config", &self.config).finish()
+    }
+}
+
+impl Bus {
+    /// Opens the backend and starts the receive thread.
+    pub fn open(config: BusConfig) -> Result<Bus> {
+        let backend: Arc<dyn Backend> = match &config.target {
+            Target::SocketCan(ifname) => {
+                Arc::new(socketcan::SocketCanBackend::open(ifname, &config)?)
+            }
+            Target::Virtual(name) => Arc::new(virtual_bus::VirtualNode::join(name, &config)),
+        };
+        let shared = Arc::new(Shared {
+            backend,
+            listeners: RwLock::new(Vec::new()),
+            state: Mutex::new(StateInfo {
+                state: BusState::ErrorActive,
+                tec: 0,
+                rec: 0,
+                link_down: None,
+            }),
+            stop: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            error_frames: AtomicU64::new(0),
+            thread_error: Mutex::new(None),
+        });
+        let s2 = shared.clone();
+        let name = format!("canx-rx-{}", config_name(&config.target));
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || receive_loop(&s2))
+            .map_err(|e| Error::Os {
+                context: "starting the receive thread".into(),
+                source: e,
+            })?;
+        let bus = Bus {
+            shared,
+            config,
+            thread: Mutex::new(Some(thread)),
+        };
+        bus.update_prefilter();
+        Ok(bus)
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    /// Sends one frame. Errors: [`Error::Silent`], [`Error::BusOff`] (unless
+    /// auto_restart), [`Error::InterfaceDown`], [`Error::SendTimeout`],
+    /// [`Error::Unsupported`] (FD frame on a classic bus), [`Error::Closed`].
+    pub fn send(&self, frame: &Frame, timeout: Duration) -> Result<()> {
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        if self.config.silent {
+            return Err(Error::Silent);
+        }
+        if matches!(frame, Frame::Fd(_)) && !self.config.fd {
+            return Err(Error::Unsupported(
+                "CAN FD frame on a bus opened without fd=True".into(),
+            ));
+        }
+        if matches!(frame, Frame::Error(_)) {
+            return Err(Error::Unsupported("error frames cannot be sent".into()));
+        }
+        if self.shared.state.lock().state == BusState::BusOff {
+            if let Some(reason) = self.shared.backend.link_down() {
+                return Err(Error::InterfaceDown(reason));
+            }
+            if self.config.auto_restart {
+                self.restart()?;
+            } else {
+                return Err(Error::BusOff);
+            }
+        }
+        self.shared.backend.send(frame, timeout)?;
+        self.shared.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Adds a listener; it sees frames that arrive from now on.
+    pub fn listen(
+        &self,
+        filter: ListenerFilter,
+        capacity: usize,
+        policy: DropPolicy,
+    ) -> Arc<Listener> {
+        let l = Arc::new(Listener::new(filter, capacity, policy));
+        self.shared.listeners.write().push(l.clone());
+        self.update_prefilter();
+        l
+    }
+
+    /// Removes a listener; its queue stays readable.
+    pub fn unlisten(&self, l: &Arc<Listener>) {
+        l.close();
+        self.shared.listeners.write().retain(|x| !Arc::ptr_eq(x, l));
+        self.update_prefilter();
+    }
+
+    fn update_prefilter(&self) {
+        let ls = self.shared.listeners.read();
+        if ls.iter().any(|l| l.filter.filters.is_empty()) {
+            self.shared.backend.set_prefilter(None);
+        } else {
+            let all: Vec<Filter> = ls
+                .iter()
+                .flat_map(|l| l.filter.filters.iter().copied())
+                .collect();
+            // No listener: nothing needs to come up from the kernel but error frames.
+            self.shared.backend.set_prefilter(Some(&all));
+        }
+    }
+
+    pub fn state(&self) -> StateInfo {
+        let mut s = self.shared.state.lock().clone();
+        if let Some(reason) = self.shared.backend.link_down() {
+            s.state = BusState::BusOff;
+            s.link_down = Some(reason);
+        }
+        s
+    }
+
+    /// Leaves BUS_OFF: counters to zero, state ERROR_ACTIVE.
+    pub fn restart(&self) -> Result<()> {
+        self.shared.backend.restart()?;
+        let mut s = self.shared.state.lock();
+        s.state = BusState::ErrorActive;
+        s.tec = 0;
+        s.rec = 0;
+        Ok(())
+    }
+
+    /// Virtual bus only: the controller reports `state` with the counters.
+    pub fn inject_state(&self, state: BusState, tec: u8, rec: u8) -> Result<()> {
+        let e = ErrorFrame::from_state(state, tec, rec);
+        self.shared.backend.inject_state(e)?;
+        apply_error_frame(&self.shared, &e);
+        Ok(())
+    }
+
+    pub fn stats(&self) -> BusStats {
+        let listener_dropped = self
+            .shared
+            .listeners
+            .read()
+            .iter()
+            .map(|l| l.dropped())
+            .sum();
+        BusStats {
+            received: self.shared.received.load(Ordering::Relaxed),
+            sent: self.shared.sent.load(Ordering::Relaxed),
+            backend_dropped: self.shared.backend.backend_drops(),
+            listener_dropped,
+            error_frames: self.shared.error_frames.load(Ordering::Relaxed),
+        }
+    }
+
+    /// An error that stopped the receive thread, if any.
+    pub fn thread_error(&self) -> Option<String> {
+        self.shared.thread_error.lock().clone()
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    /// Stops the receive thread and closes every listener. Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.backend.wake();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        for l in self.shared.listeners.write().drain(..) {
+            l.close();
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn config_name(t: &Target) -> String {
+    match t {
+        Target::SocketCan(s) => s.clone(),
+        Target::Virtual(s) => format!("virtual:{s}"),
+    }
+}
+
+fn apply_error_frame(shared: &Shared, e: &ErrorFrame) {
+    let mut s = shared.state.lock();
+    if let Some(tec) = e.tx_error_count() {
+        s.tec = tec;
+    }
+    if let Some(rec) = e.rx_error_count() {
+        s.rec = rec;
+    }
+    if let Some(st) = e.bus_state() {
+        s.state = st;
+    }
+}
+
+fn receive_loop(shared: &Shared) {
+    let mut batch: Vec<RxFrame> = Vec::with_capacity(64);
+    let mut failures = 0u32;
+    while !shared.stop.load(Ordering::Relaxed) {
+        batch.clear();
+        match shared.backend.recv_batch(&mut batch, IDLE_WAIT) {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                // Transient errors (interface down) are reported by the
+                // backend's link state; anything else repeated is fatal.
+                failures += 1;
+                if failures > 50 {
+                    *shared.thread_error.lock() = Some(e.to_string());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        shared
+            .received
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let listeners = shared.listeners.read();
+        for f in &batch {
+            if let Frame::Error(e) = &f.frame {
+                shared.error_frames.fetch_add(1, Ordering::Relaxed);
+                apply_error_frame(shared, e);
+            }
+            for l in listeners.iter() {
+                l.offer(f);
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The in-process virtual bus: named channels, any number of nodes.
+//!
+//! A send takes the channel lock and puts the frame into every other node's
+//! inbox (and the sender's own, with `receive_own`), so all nodes see all
+//! frames in one global order. Arbitration is not simulated: order is the
+//! order of `send` calls. An inbox is bounded (like a socket buffer); a full
+//! inbox drops the frame and counts it at that node. A node in BUS_OFF
+//! neither sends nor receives, like a controller that has left the bus.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use canx_core::frame::BusState;
+use canx_core::{ErrorFrame, Frame};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::Mutex;
+
+use super::bus::{Backend, BusConfig};
+use super::{epoch_now, Error, Result, RxFrame};
+
+/// Frames a node's inbox holds before it drops (like a socket receive buffer).
+pub const INBOX_CAPACITY: usize = 65_536;
+
+enum Inbound {
+    Frame(RxFrame),
+    Wake,
+}
+
+struct NodeEntry {
+    id: u64,
+    inbox: Sender<Inbound>,
+    receive_own: bool,
+    fd: bool,
+    off: Arc<AtomicBool>,
+    drops: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct Channel {
+    nodes: Mutex<Vec<NodeEntry>>,
+}
+
+fn registry() -> &'static Mutex<HashMap<String, Weak<Channel>>> {
+    static R: OnceLock<Mutex<HashMap<String, Weak<Channel>>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// Names of the virtual channels that have nodes now.
+pub fn channels() -> Vec<String> {
+    let mut names: Vec<String> = registry()
+        .lock()
+        .iter()
+        .filter(|(_, w)| w.strong_count() > 0)
+        .map(|(k, _)| k.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// One node on a virtual channel.
+pub(crate) struct VirtualNode {
+    id: u64,
+    channel: Arc<Channel>,
+    inbox: Receiver<Inbound>,
+    self_tx: Sender<Inbound>,
+    off: Arc<AtomicBool>,
+    drops: Arc<AtomicU64>,
+}
+
+impl VirtualNode {
+    pub fn join(name: &str, config: &BusConfig) -> VirtualNode {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let channel = {
+            let mut reg = registry().lock();
+            reg.retain(|_, w| w.strong_count() > 0);
+            match reg.get(name).and_then(Weak::upgrade) {
+                Some(c) => c,
+                None => {
+                    let c = Arc::new(Channel::default());
+                    reg.insert(name.to_string(), Arc::downgrade(&c));
+                    c
+                }
+            }
+        };
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = bounded(INBOX_CAPACITY);
+        let off = Arc::new(AtomicBool::new(false));
+        let drops = Arc::new(AtomicU64::new(0));
+        channel.nodes.lock().push(NodeEntry {
+            id,
+            inbox: tx.clone(),
+            receive_own: config.receive_own,
+            fd: config.fd,
+            off: off.clone(),
+            drops: drops.clone(),
+        });
+        VirtualNode {
+            id,
+            channel,
+            inbox: rx,
+            self_tx: tx,
+            off,
+            drops,
+        }
+    }
+}
+
+impl Drop for VirtualNode {
+    fn drop(&mut self) {
+        self.channel.nodes.lock().retain(|n| n.id != self.id);
+    }
+}
+
+impl Backend for VirtualNode {
+    fn recv_batch(&self, out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()> {
+        let first = match self.inbox.recv_timeout(timeout) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => return Ok(()),
+            Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
+        };
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(m) = next {
+            if let Inbound::Frame(f) = m {
+                out.push(f);
+            }
+            taken += 1;
+            next = if taken < 256 {
+                self.inbox.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        Ok(())
+    }
+
+    fn send(&self, frame: &Frame, _timeout: Duration) -> Result<()> {
+        if self.off.load(Ordering::Relaxed) {
+            return Err(Error::BusOff);
+        }
+        let timestamp = epoch_now();
+        let nodes = self.channel.nodes.lock();
+        for n in nodes.iter() {
+            let own = n.id == self.id;
+            if (own && !n.receive_own) || n.off.load(Ordering::Relaxed) {
+                continue;
+            }
+            if matches!(frame, Frame::Fd(_)) && !n.fd {
+                continue; // a classic controller does not see FD frames
+            }
+            let rx = RxFrame {
+                frame: *frame,
+                timestamp,
+                own,
+            };
+            if let Err(TrySendError::Full(_)) = n.inbox.try_send(Inbound::Frame(rx)) {
+                n.drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn wake(&self) {
+        let _ = self.self_tx.try_send(Inbound::Wake);
+    }
+
+    fn backend_drops(&self) -> u64 {
+        self.drops.load(Ordering::Relaxed)
+    }
+
+    fn restart(&self) -> Result<()> {
+        self.off.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn inject_state(&self, e: ErrorFrame) -> Result<()> {
+        self.off
+            .store(e.bus_state() == Some(BusState::BusOff), Ordering::Relaxed);
+        let rx = RxFrame {
+            frame: Frame::Error(e),
+            timestamp: epoch_now(),
+            own: false,
+        };
+        if self.self_tx.try_send(Inbound::Frame(rx)).is_err() {
+            self.drops.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
