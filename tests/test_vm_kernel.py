@@ -30,6 +30,7 @@ CAN_SIZE = struct.calcsize(CAN_FMT)  # 16
 CANFD_FMT = "=IBBBB64s"  # struct canfd_frame
 CANFD_SIZE = struct.calcsize(CANFD_FMT)  # 72
 CANFD_BRS = 0x01
+CANFD_FDF = 0x04  # set by kernels >= 6.0 on received CAN FD frames
 CAN_EFF_FLAG = 0x80000000
 
 PAYLOAD_100 = bytes((i * 7 + 3) & 0xFF for i in range(100))
@@ -126,7 +127,13 @@ def test_fd_frame_to_candump(vcan_channel, can_utils):
     with can_utils.candump(vcan_channel) as cap, raw_socket(vcan_channel, fd=True) as s:
         s.send(struct.pack(CANFD_FMT, 0x7FF, len(data), CANFD_BRS, 0, 0, data))
         cap.wait(1)
-    assert cap.frames == [(vcan_channel, "7FF##1" + data.hex().upper())]
+    [(channel, text)] = cap.frames
+    head, _, rest = text.partition("##")
+    assert (channel, head) == (vcan_channel, "7FF"), cap.lines
+    # The flags nibble: BRS as sent; kernels >= 6.0 also set CANFD_FDF (0x04)
+    # on received FD frames, so candump prints "##5" there and "##1" on older ones.
+    assert int(rest[0], 16) & ~CANFD_FDF == CANFD_BRS, cap.lines
+    assert rest[1:] == data.hex().upper()
 
 
 # ----------------------------------------------------------------- cangw, vcan1
@@ -158,8 +165,10 @@ def test_j1939_kernel_transfer_100_bytes(vcan_channel, can_utils):
         cap.wait(1)
     assert sent == 100
     assert data == PAYLOAD_100
-    ifname, _name, pgn, sa = addr
-    assert (ifname, pgn, sa) == (vcan_channel, PGN_PROP_A, 0x20)
+    # addr[0], the interface name, comes back as "" here: the kernel reports
+    # can_ifindex 0 for this locally looped-back transfer.
+    _ifname, _name, pgn, sa = addr
+    assert (pgn, sa) == (PGN_PROP_A, 0x20)
     # The kernel really ran the transport protocol on the bus: an RTS
     # (TP.CM, PGN 0xEC00, 0x20 -> 0x80, control byte 0x10, size 100).
     rts = [f for _, f in cap.frames if (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xEC8020
@@ -189,9 +198,15 @@ def test_python_receives_j1939cat_transfer(vcan_channel, can_utils, tmp_path):
 
         t = threading.Thread(target=receive)
         t.start()
-        can_utils.run("j1939cat", "-i", str(src), f"{vcan_channel}:0x22",
-                      f":0x82,{PGN_PROP_A:#x}", timeout=10.0)
+        r = can_utils.run("j1939cat", "-i", str(src), f"{vcan_channel}:0x22",
+                          f":0x82,{PGN_PROP_A:#x}", timeout=10.0, check=False)
         t.join(10.0 * TIMEOUT_SCALE)
+    stderr = r.stderr.decode(errors="replace").strip()
+    # can-utils <= 2021.x j1939cat reads the socket error queue into a 100-byte
+    # cmsg buffer, too small for kernel 6.x: after the transfer has completed
+    # it exits 1 with exactly this message.  Anything else is a real failure.
+    assert r.returncode == 0 or stderr == "j1939cat: recvmsg error notification: truncated: Success", \
+        (r.returncode, stderr)
     assert "error" not in result, result
     data, (_ifname, _name, pgn, sa) = result["msg"]
     assert data == PAYLOAD_100
