@@ -1,0 +1,66 @@
+"""The ``canx`` command.
+
+Subcommands:
+  canx demo [--channel CH] [--count N]      a sender and a listener exchanging ACKed messages
+  canx run SCRIPT... [--channel CH] [--duration S]
+                                            run CircuitPython CAN scripts on this PC
+
+Bad input gives a one-line error and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="canx", description="CAN bus toolkit (canx)")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="run a sender and a listener that exchange ACKed messages")
+    d.add_argument("--channel", default="virtual:demo", help="vcan0, can0 or virtual:NAME (default: virtual:demo)")
+    d.add_argument("--count", type=int, default=10, help="messages to send (default 10)")
+
+    r = sub.add_parser("run", help="run a CircuitPython CAN script (canio, board, digitalio stand-ins)")
+    r.add_argument("scripts", nargs="+", metavar="SCRIPT",
+                   help="the script (code.py); several scripts run at once as boards on one bus")
+    r.add_argument("--channel", help="where canio.CAN goes: vcan0, can0 or virtual:NAME (default: virtual:default)")
+    r.add_argument("--duration", type=float, help="stop the script after this many seconds (exit 0)")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    import canx
+
+    if args.version:
+        print(f"canx {canx.__version__}")
+        return 0
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            if args.count < 1:
+                print("canx demo: --count must be at least 1", file=sys.stderr)
+                return 2
+            return run_demo(args.channel, args.count)
+        if args.command == "run":
+            from .run import run_script, run_scripts
+
+            if len(args.scripts) == 1:
+                return run_script(args.scripts[0], [], channel=args.channel, duration=args.duration)
+            return run_scripts(args.scripts, channel=args.channel, duration=args.duration)
+    except canx.CanxError as e:
+        print(f"canx {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    _parser().print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
