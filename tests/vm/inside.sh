@@ -49,6 +49,14 @@ log "can-utils $(dpkg-query -W -f='${Version}' can-utils 2>/dev/null || echo '(v
 log "modules: $(lsmod 2>/dev/null | awk '$1 ~ /^(can|vcan)/ {printf "%s ", $1}')"
 ip -brief link show type vcan 2>/dev/null | sed 's/^/inside-vm: /'
 log "python $PY ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
+if [ -n "${CANX_VM_EXEC:-}" ]; then
+    log "running: $CANX_VM_EXEC"
+    export CANX_PYTHON="$PY"
+    bash -c "$CANX_VM_EXEC"
+    rc=$?
+    log "exit code $rc"
+    exit "$rc"
+fi
 log "running: pytest -m vcan -p no:cacheprovider $*"
 
 "$PY" -m pytest -m vcan -p no:cacheprovider "$@"

@@ -1,0 +1,76 @@
+"""One receiver of the receive benchmark (run by rx_flood.py, one process each).
+
+    rx_consumer.py MODE CHANNEL EXPECT IDLE_S
+
+MODE: canx (Listener.receive() per frame in a Python loop), canx-batch
+(Listener.receive_many()), python-can (can.Bus(interface="socketcan").recv()).
+Prints READY once listening, then one JSON line: received, t_first, t_last
+(wall clock of the first and last frame consumed), cpu_s (user+sys of this
+process), kernel_dropped (where the receiver can tell).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+
+def main() -> None:
+    mode, channel, expect, idle = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    n = 0
+    t_first = t_last = 0.0
+    dropped = None
+    if mode in ("canx", "canx-batch"):
+        import canx
+
+        bus = canx.CAN(channel=channel)
+        lis = bus.listen(timeout=idle)
+        print("READY", flush=True)
+        if mode == "canx":
+            while n < expect:
+                m = lis.receive()
+                if m is None:
+                    break
+                n += 1
+                if n == 1:
+                    t_first = time.time()
+            t_last = time.time()
+        else:
+            while n < expect:
+                batch = lis.receive_many(4096)
+                if not batch:
+                    break
+                if n == 0:
+                    t_first = time.time()
+                n += len(batch)
+            t_last = time.time()
+        st = bus.stats()
+        dropped = st["backend_dropped"] + st["listener_dropped"]
+        bus.deinit()
+    elif mode == "python-can":
+        import can
+
+        bus = can.Bus(interface="socketcan", channel=channel)
+        print("READY", flush=True)
+        while n < expect:
+            m = bus.recv(timeout=idle)
+            if m is None:
+                break
+            n += 1
+            if n == 1:
+                t_first = time.time()
+        t_last = time.time()
+        bus.shutdown()
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    if n < expect:
+        t_last -= idle  # the loop ended on an idle timeout after the last frame
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"received": n, "t_first": t_first, "t_last": t_last,
+                      "cpu_s": ru.ru_utime + ru.ru_stime, "kernel_dropped": dropped}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
