@@ -11,6 +11,7 @@ Bad input gives a one-line error and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -51,8 +52,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .run import run_script, run_scripts
 
             if len(args.scripts) == 1:
-                return run_script(args.scripts[0], [], channel=args.channel, duration=args.duration)
-            return run_scripts(args.scripts, channel=args.channel, duration=args.duration)
+                rc = run_script(args.scripts[0], [], channel=args.channel, duration=args.duration)
+            else:
+                rc = run_scripts(args.scripts, channel=args.channel, duration=args.duration)
+            # Scripts may leave threads blocked in native receives (the multi-script
+            # runner always does); interpreter finalization would kill them inside
+            # native code. The scripts are done: flush and leave without finalizing.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(rc)
     except canx.CanxError as e:
         print(f"canx {args.command}: {e}", file=sys.stderr)
         return 2

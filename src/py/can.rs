@@ -9,9 +9,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::errors::{deinit_error, to_py};
 use super::messages::{py_to_frame, rx_to_py, type_name, BusState, Match};
-use crate::runtime::{
-    Bus, BusConfig, DropPolicy, Listener as NativeListener, ListenerFilter, RxFrame, Target,
-};
+use crate::runtime::{Bus, BusConfig, DropPolicy, Listener as NativeListener, ListenerFilter, RxFrame, Target};
 
 /// How long a blocking call sleeps with the GIL released before it checks
 /// for signals (Ctrl-C).
@@ -21,28 +19,21 @@ pub const DEFAULT_QUEUE: usize = 65_536;
 
 fn default_channel(py: Python<'_>) -> PyResult<String> {
     let os = py.import("os")?;
-    let v = os
-        .getattr("environ")?
-        .call_method1("get", ("CANX_CHANNEL", "virtual:default"))?;
+    let v = os.getattr("environ")?.call_method1("get", ("CANX_CHANNEL", "virtual:default"))?;
     v.extract()
 }
 
 /// Waits for a frame with the GIL released, in slices, so Ctrl-C interrupts.
-pub fn wait_frame(
-    py: Python<'_>,
-    l: &NativeListener,
-    bus: &Bus,
-    timeout: Option<f64>,
-) -> PyResult<Option<RxFrame>> {
+pub fn wait_frame(py: Python<'_>, l: &NativeListener, bus: &Bus, timeout: Option<f64>) -> PyResult<Option<RxFrame>> {
     if let Some(f) = l.try_recv() {
         return Ok(Some(f));
     }
-    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+    // inf, NaN-free huge values and anything past the clock's range mean "wait forever".
+    let deadline =
+        timeout.and_then(|t| Duration::try_from_secs_f64(t.max(0.0)).ok()).and_then(|d| Instant::now().checked_add(d));
     loop {
         let slice = match deadline {
-            Some(d) => d
-                .saturating_duration_since(Instant::now())
-                .min(SIGNAL_SLICE),
+            Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_SLICE),
             None => SIGNAL_SLICE,
         };
         if slice.is_zero() {
@@ -108,6 +99,9 @@ impl CAN {
         if tx.is_none() && rx.is_none() && channel.is_none() && interface.is_none() {
             return Err(PyValueError::new_err("tx and rx cannot both be None"));
         }
+        if send_timeout.is_nan() {
+            return Err(PyValueError::new_err("send_timeout must be a number of seconds"));
+        }
         if baudrate == 0 {
             return Err(PyValueError::new_err("baudrate must be positive"));
         }
@@ -124,15 +118,7 @@ impl CAN {
         cfg.auto_restart = auto_restart;
         cfg.bitrate = baudrate;
         let bus = py.detach(|| Bus::open(cfg)).map_err(|e| to_py(py, e))?;
-        Ok(CAN {
-            bus: Some(Arc::new(bus)),
-            channel,
-            baudrate,
-            loopback,
-            silent,
-            auto_restart,
-            send_timeout,
-        })
+        Ok(CAN { bus: Some(Arc::new(bus)), channel, baudrate, loopback, silent, auto_restart, send_timeout })
     }
 
     /// Sends a `Message` or `RemoteTransmissionRequest` (queued for
@@ -142,7 +128,7 @@ impl CAN {
     fn send(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
         let bus = self.bus()?;
         let frame = py_to_frame(message)?;
-        let t = Duration::from_secs_f64(self.send_timeout.max(0.0));
+        let t = Duration::try_from_secs_f64(self.send_timeout.max(0.0)).unwrap_or(Duration::from_secs(u32::MAX as u64));
         bus.send(&frame, t).map_err(|e| to_py(py, e))
     }
 
@@ -172,33 +158,18 @@ impl CAN {
             }
             for item in m.try_iter()? {
                 let item = item?;
-                let mm = item.cast::<Match>().map_err(|_| {
-                    PyTypeError::new_err(format!("expected Match, not {}", type_name(&item)))
-                })?;
+                let mm = item
+                    .cast::<Match>()
+                    .map_err(|_| PyTypeError::new_err(format!("expected Match, not {}", type_name(&item))))?;
                 filters.push(mm.get().filter);
             }
         }
         if queue_size == 0 {
             return Err(PyValueError::new_err("queue_size must be at least 1"));
         }
-        let policy = if drop_oldest {
-            DropPolicy::DropOldest
-        } else {
-            DropPolicy::DropNewest
-        };
-        let l = bus.listen(
-            ListenerFilter {
-                filters,
-                error_frames,
-            },
-            queue_size,
-            policy,
-        );
-        Ok(Listener {
-            bus: Some(bus.clone()),
-            inner: l,
-            timeout,
-        })
+        let policy = if drop_oldest { DropPolicy::DropOldest } else { DropPolicy::DropNewest };
+        let l = bus.listen(ListenerFilter { filters, error_frames }, queue_size, policy);
+        Ok(Listener { bus: Some(bus.clone()), inner: l, timeout })
     }
 
     /// Leaves BUS_OFF (error counters to zero).
@@ -231,9 +202,8 @@ impl CAN {
     }
     #[setter]
     fn set_auto_restart(&mut self, v: bool) -> PyResult<()> {
-        self.bus()?;
+        self.bus()?.set_auto_restart(v);
         self.auto_restart = v;
-        // The runtime reads the flag from its config: reopen-free update.
         Ok(())
     }
     /// Bit rate in bit/s (informational on a PC: SocketCAN rates are set with `ip link`).
@@ -264,8 +234,9 @@ impl CAN {
     }
     /// The controller's `BusState`. A SocketCAN interface that is down reads BUS_OFF.
     #[getter]
-    fn state(&self) -> PyResult<BusState> {
-        Ok(self.bus()?.state().state.into())
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s: BusState = self.bus()?.state().state.into();
+        s.singleton(py)
     }
     /// canx: the channel this bus is on (`"vcan0"`, `"virtual:default"`).
     #[getter]
@@ -296,30 +267,19 @@ impl CAN {
     /// BUS_OFF stops the node sending and receiving until restart().
     /// Raises `canx.UnsupportedError` on a real interface.
     #[pyo3(signature = (state, *, tec=None, rec=None))]
-    fn inject_error_state(
-        &self,
-        py: Python<'_>,
-        state: BusState,
-        tec: Option<u8>,
-        rec: Option<u8>,
-    ) -> PyResult<()> {
+    fn inject_error_state(&self, py: Python<'_>, state: BusState, tec: Option<u8>, rec: Option<u8>) -> PyResult<()> {
         let (dt, dr) = match state {
             BusState::ERROR_ACTIVE => (0, 0),
             BusState::ERROR_WARNING => (100, 0),
             BusState::ERROR_PASSIVE => (130, 0),
             BusState::BUS_OFF => (255, 0),
         };
-        self.bus()?
-            .inject_state(state.into(), tec.unwrap_or(dt), rec.unwrap_or(dr))
-            .map_err(|e| to_py(py, e))
+        self.bus()?.inject_state(state.into(), tec.unwrap_or(dt), rec.unwrap_or(dr)).map_err(|e| to_py(py, e))
     }
 
     fn __repr__(&self) -> String {
         match &self.bus {
-            Some(_) => format!(
-                "<canx.CAN channel={:?} baudrate={}>",
-                self.channel, self.baudrate
-            ),
+            Some(_) => format!("<canx.CAN channel={:?} baudrate={}>", self.channel, self.baudrate),
             None => "<canx.CAN deinitialized>".into(),
         }
     }
@@ -371,12 +331,7 @@ impl Listener {
     /// canx: up to `max` frames in one call: waits up to `timeout` seconds
     /// (default: the listener's) for the first, then takes what is queued.
     #[pyo3(signature = (max=256, timeout=None))]
-    fn receive_many<'py>(
-        &self,
-        py: Python<'py>,
-        max: usize,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyList>> {
+    fn receive_many<'py>(&self, py: Python<'py>, max: usize, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let bus = self.live()?;
         let out = PyList::empty(py);
         if max == 0 {
@@ -435,11 +390,7 @@ impl Listener {
     fn __aiter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         slf.borrow().live()?;
-        Ok(py
-            .import("canx._aio")?
-            .getattr("ListenerAsyncIterator")?
-            .call1((slf,))?
-            .unbind())
+        Ok(py.import("canx._aio")?.getattr("ListenerAsyncIterator")?.call1((slf,))?.unbind())
     }
 
     /// Stops receiving. Idempotent.

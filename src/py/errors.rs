@@ -9,8 +9,7 @@ use pyo3::types::PyType;
 use crate::runtime::Error;
 
 /// canio's message for any use of a deinitialized object.
-pub const DEINIT_MSG: &str =
-    "Object has been deinitialized and can no longer be used. Create a new object.";
+pub const DEINIT_MSG: &str = "Object has been deinitialized and can no longer be used. Create a new object.";
 
 pub fn deinit_error() -> PyErr {
     PyValueError::new_err(DEINIT_MSG)

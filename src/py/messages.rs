@@ -17,40 +17,35 @@ pub fn buffer_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         return Ok(b.as_bytes().to_vec());
     }
     let py = obj.py();
-    let mv = py
-        .import("builtins")?
-        .getattr("memoryview")?
-        .call1((obj,))
-        .map_err(|_| {
-            PyTypeError::new_err(format!(
-                "object with buffer protocol required, not {}",
-                type_name(obj)
-            ))
+    let mv =
+        py.import("builtins")?.getattr("memoryview")?.call1((obj,)).map_err(|_| {
+            PyTypeError::new_err(format!("object with buffer protocol required, not {}", type_name(obj)))
         })?;
     let b = mv.call_method0("tobytes")?;
     Ok(b.cast::<PyBytes>()?.as_bytes().to_vec())
 }
 
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into())
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// An identifier from Python: any int; negative or too wide is canio's "id out of range".
+fn to_id(id: i64, extended: bool) -> PyResult<u32> {
+    let limit = if extended { EFF_MASK } else { SFF_MASK };
+    match u32::try_from(id) {
+        Ok(v) if v <= limit => Ok(v),
+        _ => Err(PyValueError::new_err("id out of range")),
+    }
 }
 
 fn check_id(id: u32, extended: bool) -> PyResult<()> {
-    if id > if extended { EFF_MASK } else { SFF_MASK } {
-        return Err(PyValueError::new_err("id out of range"));
-    }
-    Ok(())
+    to_id(i64::from(id), extended).map(|_| ())
 }
 
 fn check_data(data: &[u8], fd: bool) -> PyResult<()> {
     if fd {
         if len_to_dlc(data.len()).is_none() {
-            return Err(PyValueError::new_err(
-                "CAN FD data length must be 0-8, 12, 16, 20, 24, 32, 48 or 64",
-            ));
+            return Err(PyValueError::new_err("CAN FD data length must be 0-8, 12, 16, 20, 24, 32, 48 or 64"));
         }
     } else if data.len() > 8 {
         return Err(PyValueError::new_err("data length must be 0-8"));
@@ -82,7 +77,7 @@ impl Message {
     #[new]
     #[pyo3(signature = (id, data=None, *, extended=false, fd=false, bitrate_switch=false, error_state_indicator=false))]
     fn new(
-        id: u32,
+        id: i64,
         data: Option<&Bound<'_, PyAny>>,
         extended: bool,
         fd: bool,
@@ -93,12 +88,10 @@ impl Message {
             Some(d) => buffer_bytes(d)?,
             None => Vec::new(),
         };
-        check_id(id, extended)?;
+        let id = to_id(id, extended)?;
         check_data(&data, fd)?;
         if !fd && (bitrate_switch || error_state_indicator) {
-            return Err(PyValueError::new_err(
-                "bitrate_switch and error_state_indicator need fd=True",
-            ));
+            return Err(PyValueError::new_err("bitrate_switch and error_state_indicator need fd=True"));
         }
         Ok(Message {
             id,
@@ -118,9 +111,8 @@ impl Message {
         self.id
     }
     #[setter]
-    fn set_id(&mut self, id: u32) -> PyResult<()> {
-        check_id(id, self.extended)?;
-        self.id = id;
+    fn set_id(&mut self, id: i64) -> PyResult<()> {
+        self.id = to_id(id, self.extended)?;
         Ok(())
     }
     /// The payload as bytes; set from any buffer of 0-8 bytes (FD: valid FD lengths).
@@ -176,11 +168,7 @@ impl Message {
     }
 
     fn __repr__(&self) -> String {
-        let mut s = format!(
-            "Message(id=0x{:X}, data=bytes.fromhex('{}')",
-            self.id,
-            hex(&self.data)
-        );
+        let mut s = format!("Message(id=0x{:X}, data=bytes.fromhex('{}')", self.id, hex(&self.data));
         if self.extended {
             s.push_str(", extended=True");
         }
@@ -213,9 +201,15 @@ impl Message {
         }
     }
 
-    fn __reduce__<'py>(
-        slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+    /// Hash of the value (id, kind, data, FD flags), consistent with `==`.
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.id, self.extended, &self.data, self.fd, self.brs, self.esi).hash(&mut h);
+        h.finish()
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let py = slf.py();
         let m = slf.borrow();
         let f = py.import("canx._canx")?.getattr("_message_from_state")?;
@@ -245,30 +239,18 @@ pub fn _message_from_state(
     esi: bool,
     timestamp: Option<f64>,
 ) -> Message {
-    Message {
-        id,
-        data,
-        extended,
-        fd,
-        brs,
-        esi,
-        timestamp,
-        own: false,
-    }
+    Message { id, data, extended, fd, brs, esi, timestamp, own: false }
 }
 
 impl Message {
     pub fn to_frame(&self) -> PyResult<Frame> {
-        let id = make_id(self.id, self.extended)
-            .map_err(|_| PyValueError::new_err("id out of range"))?;
+        let id = make_id(self.id, self.extended).map_err(|_| PyValueError::new_err("id out of range"))?;
         if self.fd {
             FdFrame::new(id, &self.data, self.brs, self.esi)
                 .map(Frame::Fd)
                 .map_err(|e| PyValueError::new_err(e.to_string()))
         } else {
-            CanFrame::new(id, &self.data)
-                .map(Frame::Can)
-                .map_err(|e| PyValueError::new_err(e.to_string()))
+            CanFrame::new(id, &self.data).map(Frame::Can).map_err(|e| PyValueError::new_err(e.to_string()))
         }
     }
 }
@@ -284,38 +266,29 @@ pub struct RemoteTransmissionRequest {
     own: bool,
 }
 
-fn check_rtr_len(length: usize) -> PyResult<()> {
-    if length > 8 {
-        return Err(PyValueError::new_err(
-            "RemoteTransmissionRequests limited to 8 bytes",
-        ));
+fn check_rtr_len(length: i64) -> PyResult<usize> {
+    match usize::try_from(length) {
+        Ok(n) if n <= 8 => Ok(n),
+        _ => Err(PyValueError::new_err("RemoteTransmissionRequests limited to 8 bytes")),
     }
-    Ok(())
 }
 
 #[pymethods]
 impl RemoteTransmissionRequest {
     #[new]
     #[pyo3(signature = (id, length, *, extended=false))]
-    fn new(id: u32, length: usize, extended: bool) -> PyResult<Self> {
-        check_id(id, extended)?;
-        check_rtr_len(length)?;
-        Ok(RemoteTransmissionRequest {
-            id,
-            length,
-            extended,
-            timestamp: None,
-            own: false,
-        })
+    fn new(id: i64, length: i64, extended: bool) -> PyResult<Self> {
+        let id = to_id(id, extended)?;
+        let length = check_rtr_len(length)?;
+        Ok(RemoteTransmissionRequest { id, length, extended, timestamp: None, own: false })
     }
     #[getter]
     fn id(&self) -> u32 {
         self.id
     }
     #[setter]
-    fn set_id(&mut self, id: u32) -> PyResult<()> {
-        check_id(id, self.extended)?;
-        self.id = id;
+    fn set_id(&mut self, id: i64) -> PyResult<()> {
+        self.id = to_id(id, self.extended)?;
         Ok(())
     }
     /// Number of data bytes requested (0-8).
@@ -324,9 +297,8 @@ impl RemoteTransmissionRequest {
         self.length
     }
     #[setter]
-    fn set_length(&mut self, length: usize) -> PyResult<()> {
-        check_rtr_len(length)?;
-        self.length = length;
+    fn set_length(&mut self, length: i64) -> PyResult<()> {
+        self.length = check_rtr_len(length)?;
         Ok(())
     }
     #[getter]
@@ -355,6 +327,12 @@ impl RemoteTransmissionRequest {
             if self.extended { ", extended=True" } else { "" }
         )
     }
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.id, self.extended, self.length).hash(&mut h);
+        h.finish()
+    }
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
         match other.cast::<RemoteTransmissionRequest>() {
             Ok(o) => {
@@ -368,11 +346,8 @@ impl RemoteTransmissionRequest {
 
 impl RemoteTransmissionRequest {
     pub fn to_frame(&self) -> PyResult<Frame> {
-        let id = make_id(self.id, self.extended)
-            .map_err(|_| PyValueError::new_err("id out of range"))?;
-        CanFrame::new_remote(id, self.length)
-            .map(Frame::Can)
-            .map_err(|e| PyValueError::new_err(e.to_string()))
+        let id = make_id(self.id, self.extended).map_err(|_| PyValueError::new_err("id out of range"))?;
+        CanFrame::new_remote(id, self.length).map(Frame::Can).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 }
 
@@ -397,15 +372,11 @@ impl ErrorFrame {
     }
     /// The bus state this frame reports, or None.
     #[getter]
-    fn state(&self) -> Option<BusState> {
-        self.state.map(BusState::from)
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.state.map(|s| BusState::from(s).singleton(py)).transpose()
     }
     fn __repr__(&self) -> String {
-        format!(
-            "ErrorFrame(error_class=0x{:X}, data=bytes.fromhex('{}'))",
-            self.error_class,
-            hex(&self.data)
-        )
+        format!("ErrorFrame(error_class=0x{:X}, data=bytes.fromhex('{}'))", self.error_class, hex(&self.data))
     }
 }
 
@@ -427,32 +398,22 @@ pub struct Match {
 impl Match {
     #[new]
     #[pyo3(signature = (id, *, mask=None, extended=false))]
-    fn new(id: u32, mask: Option<u32>, extended: bool) -> PyResult<Self> {
+    fn new(id: i64, mask: Option<i64>, extended: bool) -> PyResult<Self> {
+        let id = u32::try_from(id).map_err(|_| PyValueError::new_err("id out of range"))?;
+        let mask =
+            mask.map(|m| u32::try_from(m).map_err(|_| PyValueError::new_err("mask out of range"))).transpose()?;
         let filter = Filter::canio_match(id, mask, extended).map_err(|e| match e {
             FilterError::MaskOutOfRange => PyValueError::new_err("mask out of range"),
             _ => PyValueError::new_err("id out of range"),
         })?;
         let mask = mask.unwrap_or(if extended { EFF_MASK } else { SFF_MASK });
-        Ok(Match {
-            id,
-            mask,
-            extended,
-            filter,
-        })
+        Ok(Match { id, mask, extended, filter })
     }
     fn __repr__(&self) -> String {
-        format!(
-            "Match(0x{:X}, mask=0x{:X}{})",
-            self.id,
-            self.mask,
-            if self.extended { ", extended=True" } else { "" }
-        )
+        format!("Match(0x{:X}, mask=0x{:X}{})", self.id, self.mask, if self.extended { ", extended=True" } else { "" })
     }
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        other
-            .cast::<Match>()
-            .map(|o| o.get().filter == self.filter)
-            .unwrap_or(false)
+        other.cast::<Match>().map(|o| o.get().filter == self.filter).unwrap_or(false)
     }
 }
 
@@ -478,6 +439,13 @@ impl BusState {
     }
     fn __repr__(&self) -> String {
         format!("canio.BusState.{:?}", self)
+    }
+}
+
+impl BusState {
+    /// The class attribute itself, so `can.state is BusState.ERROR_ACTIVE` holds (canio's singletons).
+    pub fn singleton<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        py.get_type::<BusState>().getattr(format!("{self:?}").as_str())
     }
 }
 
@@ -550,12 +518,7 @@ pub fn rx_to_py(py: Python<'_>, rx: &RxFrame) -> PyResult<Py<PyAny>> {
             data.copy_from_slice(e.data());
             Py::new(
                 py,
-                ErrorFrame {
-                    error_class: e.class(),
-                    data,
-                    timestamp: Some(rx.timestamp),
-                    state: e.bus_state(),
-                },
+                ErrorFrame { error_class: e.class(), data, timestamp: Some(rx.timestamp), state: e.bus_state() },
             )?
             .into_any()
         }

@@ -9,6 +9,7 @@ use canx_core::frame::BusState;
 use canx_core::{ErrorFrame, Filter, Frame};
 use parking_lot::{Mutex, RwLock};
 
+use super::engine::{self, EngineHandle, EngineRef};
 use super::listener::{DropPolicy, Listener, ListenerFilter};
 use super::{socketcan, virtual_bus, Error, Result, RxFrame, Target};
 
@@ -41,9 +42,7 @@ pub(crate) trait Backend: Send + Sync {
     }
     /// Virtual bus only: makes the controller report `state` with counters.
     fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
-        Err(Error::Unsupported(
-            "error states can only be injected on a virtual bus".into(),
-        ))
+        Err(Error::Unsupported("error states can only be injected on a virtual bus".into()))
     }
 }
 
@@ -65,14 +64,7 @@ pub struct BusConfig {
 
 impl BusConfig {
     pub fn new(target: Target) -> Self {
-        BusConfig {
-            target,
-            receive_own: false,
-            fd: false,
-            silent: false,
-            auto_restart: false,
-            bitrate: 250_000,
-        }
+        BusConfig { target, receive_own: false, fd: false, silent: false, auto_restart: false, bitrate: 250_000 }
     }
 }
 
@@ -104,8 +96,12 @@ pub struct StateInfo {
 struct Shared {
     backend: Arc<dyn Backend>,
     listeners: RwLock<Vec<Arc<Listener>>>,
+    engines: RwLock<Vec<EngineRef>>,
     state: Mutex<StateInfo>,
     stop: AtomicBool,
+    auto_restart: AtomicBool,
+    /// Drops counted by listeners that have since been removed.
+    retired_drops: AtomicU64,
     received: AtomicU64,
     sent: AtomicU64,
     error_frames: AtomicU64,
@@ -129,21 +125,17 @@ impl Bus {
     /// Opens the backend and starts the receive thread.
     pub fn open(config: BusConfig) -> Result<Bus> {
         let backend: Arc<dyn Backend> = match &config.target {
-            Target::SocketCan(ifname) => {
-                Arc::new(socketcan::SocketCanBackend::open(ifname, &config)?)
-            }
+            Target::SocketCan(ifname) => Arc::new(socketcan::SocketCanBackend::open(ifname, &config)?),
             Target::Virtual(name) => Arc::new(virtual_bus::VirtualNode::join(name, &config)),
         };
         let shared = Arc::new(Shared {
             backend,
             listeners: RwLock::new(Vec::new()),
-            state: Mutex::new(StateInfo {
-                state: BusState::ErrorActive,
-                tec: 0,
-                rec: 0,
-                link_down: None,
-            }),
+            engines: RwLock::new(Vec::new()),
+            state: Mutex::new(StateInfo { state: BusState::ErrorActive, tec: 0, rec: 0, link_down: None }),
             stop: AtomicBool::new(false),
+            auto_restart: AtomicBool::new(config.auto_restart),
+            retired_drops: AtomicU64::new(0),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             error_frames: AtomicU64::new(0),
@@ -154,15 +146,8 @@ impl Bus {
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || receive_loop(&s2))
-            .map_err(|e| Error::Os {
-                context: "starting the receive thread".into(),
-                source: e,
-            })?;
-        let bus = Bus {
-            shared,
-            config,
-            thread: Mutex::new(Some(thread)),
-        };
+            .map_err(|e| Error::Os { context: "starting the receive thread".into(), source: e })?;
+        let bus = Bus { shared, config, thread: Mutex::new(Some(thread)) };
         bus.update_prefilter();
         Ok(bus)
     }
@@ -182,9 +167,7 @@ impl Bus {
             return Err(Error::Silent);
         }
         if matches!(frame, Frame::Fd(_)) && !self.config.fd {
-            return Err(Error::Unsupported(
-                "CAN FD frame on a bus opened without fd=True".into(),
-            ));
+            return Err(Error::Unsupported("CAN FD frame on a bus opened without fd=True".into()));
         }
         if matches!(frame, Frame::Error(_)) {
             return Err(Error::Unsupported("error frames cannot be sent".into()));
@@ -193,7 +176,7 @@ impl Bus {
             if let Some(reason) = self.shared.backend.link_down() {
                 return Err(Error::InterfaceDown(reason));
             }
-            if self.config.auto_restart {
+            if self.shared.auto_restart.load(Ordering::Relaxed) {
                 self.restart()?;
             } else {
                 return Err(Error::BusOff);
@@ -205,12 +188,7 @@ impl Bus {
     }
 
     /// Adds a listener; it sees frames that arrive from now on.
-    pub fn listen(
-        &self,
-        filter: ListenerFilter,
-        capacity: usize,
-        policy: DropPolicy,
-    ) -> Arc<Listener> {
+    pub fn listen(&self, filter: ListenerFilter, capacity: usize, policy: DropPolicy) -> Arc<Listener> {
         let l = Arc::new(Listener::new(filter, capacity, policy));
         self.shared.listeners.write().push(l.clone());
         self.update_prefilter();
@@ -220,20 +198,46 @@ impl Bus {
     /// Removes a listener; its queue stays readable.
     pub fn unlisten(&self, l: &Arc<Listener>) {
         l.close();
-        self.shared.listeners.write().retain(|x| !Arc::ptr_eq(x, l));
+        let mut ls = self.shared.listeners.write();
+        if ls.iter().any(|x| Arc::ptr_eq(x, l)) {
+            self.shared.retired_drops.fetch_add(l.dropped(), Ordering::Relaxed);
+            ls.retain(|x| !Arc::ptr_eq(x, l));
+        }
+        drop(ls);
+        self.update_prefilter();
+    }
+
+    /// Attaches a protocol engine: from now on the receive thread feeds it
+    /// frames and timeouts and sends what it produces.
+    pub fn attach(&self, engine: EngineRef) -> EngineHandle {
+        self.shared.engines.write().push(engine.clone());
+        self.update_prefilter();
+        let backend = self.shared.backend.clone();
+        self.shared.backend.wake();
+        EngineHandle { engine, wake: Arc::new(move || backend.wake()) }
+    }
+
+    /// Detaches an engine (its pending frames are not sent).
+    pub fn detach(&self, handle: &EngineHandle) {
+        self.shared.engines.write().retain(|e| !Arc::ptr_eq(e, &handle.engine));
         self.update_prefilter();
     }
 
     fn update_prefilter(&self) {
         let ls = self.shared.listeners.read();
-        if ls.iter().any(|l| l.filter.filters.is_empty()) {
+        let es = self.shared.engines.read();
+        let mut all: Vec<Filter> = ls.iter().flat_map(|l| l.filter.filters.iter().copied()).collect();
+        let mut accept_all = ls.iter().any(|l| l.filter.filters.is_empty());
+        for e in es.iter() {
+            match e.lock().filters() {
+                Some(fs) => all.extend(fs),
+                None => accept_all = true,
+            }
+        }
+        if accept_all {
             self.shared.backend.set_prefilter(None);
         } else {
-            let all: Vec<Filter> = ls
-                .iter()
-                .flat_map(|l| l.filter.filters.iter().copied())
-                .collect();
-            // No listener: nothing needs to come up from the kernel but error frames.
+            // No listener and no engine: nothing comes up from the kernel but error frames.
             self.shared.backend.set_prefilter(Some(&all));
         }
     }
@@ -257,6 +261,11 @@ impl Bus {
         Ok(())
     }
 
+    /// Leave BUS_OFF by itself before the next send (canio `auto_restart`).
+    pub fn set_auto_restart(&self, on: bool) {
+        self.shared.auto_restart.store(on, Ordering::Relaxed);
+    }
+
     /// Virtual bus only: the controller reports `state` with the counters.
     pub fn inject_state(&self, state: BusState, tec: u8, rec: u8) -> Result<()> {
         let e = ErrorFrame::from_state(state, tec, rec);
@@ -266,13 +275,8 @@ impl Bus {
     }
 
     pub fn stats(&self) -> BusStats {
-        let listener_dropped = self
-            .shared
-            .listeners
-            .read()
-            .iter()
-            .map(|l| l.dropped())
-            .sum();
+        let listener_dropped = self.shared.listeners.read().iter().map(|l| l.dropped()).sum::<u64>()
+            + self.shared.retired_drops.load(Ordering::Relaxed);
         BusStats {
             received: self.shared.received.load(Ordering::Relaxed),
             sent: self.shared.sent.load(Ordering::Relaxed),
@@ -330,12 +334,49 @@ fn apply_error_frame(shared: &Shared, e: &ErrorFrame) {
     }
 }
 
+/// Runs every engine: frames of this batch in, timeouts, frames out, events out.
+/// Returns the earliest engine deadline.
+fn run_engines(shared: &Shared, batch: &[RxFrame]) -> Option<canx_core::Instant> {
+    let engines = shared.engines.read();
+    if engines.is_empty() {
+        return None;
+    }
+    let mut next: Option<canx_core::Instant> = None;
+    for e in engines.iter() {
+        let mut e = e.lock();
+        let now = engine::now();
+        for f in batch {
+            e.handle_frame(now, f);
+        }
+        e.handle_timeout(now);
+        while let Some(frame) = e.poll_transmit(now) {
+            match shared.backend.send(&frame, SEND_TIMEOUT) {
+                Ok(()) => {
+                    shared.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) => e.send_failed(&frame, &err),
+            }
+        }
+        e.flush_events();
+        next = canx_core::time::earliest(next, e.poll_timeout());
+    }
+    next
+}
+
+/// How long an engine's frame may wait for room in the transmit queue.
+const SEND_TIMEOUT: Duration = Duration::from_millis(100);
+
 fn receive_loop(shared: &Shared) {
     let mut batch: Vec<RxFrame> = Vec::with_capacity(64);
     let mut failures = 0u32;
+    let mut deadline: Option<canx_core::Instant> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         batch.clear();
-        match shared.backend.recv_batch(&mut batch, IDLE_WAIT) {
+        let wait = match deadline {
+            Some(d) => Duration::from_micros((d - engine::now()).total_micros()).min(IDLE_WAIT),
+            None => IDLE_WAIT,
+        };
+        match shared.backend.recv_batch(&mut batch, wait) {
             Ok(()) => failures = 0,
             Err(e) => {
                 // Transient errors (interface down) are reported by the
@@ -349,21 +390,23 @@ fn receive_loop(shared: &Shared) {
                 continue;
             }
         }
-        if batch.is_empty() {
-            continue;
-        }
-        shared
-            .received
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let listeners = shared.listeners.read();
-        for f in &batch {
-            if let Frame::Error(e) = &f.frame {
-                shared.error_frames.fetch_add(1, Ordering::Relaxed);
-                apply_error_frame(shared, e);
+        if !batch.is_empty() {
+            shared.received.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let listeners = shared.listeners.read();
+            for f in &batch {
+                if let Frame::Error(e) = &f.frame {
+                    shared.error_frames.fetch_add(1, Ordering::Relaxed);
+                    // An injected (own) error frame was applied when it was injected;
+                    // applying it again here could undo a restart() made since.
+                    if !f.own {
+                        apply_error_frame(shared, e);
+                    }
+                }
+                for l in listeners.iter() {
+                    l.offer(f);
+                }
             }
-            for l in listeners.iter() {
-                l.offer(f);
-            }
         }
+        deadline = run_engines(shared, &batch);
     }
 }

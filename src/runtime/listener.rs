@@ -51,14 +51,7 @@ pub struct Listener {
 impl Listener {
     pub fn new(filter: ListenerFilter, capacity: usize, policy: DropPolicy) -> Self {
         let (tx, rx) = bounded(capacity.max(1));
-        Listener {
-            filter,
-            tx,
-            rx,
-            policy,
-            dropped: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-        }
+        Listener { filter, tx, rx, policy, dropped: AtomicU64::new(0), closed: AtomicBool::new(false) }
     }
 
     /// Called by the receive thread. Never blocks.

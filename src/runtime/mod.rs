@@ -9,6 +9,7 @@
 //! released.
 
 pub mod bus;
+pub mod engine;
 pub mod listener;
 pub mod socketcan;
 pub mod virtual_bus;
@@ -16,6 +17,7 @@ pub mod virtual_bus;
 use std::fmt;
 
 pub use bus::{Bus, BusConfig, BusStats, StateInfo};
+pub use engine::{Driven, EngineHandle, EngineRef};
 pub use listener::{DropPolicy, Listener, ListenerFilter};
 
 use canx_core::Frame;
@@ -39,10 +41,7 @@ pub enum Error {
     BadChannel(String),
     /// The operating system refused (no such device, no permission, no CAN
     /// support in the kernel...). `context` says what was being done.
-    Os {
-        context: String,
-        source: std::io::Error,
-    },
+    Os { context: String, source: std::io::Error },
     /// The interface went down or away.
     InterfaceDown(String),
     /// The controller is bus-off and auto_restart is off.
@@ -63,9 +62,7 @@ impl fmt::Display for Error {
             Error::BadChannel(s) => write!(f, "{s}"),
             Error::Os { context, source } => write!(f, "{context}: {source}"),
             Error::InterfaceDown(s) => write!(f, "interface {s} is down"),
-            Error::BusOff => {
-                f.write_str("the bus is off (BUS_OFF); call restart() or use auto_restart=True")
-            }
+            Error::BusOff => f.write_str("the bus is off (BUS_OFF); call restart() or use auto_restart=True"),
             Error::Silent => f.write_str("the bus is silent (listen-only): sending is disabled"),
             Error::SendTimeout => f.write_str("send timed out: the transmit queue stayed full"),
             Error::Unsupported(s) => write!(f, "{s}"),
@@ -80,10 +77,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Seconds since the Unix epoch, now.
 pub fn epoch_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// Where a bus goes: parsed from `channel=` and `interface=`.
@@ -111,26 +105,19 @@ impl Target {
             (None, None) => "socketcan".to_string(),
         };
         if name.is_empty() {
-            return Err(Error::BadChannel(format!(
-                "empty channel name in {channel:?}"
-            )));
+            return Err(Error::BadChannel(format!("empty channel name in {channel:?}")));
         }
         match kind.as_str() {
             "socketcan" => {
-                if name.len() >= libc::IFNAMSIZ
-                    || name.contains('/')
-                    || name.contains(char::is_whitespace)
-                {
-                    return Err(Error::BadChannel(format!(
-                        "{name:?} is not a network interface name"
-                    )));
+                if name.len() >= libc::IFNAMSIZ || name.contains('/') || name.contains(char::is_whitespace) {
+                    return Err(Error::BadChannel(format!("{name:?} is not a network interface name")));
                 }
                 Ok(Target::SocketCan(name.to_string()))
             }
             "virtual" => Ok(Target::Virtual(name.to_string())),
-            other => Err(Error::BadChannel(format!(
-                "unknown interface {other:?}: canx knows \"socketcan\" and \"virtual\""
-            ))),
+            other => {
+                Err(Error::BadChannel(format!("unknown interface {other:?}: canx knows \"socketcan\" and \"virtual\"")))
+            }
         }
     }
 }
@@ -141,21 +128,15 @@ mod tests {
 
     #[test]
     fn target_parse() {
-        assert_eq!(
-            Target::parse("vcan0", None).unwrap(),
-            Target::SocketCan("vcan0".into())
-        );
-        assert_eq!(
-            Target::parse("virtual:x", None).unwrap(),
-            Target::Virtual("x".into())
-        );
-        assert_eq!(
-            Target::parse("x", Some("virtual")).unwrap(),
-            Target::Virtual("x".into())
-        );
+        assert_eq!(Target::parse("vcan0", None).unwrap(), Target::SocketCan("vcan0".into()));
+        assert_eq!(Target::parse("virtual:x", None).unwrap(), Target::Virtual("x".into()));
+        assert_eq!(Target::parse("x", Some("virtual")).unwrap(), Target::Virtual("x".into()));
         assert!(Target::parse("virtual:x", Some("socketcan")).is_err());
         assert!(Target::parse("pcan:x", None).is_err());
         assert!(Target::parse("virtual:", None).is_err());
         assert!(Target::parse("averyveryverylongname", None).is_err());
     }
 }
+
+#[cfg(test)]
+mod runtime_tests;

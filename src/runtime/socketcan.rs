@@ -64,25 +64,16 @@ impl SocketCanBackend {
         let o = &sock;
         let ctx = |what: &str| format!("setting {what} on {ifname}");
         if config.fd {
-            o.set_socket_option_int(SOL_CAN_RAW, CAN_RAW_FD_FRAMES, 1)
-                .map_err(|e| Error::Os {
-                    context: format!(
-                        "enabling CAN FD on {ifname} (is its MTU 72? ip link set {ifname} mtu 72)"
-                    ),
-                    source: e,
-                })?;
+            o.set_socket_option_int(SOL_CAN_RAW, CAN_RAW_FD_FRAMES, 1).map_err(|e| Error::Os {
+                context: format!("enabling CAN FD on {ifname} (is its MTU 72? ip link set {ifname} mtu 72)"),
+                source: e,
+            })?;
         }
-        o.set_recv_own_msgs(config.receive_own)
-            .map_err(os_err(ctx("CAN_RAW_RECV_OWN_MSGS")))?;
-        o.set_error_filter(CAN_ERR_MASK)
-            .map_err(os_err(ctx("CAN_RAW_ERR_FILTER")))?;
-        o.set_recv_timestamp(true)
-            .map_err(os_err(ctx("SO_TIMESTAMPNS")))?;
-        o.set_socket_option_int(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
-            .map_err(os_err(ctx("SO_RXQ_OVFL")))?;
-        if o.set_socket_option_int(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF_BYTES)
-            .is_err()
-        {
+        o.set_recv_own_msgs(config.receive_own).map_err(os_err(ctx("CAN_RAW_RECV_OWN_MSGS")))?;
+        o.set_error_filter(CAN_ERR_MASK).map_err(os_err(ctx("CAN_RAW_ERR_FILTER")))?;
+        o.set_recv_timestamp(true).map_err(os_err(ctx("SO_TIMESTAMPNS")))?;
+        o.set_socket_option_int(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1).map_err(os_err(ctx("SO_RXQ_OVFL")))?;
+        if o.set_socket_option_int(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF_BYTES).is_err() {
             // Not root: the kernel caps this at net.core.rmem_max.
             let _ = o.set_socket_option_int(libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF_BYTES);
         }
@@ -90,10 +81,7 @@ impl SocketCanBackend {
         // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
-            return Err(Error::Os {
-                context: "eventfd".into(),
-                source: io::Error::last_os_error(),
-            });
+            return Err(Error::Os { context: "eventfd".into(), source: io::Error::last_os_error() });
         }
         // SAFETY: efd is a fresh descriptor owned by nobody else.
         let event = unsafe { OwnedFd::from_raw_fd(efd) };
@@ -131,16 +119,8 @@ impl SocketCanBackend {
 
     fn poll(&self, timeout: Duration) -> io::Result<(bool, bool)> {
         let mut fds = [
-            libc::pollfd {
-                fd: self.fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.event.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.event.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: fds is a valid array of 2 pollfd.
@@ -169,10 +149,7 @@ fn explain_open_error(ifname: &str, e: io::Error) -> Error {
     };
     // socketcan reports a missing interface as an error without errno; say the same thing.
     if e.raw_os_error().is_none() && e.to_string().to_lowercase().contains("no such device") {
-        return Error::Os {
-            context: format!("opening {ifname}: no such CAN interface"),
-            source: e,
-        };
+        return Error::Os { context: format!("opening {ifname}: no such CAN interface"), source: e };
     }
     Error::Os { context, source: e }
 }
@@ -196,9 +173,7 @@ pub(crate) fn decode(buf: &[u8]) -> Option<Frame> {
     if buf.len() == CANFD_MTU {
         let flags = buf[5];
         let payload = data.get(..len)?;
-        return FdFrame::new(id, payload, flags & CANFD_BRS != 0, flags & CANFD_ESI != 0)
-            .ok()
-            .map(Frame::Fd);
+        return FdFrame::new(id, payload, flags & CANFD_BRS != 0, flags & CANFD_ESI != 0).ok().map(Frame::Fd);
     }
     if can_id & RTR_FLAG != 0 {
         return CanFrame::new_remote(id, len.min(8)).ok().map(Frame::Can);
@@ -216,9 +191,7 @@ pub(crate) fn encode(frame: &Frame, out: &mut [u8; CANFD_MTU]) -> Option<usize> 
         }
         Frame::Fd(f) => {
             out[4] = f.data().len() as u8;
-            out[5] = CANFD_FDF
-                | if f.brs() { CANFD_BRS } else { 0 }
-                | if f.esi() { CANFD_ESI } else { 0 };
+            out[5] = CANFD_FDF | if f.brs() { CANFD_BRS } else { 0 } | if f.esi() { CANFD_ESI } else { 0 };
             (f.key(), f.data(), CANFD_MTU)
         }
         Frame::Error(_) => return None,
@@ -234,18 +207,14 @@ impl Backend for SocketCanBackend {
             if self.is_up() {
                 *self.link.lock() = None;
             } else {
-                let (_, woke) = self
-                    .poll(timeout.min(Duration::from_millis(100)))
-                    .unwrap_or((false, false));
+                let (_, woke) = self.poll(timeout.min(Duration::from_millis(100))).unwrap_or((false, false));
                 if woke {
                     self.drain_event();
                 }
                 return Ok(());
             }
         }
-        let (readable, woke) = self
-            .poll(timeout)
-            .map_err(os_err(format!("poll on {}", self.ifname)))?;
+        let (readable, woke) = self.poll(timeout).map_err(os_err(format!("poll on {}", self.ifname)))?;
         if woke {
             self.drain_event();
         }
@@ -269,13 +238,7 @@ impl Backend for SocketCanBackend {
         }
         // SAFETY: msgs/iov/bufs are valid for BATCH entries as set up above.
         let n = unsafe {
-            libc::recvmmsg(
-                self.fd,
-                msgs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
+            libc::recvmmsg(self.fd, msgs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
         };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -289,10 +252,7 @@ impl Backend for SocketCanBackend {
                     *self.link.lock() = Some(format!("{} was removed", self.ifname));
                     Ok(())
                 }
-                _ => Err(Error::Os {
-                    context: format!("receiving on {}", self.ifname),
-                    source: e,
-                }),
+                _ => Err(Error::Os { context: format!("receiving on {}", self.ifname), source: e }),
             };
         }
         let fallback_ts = epoch_now();
@@ -317,13 +277,10 @@ impl Backend for SocketCanBackend {
 
     fn send(&self, frame: &Frame, timeout: Duration) -> Result<()> {
         if matches!(frame, Frame::Fd(_)) && !self.fd_enabled {
-            return Err(Error::Unsupported(
-                "CAN FD frame on a socket opened without fd=True".into(),
-            ));
+            return Err(Error::Unsupported("CAN FD frame on a socket opened without fd=True".into()));
         }
         let mut buf = [0u8; CANFD_MTU];
-        let n = encode(frame, &mut buf)
-            .ok_or_else(|| Error::Unsupported("error frames cannot be sent".into()))?;
+        let n = encode(frame, &mut buf).ok_or_else(|| Error::Unsupported("error frames cannot be sent".into()))?;
         let deadline = Instant::now() + timeout;
         loop {
             // SAFETY: buf is valid for n bytes.
@@ -346,12 +303,7 @@ impl Backend for SocketCanBackend {
                 Some(libc::ENODEV) | Some(libc::ENXIO) => {
                     return Err(Error::InterfaceDown(format!("{} (removed)", self.ifname)))
                 }
-                _ => {
-                    return Err(Error::Os {
-                        context: format!("sending on {}", self.ifname),
-                        source: e,
-                    })
-                }
+                _ => return Err(Error::Os { context: format!("sending on {}", self.ifname), source: e }),
             }
         }
     }
@@ -370,16 +322,16 @@ impl Backend for SocketCanBackend {
             None => o.set_filter_accept_all(),
             Some([]) => o.set_filter_drop_all(),
             Some(fs) => {
-                let kf: Vec<CanFilter> = fs
-                    .iter()
-                    .map(|f| {
-                        if f.inverted {
-                            CanFilter::new_inverted(f.id, f.mask)
-                        } else {
-                            CanFilter::new(f.id, f.mask)
-                        }
-                    })
-                    .collect();
+                let kf: Vec<CanFilter> =
+                    fs.iter()
+                        .map(|f| {
+                            if f.inverted {
+                                CanFilter::new_inverted(f.id, f.mask)
+                            } else {
+                                CanFilter::new(f.id, f.mask)
+                            }
+                        })
+                        .collect();
                 o.set_filters(&kf)
             }
         };
@@ -415,14 +367,11 @@ fn read_cmsgs(h: &libc::msghdr) -> (Option<f64>, Option<u32>) {
             let hdr = &*c;
             if hdr.cmsg_level == libc::SOL_SOCKET {
                 if hdr.cmsg_type == libc::SCM_TIMESTAMPNS
-                    && hdr.cmsg_len as usize
-                        >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
+                    && hdr.cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
                 {
                     let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
                     ts = Some(t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9);
-                } else if hdr.cmsg_type == libc::SO_RXQ_OVFL
-                    && hdr.cmsg_len as usize >= libc::CMSG_LEN(4) as usize
-                {
+                } else if hdr.cmsg_type == libc::SO_RXQ_OVFL && hdr.cmsg_len as usize >= libc::CMSG_LEN(4) as usize {
                     drops = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
                 }
             }

@@ -49,12 +49,8 @@ fn registry() -> &'static Mutex<HashMap<String, Weak<Channel>>> {
 
 /// Names of the virtual channels that have nodes now.
 pub fn channels() -> Vec<String> {
-    let mut names: Vec<String> = registry()
-        .lock()
-        .iter()
-        .filter(|(_, w)| w.strong_count() > 0)
-        .map(|(k, _)| k.clone())
-        .collect();
+    let mut names: Vec<String> =
+        registry().lock().iter().filter(|(_, w)| w.strong_count() > 0).map(|(k, _)| k.clone()).collect();
     names.sort();
     names
 }
@@ -96,14 +92,7 @@ impl VirtualNode {
             off: off.clone(),
             drops: drops.clone(),
         });
-        VirtualNode {
-            id,
-            channel,
-            inbox: rx,
-            self_tx: tx,
-            off,
-            drops,
-        }
+        VirtualNode { id, channel, inbox: rx, self_tx: tx, off, drops }
     }
 }
 
@@ -127,11 +116,7 @@ impl Backend for VirtualNode {
                 out.push(f);
             }
             taken += 1;
-            next = if taken < 256 {
-                self.inbox.try_recv().ok()
-            } else {
-                None
-            };
+            next = if taken < 256 { self.inbox.try_recv().ok() } else { None };
         }
         Ok(())
     }
@@ -150,11 +135,7 @@ impl Backend for VirtualNode {
             if matches!(frame, Frame::Fd(_)) && !n.fd {
                 continue; // a classic controller does not see FD frames
             }
-            let rx = RxFrame {
-                frame: *frame,
-                timestamp,
-                own,
-            };
+            let rx = RxFrame { frame: *frame, timestamp, own };
             if let Err(TrySendError::Full(_)) = n.inbox.try_send(Inbound::Frame(rx)) {
                 n.drops.fetch_add(1, Ordering::Relaxed);
             }
@@ -176,13 +157,8 @@ impl Backend for VirtualNode {
     }
 
     fn inject_state(&self, e: ErrorFrame) -> Result<()> {
-        self.off
-            .store(e.bus_state() == Some(BusState::BusOff), Ordering::Relaxed);
-        let rx = RxFrame {
-            frame: Frame::Error(e),
-            timestamp: epoch_now(),
-            own: false,
-        };
+        self.off.store(e.bus_state() == Some(BusState::BusOff), Ordering::Relaxed);
+        let rx = RxFrame { frame: Frame::Error(e), timestamp: epoch_now(), own: true };
         if self.self_tx.try_send(Inbound::Frame(rx)).is_err() {
             self.drops.fetch_add(1, Ordering::Relaxed);
         }

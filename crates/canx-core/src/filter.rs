@@ -57,11 +57,7 @@ pub struct Filter {
 
 impl Filter {
     /// Accepts every data and remote frame.
-    pub const ACCEPT_ALL: Filter = Filter {
-        id: 0,
-        mask: 0,
-        inverted: false,
-    };
+    pub const ACCEPT_ALL: Filter = Filter { id: 0, mask: 0, inverted: false };
 
     /// CircuitPython `canio.Match(id, mask=None, extended=False)`: matches a
     /// frame when `(rx_id & mask) == (id & mask)` and its kind (standard or
@@ -78,11 +74,7 @@ impl Filter {
             return Err(FilterError::MaskOutOfRange);
         }
         let flag = if extended { EFF_FLAG } else { 0 };
-        Ok(Filter {
-            id: id | flag,
-            mask: mask | EFF_FLAG,
-            inverted: false,
-        })
+        Ok(Filter { id: id | flag, mask: mask | EFF_FLAG, inverted: false })
     }
 
     /// `true` if a frame with this key passes the filter. Error frames never
@@ -140,11 +132,7 @@ impl FilterItem {
         if id_txt.len() == 8 {
             id |= EFF_FLAG;
         }
-        Ok(FilterItem::Filter(Filter {
-            id: id & !ERR_FLAG,
-            mask,
-            inverted,
-        }))
+        Ok(FilterItem::Filter(Filter { id: id & !ERR_FLAG, mask, inverted }))
     }
 }
 
@@ -196,12 +184,7 @@ impl<const N: usize> Default for FilterSet<N> {
 
 impl<const N: usize> FilterSet<N> {
     pub const fn new() -> Self {
-        FilterSet {
-            filters: [Filter::ACCEPT_ALL; N],
-            len: 0,
-            error_mask: 0,
-            join: false,
-        }
+        FilterSet { filters: [Filter::ACCEPT_ALL; N], len: 0, error_mask: 0, join: false }
     }
 
     /// Adds a filter. Errors: [`FilterError::TooMany`] past `N`.
@@ -286,14 +269,8 @@ mod tests {
         let e = Filter::canio_match(0x1234_5678, None, true).unwrap();
         assert!(e.matches(&data(0x1234_5678, true)));
         assert!(!e.matches(&data(0x678, false)));
-        assert_eq!(
-            Filter::canio_match(0x800, None, false),
-            Err(FilterError::IdOutOfRange)
-        );
-        assert_eq!(
-            Filter::canio_match(0x1, Some(0x800), false),
-            Err(FilterError::MaskOutOfRange)
-        );
+        assert_eq!(Filter::canio_match(0x800, None, false), Err(FilterError::IdOutOfRange));
+        assert_eq!(Filter::canio_match(0x1, Some(0x800), false), Err(FilterError::MaskOutOfRange));
         assert!(Filter::canio_match(0x800, None, true).is_ok());
     }
 
@@ -306,18 +283,10 @@ mod tests {
         };
         // 123:7FF matches 0x123 including EFF and RTR frames.
         let a = f("123:7FF");
-        assert!(
-            a.matches(&data(0x123, false))
-                && a.matches(&data(0x123, true))
-                && a.matches(&rtr(0x123, false))
-        );
+        assert!(a.matches(&data(0x123, false)) && a.matches(&data(0x123, true)) && a.matches(&rtr(0x123, false)));
         // 123:C00007FF matches only SFF non-RTR.
         let b = f("123:C00007FF");
-        assert!(
-            b.matches(&data(0x123, false))
-                && !b.matches(&data(0x123, true))
-                && !b.matches(&rtr(0x123, false))
-        );
+        assert!(b.matches(&data(0x123, false)) && !b.matches(&data(0x123, true)) && !b.matches(&rtr(0x123, false)));
         // 12345678:DFFFFFFF matches only extended 0x12345678.
         let c = f("12345678:DFFFFFFF");
         assert!(c.is_extended());
@@ -325,23 +294,9 @@ mod tests {
         // 0~0 inverted: nothing passes.
         let d = f("0~0");
         assert!(d.inverted && !d.matches(&data(0x1, false)));
-        assert_eq!(
-            FilterItem::parse("#FFFFFFFF").unwrap(),
-            FilterItem::ErrorMask(EFF_MASK)
-        );
+        assert_eq!(FilterItem::parse("#FFFFFFFF").unwrap(), FilterItem::ErrorMask(EFF_MASK));
         assert_eq!(FilterItem::parse("J").unwrap(), FilterItem::Join);
-        for bad in [
-            "",
-            "123",
-            "123:",
-            ":7FF",
-            "12G:7FF",
-            "123:7FF:1",
-            "123456789:1",
-            "1:2~3",
-            "#",
-            "#xyz",
-        ] {
+        for bad in ["", "123", "123:", ":7FF", "12G:7FF", "123:7FF:1", "123456789:1", "1:2~3", "#", "#xyz"] {
             assert!(FilterItem::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -358,39 +313,20 @@ mod tests {
         assert!(set.accepts(&err) && !set.accepts(&data(1, false)));
         let set = FilterSet::<4>::parse_candump("100:700,7FF~7FF,j").unwrap();
         assert!(
-            set.accepts(&data(0x100, false))
-                && !set.accepts(&data(0x7FF, false))
-                && !set.accepts(&data(0x2FF, false))
+            set.accepts(&data(0x100, false)) && !set.accepts(&data(0x7FF, false)) && !set.accepts(&data(0x2FF, false))
         );
         assert!(FilterSet::<0>::new().accepts(&data(5, true)));
-        assert_eq!(
-            FilterSet::<1>::parse_candump("1:1,2:2"),
-            Err(FilterError::TooMany)
-        );
+        assert_eq!(FilterSet::<1>::parse_candump("1:1,2:2"), Err(FilterError::TooMany));
     }
 
     fn arb_item() -> impl Strategy<Value = FilterItem> {
         prop_oneof![
             Just(FilterItem::Join),
             (0u32..=EFF_MASK).prop_map(FilterItem::ErrorMask),
-            (
-                0u32..0x1000_0000,
-                any::<u32>(),
-                any::<bool>(),
-                any::<bool>()
-            )
-                .prop_map(|(id, mask, ext, inverted)| {
-                    let id = if ext {
-                        (id & EFF_MASK) | EFF_FLAG
-                    } else {
-                        id & !RTR_FLAG
-                    };
-                    FilterItem::Filter(Filter {
-                        id,
-                        mask: mask & !ERR_FLAG,
-                        inverted,
-                    })
-                }),
+            (0u32..0x1000_0000, any::<u32>(), any::<bool>(), any::<bool>()).prop_map(|(id, mask, ext, inverted)| {
+                let id = if ext { (id & EFF_MASK) | EFF_FLAG } else { id & !RTR_FLAG };
+                FilterItem::Filter(Filter { id, mask: mask & !ERR_FLAG, inverted })
+            }),
         ]
     }
 

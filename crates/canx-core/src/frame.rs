@@ -51,9 +51,7 @@ impl fmt::Display for FrameError {
             FrameError::IdOutOfRange => "id out of range",
             FrameError::DataTooLong => "data length must be 0-8",
             FrameError::RemoteLengthTooLong => "remote frame length must be 0-8",
-            FrameError::InvalidFdLength => {
-                "CAN FD data length must be 0-8, 12, 16, 20, 24, 32, 48 or 64"
-            }
+            FrameError::InvalidFdLength => "CAN FD data length must be 0-8, 12, 16, 20, 24, 32, 48 or 64",
             FrameError::InvalidDlc => "invalid DLC",
         })
     }
@@ -64,15 +62,9 @@ impl core::error::Error for FrameError {}
 /// Builds an [`Id`] from a raw value and an explicit kind.
 pub fn make_id(raw: u32, extended: bool) -> Result<Id, FrameError> {
     if extended {
-        ExtendedId::new(raw)
-            .map(Id::Extended)
-            .ok_or(FrameError::IdOutOfRange)
+        ExtendedId::new(raw).map(Id::Extended).ok_or(FrameError::IdOutOfRange)
     } else {
-        u16::try_from(raw)
-            .ok()
-            .and_then(StandardId::new)
-            .map(Id::Standard)
-            .ok_or(FrameError::IdOutOfRange)
+        u16::try_from(raw).ok().and_then(StandardId::new).map(Id::Standard).ok_or(FrameError::IdOutOfRange)
     }
 }
 
@@ -160,12 +152,7 @@ impl CanFrame {
         }
         let mut buf = [0u8; CAN_MAX_LEN];
         buf[..data.len()].copy_from_slice(data);
-        Ok(CanFrame {
-            id: id.into(),
-            len: data.len() as u8,
-            remote: false,
-            data: buf,
-        })
+        Ok(CanFrame { id: id.into(), len: data.len() as u8, remote: false, data: buf })
     }
 
     /// A remote frame asking for `len` bytes (0-8). Errors:
@@ -174,12 +161,7 @@ impl CanFrame {
         if len > CAN_MAX_LEN {
             return Err(FrameError::RemoteLengthTooLong);
         }
-        Ok(CanFrame {
-            id: id.into(),
-            len: len as u8,
-            remote: true,
-            data: [0; CAN_MAX_LEN],
-        })
+        Ok(CanFrame { id: id.into(), len: len as u8, remote: true, data: [0; CAN_MAX_LEN] })
     }
 
     pub fn id(&self) -> Id {
@@ -268,13 +250,7 @@ impl FdFrame {
         }
         let mut buf = [0u8; CANFD_MAX_LEN];
         buf[..data.len()].copy_from_slice(data);
-        Ok(FdFrame {
-            id: id.into(),
-            len: data.len() as u8,
-            brs,
-            esi,
-            data: buf,
-        })
+        Ok(FdFrame { id: id.into(), len: data.len() as u8, brs, esi, data: buf })
     }
 
     pub fn id(&self) -> Id {
@@ -371,10 +347,7 @@ pub struct ErrorFrame {
 impl ErrorFrame {
     /// `class` is the 29-bit `CAN_ERR_*` mask; `data` the detail bytes.
     pub fn new(class: u32, data: [u8; CAN_MAX_LEN]) -> Self {
-        ErrorFrame {
-            class: class & EFF_MASK,
-            data,
-        }
+        ErrorFrame { class: class & EFF_MASK, data }
     }
     /// An error frame that reports a state with the given counters (as
     /// `CAN_ERR_CRTL`/`CAN_ERR_BUSOFF` + `CAN_ERR_CNT` do).
@@ -536,10 +509,7 @@ mod tests {
         assert_eq!(r.data(), &[] as &[u8]);
         assert_eq!(r.dlc(), 8);
         assert_eq!(r.key(), 0x7FF | RTR_FLAG);
-        assert_eq!(
-            CanFrame::new_remote(sid(1), 9),
-            Err(FrameError::RemoteLengthTooLong)
-        );
+        assert_eq!(CanFrame::new_remote(sid(1), 9), Err(FrameError::RemoteLengthTooLong));
     }
 
     #[test]
@@ -572,12 +542,7 @@ mod tests {
 
     #[test]
     fn error_frame_state() {
-        for st in [
-            BusState::ErrorActive,
-            BusState::ErrorWarning,
-            BusState::ErrorPassive,
-            BusState::BusOff,
-        ] {
+        for st in [BusState::ErrorActive, BusState::ErrorWarning, BusState::ErrorPassive, BusState::BusOff] {
             let e = ErrorFrame::from_state(st, 100, 5);
             assert_eq!(e.bus_state(), Some(st));
             assert_eq!(e.tx_error_count(), Some(100));

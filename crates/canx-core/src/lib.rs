@@ -29,7 +29,5 @@ pub mod frame;
 pub mod time;
 
 pub use filter::{Filter, FilterError, FilterItem, FilterSet};
-pub use frame::{
-    BusState, CanFrame, ErrorFrame, ExtendedId, FdFrame, Frame, FrameError, Id, StandardId,
-};
+pub use frame::{BusState, CanFrame, ErrorFrame, ExtendedId, FdFrame, Frame, FrameError, Id, StandardId};
 pub use time::{Duration, Instant};

@@ -28,9 +28,7 @@ impl Instant {
         Instant { micros }
     }
     pub const fn from_millis(millis: u64) -> Self {
-        Instant {
-            micros: millis.saturating_mul(1000),
-        }
+        Instant { micros: millis.saturating_mul(1000) }
     }
     pub const fn total_micros(self) -> u64 {
         self.micros
@@ -40,9 +38,7 @@ impl Instant {
     }
     /// `self - earlier`, or zero if `earlier` is later than `self`.
     pub const fn saturating_duration_since(self, earlier: Instant) -> Duration {
-        Duration {
-            micros: self.micros.saturating_sub(earlier.micros),
-        }
+        Duration { micros: self.micros.saturating_sub(earlier.micros) }
     }
     pub const fn checked_add(self, d: Duration) -> Option<Instant> {
         match self.micros.checked_add(d.micros) {
@@ -60,14 +56,10 @@ impl Duration {
         Duration { micros }
     }
     pub const fn from_millis(millis: u64) -> Self {
-        Duration {
-            micros: millis.saturating_mul(1000),
-        }
+        Duration { micros: millis.saturating_mul(1000) }
     }
     pub const fn from_secs(secs: u64) -> Self {
-        Duration {
-            micros: secs.saturating_mul(1_000_000),
-        }
+        Duration { micros: secs.saturating_mul(1_000_000) }
     }
     pub const fn total_micros(self) -> u64 {
         self.micros
@@ -76,9 +68,7 @@ impl Duration {
         self.micros / 1000
     }
     pub const fn saturating_mul(self, n: u32) -> Duration {
-        Duration {
-            micros: self.micros.saturating_mul(n as u64),
-        }
+        Duration { micros: self.micros.saturating_mul(n as u64) }
     }
 }
 
@@ -86,9 +76,7 @@ impl Add<Duration> for Instant {
     type Output = Instant;
     /// Saturates at the end of time instead of overflowing.
     fn add(self, d: Duration) -> Instant {
-        Instant {
-            micros: self.micros.saturating_add(d.micros),
-        }
+        Instant { micros: self.micros.saturating_add(d.micros) }
     }
 }
 
@@ -109,20 +97,13 @@ impl Sub<Instant> for Instant {
 impl Add for Duration {
     type Output = Duration;
     fn add(self, o: Duration) -> Duration {
-        Duration {
-            micros: self.micros.saturating_add(o.micros),
-        }
+        Duration { micros: self.micros.saturating_add(o.micros) }
     }
 }
 
 impl fmt::Debug for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:06}s",
-            self.micros / 1_000_000,
-            self.micros % 1_000_000
-        )
+        write!(f, "{}.{:06}s", self.micros / 1_000_000, self.micros % 1_000_000)
     }
 }
 
@@ -146,9 +127,7 @@ impl From<Duration> for std::time::Duration {
 #[cfg(feature = "std")]
 impl From<std::time::Duration> for Duration {
     fn from(d: std::time::Duration) -> Self {
-        Duration {
-            micros: u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
-        }
+        Duration { micros: u64::try_from(d.as_micros()).unwrap_or(u64::MAX) }
     }
 }
 
@@ -170,10 +149,7 @@ mod tests {
         let t = Instant::from_millis(5);
         assert_eq!(t + Duration::from_millis(3), Instant::from_millis(8));
         assert_eq!(Instant::from_millis(3) - t, Duration::ZERO);
-        assert_eq!(
-            Instant::from_micros(u64::MAX) + Duration::from_secs(1),
-            Instant::from_micros(u64::MAX)
-        );
+        assert_eq!(Instant::from_micros(u64::MAX) + Duration::from_secs(1), Instant::from_micros(u64::MAX));
         assert_eq!(earliest(Some(t), None), Some(t));
         assert_eq!(earliest(Some(t), Some(Instant::ZERO)), Some(Instant::ZERO));
         assert_eq!(earliest(None, None), None);

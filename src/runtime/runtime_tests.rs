@@ -1,0 +1,139 @@
+//! Runtime tests on the virtual bus (no kernel CAN needed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use canx_core::frame::{make_id, BusState};
+use canx_core::{CanFrame, Filter, Frame, Instant};
+use parking_lot::Mutex;
+
+use super::engine::Driven;
+use super::*;
+
+fn open(name: &str, own: bool) -> Bus {
+    let mut c = BusConfig::new(Target::Virtual(name.into()));
+    c.receive_own = own;
+    Bus::open(c).unwrap()
+}
+
+fn frame(id: u32, data: &[u8]) -> Frame {
+    Frame::Can(CanFrame::new(make_id(id, false).unwrap(), data).unwrap())
+}
+
+const T: Duration = Duration::from_secs(2);
+
+#[test]
+fn order_is_preserved_and_filters_apply() {
+    let a = open("rt-order", false);
+    let b = open("rt-order", false);
+    let all = b.listen(ListenerFilter::default(), 100_000, DropPolicy::DropNewest);
+    let some = b.listen(
+        ListenerFilter { filters: vec![Filter::canio_match(0x10, Some(0x7F0), false).unwrap()], error_frames: false },
+        100,
+        DropPolicy::DropNewest,
+    );
+    for i in 0..20_000u32 {
+        a.send(&frame(i % 0x800, &i.to_le_bytes()), T).unwrap();
+    }
+    for i in 0..20_000u32 {
+        let f = all.recv_timeout(T).expect("frame");
+        assert_eq!(f.frame.data(), &i.to_le_bytes());
+        assert!(!f.own);
+    }
+    // 0x010..=0x01F, 16 ids each seen 20000/2048 times (9 or 10): only the first 100 fit.
+    assert_eq!(some.len(), 100);
+    assert!(some.dropped() > 0);
+    assert_eq!(b.stats().received, 20_000);
+    assert_eq!(a.stats().sent, 20_000);
+}
+
+#[test]
+fn drop_oldest_keeps_newest_and_counts() {
+    let a = open("rt-drop", false);
+    let b = open("rt-drop", false);
+    let l = b.listen(ListenerFilter::default(), 10, DropPolicy::DropOldest);
+    for i in 0..50u8 {
+        a.send(&frame(1, &[i]), T).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(l.dropped(), 40);
+    let got: Vec<u8> = (0..10).map(|_| l.try_recv().unwrap().frame.data()[0]).collect();
+    assert_eq!(got, (40..50).collect::<Vec<u8>>());
+}
+
+#[test]
+fn bus_off_blocks_send_until_restart() {
+    let a = open("rt-off", true);
+    a.inject_state(BusState::BusOff, 255, 0).unwrap();
+    assert_eq!(a.state().state, BusState::BusOff);
+    assert!(matches!(a.send(&frame(1, &[]), T), Err(Error::BusOff)));
+    a.restart().unwrap();
+    assert_eq!(a.state().state, BusState::ErrorActive);
+    a.send(&frame(1, &[]), T).unwrap();
+}
+
+/// A toy engine: answers every frame on 0x100 with the same data on 0x101,
+/// and sends a heartbeat on 0x7FF every 20 ms.
+struct Echo {
+    out: Vec<Frame>,
+    next_beat: Instant,
+    beats: Arc<Mutex<u32>>,
+}
+
+impl Driven for Echo {
+    fn handle_frame(&mut self, _now: Instant, rx: &RxFrame) {
+        if !rx.own && rx.frame.key() == 0x100 {
+            self.out.push(frame(0x101, rx.frame.data()));
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_beat {
+            self.out.push(frame(0x7FF, &[]));
+            *self.beats.lock() += 1;
+            self.next_beat = now + canx_core::Duration::from_millis(20);
+        }
+    }
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Frame> {
+        self.out.pop()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_beat)
+    }
+    fn flush_events(&mut self) {}
+    fn filters(&self) -> Option<Vec<Filter>> {
+        Some(vec![Filter::canio_match(0x100, None, false).unwrap()])
+    }
+}
+
+#[test]
+fn engines_answer_natively_and_timers_fire() {
+    let a = open("rt-engine", false);
+    let b = open("rt-engine", false);
+    let beats = Arc::new(Mutex::new(0));
+    let handle = b.attach(Arc::new(Mutex::new(Echo { out: vec![], next_beat: engine::now(), beats: beats.clone() })));
+    let l = a.listen(
+        ListenerFilter { filters: vec![Filter::canio_match(0x101, None, false).unwrap()], error_frames: false },
+        16,
+        DropPolicy::DropNewest,
+    );
+    a.send(&frame(0x100, b"ping"), T).unwrap();
+    let reply = l.recv_timeout(T).expect("the engine answers without any application code");
+    assert_eq!(reply.frame.data(), b"ping");
+    std::thread::sleep(Duration::from_millis(300));
+    let n = *beats.lock();
+    assert!((5..=30).contains(&n), "20 ms timer fired {n} times in 300 ms");
+    b.detach(&handle);
+    let after = *beats.lock();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(*beats.lock(), after, "a detached engine is no longer driven");
+}
+
+#[test]
+fn shutdown_is_prompt() {
+    let a = open("rt-shut", false);
+    let t0 = std::time::Instant::now();
+    a.shutdown();
+    a.shutdown();
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert!(matches!(a.send(&frame(1, &[]), T), Err(Error::Closed)));
+}
