@@ -10,6 +10,8 @@
 //! - [`frame`]: classic, FD and error frames over `embedded_can::Id`.
 //! - [`filter`]: acceptance filters with Linux raw-socket semantics, canio
 //!   `Match`, candump filter syntax.
+//! - [`canx_proto`]: CAN-X (easyIPC over CAN 2.0B): identifier codec,
+//!   envelope sender and reassembling receiver (`docs/protocols/can-x.md`).
 //! - protocol engines (added module by module): each is a state machine with
 //!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod canx_proto;
 pub mod filter;
 pub mod frame;
 pub mod time;
