@@ -12,6 +12,9 @@
 //!   `Match`, candump filter syntax.
 //! - [`canx_proto`]: CAN-X (easyIPC over CAN 2.0B): identifier codec,
 //!   envelope sender and reassembling receiver (`docs/protocols/can-x.md`).
+//! - [`reliable`]: reliable delivery (ACK, timeout, retry): the canio guide's
+//!   sender-ack/listener-ack protocol byte for byte, and a general mode with
+//!   sequence numbers, duplicate suppression and backoff.
 //! - protocol engines (added module by module): each is a state machine with
 //!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
@@ -26,6 +29,7 @@
 pub mod canx_proto;
 pub mod filter;
 pub mod frame;
+pub mod reliable;
 pub mod time;
 
 pub use filter::{Filter, FilterError, FilterItem, FilterSet};

@@ -44,7 +44,7 @@ mod receiver;
 pub(crate) mod ring;
 mod sender;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use receiver::{ErrorEvent, Event, Message, Receiver, ReceiverConfig, ReceiverStats, RxError};
 pub use sender::{SendError, Sender, SenderConfig, SenderStats};

@@ -466,6 +466,7 @@ impl Rng {
 /// is delivered.
 #[test]
 fn simulated_bus_with_loss_and_interleaving() {
+    let (mut partial_total, mut delivered_total) = (0, 0);
     for seed in 0..50u64 {
         let mut rng = Rng::new(seed);
         let keys: Vec<Key> = (0..5).map(|i| key(Direction::FromDevice, i, u16::from(i) * 100)).collect();
@@ -542,9 +543,12 @@ fn simulated_bus_with_loss_and_interleaving() {
             assert_eq!(delivered[ki], intact, "seed {seed} key {ki}");
             let partial = lost[ki].iter().filter(|l| l.0 > 0 && l.0 < l.1).count();
             assert!(errs[ki] >= partial, "seed {seed} key {ki}: {} errors < {partial} partial losses", errs[ki]);
+            partial_total += partial;
+            delivered_total += delivered[ki].len();
         }
         assert!(rx.busy_slots() == 0);
     }
+    assert!(partial_total > 50 && delivered_total > 1000, "partial {partial_total}, delivered {delivered_total}");
 }
 
 fn collect<const S: usize, const E: usize>(
