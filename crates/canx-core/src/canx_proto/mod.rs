@@ -10,6 +10,7 @@
 //! - [`Receiver`]: reassembles envelopes for many keys at once and enforces
 //!   every rule of `can-x.md` "Receiver rules", reporting each broken rule as
 //!   an [`ErrorEvent`] naming the key and the reason.
+//! - [`Endpoint`]: both behind the common engine shape.
 //!
 //! Both are sans-IO: frames and the current [`Instant`] go in, frames,
 //! events and deadlines come out. No heap: capacities are const generics.
@@ -35,10 +36,11 @@ use core::fmt;
 use crc::{Algorithm, Crc, NoTable};
 
 use crate::frame::{ExtendedId, Id};
+use crate::time::Duration;
 #[cfg(doc)]
 use crate::time::Instant;
-use crate::time::Duration;
 
+mod endpoint;
 pub mod fuzzing;
 mod receiver;
 pub(crate) mod ring;
@@ -46,6 +48,7 @@ mod sender;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use endpoint::Endpoint;
 pub use receiver::{ErrorEvent, Event, Message, Receiver, ReceiverConfig, ReceiverStats, RxError};
 pub use sender::{SendError, Sender, SenderConfig, SenderStats};
 
@@ -222,7 +225,8 @@ impl CanxId {
 
     /// Decodes the low 29 bits of `raw` (higher bits are ignored).
     pub fn from_raw(raw: u32) -> CanxId {
-        let direction = if (raw >> field::DIRECTION_SHIFT) & 1 == 1 { Direction::FromDevice } else { Direction::ToDevice };
+        let direction =
+            if (raw >> field::DIRECTION_SHIFT) & 1 == 1 { Direction::FromDevice } else { Direction::ToDevice };
         CanxId {
             priority: ((raw >> field::PRIORITY_SHIFT) & field::PRIORITY_MASK) as u8,
             key: Key {

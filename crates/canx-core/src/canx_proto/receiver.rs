@@ -116,7 +116,12 @@ pub struct ReceiverConfig {
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
-        ReceiverConfig { reassembly_timeout: DEFAULT_REASSEMBLY_TIMEOUT, crc: DEFAULT_CRC, direction: None, device: None }
+        ReceiverConfig {
+            reassembly_timeout: DEFAULT_REASSEMBLY_TIMEOUT,
+            crc: DEFAULT_CRC,
+            direction: None,
+            device: None,
+        }
     }
 }
 
@@ -225,7 +230,13 @@ impl<const SLOTS: usize, const EVENTS: usize> Default for Receiver<SLOTS, EVENTS
 
 impl<const SLOTS: usize, const EVENTS: usize> Receiver<SLOTS, EVENTS> {
     pub fn new(config: ReceiverConfig) -> Self {
-        Receiver { config, slots: [Slot::FREE; SLOTS], events: Ring::new(), single: [0; 7], stats: ReceiverStats::default() }
+        Receiver {
+            config,
+            slots: [Slot::FREE; SLOTS],
+            events: Ring::new(),
+            single: [0; 7],
+            stats: ReceiverStats::default(),
+        }
     }
 
     pub fn stats(&self) -> ReceiverStats {
@@ -300,7 +311,9 @@ impl<const SLOTS: usize, const EVENTS: usize> Receiver<SLOTS, EVENTS> {
             return;
         };
         let key = id.key();
-        if self.config.direction.is_some_and(|d| d != key.direction) || self.config.device.is_some_and(|d| d != key.device) {
+        if self.config.direction.is_some_and(|d| d != key.direction)
+            || self.config.device.is_some_and(|d| d != key.device)
+        {
             self.stats.ignored = self.stats.ignored.wrapping_add(1);
             return;
         }

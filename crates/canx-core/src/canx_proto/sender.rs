@@ -4,7 +4,9 @@ use core::fmt;
 
 use crc::Algorithm;
 
-use super::{encode_frame, envelope_crc, frame_count, CanxId, Key, FieldError, DEFAULT_CRC, MAX_BODY, MAX_PRIORITY, SEQ_MODULO};
+use super::{
+    encode_frame, envelope_crc, frame_count, CanxId, FieldError, Key, DEFAULT_CRC, MAX_BODY, MAX_PRIORITY, SEQ_MODULO,
+};
 use crate::frame::CanFrame;
 use crate::time::Instant;
 
@@ -261,7 +263,8 @@ impl<const SLOTS: usize, const KEYS: usize> Sender<SLOTS, KEYS> {
             if !s.used {
                 continue;
             }
-            let older = self.slots.iter().any(|o| o.used && o.key == s.key && (o.order.wrapping_sub(s.order) as i32) < 0);
+            let older =
+                self.slots.iter().any(|o| o.used && o.key == s.key && (o.order.wrapping_sub(s.order) as i32) < 0);
             if older {
                 continue;
             }

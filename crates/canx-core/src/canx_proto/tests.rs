@@ -232,7 +232,10 @@ fn receiver_rules_each_reported_with_key() {
     rx.handle_frame(t0, &good[0]);
     rx.handle_frame(t0, &good[2]);
     let ev = drain(&mut rx);
-    assert_eq!(ev, [Ev::Err(ErrorEvent { key: k, msg_id: Some(0x33), reason: RxError::BadSequence { expected: 11, got: 12 } })]);
+    assert_eq!(
+        ev,
+        [Ev::Err(ErrorEvent { key: k, msg_id: Some(0x33), reason: RxError::BadSequence { expected: 11, got: 12 } })]
+    );
     assert_eq!(rx.open_envelopes(), 0);
 
     // Frame count mismatch: a short frame before the declared last one.
@@ -682,4 +685,25 @@ proptest! {
         input.insert(input.len() / 2, 0x80 | 120); // 1.2 s pause mid-stream
         drive_receiver(&input);
     }
+}
+
+#[test]
+fn endpoints_talk_to_each_other() {
+    let dev = key(Direction::FromDevice, 42, 7);
+    let mut a: Endpoint = Endpoint::default();
+    let mut b: Endpoint = Endpoint::default();
+    a.send(0, dev, 1, &[7; 300]).unwrap();
+    a.send(0, dev, 2, b"hi").unwrap();
+    while let Some(f) = a.poll_transmit(Instant::ZERO) {
+        b.handle_frame(Instant::ZERO, &Frame::Can(f));
+    }
+    assert_eq!(b.poll_timeout(), None);
+    b.handle_timeout(Instant::ZERO);
+    let mut got = Vec::new();
+    while let Some(Event::Message(m)) = b.poll_event() {
+        got.push((m.msg_id, m.body.len()));
+    }
+    assert_eq!(got, [(1, 300), (2, 2)]);
+    assert_eq!(a.stats().0.sent, 2);
+    assert_eq!(b.stats().1.delivered, 2);
 }

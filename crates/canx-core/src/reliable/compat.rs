@@ -105,7 +105,14 @@ impl Default for CompatSender {
 impl CompatSender {
     /// A sender whose first count is 0 (as the guide).
     pub fn new(config: CompatSenderConfig) -> Self {
-        CompatSender { config, next_count: 0, inflight: None, outcome: None, malformed: Ring::new(), stats: Stats::default() }
+        CompatSender {
+            config,
+            next_count: 0,
+            inflight: None,
+            outcome: None,
+            malformed: Ring::new(),
+            stats: Stats::default(),
+        }
     }
 
     /// Sends the next message, `count` then `now_ms` = `now` in ms (low 32
@@ -251,7 +258,13 @@ impl<const A: usize, const E: usize> Default for CompatListener<A, E> {
 
 impl<const ACKS: usize, const EVENTS: usize> CompatListener<ACKS, EVENTS> {
     pub fn new(config: CompatListenerConfig) -> Self {
-        CompatListener { config, recent: Recent::default(), acks: Ring::new(), events: Ring::new(), stats: Stats::default() }
+        CompatListener {
+            config,
+            recent: Recent::default(),
+            acks: Ring::new(),
+            events: Ring::new(),
+            stats: Stats::default(),
+        }
     }
 
     /// Feed every received frame; only data frames on `data_id` are looked

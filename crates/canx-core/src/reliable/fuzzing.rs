@@ -1,7 +1,10 @@
 //! An entry point for fuzzers (`fuzz/fuzz_targets/reliable_receiver.rs`)
 //! and for the property tests that exercise the same logic on stable Rust.
 
-use super::{AckMapping, CompatEvent, CompatListener, CompatSender, ReliableEvent, ReliableReceiver, ReliableReceiverConfig, ReliableSender, ReliableSenderConfig};
+use super::{
+    AckMapping, CompatEvent, CompatListener, CompatSender, ReliableEvent, ReliableReceiver, ReliableReceiverConfig,
+    ReliableSender, ReliableSenderConfig,
+};
 use crate::filter::Filter;
 use crate::frame::{make_id, CanFrame, Frame};
 use crate::time::{Duration, Instant};
@@ -29,8 +32,10 @@ pub fn drive_engines(input: &[u8]) -> usize {
     let mut listener: CompatListener<2, 2> = CompatListener::default();
     let mut csender = CompatSender::default();
     let accept = Filter::canio_match(0x100, Some(0x700), false).unwrap_or(Filter::ACCEPT_ALL);
-    let mut rx: ReliableReceiver<2, 2, 2> = ReliableReceiver::new(ReliableReceiverConfig { accept, ack: AckMapping::Offset(0x200) });
-    let mut tx: ReliableSender<2, 4> = ReliableSender::new(ReliableSenderConfig { ack: AckMapping::Offset(0x200), ..Default::default() });
+    let mut rx: ReliableReceiver<2, 2, 2> =
+        ReliableReceiver::new(ReliableReceiverConfig { accept, ack: AckMapping::Offset(0x200) });
+    let mut tx: ReliableSender<2, 4> =
+        ReliableSender::new(ReliableSenderConfig { ack: AckMapping::Offset(0x200), ..Default::default() });
     let mut outcomes = [0u8; 64];
     let mut delivered = 0;
     let mut rest = input;

@@ -4,7 +4,9 @@
 
 use core::fmt;
 
-use super::{bump, AckMapping, FrameFault, Handle, Malformed, Recent, RetryPolicy, SendError, Stats, ACK_MARKER, MAX_PAYLOAD};
+use super::{
+    bump, AckMapping, FrameFault, Handle, Malformed, Recent, RetryPolicy, SendError, Stats, ACK_MARKER, MAX_PAYLOAD,
+};
 use crate::canx_proto::ring::Ring;
 use crate::filter::Filter;
 use crate::frame::{CanFrame, Frame, Id};
@@ -44,7 +46,6 @@ pub struct ReliableSenderConfig {
     /// a boot counter) keeps a restarted sender clear of the receiver's record.
     pub initial_seq: u8,
 }
-
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
@@ -189,7 +190,10 @@ impl<const SLOTS: usize, const PEERS: usize> ReliableSender<SLOTS, PEERS> {
         }
         let reason = match f.data() {
             [ACK_MARKER, seq] => {
-                let hit = self.slots.iter().position(|s| s.state == SlotState::InFlight && s.ack_id == f.id() && s.seq == *seq);
+                let hit = self
+                    .slots
+                    .iter()
+                    .position(|s| s.state == SlotState::InFlight && s.ack_id == f.id() && s.seq == *seq);
                 match hit {
                     Some(i) => {
                         self.finish(i, true);
@@ -237,7 +241,9 @@ impl<const SLOTS: usize, const PEERS: usize> ReliableSender<SLOTS, PEERS> {
     /// message's ACK timer starts at `now`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
         let n = SLOTS;
-        let i = (0..n).map(|k| (self.rr + k) % n).find(|&i| self.slots[i].state == SlotState::InFlight && self.slots[i].due)?;
+        let i = (0..n)
+            .map(|k| (self.rr + k) % n)
+            .find(|&i| self.slots[i].state == SlotState::InFlight && self.slots[i].due)?;
         self.rr = (i + 1) % n;
         let s = &mut self.slots[i];
         s.due = false;
@@ -329,7 +335,14 @@ impl<const P: usize, const E: usize, const A: usize> fmt::Debug for ReliableRece
 
 impl<const PEERS: usize, const EVENTS: usize, const ACKS: usize> ReliableReceiver<PEERS, EVENTS, ACKS> {
     pub fn new(config: ReliableReceiverConfig) -> Self {
-        ReliableReceiver { config, peers: [None; PEERS], tick: 0, events: Ring::new(), acks: Ring::new(), stats: Stats::default() }
+        ReliableReceiver {
+            config,
+            peers: [None; PEERS],
+            tick: 0,
+            events: Ring::new(),
+            acks: Ring::new(),
+            stats: Stats::default(),
+        }
     }
 
     /// Feed every received frame. Data frames matching `accept` are ACKed

@@ -129,7 +129,12 @@ impl RetryPolicy {
 impl Default for RetryPolicy {
     /// 100 ms, 3 resends, doubling, at most 1 s.
     fn default() -> Self {
-        RetryPolicy { timeout: Duration::from_millis(100), retries: Some(3), multiplier: 2, max_timeout: Duration::from_secs(1) }
+        RetryPolicy {
+            timeout: Duration::from_millis(100),
+            retries: Some(3),
+            multiplier: 2,
+            max_timeout: Duration::from_secs(1),
+        }
     }
 }
 

@@ -81,7 +81,10 @@ fn compat_sender_resends_forever_or_up_to_a_limit() {
     assert_eq!(s.stats().resent, 199);
     assert_eq!(s.poll_event(), None);
 
-    let cfg = CompatSenderConfig { policy: RetryPolicy { retries: Some(2), ..CompatSenderConfig::default().policy }, ..Default::default() };
+    let cfg = CompatSenderConfig {
+        policy: RetryPolicy { retries: Some(2), ..CompatSenderConfig::default().policy },
+        ..Default::default()
+    };
     let mut s = CompatSender::new(cfg);
     s.send(ms(0)).unwrap();
     let mut t = 0;
@@ -239,7 +242,10 @@ fn guide_ids_are_standard() {
 // ---------------------------------------------------------------- general
 
 fn rx_config() -> ReliableReceiverConfig {
-    ReliableReceiverConfig { accept: Filter::canio_match(0x100, Some(0x700), false).unwrap(), ack: AckMapping::Offset(0x100) }
+    ReliableReceiverConfig {
+        accept: Filter::canio_match(0x100, Some(0x700), false).unwrap(),
+        ack: AckMapping::Offset(0x100),
+    }
 }
 
 fn tx_config(policy: RetryPolicy) -> ReliableSenderConfig {
@@ -302,11 +308,13 @@ fn general_duplicates_delivered_once_but_acked() {
 
 #[test]
 fn general_backoff_retry_limit_and_failure() {
-    let policy = RetryPolicy { timeout: Duration::from_millis(100), retries: Some(3), multiplier: 2, max_timeout: Duration::from_millis(300) };
-    assert_eq!(
-        [1, 2, 3, 4, 5].map(|n| policy.timeout_for(n).total_millis()),
-        [100, 200, 300, 300, 300]
-    );
+    let policy = RetryPolicy {
+        timeout: Duration::from_millis(100),
+        retries: Some(3),
+        multiplier: 2,
+        max_timeout: Duration::from_millis(300),
+    };
+    assert_eq!([1, 2, 3, 4, 5].map(|n| policy.timeout_for(n).total_millis()), [100, 200, 300, 300, 300]);
     let mut tx: ReliableSender = ReliableSender::new(tx_config(policy));
     let h = tx.send(sid(0x100), &[1]).unwrap();
     let mut times = Vec::new();
@@ -346,9 +354,11 @@ fn general_several_peers_in_flight_and_stale_acks() {
     tx.handle_frame(ms(1), &can(sid(0x203), &[0xAB, 0]));
     tx.handle_frame(ms(1), &can(sid(0x202), &[0xAC, 0])); // duplicate ACK
     assert_eq!(tx.poll_event(), Some(ReliableEvent::Delivered { handle: hs[1], tries: 1 }));
-    assert!(matches!(tx.poll_event(), Some(ReliableEvent::Malformed(m)) if m.reason == FrameFault::BadMarker { byte: 0xAB }));
+    assert!(
+        matches!(tx.poll_event(), Some(ReliableEvent::Malformed(m)) if m.reason == FrameFault::BadMarker { byte: 0xAB })
+    );
     assert_eq!(tx.stats().stale_acks, 1); // the duplicate ACK no longer matches an in-flight id
-    // A fourth peer does not fit the 3-entry sequence table.
+                                          // A fourth peer does not fit the 3-entry sequence table.
     assert_eq!(tx.send(sid(0x104), &[]), Err(SendError::PeerTableFull));
     assert!(tx.send(sid(0x102), &[]).is_ok());
 }
@@ -403,7 +413,12 @@ fn general_simulation_loss_duplication_reordering() {
     let (mut resent, mut dups, mut failed) = (0, 0, 0);
     for seed in 0..50u64 {
         let mut rng = Rng::new(seed);
-        let policy = RetryPolicy { timeout: Duration::from_millis(20), retries: Some(6), multiplier: 2, max_timeout: Duration::from_millis(80) };
+        let policy = RetryPolicy {
+            timeout: Duration::from_millis(20),
+            retries: Some(6),
+            multiplier: 2,
+            max_timeout: Duration::from_millis(80),
+        };
         let mut tx: ReliableSender<4, 8> = ReliableSender::new(tx_config(policy));
         let mut rx: ReliableReceiver<8, 8, 4> = ReliableReceiver::new(rx_config());
         let mut bus: Vec<(u64, u64, Frame)> = Vec::new(); // (arrival µs, tiebreak, frame)
