@@ -203,6 +203,12 @@ enum Queued {
 ///   counted ([`ReceiverStats::events_dropped`]).
 ///
 /// Single-frame messages need no slot. Memory: about `SLOTS * 2.05 KiB`.
+///
+/// Sequence numbers are checked within an envelope only (each following
+/// frame = previous + 1 mod 128), as the rules ask; the first frame of a
+/// message is not checked against the previous message, so a lost or doubled
+/// single frame goes unnoticed (CAN-X has no acknowledgement; use
+/// [`crate::reliable`] where delivery must be confirmed).
 pub struct Receiver<const SLOTS: usize = 4, const EVENTS: usize = 16> {
     config: ReceiverConfig,
     slots: [Slot; SLOTS],
