@@ -500,6 +500,87 @@ fn general_simulation_loss_duplication_reordering() {
     assert!(resent > 100 && dups > 50, "resent {resent}, duplicates {dups}, failed {failed}");
 }
 
+/// The compat pair on the same faulty bus as the general simulation (loss,
+/// duplication, reordering, both directions), with a retry limit: every
+/// count gets exactly one outcome; a delivered count reached the listener's
+/// application exactly once, a failed one at most once.
+#[test]
+fn compat_simulation_loss_duplication_reordering() {
+    for seed in 0..50u64 {
+        let mut rng = Rng::new(seed);
+        let policy = RetryPolicy {
+            timeout: Duration::from_millis(20),
+            retries: Some(5),
+            multiplier: 1,
+            max_timeout: Duration::from_millis(20),
+        };
+        let mut tx = CompatSender::new(CompatSenderConfig { policy, ..Default::default() });
+        let mut rx: CompatListener = CompatListener::default();
+        let mut bus: Vec<(u64, u64, Frame)> = Vec::new();
+        let mut now = 0u64;
+        let mut outcome: BTreeMap<u32, bool> = BTreeMap::new();
+        let mut got: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            assert!(steps < 200_000, "seed {seed}: step cap");
+            let t = Instant::from_micros(now);
+            if outcome.len() < 40 {
+                let _ = tx.send(t);
+            }
+            let put = |f: CanFrame, rng: &mut Rng, bus: &mut Vec<(u64, u64, Frame)>| {
+                if rng.chance(20) {
+                    return;
+                }
+                let copies = if rng.chance(10) { 2 } else { 1 };
+                for _ in 0..copies {
+                    bus.push((now + rng.below(8000), rng.next(), Frame::Can(f)));
+                }
+            };
+            while let Some(f) = tx.poll_transmit(t) {
+                put(f, &mut rng, &mut bus);
+            }
+            while let Some(f) = rx.poll_transmit(t) {
+                put(f, &mut rng, &mut bus);
+            }
+            bus.sort_by_key(|b| (b.0, b.1));
+            while bus.first().is_some_and(|b| b.0 <= now) {
+                let (_, _, f) = bus.remove(0);
+                tx.handle_frame(t, &f);
+                rx.handle_frame(t, &f);
+            }
+            if tx.poll_timeout().is_some_and(|d| d <= t) {
+                tx.handle_timeout(t);
+            }
+            while let Some(e) = tx.poll_event() {
+                match e {
+                    CompatEvent::Delivered { count, .. } => assert!(outcome.insert(count, true).is_none()),
+                    CompatEvent::Failed { count, .. } => assert!(outcome.insert(count, false).is_none()),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            while let Some(e) = rx.poll_event() {
+                let CompatEvent::Received { count, .. } = e else { panic!("unexpected {e:?}") };
+                *got.entry(count).or_default() += 1;
+            }
+            if outcome.len() >= 40 && bus.is_empty() {
+                break;
+            }
+            now += 1 + rng.below(1500);
+        }
+        for (count, ok) in &outcome {
+            let n = got.get(count).copied().unwrap_or(0);
+            if *ok {
+                assert_eq!(n, 1, "seed {seed} count {count}");
+            } else {
+                assert!(n <= 1, "seed {seed} count {count}");
+            }
+        }
+        assert!(got.keys().all(|c| outcome.contains_key(c)));
+        assert_eq!(outcome.keys().copied().collect::<Vec<u32>>(), (0..40).collect::<Vec<u32>>());
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -524,6 +605,23 @@ proptest! {
             }
         }
         drive_engines(&input);
+    }
+
+    #[test]
+    fn general_any_payload_round_trips(payload in proptest::collection::vec(any::<u8>(), 0..=7), raw in 0x100u32..0x200, ext in any::<bool>()) {
+        let id = make_id(raw, ext).unwrap();
+        let accept = Filter::canio_match(0x100, Some(0x100), ext).unwrap();
+        let mut rx: ReliableReceiver = ReliableReceiver::new(ReliableReceiverConfig { accept, ack: AckMapping::Offset(0x100) });
+        let mut tx: ReliableSender = ReliableSender::new(tx_config(RetryPolicy::default()));
+        let h = tx.send(id, &payload).unwrap();
+        let f = tx.poll_transmit(ms(0)).unwrap();
+        rx.handle_frame(ms(0), &Frame::Can(f));
+        let ev = rx.poll_event().unwrap();
+        prop_assert_eq!(ev.payload(), &payload[..]);
+        let ack = rx.poll_transmit(ms(0)).unwrap();
+        prop_assert_eq!(ack.is_extended(), ext);
+        tx.handle_frame(ms(0), &Frame::Can(ack));
+        prop_assert_eq!(tx.poll_event(), Some(ReliableEvent::Delivered { handle: h, tries: 1 }));
     }
 
     #[test]
