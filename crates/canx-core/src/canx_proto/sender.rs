@@ -242,7 +242,11 @@ impl<const SLOTS: usize, const KEYS: usize> Sender<SLOTS, KEYS> {
         let s = &mut self.slots[idx];
         let mut data = [0u8; 8];
         let body = &s.body[..usize::from(s.len)];
-        let len = encode_frame(s.msg_id, body, s.crc, usize::from(s.next), &mut data)?;
+        let Some(len) = encode_frame(s.msg_id, body, s.crc, usize::from(s.next), &mut data) else {
+            // Unreachable (`send` validated the body): free the slot, never stall.
+            s.used = false;
+            return None;
+        };
         let cont = s.next > 0;
         s.next += 1;
         if s.next >= s.total {
