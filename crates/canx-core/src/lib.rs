@@ -10,6 +10,11 @@
 //! - [`frame`]: classic, FD and error frames over `embedded_can::Id`.
 //! - [`filter`]: acceptance filters with Linux raw-socket semantics, canio
 //!   `Match`, candump filter syntax.
+//! - [`canx_proto`]: CAN-X (easyIPC over CAN 2.0B): identifier codec,
+//!   envelope sender and reassembling receiver (`docs/protocols/can-x.md`).
+//! - [`reliable`]: reliable delivery (ACK, timeout, retry): the canio guide's
+//!   sender-ack/listener-ack protocol byte for byte, and a general mode with
+//!   sequence numbers, duplicate suppression and backoff.
 //! - protocol engines (added module by module): each is a state machine with
 //!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
@@ -24,8 +29,10 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod canx_proto;
 pub mod filter;
 pub mod frame;
+pub mod reliable;
 pub mod time;
 
 pub use filter::{Filter, FilterError, FilterItem, FilterSet};
