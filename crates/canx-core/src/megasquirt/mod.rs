@@ -1,0 +1,16 @@
+//! MegaSquirt CAN ("Al-CAN", MS-II / MS2-Extra / MS3): the 29-bit table
+//! protocol and the 11-bit realtime broadcasts, as sans-IO engines.
+//!
+//! Source of every rule: `docs/protocols/megasquirt.md` (which cites the
+//! MegaSquirt-II CANbus page, the MS3 and MS2-Extra firmware, and the msextra
+//! documents "Megasquirt 29bit CAN Protocol" (2015) and "Megasquirt-2 and
+//! Megasquirt-3 CAN realtime data broadcasting format" (2016)).
+//!
+//! - [`header`]: the 29-bit identifier codec and the message type numbers.
+//! - [`payload`]: request payload `Repr`s (MSG_REQ, MSG_REQX, MSG_CRC, ...).
+
+pub mod header;
+pub mod payload;
+
+pub use header::{Header, HeaderError, MsgType, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_OUTSTANDING, MAX_VAR_BLK, MAX_VAR_OFFSET};
+pub use payload::{BurnAckRepr, CrcReqRepr, PayloadError, ReqRepr, ReqxRepr, SpndRepr};
