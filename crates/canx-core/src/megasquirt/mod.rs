@@ -8,9 +8,16 @@
 //!
 //! - [`header`]: the 29-bit identifier codec and the message type numbers.
 //! - [`payload`]: request payload `Repr`s (MSG_REQ, MSG_REQX, MSG_CRC, ...).
+//! - [`tables`]: caller-owned table storage ([`Tables`], [`TableSet`]).
+//! - [`server`]: the table server engine ([`Server`]).
 
 pub mod header;
 pub mod payload;
+mod queue;
+pub mod server;
+pub mod tables;
 
 pub use header::{Header, HeaderError, MsgType, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_OUTSTANDING, MAX_VAR_BLK, MAX_VAR_OFFSET};
 pub use payload::{BurnAckRepr, CrcReqRepr, PayloadError, ReqRepr, ReqxRepr, SpndRepr};
+pub use server::{OutmsgDef, Refusal, Server, ServerConfig, ServerError, ServerEvent, ServerStats, MAX_OUTMSGS, MAX_OUTMSG_BYTES, REALTIME_BLK};
+pub use tables::{Access, TableError, TableSet, Tables};
