@@ -10,7 +10,9 @@
 //! - [`payload`]: request payload `Repr`s (MSG_REQ, MSG_REQX, MSG_CRC, ...).
 //! - [`tables`]: caller-owned table storage ([`Tables`], [`TableSet`]).
 //! - [`server`]: the table server engine ([`Server`]).
+//! - [`client`]: the client engine ([`Client`]): reads, writes, CRC, outmsg.
 
+pub mod client;
 pub mod header;
 pub mod payload;
 mod queue;
@@ -21,3 +23,4 @@ pub use header::{Header, HeaderError, MsgType, XtndType, BROADCAST_ID, MAX_CAN_I
 pub use payload::{BurnAckRepr, CrcReqRepr, PayloadError, ReqRepr, ReqxRepr, SpndRepr};
 pub use server::{OutmsgDef, Refusal, Server, ServerConfig, ServerError, ServerEvent, ServerStats, MAX_OUTMSGS, MAX_OUTMSG_BYTES, REALTIME_BLK};
 pub use tables::{Access, TableError, TableSet, Tables};
+pub use client::{Client, ClientConfig, ClientError, ClientEvent, ClientStats, Handle};

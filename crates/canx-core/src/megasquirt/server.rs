@@ -756,7 +756,7 @@ mod tests {
                 }
                 while s.poll_event().is_some() {}
             }
-            drop(s);
+
             // read-only tables are untouched; only writable ones may change
             prop_assert_eq!(m.rt, reference.rt);
             prop_assert_eq!(m.ro, reference.ro);
