@@ -728,6 +728,36 @@ mod tests {
     }
 
     #[test]
+    fn quarantined_tag_is_skipped_after_wrap() {
+        let mut c: Client<1, 8> = Client::new(ClientConfig::new(3)).unwrap();
+        let h = c.read(1, 7, 0, 8).unwrap();
+        let f = c.poll_transmit(T0).unwrap();
+        assert_eq!(ReqRepr::parse(f.data()).unwrap().reply_offset, 0);
+        let t = Instant::from_millis(100);
+        c.handle_timeout(t);
+        assert_eq!(c.poll_event(), Some(ClientEvent::TimedOut { handle: h, board: 1 }));
+        assert_eq!(c.poll_event(), None);
+        // 255 answered reads walk the cursor once around the 256 tags
+        for k in 1..256u16 {
+            c.read(1, 7, 0, 8).unwrap();
+            let f = c.poll_transmit(t).unwrap();
+            let p = ReqRepr::parse(f.data()).unwrap();
+            assert_eq!(p.reply_offset, 8 * k);
+            c.handle_frame(t, &rsp(1, 3, 6, p.reply_offset, &[0; 8]));
+            assert!(matches!(c.poll_event(), Some(ClientEvent::ReadDone { .. })));
+            assert_eq!(c.poll_event(), None); // frees the slot
+        }
+        // tag 0 is still quarantined (1 s): the next request gets tag 1
+        c.read(1, 7, 0, 8).unwrap();
+        let f = c.poll_transmit(t).unwrap();
+        assert_eq!(ReqRepr::parse(f.data()).unwrap().reply_offset, 8);
+        // a late reply at offset 0 matches nothing
+        c.handle_frame(t, &rsp(1, 3, 6, 0, &[0; 8]));
+        assert_eq!(c.poll_event(), None);
+        assert_eq!(c.stats().unmatched, 1);
+    }
+
+    #[test]
     fn caller_errors() {
         assert_eq!(Client::<1, 8>::new(ClientConfig::new(15)).err(), Some(ClientError::InvalidConfig));
         let mut c: Client<1, 16> = Client::new(ClientConfig::new(3)).unwrap();

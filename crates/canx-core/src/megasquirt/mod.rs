@@ -16,6 +16,8 @@ pub mod client;
 pub mod header;
 pub mod payload;
 mod queue;
+#[cfg(test)]
+mod sim_tests;
 pub mod server;
 pub mod tables;
 
