@@ -11,7 +11,9 @@
 //! - [`tables`]: caller-owned table storage ([`Tables`], [`TableSet`]).
 //! - [`server`]: the table server engine ([`Server`]).
 //! - [`client`]: the client engine ([`Client`]): reads, writes, CRC, outmsg.
+//! - [`broadcast`]: realtime broadcast decoders (simplified dash, advanced).
 
+pub mod broadcast;
 pub mod client;
 pub mod header;
 pub mod payload;
@@ -26,3 +28,4 @@ pub use payload::{BurnAckRepr, CrcReqRepr, PayloadError, ReqRepr, ReqxRepr, Spnd
 pub use server::{OutmsgDef, Refusal, Server, ServerConfig, ServerError, ServerEvent, ServerStats, MAX_OUTMSGS, MAX_OUTMSG_BYTES, REALTIME_BLK};
 pub use tables::{Access, TableError, TableSet, Tables};
 pub use client::{Client, ClientConfig, ClientError, ClientEvent, ClientStats, Handle};
+pub use broadcast::{BroadcastDecoder, Decoded, Field, Source, ADVANCED_BASE, DASH_BASE};
