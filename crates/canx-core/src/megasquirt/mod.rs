@@ -15,6 +15,8 @@
 
 pub mod broadcast;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header;
 pub mod payload;
 mod queue;
