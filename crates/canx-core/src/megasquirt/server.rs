@@ -715,8 +715,49 @@ mod tests {
         usize::from(h.var_offset()) + count <= len
     }
 
+    /// Applies `f` to the model if it is a valid write (independent of the server code).
+    fn model_write(m: &mut Mem, f: &Frame, id: u8) {
+        let Some(h) = Header::from_frame(f) else { return };
+        let d = f.data();
+        let ok_to = (h.to_id() == id || h.to_id() == 15) && h.from_id() != id;
+        let is_write = matches!(h.msg_type(), MsgType::Cmd | MsgType::Rsp | MsgType::OutmsgRsp);
+        if !ok_to || !is_write || d.is_empty() {
+            return;
+        }
+        let table: &mut [u8] = match h.var_blk() {
+            20 => &mut m.cfg,
+            3 => &mut m.wo,
+            _ => return,
+        };
+        let off = usize::from(h.var_offset());
+        if off + d.len() <= table.len() {
+            table[off..off + d.len()].copy_from_slice(d);
+        }
+    }
+
+    /// The bytes a valid MSG_REQ / MSG_REQX must be answered with.
+    fn model_read(m: &Mem, f: &Frame) -> Option<std::vec::Vec<u8>> {
+        let h = Header::from_frame(f)?;
+        let d = f.data();
+        let (table, n) = match h.msg_type() {
+            MsgType::Req => (h.var_blk(), usize::from(d[2] & 0xF)),
+            MsgType::Xtnd if d[0] == 12 => (d[4], usize::from(d[3] & 0xF)),
+            _ => return None,
+        };
+        let t: &[u8] = match table {
+            7 => &m.rt,
+            20 => &m.cfg,
+            15 => &m.ro,
+            40 => &m.big,
+            _ => return None,
+        };
+        let off = usize::from(h.var_offset());
+        Some(t[off..off + n].to_vec())
+    }
+
     fn arb_frame() -> impl Strategy<Value = Frame> {
-        let hdr = (0u8..8, 0u8..16, prop_oneof![Just(0u8), Just(15u8), 0u8..16], 0u8..32, prop_oneof![0u16..80, 0u16..2048]);
+        let blk = prop_oneof![Just(7u8), Just(20u8), Just(3u8), Just(15u8), 0u8..32];
+        let hdr = (0u8..8, 0u8..16, prop_oneof![Just(0u8), Just(15u8), 0u8..16], blk, prop_oneof![0u16..80, 0u16..2048]);
         let data = proptest::collection::vec(
             prop_oneof![Just(9u8), Just(12u8), Just(40u8), Just(7u8), Just(4u8), any::<u8>()],
             0..=8,
@@ -735,7 +776,7 @@ mod tests {
         #[test]
         fn random_frames_never_panic_or_misbehave(frames in proptest::collection::vec(arb_frame(), 1..24)) {
             let mut m = Mem::new();
-            let reference = Mem::new();
+            let mut reference = Mem::new();
             let mut s: Server<TableSet<'_, 5>, 64, 64> = Server::new(ServerConfig::new(0), m.set()).unwrap();
             s.set_outmsg(0, Some(OutmsgDef::new(&[1, 2, 3]).unwrap())).unwrap();
             for f in &frames {
@@ -753,11 +794,18 @@ mod tests {
                     let rh = Header::from_frame(&Frame::Can(tx)).unwrap();
                     prop_assert_eq!(rh.from_id(), 0);
                     prop_assert_eq!(Some(rh.to_id()), h.map(|h| h.from_id()));
+                    // a read reply carries exactly the model's bytes
+                    if let Some(want) = model_read(&reference, f) {
+                        prop_assert_eq!(tx.data(), &want[..]);
+                    }
                 }
                 while s.poll_event().is_some() {}
+                model_write(&mut reference, f, 0);
             }
 
-            // read-only tables are untouched; only writable ones may change
+            // read-only tables are untouched; writable ones changed exactly as the model
+            prop_assert_eq!(m.cfg, reference.cfg);
+            prop_assert_eq!(m.wo, reference.wo);
             prop_assert_eq!(m.rt, reference.rt);
             prop_assert_eq!(m.ro, reference.ro);
             prop_assert_eq!(m.big, reference.big);
