@@ -52,12 +52,23 @@ pub struct ClientConfig {
     /// How long a request may wait for its reply (default 100 ms).
     pub timeout: Duration,
     /// How long a timed-out request's reply tag stays unused (default 1 s).
+    /// Keep `quarantine` x (timeouts per second) x (tags per request) well
+    /// under 256, or new requests wait for tags.
     pub quarantine: Duration,
+    /// How many times a request that timed out is sent again before its
+    /// operation fails (default 2).
+    pub retries: u8,
 }
 
 impl ClientConfig {
     pub const fn new(can_id: u8) -> Self {
-        ClientConfig { can_id, reply_blk: 6, timeout: Duration::from_millis(100), quarantine: Duration::from_secs(1) }
+        ClientConfig {
+            can_id,
+            reply_blk: 6,
+            timeout: Duration::from_millis(100),
+            quarantine: Duration::from_secs(1),
+            retries: 2,
+        }
     }
 }
 
@@ -125,8 +136,10 @@ pub struct ClientStats {
     /// Reply frames to this board's reply table that matched no request
     /// (late, duplicate, wrong length or wrong sender).
     pub unmatched: u32,
-    /// Operations that timed out.
+    /// Operations that timed out (after their retries).
     pub timeouts: u32,
+    /// Requests sent again after a timeout.
+    pub retries: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +169,9 @@ struct Sub {
     len: u8,
     /// Outmsg chunks received (bit k = chunk k).
     got: u8,
+    /// Timed out; to be sent again with a new tag (no request in flight).
+    resend: bool,
+    tries_left: u8,
     deadline: Instant,
 }
 
@@ -205,6 +221,8 @@ pub struct Client<const OPS: usize = 4, const BUF: usize = 64> {
     ops: [Op<BUF>; OPS],
     /// When each reply tag may be handed out again (`IN_USE` while in flight).
     tag_free_at: [Instant; TAGS],
+    /// No tag can be allocated before this instant (lowered by every release).
+    tag_hint: Instant,
     tag_cursor: usize,
     next_handle: u32,
     done_seq: u32,
@@ -217,6 +235,14 @@ fn bump(c: &mut u32) {
     *c = c.saturating_add(1);
 }
 
+/// Marks `n` tags from `tag` reusable at `at`.
+fn release(free_at: &mut [Instant; TAGS], hint: &mut Instant, tag: u8, n: u8, at: Instant) {
+    for f in free_at.iter_mut().skip(usize::from(tag)).take(usize::from(n)) {
+        *f = at;
+    }
+    *hint = (*hint).min(at);
+}
+
 impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
     /// Errors: [`ClientError::InvalidConfig`].
     pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
@@ -227,6 +253,7 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
             cfg,
             ops: [Op::IDLE; OPS],
             tag_free_at: [Instant::ZERO; TAGS],
+            tag_hint: Instant::ZERO,
             tag_cursor: 0,
             next_handle: 1,
             done_seq: 0,
@@ -340,10 +367,11 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         self.done_seq = self.done_seq.wrapping_add(1);
         let Some(op) = self.ops.get_mut(i) else { return };
         for sub in op.subs.iter_mut().filter_map(Option::take) {
-            let t = usize::from(sub.tag);
-            for f in self.tag_free_at.iter_mut().skip(t).take(usize::from(sub.ntags)) {
-                *f = q;
+            if sub.resend {
+                // its tag was quarantined when it timed out and may be in use again
+                continue;
             }
+            release(&mut self.tag_free_at, &mut self.tag_hint, sub.tag, sub.ntags, q);
         }
         op.state = State::Done { seq, ok };
     }
@@ -358,6 +386,18 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
 
     /// `n` adjacent free tags, marked in use.
     fn alloc_tags(&mut self, n: usize, now: Instant) -> Option<u8> {
+        if now < self.tag_hint {
+            return None;
+        }
+        let got = self.scan_tags(n, now);
+        if got.is_none() {
+            // nothing frees up before the earliest quarantine ends (or a release)
+            self.tag_hint = self.tag_free_at.iter().copied().min().unwrap_or(IN_USE);
+        }
+        got
+    }
+
+    fn scan_tags(&mut self, n: usize, now: Instant) -> Option<u8> {
         for k in 0..TAGS {
             let t = (self.tag_cursor + k) % TAGS;
             let Some(span) = self.tag_free_at.get_mut(t..t + n) else { continue };
@@ -394,7 +434,7 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
             if op.state != State::Active || op.board != from {
                 return None;
             }
-            op.subs.iter().position(|s| s.as_ref().is_some_and(&pred)).map(|j| (i, j))
+            op.subs.iter().position(|s| s.as_ref().is_some_and(|s| !s.resend && pred(s))).map(|j| (i, j))
         })
     }
 
@@ -414,9 +454,7 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         dst.copy_from_slice(data);
         op.subs[j] = None;
         op.received = op.received.saturating_add(data.len() as u16);
-        if let Some(f) = self.tag_free_at.get_mut(usize::from(sub.tag)) {
-            *f = now;
-        }
+        release(&mut self.tag_free_at, &mut self.tag_hint, sub.tag, 1, now);
         if op.received >= op.len {
             self.complete(i, true, now);
         }
@@ -449,13 +487,30 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         true
     }
 
-    /// Fails every operation with a request older than the timeout.
-    /// Extra calls are harmless.
+    /// Handles expired requests: a request with retries left is sent again
+    /// (with a fresh reply tag; the old one is quarantined); otherwise its
+    /// operation fails with [`ClientEvent::TimedOut`]. Extra calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         for i in 0..OPS {
-            let op = &self.ops[i];
-            let expired = op.state == State::Active && op.subs.iter().flatten().any(|s| s.deadline <= now);
-            if expired {
+            if self.ops[i].state != State::Active {
+                continue;
+            }
+            let mut failed = false;
+            let until = now + self.cfg.quarantine;
+            for j in 0..MAX_OUTSTANDING {
+                let Some(mut sub) = self.ops[i].subs[j] else { continue };
+                if sub.resend || sub.deadline > now {
+                    continue;
+                }
+                if sub.tries_left == 0 {
+                    failed = true;
+                    break;
+                }
+                release(&mut self.tag_free_at, &mut self.tag_hint, sub.tag, sub.ntags, until);
+                sub.resend = true;
+                self.ops[i].subs[j] = Some(sub);
+            }
+            if failed {
                 bump(&mut self.stats.timeouts);
                 self.complete(i, false, now);
             }
@@ -468,14 +523,15 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         self.ops
             .iter()
             .filter(|o| o.state == State::Active)
-            .flat_map(|o| o.subs.iter().flatten().map(|s| s.deadline))
+            .flat_map(|o| o.subs.iter().flatten().filter(|s| !s.resend).map(|s| s.deadline))
             .min()
     }
 
     /// The next frame to send. Call after queuing requests, after
     /// `handle_frame` and after `handle_timeout`, until it returns `None`.
     /// `now` starts the timeout of the request it sends. Operations take
-    /// turns; reads are paced to 10 outstanding requests per board.
+    /// turns; retries go first; reads are paced to 10 outstanding requests
+    /// per board.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
         for k in 0..OPS {
             let i = (self.rr + k) % OPS;
@@ -488,56 +544,20 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         None
     }
 
-    fn next_frame(&mut self, i: usize, now: Instant) -> Option<CanFrame> {
-        let o = self.ops.get(i)?;
-        // scalar copy of the op (without its buffer)
-        let op = Op::<0> {
-            handle: o.handle,
-            kind: o.kind,
-            state: o.state,
-            board: o.board,
-            table: o.table,
-            offset: o.offset,
-            len: o.len,
-            issued: o.issued,
-            received: o.received,
-            subs: o.subs,
-            buf: [],
-        };
-        if op.state != State::Active || op.issued >= op.len {
-            return None;
-        }
+    /// The request frame for bytes `rel..rel+len` of operation `i`, replied to `tag`.
+    fn request_frame(&self, i: usize, rel: u16, len: u8, tag: u8) -> Option<CanFrame> {
+        let op = self.ops.get(i)?;
         let me = self.cfg.can_id;
-        let issued = usize::from(op.issued);
-        let chunk = (usize::from(op.len) - issued).min(CAN_MAX_LEN);
-        let at = op.offset.checked_add(op.issued)?;
-        if let Kind::Write = op.kind {
-            let h = Header::new(MsgType::Cmd, me, op.board, op.table, at).ok()?;
-            let f = h.frame(o.buf.get(issued..issued + chunk)?).ok()?;
-            self.ops[i].issued += chunk as u16;
-            if self.ops[i].issued >= op.len {
-                self.complete(i, true, now);
-            }
-            return Some(f);
-        }
-        if self.outstanding(op.board) >= MAX_OUTSTANDING {
-            return None;
-        }
-        let j = op.subs.iter().position(Option::is_none)?;
-        let (len, ntags) = match op.kind {
-            Kind::Outmsg(_) => (usize::from(op.len), usize::from(op.len).div_ceil(TAG_BYTES)),
-            _ => (chunk, 1),
-        };
-        let tag = self.alloc_tags(ntags, now)?;
-        let reply_off = u16::from(tag) * TAG_BYTES as u16;
         let rb = self.cfg.reply_blk;
+        let reply_off = u16::from(tag) * TAG_BYTES as u16;
+        let at = op.offset.checked_add(rel)?;
         let frame = match op.kind {
             Kind::Read if op.table <= MAX_VAR_BLK => {
-                let p = ReqRepr::new(rb, reply_off, len as u8).ok()?;
+                let p = ReqRepr::new(rb, reply_off, len).ok()?;
                 Header::new(MsgType::Req, me, op.board, op.table, at).ok()?.frame(&p.emit())
             }
             Kind::Read => {
-                let p = ReqxRepr::new(rb, reply_off, len as u8, op.table).ok()?;
+                let p = ReqxRepr::new(rb, reply_off, len, op.table).ok()?;
                 Header::new(MsgType::Xtnd, me, op.board, 0, at).ok()?.frame(&p.emit())
             }
             Kind::Crc => {
@@ -547,18 +567,79 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
             Kind::Outmsg(n) => Header::new(MsgType::OutmsgReq, me, op.board, rb, reply_off).ok()?.frame(&[n]),
             Kind::Write => return None,
         };
-        let Ok(frame) = frame else {
-            // unreachable with validated fields; give the tags back
-            for f in self.tag_free_at.iter_mut().skip(usize::from(tag)).take(ntags) {
-                *f = now;
+        frame.ok()
+    }
+
+    /// `request_frame` with `n` fresh tags; the tags are given back on failure.
+    fn send_request(&mut self, i: usize, rel: u16, len: u8, ntags: usize, now: Instant) -> Option<(CanFrame, u8)> {
+        let tag = self.alloc_tags(ntags, now)?;
+        match self.request_frame(i, rel, len, tag) {
+            Some(f) => Some((f, tag)),
+            None => {
+                release(&mut self.tag_free_at, &mut self.tag_hint, tag, ntags as u8, now);
+                None
             }
+        }
+    }
+
+    fn next_frame(&mut self, i: usize, now: Instant) -> Option<CanFrame> {
+        let o = self.ops.get(i)?;
+        if o.state != State::Active {
             return None;
+        }
+        let (kind, board, len_total, issued) = (o.kind, o.board, o.len, o.issued);
+        let subs = o.subs;
+        if kind == Kind::Write {
+            if issued >= len_total {
+                return None;
+            }
+            let start = usize::from(issued);
+            let chunk = (usize::from(len_total) - start).min(CAN_MAX_LEN);
+            let h = Header::new(MsgType::Cmd, self.cfg.can_id, board, o.table, o.offset.checked_add(issued)?).ok()?;
+            let f = h.frame(o.buf.get(start..start + chunk)?).ok()?;
+            self.ops[i].issued += chunk as u16;
+            if self.ops[i].issued >= len_total {
+                self.complete(i, true, now);
+            }
+            return Some(f);
+        }
+        // 1. a timed-out request with retries left
+        if let Some(j) = subs.iter().position(|s| s.is_some_and(|s| s.resend)) {
+            let mut sub = subs[j]?;
+            let (f, tag) = self.send_request(i, sub.rel, sub.len, usize::from(sub.ntags), now)?;
+            sub = Sub { tag, resend: false, got: 0, tries_left: sub.tries_left - 1, deadline: now + self.cfg.timeout, ..sub };
+            let op = &mut self.ops[i];
+            if let Kind::Outmsg(_) = op.kind {
+                op.received = 0;
+            }
+            op.subs[j] = Some(sub);
+            bump(&mut self.stats.retries);
+            return Some(f);
+        }
+        // 2. the next new request
+        if issued >= len_total || self.outstanding(board) >= MAX_OUTSTANDING {
+            return None;
+        }
+        let j = subs.iter().position(Option::is_none)?;
+        let (len, ntags) = match kind {
+            Kind::Outmsg(_) => (usize::from(len_total), usize::from(len_total).div_ceil(TAG_BYTES)),
+            _ => ((usize::from(len_total - issued)).min(CAN_MAX_LEN), 1),
         };
-        let sub = Sub { tag, ntags: ntags as u8, rel: op.issued, len: len as u8, got: 0, deadline: now + self.cfg.timeout };
-        let o = &mut self.ops[i];
-        o.subs[j] = Some(sub);
-        o.issued += len as u16;
-        Some(frame)
+        let (f, tag) = self.send_request(i, issued, len as u8, ntags, now)?;
+        let sub = Sub {
+            tag,
+            ntags: ntags as u8,
+            rel: issued,
+            len: len as u8,
+            got: 0,
+            resend: false,
+            tries_left: self.cfg.retries,
+            deadline: now + self.cfg.timeout,
+        };
+        let op = &mut self.ops[i];
+        op.subs[j] = Some(sub);
+        op.issued += len as u16;
+        Some(f)
     }
 
     /// The next completion, oldest first. Frees the slot of the completion
@@ -651,7 +732,7 @@ mod tests {
 
     #[test]
     fn ten_outstanding_per_board_and_timeouts() {
-        let mut c: Client<4, 128> = Client::new(ClientConfig::new(3)).unwrap();
+        let mut c: Client<4, 128> = Client::new(ClientConfig { retries: 0, ..ClientConfig::new(3) }).unwrap();
         let h = c.read(1, 7, 0, 128).unwrap();
         let h2 = c.read(2, 40, 0, 8).unwrap();
         let tx = drain(&mut c, T0);
@@ -729,7 +810,7 @@ mod tests {
 
     #[test]
     fn quarantined_tag_is_skipped_after_wrap() {
-        let mut c: Client<1, 8> = Client::new(ClientConfig::new(3)).unwrap();
+        let mut c: Client<1, 8> = Client::new(ClientConfig { retries: 0, ..ClientConfig::new(3) }).unwrap();
         let h = c.read(1, 7, 0, 8).unwrap();
         let f = c.poll_transmit(T0).unwrap();
         assert_eq!(ReqRepr::parse(f.data()).unwrap().reply_offset, 0);
@@ -755,6 +836,43 @@ mod tests {
         c.handle_frame(t, &rsp(1, 3, 6, 0, &[0; 8]));
         assert_eq!(c.poll_event(), None);
         assert_eq!(c.stats().unmatched, 1);
+    }
+
+    #[test]
+    fn retries_use_fresh_tags() {
+        let mut c: Client<1, 32> = Client::new(ClientConfig { retries: 1, ..ClientConfig::new(3) }).unwrap();
+        let h = c.read(1, 7, 0, 16).unwrap();
+        let a = core::iter::from_fn(|| c.poll_transmit(T0)).collect::<Vec<_>>();
+        assert_eq!(a.len(), 2);
+        let tag = |f: &CanFrame| ReqRepr::parse(f.data()).unwrap().reply_offset;
+        // the first chunk is answered, the second is lost
+        c.handle_frame(T0, &rsp(1, 3, 6, tag(&a[0]), &[1; 8]));
+        let t1 = Instant::from_millis(100);
+        assert_eq!(c.poll_timeout(), Some(t1));
+        c.handle_timeout(t1);
+        assert_eq!(c.poll_event(), None);
+        assert_eq!(c.poll_timeout(), None);
+        let b = c.poll_transmit(t1).unwrap();
+        assert_eq!(c.poll_transmit(t1), None);
+        assert_eq!(hdr(&b).var_offset(), 8);
+        assert_ne!(tag(&b), tag(&a[1]));
+        assert_eq!(c.stats().retries, 1);
+        // the late reply to the first try is not matched; the retry's is
+        c.handle_frame(t1, &rsp(1, 3, 6, tag(&a[1]), &[9; 8]));
+        assert_eq!(c.poll_event(), None);
+        c.handle_frame(t1, &rsp(1, 3, 6, tag(&b), &[2; 8]));
+        assert!(matches!(c.poll_event(), Some(ClientEvent::ReadDone { handle, len: 16, .. }) if handle == h));
+        assert_eq!(c.read_data(h), Some(&[1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2][..]));
+        assert_eq!(c.poll_event(), None);
+        // no retries left: the second timeout fails the operation
+        let h = c.read(1, 7, 0, 8).unwrap();
+        c.poll_transmit(t1).unwrap();
+        let t2 = t1 + Duration::from_millis(100);
+        c.handle_timeout(t2);
+        c.poll_transmit(t2).unwrap();
+        c.handle_timeout(t2 + Duration::from_millis(100));
+        assert_eq!(c.poll_event(), Some(ClientEvent::TimedOut { handle: h, board: 1 }));
+        assert_eq!(c.stats().timeouts, 1);
     }
 
     #[test]

@@ -97,6 +97,7 @@ fn run(seed: u64, totals: &mut Totals) {
     let mut cfg = ClientConfig::new(CLIENT);
     cfg.timeout = Duration::from_millis(20);
     cfg.quarantine = Duration::from_secs(2);
+    cfg.retries = rng.below(3) as u8;
     let mut client: Client<4, 64> = Client::new(cfg).unwrap();
 
     let mut bus: Vec<Packet> = Vec::new();
