@@ -364,6 +364,38 @@ mod tests {
         assert_eq!(MsgType::from_bits(0xFF), MsgType::Xtnd);
     }
 
+    /// Every value of every field, with the other fields at zero and at
+    /// their maximum, lands in its own bits and decodes back.
+    #[test]
+    fn every_field_value_exhaustively() {
+        for others_max in [false, true] {
+            let (o, f, t, b, ty) = if others_max { (0x7FF, 15, 15, 31, 7) } else { (0, 0, 0, 0, 0) };
+            let mut all = std::vec::Vec::new();
+            for v in 0..=0x7FFu16 {
+                all.push(h(MsgType::from_bits(ty), f, t, b, v));
+            }
+            for v in 0..8u8 {
+                all.push(h(MsgType::from_bits(v), f, t, b, o));
+            }
+            for v in 0..16u8 {
+                all.push(h(MsgType::from_bits(ty), v, t, b, o));
+                all.push(h(MsgType::from_bits(ty), f, v, b, o));
+            }
+            for v in 0..32u8 {
+                all.push(h(MsgType::from_bits(ty), f, t, v, o));
+            }
+            for hd in all {
+                assert_eq!(Header::from_raw(hd.raw()), Some(hd));
+                assert_eq!(u32::from(hd.var_offset()), hd.raw() >> 18);
+                assert_eq!(u32::from(hd.msg_type().bits()), hd.raw() >> 15 & 7);
+                assert_eq!(u32::from(hd.from_id()), hd.raw() >> 11 & 0xF);
+                assert_eq!(u32::from(hd.to_id()), hd.raw() >> 7 & 0xF);
+                assert_eq!(u32::from(hd.var_blk() & 0xF), hd.raw() >> 3 & 0xF);
+                assert_eq!(u32::from(hd.var_blk() >> 4), hd.raw() >> 2 & 1);
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
         #[test]

@@ -12,6 +12,37 @@
 //! - [`server`]: the table server engine ([`Server`]).
 //! - [`client`]: the client engine ([`Client`]): reads, writes, CRC, outmsg.
 //! - [`broadcast`]: realtime broadcast decoders (simplified dash, advanced).
+//!
+//! Every engine has the same sans-IO shape: `handle_frame(now, &frame)`,
+//! `handle_timeout(now)`, `poll_transmit(now)`, `poll_event()`,
+//! `poll_timeout()`. Capacities are const generics; table bytes are owned by
+//! the caller; queues are bounded and count what they drop.
+//!
+//! ```
+//! use canx_core::megasquirt::{Access, Client, ClientConfig, ClientEvent, Server, ServerConfig, TableSet};
+//! use canx_core::{Frame, Instant};
+//!
+//! // An ECU (board 0) serving its realtime table 7 from caller-owned bytes.
+//! let mut outpc = [0u8; 64];
+//! outpc[10..14].copy_from_slice(&[1, 2, 3, 4]);
+//! let mut tables: TableSet<'_, 1> = TableSet::new();
+//! tables.add(7, Access::READ_ONLY, &mut outpc)?;
+//! let mut ecu: Server<_> = Server::new(ServerConfig::new(0), tables)?;
+//! // A dash (board 3) reading 4 bytes of it.
+//! let mut dash: Client = Client::new(ClientConfig::new(3))?;
+//! let h = dash.read(0, 7, 10, 4)?;
+//!
+//! let now = Instant::ZERO;
+//! while let Some(req) = dash.poll_transmit(now) {
+//!     ecu.handle_frame(now, &Frame::Can(req)); // the bus
+//! }
+//! while let Some(rsp) = ecu.poll_transmit(now) {
+//!     dash.handle_frame(now, &Frame::Can(rsp));
+//! }
+//! assert!(matches!(dash.poll_event(), Some(ClientEvent::ReadDone { handle, len: 4, .. }) if handle == h));
+//! assert_eq!(dash.read_data(h), Some(&[1, 2, 3, 4][..]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod broadcast;
 pub mod client;
