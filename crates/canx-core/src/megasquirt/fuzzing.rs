@@ -6,6 +6,7 @@
 //! `[id: 4 bytes big-endian (bit 31 = extended), len: 1 byte (low 4 bits, max 8), data...]`;
 //! a truncated last record is padded with zeros.
 
+use super::broadcast::BroadcastDecoder;
 use super::client::{Client, ClientConfig, ClientEvent};
 use super::header::{Header, MsgType};
 use super::server::{OutmsgDef, Server, ServerConfig};
@@ -115,6 +116,29 @@ pub fn client(data: &[u8]) {
     }
 }
 
+/// Runs fuzzer bytes through the broadcast decoders (default bases and a
+/// base chosen by the first two bytes) and checks: no panic, only
+/// whole fields of the frame decoded, every value finite.
+pub fn broadcast(data: &[u8]) {
+    let base = u16::from_be_bytes([data.first().copied().unwrap_or(0), data.get(1).copied().unwrap_or(0)]) & 0x7FF;
+    let decoders = [
+        BroadcastDecoder::default(),
+        BroadcastDecoder { dash_base: Some(base), advanced_base: Some(base.wrapping_add(3) & 0x7FF) },
+    ];
+    for f in frames(data.get(2..).unwrap_or(&[])) {
+        for d in &decoders {
+            if let Some(fields) = d.decode(&f) {
+                let n = f.data().len();
+                for (name, value, _unit) in fields {
+                    assert!(!name.is_empty());
+                    assert!(value.is_finite());
+                }
+                assert!(n <= 8);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -158,6 +182,18 @@ mod tests {
         fn raw_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             super::server(&data);
             super::client(&data);
+            super::broadcast(&data);
+        }
+
+        #[test]
+        fn broadcast_fuzz_entry(base in 0u16..0x800, recs in proptest::collection::vec((0x5E0u32..0x640, proptest::collection::vec(any::<u8>(), 0..=8)), 0..16)) {
+            let mut data = base.to_be_bytes().to_vec();
+            for (id, d) in recs {
+                data.extend_from_slice(&id.to_be_bytes());
+                data.push(d.len() as u8);
+                data.extend_from_slice(&d);
+            }
+            super::broadcast(&data);
         }
     }
 }
