@@ -10,8 +10,7 @@
 //! - [`frame`]: classic, FD and error frames over `embedded_can::Id`.
 //! - [`filter`]: acceptance filters with Linux raw-socket semantics, canio
 //!   `Match`, candump filter syntax.
-//! - [`megasquirt`]: MegaSquirt CAN (29-bit table protocol: header codec,
-//!   table server, client; 11-bit realtime broadcast decoders).
+//! - [`megasquirt`]: MegaSquirt CAN: header codec, table server, client, broadcast decoders.
 //! - protocol engines (added module by module): each is a state machine with
 //!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.

@@ -91,7 +91,8 @@ pub enum ClientError {
     TableNotAddressable,
     /// Outmsg number above 19.
     InvalidOutmsgNumber,
-    /// Every operation slot is in use.
+    /// Every operation slot is in use. (The slot of a completion returned
+    /// by `poll_event` is freed by the next `poll_event` call.)
     Busy,
 }
 
