@@ -29,7 +29,8 @@
 use core::fmt;
 
 use super::header::{Header, MsgType, MAX_CAN_ID, MAX_OUTSTANDING, MAX_VAR_BLK, MAX_VAR_OFFSET};
-use super::payload::{CrcReqRepr, ReqRepr, ReqxRepr};
+use super::header::XtndType;
+use super::payload::{BurnAckRepr, CrcReqRepr, ReqRepr, ReqxRepr};
 use super::server::{MAX_OUTMSGS, MAX_OUTMSG_BYTES};
 use crate::frame::{CanFrame, Frame, CAN_MAX_LEN};
 use crate::time::{Duration, Instant};
@@ -91,6 +92,9 @@ pub enum ClientError {
     TableNotAddressable,
     /// Outmsg number above 19.
     InvalidOutmsgNumber,
+    /// A burn awaiting MSG_BURNACK from this board is already pending
+    /// (the ack does not name the table, so only one may be open per board).
+    BurnPending,
     /// Every operation slot is in use. (The slot of a completion returned
     /// by `poll_event` is freed by the next `poll_event` call.)
     Busy,
@@ -105,6 +109,7 @@ impl fmt::Display for ClientError {
             ClientError::OutOfRange => "offset + length past 2047",
             ClientError::TableNotAddressable => "table must be 0-31",
             ClientError::InvalidOutmsgNumber => "outmsg number must be 0-19",
+            ClientError::BurnPending => "a burn awaiting its ack is pending for this board",
             ClientError::Busy => "no free operation slot",
         })
     }
@@ -123,8 +128,25 @@ pub enum ClientEvent {
     CrcDone { handle: Handle, board: u8, table: u8, crc: u32 },
     /// All outmsg bytes arrived; get them with [`Client::read_data`].
     OutmsgDone { handle: Handle, board: u8, number: u8, len: u16 },
+    /// MSG_BURN was sent; `ack` is the MSG_BURNACK status if the burn
+    /// waited for one (`Some(true)` = burnt), `None` if it did not wait.
+    BurnDone { handle: Handle, board: u8, table: u8, ack: Option<bool> },
     /// A reply did not come within the timeout; the operation is abandoned.
     TimedOut { handle: Handle, board: u8 },
+}
+
+impl ClientEvent {
+    /// The operation this event completes.
+    pub fn handle(&self) -> Handle {
+        match *self {
+            ClientEvent::ReadDone { handle, .. }
+            | ClientEvent::WriteDone { handle, .. }
+            | ClientEvent::CrcDone { handle, .. }
+            | ClientEvent::OutmsgDone { handle, .. }
+            | ClientEvent::BurnDone { handle, .. }
+            | ClientEvent::TimedOut { handle, .. } => handle,
+        }
+    }
 }
 
 /// Counters; they saturate.
@@ -149,6 +171,8 @@ enum Kind {
     Write,
     Crc,
     Outmsg(u8),
+    /// MSG_BURN; `ack`: wait for MSG_BURNACK.
+    Burn { ack: bool },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -326,6 +350,29 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         self.start(Kind::Outmsg(number), board, 0, 0, len, &[])
     }
 
+    /// Asks `board` to burn `table` (0..31) to flash (MSG_BURN). With
+    /// `wait_ack`, completes with [`ClientEvent::BurnDone`] when MSG_BURNACK
+    /// arrives (or [`ClientEvent::TimedOut`]; the burn is sent again on
+    /// retries, which is harmless); without, as soon as the frame is sent.
+    /// Errors: `InvalidBoard`, `TableNotAddressable`, `BurnPending`, `Busy`.
+    pub fn burn(&mut self, board: u8, table: u8, wait_ack: bool) -> Result<Handle, ClientError> {
+        if wait_ack {
+            self.check_peer(board)?;
+            let pending = self.ops.iter().any(|o| {
+                o.state == State::Active && o.board == board && o.kind == Kind::Burn { ack: true }
+            });
+            if pending {
+                return Err(ClientError::BurnPending);
+            }
+        } else if board > MAX_CAN_ID || board == self.cfg.can_id {
+            return Err(ClientError::InvalidBoard);
+        }
+        if table > MAX_VAR_BLK {
+            return Err(ClientError::TableNotAddressable);
+        }
+        self.start(Kind::Burn { ack: wait_ack }, board, table, 0, 1, &[])
+    }
+
     /// The bytes of a read or outmsg reported by the last `poll_event`;
     /// `None` for any other handle. Valid until the next `poll_event` call.
     pub fn read_data(&self, handle: Handle) -> Option<&[u8]> {
@@ -415,12 +462,15 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
     /// board's id and reply table are looked at; anything else is ignored.
     pub fn handle_frame(&mut self, now: Instant, frame: &Frame) {
         let Some(hdr) = Header::from_frame(frame) else { return };
-        if hdr.to_id() != self.cfg.can_id || hdr.var_blk() != self.cfg.reply_blk {
+        if hdr.to_id() != self.cfg.can_id {
             return;
         }
+        let to_reply_table = hdr.var_blk() == self.cfg.reply_blk;
+        let data = frame.data();
         let matched = match hdr.msg_type() {
-            MsgType::Rsp => self.match_rsp(&hdr, frame.data(), now),
-            MsgType::OutmsgRsp => self.match_outmsg(&hdr, frame.data(), now),
+            MsgType::Rsp if to_reply_table => self.match_rsp(&hdr, data, now),
+            MsgType::OutmsgRsp if to_reply_table => self.match_outmsg(&hdr, data, now),
+            MsgType::Xtnd if data.first() == Some(&XtndType::BurnAck.code()) => self.match_burnack(&hdr, data, now),
             _ => return,
         };
         if matched {
@@ -448,7 +498,7 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         let Some(sub) = op.subs[j] else { return false };
         match op.kind {
             Kind::Read | Kind::Crc => {}
-            Kind::Write | Kind::Outmsg(_) => return false,
+            Kind::Write | Kind::Outmsg(_) | Kind::Burn { .. } => return false,
         }
         let rel = usize::from(sub.rel);
         let Some(dst) = op.buf.get_mut(rel..rel + data.len()) else { return false };
@@ -459,6 +509,20 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         if op.received >= op.len {
             self.complete(i, true, now);
         }
+        true
+    }
+
+    fn match_burnack(&mut self, hdr: &Header, data: &[u8], now: Instant) -> bool {
+        let Ok(ack) = BurnAckRepr::parse(data) else { return false };
+        let from = hdr.from_id();
+        let found = self.ops.iter().position(|o| {
+            o.state == State::Active && o.board == from && o.kind == Kind::Burn { ack: true } && o.issued > 0
+        });
+        let Some(i) = found else { return false };
+        if let Some(b) = self.ops[i].buf.first_mut() {
+            *b = ack.ok as u8;
+        }
+        self.complete(i, true, now);
         true
     }
 
@@ -566,6 +630,7 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
                 Header::new(MsgType::Xtnd, me, op.board, op.table, 0).ok()?.frame(&p.emit())
             }
             Kind::Outmsg(n) => Header::new(MsgType::OutmsgReq, me, op.board, rb, reply_off).ok()?.frame(&[n]),
+            Kind::Burn { .. } => Header::new(MsgType::Burn, me, op.board, op.table, 0).ok()?.frame(&[]),
             Kind::Write => return None,
         };
         frame.ok()
@@ -573,7 +638,7 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
 
     /// `request_frame` with `n` fresh tags; the tags are given back on failure.
     fn send_request(&mut self, i: usize, rel: u16, len: u8, ntags: usize, now: Instant) -> Option<(CanFrame, u8)> {
-        let tag = self.alloc_tags(ntags, now)?;
+        let tag = if ntags == 0 { 0 } else { self.alloc_tags(ntags, now)? };
         match self.request_frame(i, rel, len, tag) {
             Some(f) => Some((f, tag)),
             None => {
@@ -590,6 +655,15 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         }
         let (kind, board, len_total, issued) = (o.kind, o.board, o.len, o.issued);
         let subs = o.subs;
+        if kind == (Kind::Burn { ack: false }) {
+            if issued >= len_total {
+                return None;
+            }
+            let f = Header::new(MsgType::Burn, self.cfg.can_id, board, o.table, 0).ok()?.frame(&[]).ok()?;
+            self.ops[i].issued = len_total;
+            self.complete(i, true, now);
+            return Some(f);
+        }
         if kind == Kind::Write {
             if issued >= len_total {
                 return None;
@@ -624,6 +698,7 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         let j = subs.iter().position(Option::is_none)?;
         let (len, ntags) = match kind {
             Kind::Outmsg(_) => (usize::from(len_total), usize::from(len_total).div_ceil(TAG_BYTES)),
+            Kind::Burn { .. } => (1, 0),
             _ => ((usize::from(len_total - issued)).min(CAN_MAX_LEN), 1),
         };
         let (f, tag) = self.send_request(i, issued, len as u8, ntags, now)?;
@@ -676,6 +751,9 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
                     ClientEvent::CrcDone { handle, board, table: op.table, crc: u32::from_be_bytes([a, b, c, d]) }
                 }
                 Kind::Outmsg(number) => ClientEvent::OutmsgDone { handle, board, number, len: op.len },
+                Kind::Burn { ack } => {
+                    ClientEvent::BurnDone { handle, board, table: op.table, ack: ack.then(|| op.buf.first() == Some(&1)) }
+                }
             }
         })
     }
@@ -874,6 +952,34 @@ mod tests {
         c.handle_timeout(t2 + Duration::from_millis(100));
         assert_eq!(c.poll_event(), Some(ClientEvent::TimedOut { handle: h, board: 1 }));
         assert_eq!(c.stats().timeouts, 1);
+    }
+
+    #[test]
+    fn burn_with_and_without_ack() {
+        let mut c: Client<4, 8> = Client::new(ClientConfig::new(3)).unwrap();
+        let quick = c.burn(15, 20, false).unwrap();
+        let f = c.poll_transmit(T0).unwrap();
+        assert_eq!(hdr(&f), Header::new(MsgType::Burn, 3, 15, 20, 0).unwrap());
+        assert!(f.data().is_empty());
+        assert_eq!(c.poll_event(), Some(ClientEvent::BurnDone { handle: quick, board: 15, table: 20, ack: None }));
+        let h = c.burn(1, 20, true).unwrap();
+        assert_eq!(c.burn(1, 21, true), Err(ClientError::BurnPending));
+        assert_eq!(c.burn(15, 21, true), Err(ClientError::InvalidBoard));
+        let ack = |from: u8, ok: u8| {
+            Frame::Can(Header::new(MsgType::Xtnd, from, 3, 0, 0).unwrap().frame(&[14, ok]).unwrap())
+        };
+        // an ack before the burn was sent matches nothing
+        c.handle_frame(T0, &ack(1, 1));
+        assert_eq!(c.stats().unmatched, 1);
+        let f = c.poll_transmit(T0).unwrap();
+        assert_eq!(hdr(&f), Header::new(MsgType::Burn, 3, 1, 20, 0).unwrap());
+        assert_eq!(c.poll_timeout(), Some(T0 + Duration::from_millis(100)));
+        c.handle_frame(T0, &ack(2, 1)); // other board
+        assert_eq!(c.poll_event(), None);
+        c.handle_frame(T0, &ack(1, 0));
+        assert_eq!(c.poll_event(), Some(ClientEvent::BurnDone { handle: h, board: 1, table: 20, ack: Some(false) }));
+        assert_eq!(c.poll_event(), None);
+        assert_eq!(c.poll_timeout(), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! a truncated last record is padded with zeros.
 
 use super::broadcast::BroadcastDecoder;
-use super::client::{Client, ClientConfig, ClientEvent};
+use super::client::{Client, ClientConfig};
 use super::header::{Header, MsgType};
 use super::server::{OutmsgDef, Server, ServerConfig};
 use super::tables::{Access, TableSet};
@@ -99,13 +99,7 @@ pub fn client(data: &[u8]) {
         }
         while c.poll_transmit(now).is_some() {}
         while let Some(ev) = c.poll_event() {
-            let handle = match ev {
-                ClientEvent::ReadDone { handle, .. }
-                | ClientEvent::WriteDone { handle, .. }
-                | ClientEvent::CrcDone { handle, .. }
-                | ClientEvent::OutmsgDone { handle, .. }
-                | ClientEvent::TimedOut { handle, .. } => handle,
-            };
+            let handle = ev.handle();
             let i = handles.iter().position(|h| *h == Some(handle)).expect("completion for an unknown handle");
             assert!(!seen[i], "second completion");
             seen[i] = true;

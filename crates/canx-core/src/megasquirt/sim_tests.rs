@@ -44,6 +44,7 @@ enum Expect {
     Write,
     Crc(u32),
     Outmsg(Vec<u8>),
+    Burn { wait: bool },
 }
 
 struct Mem {
@@ -88,7 +89,7 @@ fn run(seed: u64, totals: &mut Totals) {
             t.add(7, Access::READ_ONLY, &mut m.rt).unwrap();
             t.add(40, Access::READ_ONLY, &mut m.big).unwrap();
             t.add(20, Access::READ_WRITE, &mut m.cfg).unwrap();
-            let mut s = Server::new(ServerConfig::new(id), t).unwrap();
+            let mut s = Server::new(ServerConfig { auto_burn_ack: true, ..ServerConfig::new(id) }, t).unwrap();
             s.set_outmsg(0, Some(OutmsgDef::new(&OUTMSG0).unwrap())).unwrap();
             s.set_outmsg(1, Some(OutmsgDef::new(&OUTMSG1).unwrap())).unwrap();
             s
@@ -142,7 +143,11 @@ fn run(seed: u64, totals: &mut Totals) {
             let bi = rng.below(2) as usize;
             let board = BOARDS[bi];
             let (rt, big) = &snapshot[bi];
-            let r = match rng.below(10) {
+            let r = match rng.below(11) {
+                10 => {
+                    let wait = rng.pct(70);
+                    client.burn(board, 20, wait).map(|h| (h, Expect::Burn { wait }))
+                }
                 0..=4 => {
                     let (table, data): (u8, &[u8]) = if rng.pct(50) { (7, &rt[..]) } else { (40, &big[..]) };
                     let off = rng.below(data.len() as u64) as usize;
@@ -185,16 +190,11 @@ fn run(seed: u64, totals: &mut Totals) {
         }
         // 5. completions
         while let Some(ev) = client.poll_event() {
-            let handle = match ev {
-                ClientEvent::ReadDone { handle, .. }
-                | ClientEvent::WriteDone { handle, .. }
-                | ClientEvent::CrcDone { handle, .. }
-                | ClientEvent::OutmsgDone { handle, .. }
-                | ClientEvent::TimedOut { handle, .. } => handle,
-            };
+            let handle = ev.handle();
             let want = expect.remove(&handle).unwrap_or_else(|| panic!("seed {seed}: second completion {ev:?}"));
             match (ev, want) {
                 (ClientEvent::TimedOut { .. }, Expect::Write) => panic!("writes never time out"),
+                (ClientEvent::TimedOut { .. }, Expect::Burn { wait: false }) => panic!("unacknowledged burns never time out"),
                 (ClientEvent::TimedOut { .. }, _) => totals.timeouts += 1,
                 (ClientEvent::ReadDone { .. }, Expect::Read(d)) | (ClientEvent::OutmsgDone { .. }, Expect::Outmsg(d)) => {
                     assert_eq!(client.read_data(handle), Some(&d[..]), "seed {seed}: mismatched reply for {ev:?}");
@@ -205,6 +205,10 @@ fn run(seed: u64, totals: &mut Totals) {
                     totals.done += 1;
                 }
                 (ClientEvent::WriteDone { .. }, Expect::Write) => totals.done += 1,
+                (ClientEvent::BurnDone { ack, .. }, Expect::Burn { wait }) => {
+                    assert_eq!(ack, wait.then_some(true), "seed {seed}");
+                    totals.done += 1;
+                }
                 (ev, want) => panic!("seed {seed}: {ev:?} for {want:?}"),
             }
         }
