@@ -1,5 +1,5 @@
-//! The client: reads, writes, CRC queries and outmsg requests towards any
-//! board. Sans-IO: requests are queued by the caller, frames leave through
+//! The client: reads, writes, CRC queries, outmsg requests and burns
+//! towards any board. Sans-IO: requests are queued by the caller, frames leave through
 //! [`Client::poll_transmit`], replies enter through [`Client::handle_frame`].
 //!
 //! Rules (source: `docs/protocols/megasquirt.md`):
@@ -9,6 +9,12 @@
 //! - The reply (MSG_RSP / OUTMSG_RSP) carries in its header the table and
 //!   offset the requester chose (its "reply target"), and to_id = requester.
 //! - At most 10 requests may be outstanding towards one board (`NO_CANMSG`).
+//! - MSG_BURN may be answered by MSG_BURNACK `[14, ok]`; the ack names no
+//!   table, so at most one burn waits for an ack per board.
+//!
+//! A request that times out is sent again up to [`ClientConfig::retries`]
+//! times (with a fresh reply tag); then its operation fails with
+//! [`ClientEvent::TimedOut`]. Writes have no reply and never time out.
 //!
 //! ## Reply targets (how replies are matched)
 //! All replies go to one table of this board, [`ClientConfig::reply_blk`].

@@ -10,7 +10,7 @@
 //! - [`payload`]: request payload `Repr`s (MSG_REQ, MSG_REQX, MSG_CRC, ...).
 //! - [`tables`]: caller-owned table storage ([`Tables`], [`TableSet`]).
 //! - [`server`]: the table server engine ([`Server`]).
-//! - [`client`]: the client engine ([`Client`]): reads, writes, CRC, outmsg.
+//! - [`client`]: the client engine ([`Client`]): reads, writes, CRC, outmsg, burn.
 //! - [`broadcast`]: realtime broadcast decoders (simplified dash, advanced).
 //!
 //! Every engine has the same sans-IO shape: `handle_frame(now, &frame)`,
