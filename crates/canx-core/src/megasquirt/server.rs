@@ -687,6 +687,32 @@ mod tests {
         assert_eq!((st.replies, st.tx_dropped, st.refused, st.events_dropped), (2, 3, 5, 4));
     }
 
+    /// A `Tables` implementation whose write view is shorter than its read
+    /// view: the server must still never index out of bounds.
+    struct Liar {
+        read: [u8; 16],
+        write: [u8; 4],
+    }
+
+    impl Tables for Liar {
+        fn table(&self, blk: u8) -> Option<(&[u8], Access)> {
+            (blk == 1).then_some((&self.read[..], Access::READ_WRITE))
+        }
+        fn table_mut(&mut self, blk: u8) -> Option<&mut [u8]> {
+            (blk == 1).then_some(&mut self.write[..])
+        }
+    }
+
+    #[test]
+    fn inconsistent_tables_impl_is_refused_not_panicking() {
+        let mut s: Server<Liar> = Server::new(ServerConfig::new(0), Liar { read: [0; 16], write: [0; 4] }).unwrap();
+        s.handle_frame(T0, &frame(MsgType::Cmd, 4, 0, 1, 2, &[1, 2]));
+        s.handle_frame(T0, &frame(MsgType::Cmd, 4, 0, 1, 8, &[1, 2]));
+        assert!(matches!(s.poll_event(), Some(ServerEvent::Written { len: 2, .. })));
+        assert!(matches!(s.poll_event(), Some(ServerEvent::Refused { reason: Refusal::OutOfRange, .. })));
+        assert_eq!(s.tables().write, [0, 0, 1, 2]);
+    }
+
     /// What a frame *should* do to the server, computed independently.
     fn valid_read(m: &Mem, f: &Frame, id: u8) -> bool {
         let Some(h) = Header::from_frame(f) else { return false };
