@@ -6,7 +6,7 @@
 //! Sources: `docs/protocols/megasquirt.md`, "Realtime broadcast"; the field
 //! table of the msextra document "Megasquirt-2 and Megasquirt-3 CAN realtime
 //! data broadcasting format" (2016) for the advanced groups (names, units,
-//! signedness and scaling as published there). Groups 0..=7 are decoded.
+//! signedness and scaling as published there). Groups 0..=15 are decoded.
 
 use crate::frame::{id_raw, Frame, Id};
 
@@ -28,7 +28,7 @@ pub struct Field {
     pub unit: &'static str,
     /// Byte offset in the frame.
     pub offset: u8,
-    /// Size in bytes: 1 or 2.
+    /// Size in bytes: 1, 2 or 4 (4 only signed).
     pub size: u8,
     pub signed: bool,
     pub mult: i32,
@@ -49,6 +49,7 @@ impl Field {
             (1, true) => data.get(o).map(|&b| i32::from(b as i8)),
             (2, false) => data.get(o..o + 2).map(|b| i32::from(u16::from_be_bytes([b[0], b[1]]))),
             (2, true) => data.get(o..o + 2).map(|b| i32::from(i16::from_be_bytes([b[0], b[1]]))),
+            (4, true) => data.get(o..o + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])),
             _ => None,
         }
     }
@@ -71,6 +72,9 @@ const fn u8f(name: &'static str, unit: &'static str, offset: u8, div: i32) -> Fi
 const fn u16f(name: &'static str, unit: &'static str, offset: u8, div: i32) -> Field {
     Field::new(name, unit, offset, 2, false, 1, div)
 }
+const fn s32f(name: &'static str, unit: &'static str, offset: u8, div: i32) -> Field {
+    Field::new(name, unit, offset, 4, true, 1, div)
+}
 const fn s16f(name: &'static str, unit: &'static str, offset: u8, div: i32) -> Field {
     Field::new(name, unit, offset, 2, true, 1, div)
 }
@@ -90,8 +94,8 @@ pub static DASH: [&[Field]; DASH_FRAMES as usize] = [
     &[u16f("vss1", "m/s", 0, 10), s16f("tc_retard", "deg", 2, 10), s16f("launch_timing", "deg", 4, 10)],
 ];
 
-/// The advanced broadcast, groups 0..=7 (base+group).
-pub static ADVANCED: [&[Field]; 8] = [
+/// The advanced broadcast, groups 0..=15 (base+group).
+pub static ADVANCED: [&[Field]; 16] = [
     &[u16f("seconds", "s", 0, 1), u16f("pw1", "ms", 2, 1000), u16f("pw2", "ms", 4, 1000), u16f("rpm", "RPM", 6, 1)],
     &[
         s16f("adv_deg", "deg BTDC", 0, 10),
@@ -117,6 +121,32 @@ pub static ADVANCED: [&[Field]; 8] = [
         s16f("TPSdot", "%/s", 2, 10),
         s16f("MAPdot", "kPa/s", 4, 1),
         Field::new("RPMdot", "RPM/s", 6, 2, true, 10, 1),
+    ],
+    &[s16f("MAFload", "%", 0, 10), s16f("fuelload", "%", 2, 10), s16f("fuelcor", "%", 4, 10), s16f("MAF", "g/s", 6, 100)],
+    &[s16f("egoV1", "V", 0, 100), s16f("egoV2", "V", 2, 100), u16f("dwell", "ms", 4, 10), u16f("dwell_trl", "ms", 6, 10)],
+    &[
+        u8f("status1", "", 0, 1),
+        u8f("status2", "", 1, 1),
+        u8f("status3", "", 2, 1),
+        u8f("status4", "", 3, 1),
+        s16f("status5", "", 4, 1),
+        u8f("status6", "", 6, 1),
+        u8f("status7", "", 7, 1),
+    ],
+    &[
+        s16f("fuelload2", "%", 0, 10),
+        s16f("ignload", "%", 2, 10),
+        s16f("ignload2", "%", 4, 10),
+        s16f("airtemp", "degF", 6, 10),
+    ],
+    &[s32f("wallfuel1", "us", 0, 100), s32f("wallfuel2", "us", 4, 100)],
+    &[s16f("sensors1", "", 0, 10), s16f("sensors2", "", 2, 10), s16f("sensors3", "", 4, 10), s16f("sensors4", "", 6, 10)],
+    &[s16f("sensors5", "", 0, 10), s16f("sensors6", "", 2, 10), s16f("sensors7", "", 4, 10), s16f("sensors8", "", 6, 10)],
+    &[
+        s16f("sensors9", "", 0, 10),
+        s16f("sensors10", "", 2, 10),
+        s16f("sensors11", "", 4, 10),
+        s16f("sensors12", "", 6, 10),
     ],
 ];
 
@@ -257,8 +287,11 @@ mod tests {
         assert_eq!(decode(&d, &f)[3], ("RPMdot", -10.0, "RPM/s"));
         // short frame: only whole fields
         assert_eq!(decode(&d, &std_frame(0x5F0, &[0, 1, 0])), [("seconds", 1.0, "s")]);
-        // group 9 exists on the bus but is not decoded; extended ids never match
-        assert!(d.decode(&std_frame(0x5F9, &[0; 8])).is_none());
+        // group 12: two big-endian s32 at 1/100: 0x0000_3039 = 12345 -> 123.45; -1 -> -0.01
+        let f = std_frame(0x5FC, &[0, 0, 0x30, 0x39, 0xFF, 0xFF, 0xFF, 0xFF]);
+        assert_eq!(decode(&d, &f), [("wallfuel1", 123.45, "us"), ("wallfuel2", -0.01, "us")]);
+        // group 16 exists on the bus but is not decoded; extended ids never match
+        assert!(d.decode(&std_frame(0x600, &[0; 8])).is_none());
         let e = Frame::Can(CanFrame::new(ExtendedId::new(0x5F0).unwrap(), &[0; 8]).unwrap());
         assert!(d.decode(&e).is_none());
     }
@@ -278,7 +311,7 @@ mod tests {
         for fields in DASH.iter().chain(ADVANCED.iter()) {
             let mut end = 0;
             for f in fields.iter() {
-                assert!(matches!(f.size, 1 | 2) && f.div != 0, "{f:?}");
+                assert!((matches!(f.size, 1 | 2) || f.size == 4 && f.signed) && f.div != 0, "{f:?}");
                 assert!(usize::from(f.offset) >= end, "{f:?} overlaps");
                 end = usize::from(f.offset) + usize::from(f.size);
                 assert!(end <= 8, "{f:?}");
