@@ -37,7 +37,15 @@ pub struct Field {
 }
 
 impl Field {
-    const fn new(name: &'static str, unit: &'static str, offset: u8, size: u8, signed: bool, mult: i32, div: i32) -> Field {
+    const fn new(
+        name: &'static str,
+        unit: &'static str,
+        offset: u8,
+        size: u8,
+        signed: bool,
+        mult: i32,
+        div: i32,
+    ) -> Field {
         Field { name, unit, offset, size, signed, mult, div, add: 0 }
     }
 
@@ -90,7 +98,12 @@ pub static DASH: [&[Field]; DASH_FRAMES as usize] = [
         s16f("egt1", "degF", 4, 10),
         u16f("pwseq1", "us", 6, 1),
     ],
-    &[s16f("batt", "V", 0, 10), s16f("sensors1", "", 2, 10), s16f("sensors2", "", 4, 10), s16f("knk_rtd", "deg", 6, 10)],
+    &[
+        s16f("batt", "V", 0, 10),
+        s16f("sensors1", "", 2, 10),
+        s16f("sensors2", "", 4, 10),
+        s16f("knk_rtd", "deg", 6, 10),
+    ],
     &[u16f("vss1", "m/s", 0, 10), s16f("tc_retard", "deg", 2, 10), s16f("launch_timing", "deg", 4, 10)],
 ];
 
@@ -107,7 +120,12 @@ pub static ADVANCED: [&[Field]; 16] = [
         u8f("wbo2_en2", "", 7, 1),
     ],
     &[s16f("baro", "kPa", 0, 10), s16f("map", "kPa", 2, 10), s16f("mat", "degF", 4, 10), s16f("clt", "degF", 6, 10)],
-    &[s16f("tps", "%", 0, 10), s16f("batt", "V", 2, 10), s16f("afr1_old", "AFR", 4, 10), s16f("afr2_old", "AFR", 6, 10)],
+    &[
+        s16f("tps", "%", 0, 10),
+        s16f("batt", "V", 2, 10),
+        s16f("afr1_old", "AFR", 4, 10),
+        s16f("afr2_old", "AFR", 6, 10),
+    ],
     &[s16f("knock", "%", 0, 10), s16f("egocor1", "%", 2, 10), s16f("egocor2", "%", 4, 10), s16f("aircor", "%", 6, 10)],
     &[
         s16f("warmcor", "%", 0, 10),
@@ -122,8 +140,18 @@ pub static ADVANCED: [&[Field]; 16] = [
         s16f("MAPdot", "kPa/s", 4, 1),
         Field::new("RPMdot", "RPM/s", 6, 2, true, 10, 1),
     ],
-    &[s16f("MAFload", "%", 0, 10), s16f("fuelload", "%", 2, 10), s16f("fuelcor", "%", 4, 10), s16f("MAF", "g/s", 6, 100)],
-    &[s16f("egoV1", "V", 0, 100), s16f("egoV2", "V", 2, 100), u16f("dwell", "ms", 4, 10), u16f("dwell_trl", "ms", 6, 10)],
+    &[
+        s16f("MAFload", "%", 0, 10),
+        s16f("fuelload", "%", 2, 10),
+        s16f("fuelcor", "%", 4, 10),
+        s16f("MAF", "g/s", 6, 100),
+    ],
+    &[
+        s16f("egoV1", "V", 0, 100),
+        s16f("egoV2", "V", 2, 100),
+        u16f("dwell", "ms", 4, 10),
+        u16f("dwell_trl", "ms", 6, 10),
+    ],
     &[
         u8f("status1", "", 0, 1),
         u8f("status2", "", 1, 1),
@@ -140,8 +168,18 @@ pub static ADVANCED: [&[Field]; 16] = [
         s16f("airtemp", "degF", 6, 10),
     ],
     &[s32f("wallfuel1", "us", 0, 100), s32f("wallfuel2", "us", 4, 100)],
-    &[s16f("sensors1", "", 0, 10), s16f("sensors2", "", 2, 10), s16f("sensors3", "", 4, 10), s16f("sensors4", "", 6, 10)],
-    &[s16f("sensors5", "", 0, 10), s16f("sensors6", "", 2, 10), s16f("sensors7", "", 4, 10), s16f("sensors8", "", 6, 10)],
+    &[
+        s16f("sensors1", "", 0, 10),
+        s16f("sensors2", "", 2, 10),
+        s16f("sensors3", "", 4, 10),
+        s16f("sensors4", "", 6, 10),
+    ],
+    &[
+        s16f("sensors5", "", 0, 10),
+        s16f("sensors6", "", 2, 10),
+        s16f("sensors7", "", 4, 10),
+        s16f("sensors8", "", 6, 10),
+    ],
     &[
         s16f("sensors9", "", 0, 10),
         s16f("sensors10", "", 2, 10),

@@ -34,8 +34,8 @@
 
 use core::fmt;
 
-use super::header::{Header, MsgType, MAX_CAN_ID, MAX_OUTSTANDING, MAX_VAR_BLK, MAX_VAR_OFFSET};
 use super::header::XtndType;
+use super::header::{Header, MsgType, MAX_CAN_ID, MAX_OUTSTANDING, MAX_VAR_BLK, MAX_VAR_OFFSET};
 use super::payload::{BurnAckRepr, CrcReqRepr, ReqRepr, ReqxRepr};
 use super::server::{MAX_OUTMSGS, MAX_OUTMSG_BYTES};
 use crate::frame::{CanFrame, Frame, CAN_MAX_LEN};
@@ -178,14 +178,19 @@ enum Kind {
     Crc,
     Outmsg(u8),
     /// MSG_BURN; `ack`: wait for MSG_BURNACK.
-    Burn { ack: bool },
+    Burn {
+        ack: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Idle,
     Active,
-    Done { seq: u32, ok: bool },
+    Done {
+        seq: u32,
+        ok: bool,
+    },
     /// Reported by the last `poll_event`; freed by the next.
     Delivered,
 }
@@ -364,9 +369,10 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
     pub fn burn(&mut self, board: u8, table: u8, wait_ack: bool) -> Result<Handle, ClientError> {
         if wait_ack {
             self.check_peer(board)?;
-            let pending = self.ops.iter().any(|o| {
-                o.state == State::Active && o.board == board && o.kind == Kind::Burn { ack: true }
-            });
+            let pending = self
+                .ops
+                .iter()
+                .any(|o| o.state == State::Active && o.board == board && o.kind == Kind::Burn { ack: true });
             if pending {
                 return Err(ClientError::BurnPending);
             }
@@ -404,7 +410,15 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         Ok(())
     }
 
-    fn start(&mut self, kind: Kind, board: u8, table: u8, offset: u16, len: u16, data: &[u8]) -> Result<Handle, ClientError> {
+    fn start(
+        &mut self,
+        kind: Kind,
+        board: u8,
+        table: u8,
+        offset: u16,
+        len: u16,
+        data: &[u8],
+    ) -> Result<Handle, ClientError> {
         let slot = self.ops.iter_mut().find(|o| o.state == State::Idle).ok_or(ClientError::Busy)?;
         let handle = Handle(self.next_handle);
         self.next_handle = self.next_handle.wrapping_add(1);
@@ -688,7 +702,14 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
         if let Some(j) = subs.iter().position(|s| s.is_some_and(|s| s.resend)) {
             let mut sub = subs[j]?;
             let (f, tag) = self.send_request(i, sub.rel, sub.len, usize::from(sub.ntags), now)?;
-            sub = Sub { tag, resend: false, got: 0, tries_left: sub.tries_left - 1, deadline: now + self.cfg.timeout, ..sub };
+            sub = Sub {
+                tag,
+                resend: false,
+                got: 0,
+                tries_left: sub.tries_left - 1,
+                deadline: now + self.cfg.timeout,
+                ..sub
+            };
             let op = &mut self.ops[i];
             if let Kind::Outmsg(_) = op.kind {
                 op.received = 0;
@@ -757,9 +778,12 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
                     ClientEvent::CrcDone { handle, board, table: op.table, crc: u32::from_be_bytes([a, b, c, d]) }
                 }
                 Kind::Outmsg(number) => ClientEvent::OutmsgDone { handle, board, number, len: op.len },
-                Kind::Burn { ack } => {
-                    ClientEvent::BurnDone { handle, board, table: op.table, ack: ack.then(|| op.buf.first() == Some(&1)) }
-                }
+                Kind::Burn { ack } => ClientEvent::BurnDone {
+                    handle,
+                    board,
+                    table: op.table,
+                    ack: ack.then(|| op.buf.first() == Some(&1)),
+                },
             }
         })
     }
@@ -807,7 +831,10 @@ mod tests {
         assert_eq!(c.poll_event(), None);
         c.handle_frame(T0, &rsp(1, 3, 6, 8, &[8, 9, 10, 11, 12, 13, 14, 15]));
         assert_eq!(c.stats().unmatched, 2);
-        assert_eq!(c.poll_event(), Some(ClientEvent::ReadDone { handle: h, board: 1, table: 7, offset: 0x100, len: 20 }));
+        assert_eq!(
+            c.poll_event(),
+            Some(ClientEvent::ReadDone { handle: h, board: 1, table: 7, offset: 0x100, len: 20 })
+        );
         let want: Vec<u8> = (0..20).collect();
         assert_eq!(c.read_data(h), Some(&want[..]));
         assert_eq!(c.poll_event(), None);
@@ -880,9 +907,8 @@ mod tests {
         let h = hdr(&f);
         assert_eq!((h.msg_type(), h.var_blk(), f.data()), (MsgType::OutmsgReq, 6, &[3u8][..]));
         let base = h.var_offset();
-        let chunk = |off: u16, d: &[u8]| {
-            Frame::Can(Header::new(MsgType::OutmsgRsp, 1, 3, 6, off).unwrap().frame(d).unwrap())
-        };
+        let chunk =
+            |off: u16, d: &[u8]| Frame::Can(Header::new(MsgType::OutmsgRsp, 1, 3, 6, off).unwrap().frame(d).unwrap());
         c.handle_frame(T0, &chunk(base + 16, &[16, 17, 18, 19]));
         c.handle_frame(T0, &chunk(base, &[0, 1, 2, 3, 4, 5, 6, 7]));
         c.handle_frame(T0, &chunk(base, &[0, 1, 2, 3, 4, 5, 6, 7]));
@@ -971,9 +997,8 @@ mod tests {
         let h = c.burn(1, 20, true).unwrap();
         assert_eq!(c.burn(1, 21, true), Err(ClientError::BurnPending));
         assert_eq!(c.burn(15, 21, true), Err(ClientError::InvalidBoard));
-        let ack = |from: u8, ok: u8| {
-            Frame::Can(Header::new(MsgType::Xtnd, from, 3, 0, 0).unwrap().frame(&[14, ok]).unwrap())
-        };
+        let ack =
+            |from: u8, ok: u8| Frame::Can(Header::new(MsgType::Xtnd, from, 3, 0, 0).unwrap().frame(&[14, ok]).unwrap());
         // an ack before the burn was sent matches nothing
         c.handle_frame(T0, &ack(1, 1));
         assert_eq!(c.stats().unmatched, 1);

@@ -144,7 +144,10 @@ mod tests {
                 let id = if r % 4 == 0 {
                     r
                 } else {
-                    0x8000_0000 | u32::from(off) << 18 | u32::from(t) << 15 | u32::from(from) << 11
+                    0x8000_0000
+                        | u32::from(off) << 18
+                        | u32::from(t) << 15
+                        | u32::from(from) << 11
                         | u32::from([0, 3, 15, to][(r >> 8) as usize % 4]) << 7
                         | u32::from(blk & 0xF) << 3
                         | u32::from(blk & 0x10) >> 2

@@ -124,8 +124,15 @@ pub enum XtndType {
 
 impl XtndType {
     /// Every extended subtype.
-    pub const ALL: [XtndType; 7] =
-        [XtndType::Fwd, XtndType::Crc, XtndType::Reqx, XtndType::BurnAck, XtndType::Prot, XtndType::Wcr, XtndType::Spnd];
+    pub const ALL: [XtndType; 7] = [
+        XtndType::Fwd,
+        XtndType::Crc,
+        XtndType::Reqx,
+        XtndType::BurnAck,
+        XtndType::Prot,
+        XtndType::Wcr,
+        XtndType::Spnd,
+    ];
 
     /// The subtype of a `data[0]` byte; `None` for numbers the protocol does not define.
     pub const fn from_u8(v: u8) -> Option<XtndType> {

@@ -51,14 +51,19 @@ pub mod fuzzing;
 pub mod header;
 pub mod payload;
 mod queue;
+pub mod server;
 #[cfg(test)]
 mod sim_tests;
-pub mod server;
 pub mod tables;
 
-pub use header::{Header, HeaderError, MsgType, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_OUTSTANDING, MAX_VAR_BLK, MAX_VAR_OFFSET};
-pub use payload::{BurnAckRepr, CrcReqRepr, PayloadError, ReqRepr, ReqxRepr, SpndRepr};
-pub use server::{OutmsgDef, Refusal, Server, ServerConfig, ServerError, ServerEvent, ServerStats, MAX_OUTMSGS, MAX_OUTMSG_BYTES, REALTIME_BLK};
-pub use tables::{Access, TableError, TableSet, Tables};
-pub use client::{Client, ClientConfig, ClientError, ClientEvent, ClientStats, Handle};
 pub use broadcast::{BroadcastDecoder, Decoded, Field, Source, ADVANCED_BASE, DASH_BASE};
+pub use client::{Client, ClientConfig, ClientError, ClientEvent, ClientStats, Handle};
+pub use header::{
+    Header, HeaderError, MsgType, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_OUTSTANDING, MAX_VAR_BLK, MAX_VAR_OFFSET,
+};
+pub use payload::{BurnAckRepr, CrcReqRepr, PayloadError, ReqRepr, ReqxRepr, SpndRepr};
+pub use server::{
+    OutmsgDef, Refusal, Server, ServerConfig, ServerError, ServerEvent, ServerStats, MAX_OUTMSGS, MAX_OUTMSG_BYTES,
+    REALTIME_BLK,
+};
+pub use tables::{Access, TableError, TableSet, Tables};

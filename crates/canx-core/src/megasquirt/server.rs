@@ -431,7 +431,9 @@ impl<T: Tables, const TXQ: usize, const EVQ: usize> Server<T, TXQ, EVQ> {
         }
         for (i, chunk) in bytes[..offsets.len()].chunks(CAN_MAX_LEN).enumerate() {
             let off = hdr.var_offset() + (i * CAN_MAX_LEN) as u16;
-            if let Some(f) = self.reply_header(MsgType::OutmsgRsp, hdr, hdr.var_blk(), off).and_then(|h| h.frame(chunk).ok()) {
+            if let Some(f) =
+                self.reply_header(MsgType::OutmsgRsp, hdr, hdr.var_blk(), off).and_then(|h| h.frame(chunk).ok())
+            {
                 self.send(f);
             }
         }
@@ -604,7 +606,10 @@ mod tests {
                     other => panic!("{other:?}"),
                 })
                 .collect();
-            assert_eq!(reasons, [Refusal::OutOfRange, Refusal::NotWritable, Refusal::EmptyWrite, Refusal::UnknownTable]);
+            assert_eq!(
+                reasons,
+                [Refusal::OutOfRange, Refusal::NotWritable, Refusal::EmptyWrite, Refusal::UnknownTable]
+            );
             // not for this board: ignored silently
             s.handle_frame(T0, &frame(MsgType::Cmd, 1, 5, 20, 0, &[7]));
             // own echo: ignored
@@ -672,7 +677,10 @@ mod tests {
         assert_eq!(s.poll_event(), Some(ServerEvent::Suspend { from: 4, suspend: true }));
         assert_eq!(s.poll_event(), Some(ServerEvent::Forward { from: 4, data: [b'h', b'i', 0, 0, 0, 0, 0], len: 2 }));
         assert!(matches!(s.poll_event(), Some(ServerEvent::Unhandled { msg: 0x80, len: 4, .. })));
-        assert_eq!(Server::<TableSet<'_, 1>>::new(ServerConfig::new(15), TableSet::new()).err(), Some(ServerError::InvalidCanId));
+        assert_eq!(
+            Server::<TableSet<'_, 1>>::new(ServerConfig::new(15), TableSet::new()).err(),
+            Some(ServerError::InvalidCanId)
+        );
     }
 
     #[test]
@@ -783,7 +791,8 @@ mod tests {
 
     fn arb_frame() -> impl Strategy<Value = Frame> {
         let blk = prop_oneof![Just(7u8), Just(20u8), Just(3u8), Just(15u8), 0u8..32];
-        let hdr = (0u8..8, 0u8..16, prop_oneof![Just(0u8), Just(15u8), 0u8..16], blk, prop_oneof![0u16..80, 0u16..2048]);
+        let hdr =
+            (0u8..8, 0u8..16, prop_oneof![Just(0u8), Just(15u8), 0u8..16], blk, prop_oneof![0u16..80, 0u16..2048]);
         let data = proptest::collection::vec(
             prop_oneof![Just(9u8), Just(12u8), Just(40u8), Just(7u8), Just(4u8), any::<u8>()],
             0..=8,

@@ -194,9 +194,12 @@ fn run(seed: u64, totals: &mut Totals) {
             let want = expect.remove(&handle).unwrap_or_else(|| panic!("seed {seed}: second completion {ev:?}"));
             match (ev, want) {
                 (ClientEvent::TimedOut { .. }, Expect::Write) => panic!("writes never time out"),
-                (ClientEvent::TimedOut { .. }, Expect::Burn { wait: false }) => panic!("unacknowledged burns never time out"),
+                (ClientEvent::TimedOut { .. }, Expect::Burn { wait: false }) => {
+                    panic!("unacknowledged burns never time out")
+                }
                 (ClientEvent::TimedOut { .. }, _) => totals.timeouts += 1,
-                (ClientEvent::ReadDone { .. }, Expect::Read(d)) | (ClientEvent::OutmsgDone { .. }, Expect::Outmsg(d)) => {
+                (ClientEvent::ReadDone { .. }, Expect::Read(d))
+                | (ClientEvent::OutmsgDone { .. }, Expect::Outmsg(d)) => {
                     assert_eq!(client.read_data(handle), Some(&d[..]), "seed {seed}: mismatched reply for {ev:?}");
                     totals.done += 1;
                 }
