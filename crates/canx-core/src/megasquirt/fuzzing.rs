@@ -54,6 +54,9 @@ pub fn server(data: &[u8]) {
     let _ = s.set_outmsg(0, OutmsgDef::new(&[0, 1, 2, 39, 5, 6, 7, 8, 9, 10]).ok());
     let now = Instant::ZERO;
     for f in frames(data) {
+        if let Some((_, Ok(m))) = super::message::Message::from_frame(&f) {
+            assert!(!m.name().is_empty());
+        }
         s.handle_frame(now, &f);
         let h = Header::from_frame(&f);
         let mut replies = 0;

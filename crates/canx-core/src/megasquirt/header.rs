@@ -294,6 +294,21 @@ impl Header {
     }
 }
 
+impl fmt::Display for Header {
+    /// `MSG_REQ 4->0 blk 7 off 16`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}->{} blk {} off {}",
+            self.msg_type().name(),
+            self.from_id(),
+            self.to_id(),
+            self.var_blk(),
+            self.var_offset()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //!
 //! - [`header`]: the 29-bit identifier codec and the message type numbers.
 //! - [`payload`]: request payload `Repr`s (MSG_REQ, MSG_REQX, MSG_CRC, ...).
+//! - [`message`]: a whole frame decoded as one [`Message`] (for monitors and logs).
 //! - [`tables`]: caller-owned table storage ([`Tables`], [`TableSet`]).
 //! - [`server`]: the table server engine ([`Server`]).
 //! - [`client`]: the client engine ([`Client`]): reads, writes, CRC, outmsg, burn.
@@ -49,6 +50,7 @@ pub mod client;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod header;
+pub mod message;
 pub mod payload;
 mod queue;
 pub mod server;
@@ -61,6 +63,7 @@ pub use client::{Client, ClientConfig, ClientError, ClientEvent, ClientStats, Ha
 pub use header::{
     Header, HeaderError, MsgType, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_OUTSTANDING, MAX_VAR_BLK, MAX_VAR_OFFSET,
 };
+pub use message::Message;
 pub use payload::{BurnAckRepr, CrcReqRepr, PayloadError, ReqRepr, ReqxRepr, SpndRepr};
 pub use server::{
     OutmsgDef, Refusal, Server, ServerConfig, ServerError, ServerEvent, ServerStats, MAX_OUTMSGS, MAX_OUTMSG_BYTES,
