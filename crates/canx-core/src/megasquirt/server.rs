@@ -24,7 +24,8 @@ use core::fmt;
 use crc::{Crc, CRC_32_ISO_HDLC};
 
 use super::header::{Header, MsgType, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_VAR_OFFSET};
-use super::payload::{BurnAckRepr, CrcReqRepr, PayloadError, ReqRepr, ReqxRepr, SpndRepr};
+use super::message::Message;
+use super::payload::{BurnAckRepr, CrcReqRepr, PayloadError};
 use super::queue::Ring;
 use super::tables::Tables;
 use crate::frame::{CanFrame, Frame, CAN_MAX_LEN};
@@ -262,18 +263,40 @@ impl<T: Tables, const TXQ: usize, const EVQ: usize> Server<T, TXQ, EVQ> {
         bump(&mut self.stats.frames);
         let data = frame.data();
         let from = hdr.from_id();
-        match hdr.msg_type() {
-            MsgType::Cmd | MsgType::Rsp | MsgType::OutmsgRsp => self.write(&hdr, data),
-            MsgType::Req => match ReqRepr::parse(data) {
-                Ok(r) => self.read(&hdr, 1, hdr.var_blk(), r.reply_blk, r.reply_offset, r.count),
-                Err(e) => self.refuse(&hdr, 1, Refusal::Malformed(e)),
-            },
-            MsgType::Xsub => {
+        // the message number as the firmware numbers it (MSG_XTND: the subtype)
+        let msg = match (hdr.msg_type(), data.first()) {
+            (MsgType::Xtnd, Some(&sub)) => sub,
+            (t, _) => t.bits(),
+        };
+        let m = match Message::parse(&hdr, data) {
+            Ok(m) => m,
+            Err(e) => return self.refuse(&hdr, msg, Refusal::Malformed(e)),
+        };
+        match m {
+            Message::Cmd(d) | Message::Rsp(d) | Message::OutmsgRsp(d) => self.write(&hdr, d),
+            Message::Req(r) => self.read(&hdr, msg, hdr.var_blk(), r.reply_blk, r.reply_offset, r.count),
+            Message::Reqx(r) => self.read(&hdr, msg, r.table, r.reply_blk, r.reply_offset, r.count),
+            Message::Crc(r) => self.crc(&hdr, r),
+            Message::Xsub => {
                 self.event(ServerEvent::Xsub { from, var_blk: hdr.var_blk(), var_offset: hdr.var_offset() })
             }
-            MsgType::Burn => self.burn(&hdr),
-            MsgType::OutmsgReq => self.outmsg(&hdr, data),
-            MsgType::Xtnd => self.xtnd(&hdr, data),
+            Message::Burn => self.burn(&hdr),
+            Message::OutmsgReq { number } => self.outmsg(&hdr, number),
+            Message::BurnAck(r) => self.event(ServerEvent::BurnAck { from, ok: r.ok }),
+            Message::Spnd(r) => self.event(ServerEvent::Suspend { from, suspend: r.suspend }),
+            Message::Fwd(rest) => {
+                let mut d = [0u8; 7];
+                let n = rest.len().min(7);
+                d[..n].copy_from_slice(&rest[..n]);
+                self.event(ServerEvent::Forward { from, data: d, len: n as u8 });
+            }
+            Message::Prot(_) | Message::Wcr(_) | Message::UnknownXtnd { .. } => {
+                let mut d = [0u8; CAN_MAX_LEN];
+                let n = data.len().min(CAN_MAX_LEN);
+                d[..n].copy_from_slice(&data[..n]);
+                let (var_blk, var_offset) = (hdr.var_blk(), hdr.var_offset());
+                self.event(ServerEvent::Unhandled { from, msg, var_blk, var_offset, data: d, len: n as u8 });
+            }
         }
     }
 
@@ -404,11 +427,8 @@ impl<T: Tables, const TXQ: usize, const EVQ: usize> Server<T, TXQ, EVQ> {
         }
     }
 
-    fn outmsg(&mut self, hdr: &Header, data: &[u8]) {
+    fn outmsg(&mut self, hdr: &Header, number: u8) {
         let msg = MsgType::OutmsgReq.bits();
-        let Some(&number) = data.first() else {
-            return self.refuse(hdr, msg, Refusal::Malformed(PayloadError::Truncated));
-        };
         let Some(def) = self.outmsgs.get(usize::from(number)).copied().flatten() else {
             return self.refuse(hdr, msg, Refusal::UnknownOutmsg);
         };
@@ -435,51 +455,6 @@ impl<T: Tables, const TXQ: usize, const EVQ: usize> Server<T, TXQ, EVQ> {
                 self.reply_header(MsgType::OutmsgRsp, hdr, hdr.var_blk(), off).and_then(|h| h.frame(chunk).ok())
             {
                 self.send(f);
-            }
-        }
-    }
-
-    fn xtnd(&mut self, hdr: &Header, data: &[u8]) {
-        let from = hdr.from_id();
-        let Some(&sub) = data.first() else {
-            return self.refuse(hdr, MsgType::Xtnd.bits(), Refusal::Malformed(PayloadError::Truncated));
-        };
-        match XtndType::from_u8(sub) {
-            Some(XtndType::Crc) => match CrcReqRepr::parse(data) {
-                Ok(r) => self.crc(hdr, r),
-                Err(e) => self.refuse(hdr, sub, Refusal::Malformed(e)),
-            },
-            Some(XtndType::Reqx) => match ReqxRepr::parse(data) {
-                Ok(r) => self.read(hdr, sub, r.table, r.reply_blk, r.reply_offset, r.count),
-                Err(e) => self.refuse(hdr, sub, Refusal::Malformed(e)),
-            },
-            Some(XtndType::BurnAck) => match BurnAckRepr::parse(data) {
-                Ok(r) => self.event(ServerEvent::BurnAck { from, ok: r.ok }),
-                Err(e) => self.refuse(hdr, sub, Refusal::Malformed(e)),
-            },
-            Some(XtndType::Spnd) => match SpndRepr::parse(data) {
-                Ok(r) => self.event(ServerEvent::Suspend { from, suspend: r.suspend }),
-                Err(e) => self.refuse(hdr, sub, Refusal::Malformed(e)),
-            },
-            Some(XtndType::Fwd) => {
-                let mut d = [0u8; 7];
-                let rest = data.get(1..).unwrap_or(&[]);
-                let n = rest.len().min(7);
-                d[..n].copy_from_slice(&rest[..n]);
-                self.event(ServerEvent::Forward { from, data: d, len: n as u8 });
-            }
-            Some(XtndType::Prot) | Some(XtndType::Wcr) | None => {
-                let mut d = [0u8; CAN_MAX_LEN];
-                let n = data.len().min(CAN_MAX_LEN);
-                d[..n].copy_from_slice(&data[..n]);
-                self.event(ServerEvent::Unhandled {
-                    from,
-                    msg: sub,
-                    var_blk: hdr.var_blk(),
-                    var_offset: hdr.var_offset(),
-                    data: d,
-                    len: n as u8,
-                });
             }
         }
     }
