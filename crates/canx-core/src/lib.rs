@@ -15,6 +15,7 @@
 //! - [`reliable`]: reliable delivery (ACK, timeout, retry): the canio guide's
 //!   sender-ack/listener-ack protocol byte for byte, and a general mode with
 //!   sequence numbers, duplicate suppression and backoff.
+//! - [`megasquirt`]: MegaSquirt CAN: header codec, table server, client, broadcast decoders.
 //! - protocol engines (added module by module): each is a state machine with
 //!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
@@ -32,6 +33,7 @@ extern crate std;
 pub mod canx_proto;
 pub mod filter;
 pub mod frame;
+pub mod megasquirt;
 pub mod reliable;
 pub mod time;
 
