@@ -25,8 +25,22 @@ fn default_channel(py: Python<'_>) -> PyResult<String> {
 
 /// Waits for a frame with the GIL released, in slices, so Ctrl-C interrupts.
 pub fn wait_frame(py: Python<'_>, l: &NativeListener, bus: &Bus, timeout: Option<f64>) -> PyResult<Option<RxFrame>> {
-    if let Some(f) = l.try_recv() {
-        return Ok(Some(f));
+    wait_for(py, timeout, || bus.is_shut_down(), |slice| l.try_recv().or_else(|| if slice.is_zero() { None } else { l.recv_timeout(slice) }))
+}
+
+/// The one blocking-wait helper of the binding: calls `poll(slice)` with the
+/// GIL released in slices of at most 50 ms, checks for signals (Ctrl-C)
+/// between slices, and gives up after `timeout` seconds (None, inf or a
+/// huge value: never). `closed()` true ends the wait with canio's
+/// deinitialized error. `poll(Duration::ZERO)` must not block.
+pub fn wait_for<T: Send>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    closed: impl Fn() -> bool,
+    poll: impl Fn(Duration) -> Option<T> + Sync,
+) -> PyResult<Option<T>> {
+    if let Some(v) = poll(Duration::ZERO) {
+        return Ok(Some(v));
     }
     // inf, NaN-free huge values and anything past the clock's range mean "wait forever".
     let deadline =
@@ -39,11 +53,11 @@ pub fn wait_frame(py: Python<'_>, l: &NativeListener, bus: &Bus, timeout: Option
         if slice.is_zero() {
             return Ok(None);
         }
-        if let Some(f) = py.detach(|| l.recv_timeout(slice)) {
-            return Ok(Some(f));
+        if let Some(v) = py.detach(|| poll(slice)) {
+            return Ok(Some(v));
         }
         py.check_signals()?;
-        if bus.is_shut_down() {
+        if closed() {
             return Err(deinit_error());
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod bus;
 pub mod engine;
+pub mod events;
 pub mod listener;
 pub mod socketcan;
 pub mod virtual_bus;
@@ -18,6 +19,7 @@ use std::fmt;
 
 pub use bus::{Bus, BusConfig, BusStats, StateInfo};
 pub use engine::{Driven, EngineHandle, EngineRef};
+pub use events::EventQueue;
 pub use listener::{DropPolicy, Listener, ListenerFilter};
 
 use canx_core::Frame;
