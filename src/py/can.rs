@@ -143,7 +143,8 @@ impl CAN {
         let bus = self.bus()?;
         let frame = py_to_frame(message)?;
         let t = Duration::try_from_secs_f64(self.send_timeout.max(0.0)).unwrap_or(Duration::from_secs(u32::MAX as u64));
-        bus.send(&frame, t).map_err(|e| to_py(py, e))
+        // The kernel may push back (ENOBUFS) for up to send_timeout: never with the GIL held.
+        py.detach(|| bus.send(&frame, t)).map_err(|e| to_py(py, e))
     }
 
     /// Starts receiving frames that match any of `matches` (a list or tuple

@@ -405,4 +405,26 @@ mod tests {
         bad[4] = 9; // len > 8 from a broken driver
         assert_eq!(decode(&bad), None);
     }
+
+    /// Whatever a driver hands up, decoding never panics and never yields an invalid frame.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            let mut buf = [0u8; CANFD_MTU];
+            for b in buf.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let len = if x & 1 == 0 { CAN_MTU } else { CANFD_MTU };
+            if let Some(f) = decode(&buf[..len]) {
+                let mut out = [0u8; CANFD_MTU];
+                if let Some(n) = encode(&f, &mut out) {
+                    assert_eq!(decode(&out[..n]), Some(f));
+                }
+            }
+        }
+    }
 }
