@@ -15,13 +15,12 @@ import signal
 import struct
 import threading
 import time
-import uuid
 
 import pytest
+from canio_helpers import DEINIT_MSG, channel, make_can, wait_for  # noqa: F401 (fixtures)
 
 import canx as canio
 
-DEINIT_MSG = "Object has been deinitialized and can no longer be used. Create a new object."
 
 # Slack for timing assertions on a loaded 2-core machine.
 MARGIN = 0.5
@@ -30,37 +29,7 @@ MARGIN = 0.5
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def channel(request):
-    """A virtual channel name no other test uses."""
-    name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
-    return f"virtual:{name}-{uuid.uuid4().hex[:8]}"
 
-
-@pytest.fixture
-def make_can(channel):
-    """Factory for CAN nodes on this test's channel; all are deinitialized at the end."""
-    made = []
-
-    def make(*args, **kwargs):
-        kwargs.setdefault("channel", channel)
-        can = canio.CAN(*args, **kwargs)
-        made.append(can)
-        return can
-
-    yield make
-    for can in made:
-        can.deinit()
-
-
-def wait_for(cond, timeout=3.0, interval=0.002):
-    """Polls ``cond`` until true or ``timeout``; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(interval)
 
 
 def drain(listener, timeout=0.05):

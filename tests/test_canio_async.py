@@ -9,34 +9,14 @@ import asyncio
 import struct
 import threading
 import time
-import uuid
 
 import pytest
+from canio_helpers import DEINIT_MSG, channel, make_can  # noqa: F401 (fixtures)
 
 import canx
 
-DEINIT_MSG = "Object has been deinitialized and can no longer be used. Create a new object."
 
 
-@pytest.fixture
-def channel(request):
-    name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
-    return f"virtual:{name}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def make_can(channel):
-    made = []
-
-    def make(**kwargs):
-        kwargs.setdefault("channel", channel)
-        can = canx.CAN(**kwargs)
-        made.append(can)
-        return can
-
-    yield make
-    for can in made:
-        can.deinit()
 
 
 class Sender:

@@ -10,47 +10,19 @@ from __future__ import annotations
 import struct
 import threading
 import time
-import uuid
 
 import pytest
+from canio_helpers import DEINIT_MSG, channel, make_can, wait_for  # noqa: F401 (fixtures)
 
 import canx
 import canx.errors
 
-DEINIT_MSG = "Object has been deinitialized and can no longer be used. Create a new object."
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def channel(request):
-    name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
-    return f"virtual:{name}-{uuid.uuid4().hex[:8]}"
 
-
-@pytest.fixture
-def make_can(channel):
-    made = []
-
-    def make(**kwargs):
-        kwargs.setdefault("channel", channel)
-        can = canx.CAN(**kwargs)
-        made.append(can)
-        return can
-
-    yield make
-    for can in made:
-        can.deinit()
-
-
-def wait_for(cond, timeout=3.0, interval=0.002):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(interval)
 
 
 def seq(i):

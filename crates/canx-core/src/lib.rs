@@ -35,6 +35,7 @@ pub mod filter;
 pub mod frame;
 pub mod megasquirt;
 pub mod reliable;
+mod ring;
 pub mod time;
 
 pub use filter::{Filter, FilterError, FilterItem, FilterSet};

@@ -43,7 +43,6 @@ use crate::time::Instant;
 mod endpoint;
 pub mod fuzzing;
 mod receiver;
-pub(crate) mod ring;
 mod sender;
 #[cfg(test)]
 pub(crate) mod tests;

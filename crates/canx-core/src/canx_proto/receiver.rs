@@ -5,7 +5,7 @@ use core::fmt;
 
 use crc::Algorithm;
 
-use super::ring::Ring;
+use crate::ring::Ring;
 use super::{envelope_crc, CanxId, Direction, Key, DEFAULT_CRC, DEFAULT_REASSEMBLY_TIMEOUT, MAX_BODY, SEQ_MODULO};
 use crate::frame::Frame;
 use crate::time::{Duration, Instant};

@@ -52,7 +52,6 @@ pub mod fuzzing;
 pub mod header;
 pub mod message;
 pub mod payload;
-mod queue;
 pub mod server;
 #[cfg(test)]
 mod sim_tests;

@@ -26,7 +26,7 @@ use crc::{Crc, CRC_32_ISO_HDLC};
 use super::header::{Header, MsgType, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_VAR_OFFSET};
 use super::message::Message;
 use super::payload::{BurnAckRepr, CrcReqRepr, PayloadError};
-use super::queue::Ring;
+use crate::ring::Ring;
 use super::tables::Tables;
 use crate::frame::{CanFrame, Frame, CAN_MAX_LEN};
 use crate::time::Instant;

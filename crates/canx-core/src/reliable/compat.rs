@@ -22,7 +22,7 @@
 use core::fmt;
 
 use super::{bump, FrameFault, Malformed, Recent, RetryPolicy, SendError, Stats};
-use crate::canx_proto::ring::Ring;
+use crate::ring::Ring;
 use crate::frame::{CanFrame, Frame, Id, StandardId};
 use crate::time::{Duration, Instant};
 

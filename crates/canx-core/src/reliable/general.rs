@@ -7,7 +7,7 @@ use core::fmt;
 use super::{
     bump, AckMapping, FrameFault, Handle, Malformed, Recent, RetryPolicy, SendError, Stats, ACK_MARKER, MAX_PAYLOAD,
 };
-use crate::canx_proto::ring::Ring;
+use crate::ring::Ring;
 use crate::filter::Filter;
 use crate::frame::{CanFrame, Frame, Id};
 use crate::time::Instant;

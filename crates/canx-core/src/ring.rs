@@ -1,5 +1,5 @@
-//! A bounded FIFO of `Copy` items on a fixed array (no heap). Shared by the
-//! CAN-X and reliable-delivery engines for their event and transmit queues.
+//! A bounded FIFO of `Copy` items on a fixed array (no heap): the event and
+//! transmit queues of every engine.
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ring<T: Copy, const N: usize> {
@@ -37,6 +37,11 @@ impl<T: Copy, const N: usize> Ring<T, N> {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// Room left, items.
+    pub(crate) fn free(&self) -> usize {
+        N - self.len
+    }
 }
 
 #[cfg(test)]
@@ -55,6 +60,7 @@ mod tests {
         assert_eq!(r.pop(), Some(4));
         assert_eq!(r.pop(), None);
         assert_eq!(r.len(), 0);
+        assert_eq!(r.free(), 2);
         let mut z: Ring<u8, 0> = Ring::new();
         assert_eq!(z.push(1), Err(1));
         assert_eq!(z.pop(), None);
