@@ -92,3 +92,22 @@ def test_board_and_digitalio_standins() -> None:
     pin.deinit()
     with pytest.raises(ValueError):
         pin.value
+
+
+def test_daemon_thread_blocked_in_receive_does_not_crash_at_exit() -> None:
+    """A daemon thread parked in a native receive when the program ends must
+    not abort the interpreter (CPython kills threads that take the GIL back
+    during finalization)."""
+    code = (
+        "import threading, time, canx\n"
+        "can = canx.CAN(channel='virtual:exit-test')\n"
+        "lis = can.listen(timeout=1000)\n"
+        "for _ in range(4):\n"
+        "    threading.Thread(target=lis.receive, daemon=True).start()\n"
+        "time.sleep(0.3)\n"
+        "print('bye')\n"
+    )
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (r.returncode, r.stderr)
+        assert r.stdout.strip() == "bye" and "FATAL" not in r.stderr

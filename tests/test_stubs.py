@@ -1,6 +1,6 @@
-"""The shipped type stubs match the native module (mypy.stubtest)."""
+"""The shipped type stubs match the native module (mypy.stubtest): every
+native name has a stub, and every stub has the runtime's signature."""
 
-import shutil
 import subprocess
 import sys
 
@@ -10,9 +10,8 @@ import pytest
 def test_stubs_match_native_module(tmp_path) -> None:
     pytest.importorskip("mypy")
     r = subprocess.run(
-        [sys.executable, "-m", "mypy.stubtest", "canx._canx", "--ignore-missing-stub",
-         "--mypy-config-file", "/dev/null", "--cache-dir", str(tmp_path / "mypy-cache")],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "mypy.stubtest", "canx._canx", "--mypy-config-file", "/dev/null"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert shutil.which(sys.executable)
+    assert "Success" in r.stdout

@@ -18,6 +18,9 @@ Example::
 
 from __future__ import annotations
 
+import atexit as _atexit
+import time as _time
+
 from ._canx import (
     CAN,
     BusState,
@@ -27,6 +30,7 @@ from ._canx import (
     Message,
     RemoteTransmissionRequest,
     __version__,
+    _begin_shutdown,
     virtual_channels,
 )
 from .errors import (
@@ -62,3 +66,12 @@ __all__ = [
     "SendTimeoutError",
     "UnsupportedError",
 ]
+
+
+@_atexit.register
+def _shutdown() -> None:
+    # Threads parked in native waits (a receive() in a daemon thread, callback
+    # pumps) must leave native code before the interpreter finalizes: from now
+    # on waits return at once, and one wait slice (50 ms) lets them get out.
+    _begin_shutdown()
+    _time.sleep(0.06)

@@ -4,7 +4,7 @@ from typing_extensions import Buffer as _Buffer, disjoint_base
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence, Union, final
 
 __version__: str
-__all__ = ["__version__", "CAN", "Listener", "Message", "RemoteTransmissionRequest", "ErrorFrame", "Match", "BusState", "_message_from_state", "virtual_channels"]
+__all__ = ["__version__", "CAN", "Listener", "Message", "RemoteTransmissionRequest", "ErrorFrame", "Match", "BusState", "_message_from_state", "virtual_channels", "_begin_shutdown"]
 
 @final
 class BusState:
@@ -152,6 +152,7 @@ class CAN:
     def inject_error_state(self, state: BusState, *, tec: Optional[int] = None, rec: Optional[int] = None) -> None: ...
 
 def virtual_channels() -> list[str]: ...
+def _begin_shutdown() -> None: ...
 def _message_from_state(
     id: int, data: Any, extended: bool, fd: bool, brs: bool, esi: bool, timestamp: Optional[float]
 ) -> Message: ...

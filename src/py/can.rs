@@ -1,5 +1,6 @@
 //! canio `CAN` and `Listener`, backed by the native runtime.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,23 @@ pub fn wait_frame(py: Python<'_>, l: &NativeListener, bus: &Bus, timeout: Option
     wait_for(py, timeout, || bus.is_shut_down(), |slice| l.try_recv().or_else(|| if slice.is_zero() { None } else { l.recv_timeout(slice) }))
 }
 
+/// Set at interpreter exit (atexit): from then on waits return at once
+/// instead of releasing the GIL. CPython kills a thread that tries to take
+/// the GIL back during finalization, and doing so inside native code aborts
+/// the process; daemon threads parked in `receive()` or a callback pump must
+/// therefore be out of native waits before finalization starts.
+pub static FINALIZING: AtomicBool = AtomicBool::new(false);
+
+/// Called by `canx`'s atexit handler.
+#[pyfunction]
+pub fn _begin_shutdown() {
+    FINALIZING.store(true, Ordering::SeqCst);
+}
+
+pub fn finalizing() -> bool {
+    FINALIZING.load(Ordering::Relaxed)
+}
+
 /// The one blocking-wait helper of the binding: calls `poll(slice)` with the
 /// GIL released in slices of at most 50 ms, checks for signals (Ctrl-C)
 /// between slices, and gives up after `timeout` seconds (None, inf or a
@@ -42,6 +60,9 @@ pub fn wait_for<T: Send>(
     if let Some(v) = poll(Duration::ZERO) {
         return Ok(Some(v));
     }
+    if finalizing() {
+        return Ok(None);
+    }
     // inf, NaN-free huge values and anything past the clock's range mean "wait forever".
     let deadline =
         timeout.and_then(|t| Duration::try_from_secs_f64(t.max(0.0)).ok()).and_then(|d| Instant::now().checked_add(d));
@@ -51,6 +72,9 @@ pub fn wait_for<T: Send>(
             None => SIGNAL_SLICE,
         };
         if slice.is_zero() {
+            return Ok(None);
+        }
+        if finalizing() {
             return Ok(None);
         }
         if let Some(v) = py.detach(|| poll(slice)) {
@@ -144,7 +168,8 @@ impl CAN {
         let frame = py_to_frame(message)?;
         let t = Duration::try_from_secs_f64(self.send_timeout.max(0.0)).unwrap_or(Duration::from_secs(u32::MAX as u64));
         // The kernel may push back (ENOBUFS) for up to send_timeout: never with the GIL held.
-        py.detach(|| bus.send(&frame, t)).map_err(|e| to_py(py, e))
+        let r = if finalizing() { bus.send(&frame, t) } else { py.detach(|| bus.send(&frame, t)) };
+        r.map_err(|e| to_py(py, e))
     }
 
     /// Starts receiving frames that match any of `matches` (a list or tuple

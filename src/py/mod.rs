@@ -24,5 +24,6 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<messages::BusState>()?;
     m.add_function(wrap_pyfunction!(messages::_message_from_state, m)?)?;
     m.add_function(wrap_pyfunction!(virtual_channels, m)?)?;
+    m.add_function(wrap_pyfunction!(can::_begin_shutdown, m)?)?;
     Ok(())
 }
