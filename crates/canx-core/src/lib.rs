@@ -10,6 +10,8 @@
 //! - [`frame`]: classic, FD and error frames over `embedded_can::Id`.
 //! - [`filter`]: acceptance filters with Linux raw-socket semantics, canio
 //!   `Match`, candump filter syntax.
+//! - [`j1939`]: SAE J1939 identifiers, NAME, transport (TP), address claim,
+//!   requests, DM1 and typed codecs; the `Ecu` controller application.
 //! - protocol engines (added module by module): each is a state machine with
 //!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
@@ -23,6 +25,7 @@
 
 pub mod filter;
 pub mod frame;
+pub mod j1939;
 pub mod time;
 
 pub use filter::{Filter, FilterError, FilterItem, FilterSet};
