@@ -254,7 +254,6 @@ impl J1939Id {
 
 /// Builds a frame from parts the engine knows to be valid (priority masked,
 /// data cut at 8 bytes, so the constructor cannot fail).
-#[allow(dead_code)]
 pub(crate) fn frame(priority: u8, pgn: Pgn, source: u8, destination: u8, data: &[u8]) -> CanFrame {
     let ps = if pgn.is_pdu1() { destination } else { pgn.ps() };
     let raw = (u32::from(priority & 7) << 26)

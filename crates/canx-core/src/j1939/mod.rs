@@ -23,11 +23,13 @@
 
 pub mod id;
 pub mod name;
+pub mod transport;
 
 
 
 pub use id::{IdError, J1939Id, Pgn, DEFAULT_PRIORITY, GLOBAL_ADDRESS, NULL_ADDRESS};
 pub use name::{Name, NameError, NameFields};
+pub use transport::{AbortReason, SessionHandle, Transport, TransportConfig, TransportEvent};
 
 /// A bounded FIFO of `Copy` items that counts what it had to drop.
 #[derive(Debug)]
