@@ -21,12 +21,14 @@
 //! `handle_timeout(now)`, `poll_transmit(now)`, `poll_event()`,
 //! `poll_timeout()`. Queues are bounded and count what they drop.
 
+pub mod address_claim;
 pub mod id;
 pub mod name;
 pub mod transport;
 
 
 
+pub use address_claim::{AddressClaimer, AddressTable, ClaimConfig, ClaimEvent, ClaimState, TableEvent};
 pub use id::{IdError, J1939Id, Pgn, DEFAULT_PRIORITY, GLOBAL_ADDRESS, NULL_ADDRESS};
 pub use name::{Name, NameError, NameFields};
 pub use transport::{AbortReason, SessionHandle, Transport, TransportConfig, TransportEvent};
