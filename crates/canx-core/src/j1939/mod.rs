@@ -22,20 +22,25 @@
 //! `poll_timeout()`. Queues are bounded and count what they drop.
 
 pub mod address_claim;
+pub mod ecu;
 pub mod id;
 pub mod name;
+pub mod request;
 pub mod transport;
+
+#[cfg(test)]
+mod sim_tests;
 
 
 
 pub use address_claim::{AddressClaimer, AddressTable, ClaimConfig, ClaimEvent, ClaimState, TableEvent};
+pub use ecu::{Ecu, EcuConfig, EcuError, EcuEvent, RequestOutcome, Responder};
 pub use id::{IdError, J1939Id, Pgn, DEFAULT_PRIORITY, GLOBAL_ADDRESS, NULL_ADDRESS};
 pub use name::{Name, NameError, NameFields};
 pub use transport::{AbortReason, SessionHandle, Transport, TransportConfig, TransportEvent};
 
 /// A bounded FIFO of `Copy` items that counts what it had to drop.
 #[derive(Debug)]
-#[allow(dead_code)]
 pub(crate) struct Ring<T: Copy, const N: usize> {
     buf: [Option<T>; N],
     head: usize,
@@ -43,7 +48,6 @@ pub(crate) struct Ring<T: Copy, const N: usize> {
     dropped: u32,
 }
 
-#[allow(dead_code)]
 impl<T: Copy, const N: usize> Ring<T, N> {
     pub(crate) const fn new() -> Self {
         Ring { buf: [None; N], head: 0, len: 0, dropped: 0 }
@@ -70,24 +74,16 @@ impl<T: Copy, const N: usize> Ring<T, N> {
     pub(crate) fn is_full(&self) -> bool {
         self.len >= N
     }
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
     pub(crate) fn dropped(&self) -> u32 {
         self.dropped
-    }
-    pub(crate) fn clear(&mut self) {
-        while self.pop().is_some() {}
     }
 }
 
 /// xorshift32: the engines' deterministic pseudo-random source, seeded by
 /// the caller (never 0).
 #[derive(Clone, Copy, Debug)]
-#[allow(dead_code)]
 pub(crate) struct XorShift32(u32);
 
-#[allow(dead_code)]
 impl XorShift32 {
     pub(crate) const fn new(seed: u32) -> Self {
         XorShift32(if seed == 0 { 0x9E37_79B9 } else { seed })

@@ -766,10 +766,8 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
     fn on_cm(&mut self, now: Instant, id: &J1939Id, cm: TpCm) {
         let for_us = !id.is_global() && self.is_local_address(id.destination);
         match cm {
-            TpCm::Bam { size, packets, pgn } if id.is_global() => {
-                if self.config.receive_bam {
-                    self.on_bam(now, id, size, packets, pgn)
-                }
+            TpCm::Bam { size, packets, pgn } if id.is_global() && self.config.receive_bam => {
+                self.on_bam(now, id, size, packets, pgn)
             }
             TpCm::Rts { size, packets, max_per_cts, pgn } if for_us => {
                 self.on_rts(now, id, size, packets, max_per_cts, pgn)
