@@ -22,6 +22,8 @@
 //! `poll_timeout()`. Queues are bounded and count what they drop.
 
 pub mod address_claim;
+pub mod codecs;
+pub mod dm;
 pub mod ecu;
 pub mod id;
 pub mod name;
