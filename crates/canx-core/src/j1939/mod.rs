@@ -30,6 +30,9 @@ pub mod name;
 pub mod request;
 pub mod transport;
 
+#[doc(hidden)]
+pub mod fuzz;
+
 #[cfg(test)]
 mod sim_tests;
 
