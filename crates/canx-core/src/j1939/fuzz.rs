@@ -53,7 +53,7 @@ fn step_transport<const S: usize, const Q: usize>(e: &mut Transport<S, Q>, now: 
     while let Some(ev) = e.poll_event() {
         if let TransportEvent::Received(r) = ev {
             let d = e.received_data(r.handle).expect("data readable until next poll_event");
-            assert_eq!(d.len(), usize::from(r.len));
+            assert_eq!(d.len(), r.len as usize);
             assert!(d.len() <= MAX_TP_SIZE);
         }
     }

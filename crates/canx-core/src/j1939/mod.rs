@@ -10,6 +10,8 @@
 //! - [`id`]: [`Pgn`] and the 29-bit identifier codec [`J1939Id`].
 //! - [`name`]: the 64-bit [`Name`].
 //! - [`transport`]: TP (BAM and RTS/CTS, 9..1785 bytes), many sessions at once.
+//! - [`etp`]: extended TP (1786 bytes up to caller-provided buffer sizes,
+//!   destination-specific, with DPO).
 //! - [`address_claim`]: J1939-81 claim, contention, Cannot Claim, Commanded
 //!   Address and the live NAME <-> address table.
 //! - [`request`]: Request (PGN 59904) and Acknowledgment (PGN 59392) codecs.
@@ -25,6 +27,7 @@ pub mod address_claim;
 pub mod codecs;
 pub mod dm;
 pub mod ecu;
+pub mod etp;
 pub mod id;
 pub mod name;
 pub mod request;
@@ -40,6 +43,7 @@ mod sim_tests;
 
 pub use address_claim::{AddressClaimer, AddressTable, ClaimConfig, ClaimEvent, ClaimState, TableEvent};
 pub use ecu::{Ecu, EcuConfig, EcuError, EcuEvent, RequestOutcome, Responder};
+pub use etp::{Etp, EtpConfig};
 pub use id::{IdError, J1939Id, Pgn, DEFAULT_PRIORITY, GLOBAL_ADDRESS, NULL_ADDRESS};
 pub use name::{Name, NameError, NameFields};
 pub use transport::{AbortReason, SessionHandle, Transport, TransportConfig, TransportEvent};

@@ -244,7 +244,7 @@ fn tp_scenario(seed: u64, faults: Faults) -> (usize, usize, usize) {
         assert_eq!(ends.len(), 1, "seed {seed}: send {pgn:?} ended {} times", ends.len());
         match ends[0].0 {
             TransportEvent::Sent { pgn: p, size, .. } => {
-                assert_eq!((p, usize::from(size)), (*pgn, data.len()));
+                assert_eq!((p, size as usize), (*pgn, data.len()));
                 ok += 1;
             }
             _ => aborted += 1,

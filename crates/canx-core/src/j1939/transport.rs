@@ -102,7 +102,7 @@ pub enum AbortReason {
     BadSequence,
     /// 8: duplicate sequence number.
     DuplicateSequence,
-    /// 9: total message size above 1785 bytes.
+    /// 9: total message size above 1785 bytes (TP); unexpected DPO (ETP).
     TooLarge,
     /// Any other code (10-15 ETP, 250 "other", reserved values).
     Other(u8),
@@ -333,8 +333,8 @@ impl core::error::Error for SendError {}
 /// recognized and refused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionHandle {
-    index: u16,
-    generation: u16,
+    pub(super) index: u16,
+    pub(super) generation: u16,
 }
 
 impl SessionHandle {
@@ -362,8 +362,8 @@ pub struct Received {
     pub source: u8,
     /// A local address, or 255 for BAM.
     pub destination: u8,
-    /// Message size in bytes (9..=1785 for conforming peers).
-    pub len: u16,
+    /// Message size in bytes (9..=1785 for TP, up to the buffer size for ETP).
+    pub len: u32,
 }
 
 /// What the engine reports.
@@ -372,7 +372,7 @@ pub enum TransportEvent {
     /// A message was reassembled.
     Received(Received),
     /// A send completed: EoMA received (CMDT) or last BAM packet handed out.
-    Sent { handle: SessionHandle, pgn: Pgn, source: u8, destination: u8, size: u16 },
+    Sent { handle: SessionHandle, pgn: Pgn, source: u8, destination: u8, size: u32 },
     /// A session (or a refused RTS/BAM, then `handle` is `None`) ended without
     /// success. `by_peer`: the peer sent the Abort; otherwise this engine
     /// aborted (and sent an Abort unless the session was a BAM).
@@ -915,7 +915,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
             pgn: s.pgn,
             source: s.source,
             destination: s.destination,
-            len: s.size,
+            len: u32::from(s.size),
         };
         if !s.bam {
             let (me, peer, size, packets, pgn) = (s.destination, s.source, s.size, s.packets as u8, s.pgn);
@@ -974,7 +974,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
             pgn: s.pgn,
             source: s.source,
             destination: s.destination,
-            size: s.size,
+            size: u32::from(s.size),
         };
         self.events.push(ev);
         self.free(i);
@@ -1061,7 +1061,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
                     pgn: s.pgn,
                     source: s.source,
                     destination: s.destination,
-                    size: s.size,
+                    size: u32::from(s.size),
                 };
                 self.events.push(ev);
                 self.free(i);
