@@ -64,6 +64,7 @@ impl EcuConfig {
                 max_packets_per_cts: 255,
                 bam_gap: transport::BAM_GAP_MIN,
                 receive_bam: true,
+                tolerate_duplicates: true,
             },
             nack_unsupported: true,
             request_timeout: transport::T3,

@@ -30,9 +30,18 @@
 //!   by CTS(n) with no DT in between. Th is therefore never needed as a timer.
 //! - A second RTS on a pair with an active reception aborts that reception
 //!   with reason 1 (already in a session), as the kernel does.
-//! - DT checks: a sequence number lower than expected is a duplicate (abort
-//!   reason 8), a higher one a bad sequence (reason 7). RTS above 1785 bytes:
-//!   reason 9; no free session: reason 2; inconsistent size/packets: 250.
+//! - DT checks: a sequence number lower than expected is a duplicate:
+//!   ignored and counted by default, as the kernel receiver does (it only
+//!   advances on the expected packet), or Abort(8) with
+//!   [`TransportConfig::tolerate_duplicates`] off; one beyond the CTS window a bad sequence (reason 7). A gap
+//!   inside the window (a lost DT) makes the receiver wait for the end of
+//!   the window and send a CTS from the missing packet again (J1939-21
+//!   retransmission), at most [`MAX_RETRANSMITS`] times, then Abort(5).
+//!   The old window's remaining DTs are ignored meanwhile, and the new CTS
+//!   follows DTs, so the kernel's "two CTS without DT" abort is not hit.
+//!   BAM has no retransmission: a gap ends the reception (local event).
+//!   RTS above 1785 bytes: reason 9; no free session: reason 2;
+//!   inconsistent size/packets: 250.
 //! - Sender: a CTS while a window is still being sent aborts with reason 4
 //!   (J1939-21; the kernel uses 8 for the same case). CTS(0) holds the
 //!   transfer (T4); a CTS after the last packet is a retransmit request.
@@ -69,6 +78,9 @@ pub const T2: Duration = Duration::from_millis(1250);
 pub const T3: Duration = Duration::from_millis(1250);
 /// Sender: CTS(0) -> next CTS.
 pub const T4: Duration = Duration::from_millis(1050);
+/// Receiver: retransmission requests per RTS/CTS session before Abort(5)
+/// (an engine choice; J1939-21 leaves the limit to the implementation).
+pub const MAX_RETRANSMITS: u8 = 2;
 /// Default (kernel) and smallest BAM packet gap.
 pub const BAM_GAP_MIN: Duration = Duration::from_millis(50);
 /// Largest BAM packet gap, J1939-21.
@@ -266,6 +278,9 @@ pub struct TransportConfig {
     pub bam_gap: Duration,
     /// Receive BAM transfers from any source (default `true`).
     pub receive_bam: bool,
+    /// Receiver: ignore (and count) a DT whose sequence number was already
+    /// received, as the kernel does, instead of Abort(8) (default `true`).
+    pub tolerate_duplicates: bool,
 }
 
 impl Default for TransportConfig {
@@ -276,6 +291,7 @@ impl Default for TransportConfig {
             max_packets_per_cts: 255,
             bam_gap: BAM_GAP_MIN,
             receive_bam: true,
+            tolerate_duplicates: true,
         }
     }
 }
@@ -400,6 +416,8 @@ pub struct TransportStats {
     pub dropped_events: u32,
     /// Control frames dropped because the transmit queue was full.
     pub dropped_frames: u32,
+    /// Duplicate DT packets ignored ([`TransportConfig::tolerate_duplicates`]).
+    pub duplicate_packets: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -447,6 +465,11 @@ struct Session {
     window_end: u16,
     /// RTS byte 5 (receiver side).
     max_per_cts: u8,
+    /// Receiver: retransmission requests made so far.
+    retransmits: u8,
+    /// Receiver: a retransmission was asked for; DTs other than `next` are
+    /// the rest of the old window and are ignored.
+    resync: bool,
     order: u32,
     generation: u16,
     timers: [Option<Instant>; TIMERS],
@@ -480,6 +503,8 @@ impl Session {
             next: 1,
             window_end: 0,
             max_per_cts: 255,
+            retransmits: 0,
+            resync: false,
             order: 0,
             generation: 0,
             timers: [None; TIMERS],
@@ -843,6 +868,8 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
         s.next = 1;
         s.window_end = 0;
         s.max_per_cts = max_per_cts;
+        s.retransmits = 0;
+        s.resync = false;
         s.timers = [None; TIMERS];
         // Unused tail bytes of the last packet are not kept.
         s.buf[..usize::from(size)].fill(0xFF);
@@ -877,12 +904,38 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
         };
         let s = &mut self.sessions[i];
         let seq = u16::from(seq);
+        if seq < s.next && self.config.tolerate_duplicates {
+            self.stats.duplicate_packets = self.stats.duplicate_packets.saturating_add(1);
+            return;
+        }
         if seq != s.next {
+            let in_window = seq > s.next && seq <= s.window_end;
+            if !s.bam && (s.resync || in_window) {
+                // A gap in an RTS/CTS window: let the sender finish the
+                // window, then ask again from the missing packet.
+                if !s.resync {
+                    if s.retransmits >= MAX_RETRANSMITS {
+                        self.abort(i, AbortReason::MaxRetransmit, true);
+                        return;
+                    }
+                    s.retransmits += 1;
+                    s.resync = true;
+                }
+                if seq == s.window_end {
+                    // The old window is over: what follows the new CTS is new.
+                    s.resync = false;
+                    self.send_window_cts(now, i);
+                } else {
+                    s.timers[Timer::Timeout as usize] = Some(now + T1);
+                }
+                return;
+            }
             let reason = if seq < s.next { AbortReason::DuplicateSequence } else { AbortReason::BadSequence };
             let bam = s.bam;
             self.abort(i, reason, !bam);
             return;
         }
+        s.resync = false;
         let start = usize::from(seq - 1) * BYTES_PER_PACKET;
         let end = (start + BYTES_PER_PACKET).min(usize::from(s.size));
         let n = payload.len().min(end.saturating_sub(start));

@@ -256,13 +256,28 @@ fn receiver_timeouts_t2_t1() {
 fn sequence_checks() {
     let rts = TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN };
     let mut b = engine(B, TransportConfig::default());
+    // Beyond the window: bad sequence.
     b.handle_frame(t(0), &cm_frame(A, B, rts));
     drain_tx(&mut b, t(0));
-    b.handle_frame(t(1), &dt_frame(A, B, 2, &[0; 7]));
+    b.handle_frame(t(1), &dt_frame(A, B, 9, &[0; 7]));
     let f = drain_tx(&mut b, t(1));
     assert_eq!(decode(&f[0]).1, Some(TpCm::Abort { reason: AbortReason::BadSequence, pgn: PGN }));
     drain_events(&mut b);
 
+    // Duplicate: ignored by default, Abort(8) when not tolerated.
+    b.handle_frame(t(0), &cm_frame(A, B, rts));
+    drain_tx(&mut b, t(0));
+    b.handle_frame(t(1), &dt_frame(A, B, 1, &[0; 7]));
+    b.handle_frame(t(2), &dt_frame(A, B, 1, &[0; 7]));
+    assert!(drain_tx(&mut b, t(2)).is_empty());
+    assert_eq!(b.stats().duplicate_packets, 1);
+    b.handle_frame(t(2), &dt_frame(A, B, 2, &[0; 7]));
+    b.handle_frame(t(2), &dt_frame(A, B, 3, &[0; 7]));
+    let f = drain_tx(&mut b, t(2));
+    assert_eq!(decode(&f[0]).1, Some(TpCm::EndOfMsgAck { size: 20, packets: 3, pgn: PGN }));
+    drain_events(&mut b);
+
+    let mut b = engine(B, TransportConfig { tolerate_duplicates: false, ..Default::default() });
     b.handle_frame(t(0), &cm_frame(A, B, rts));
     drain_tx(&mut b, t(0));
     b.handle_frame(t(1), &dt_frame(A, B, 1, &[0; 7]));
@@ -273,6 +288,48 @@ fn sequence_checks() {
         b.poll_event(),
         Some(TransportEvent::Aborted { reason: AbortReason::DuplicateSequence, by_peer: false, .. })
     ));
+}
+
+#[test]
+fn lost_dt_is_requested_again() {
+    let rts = TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN };
+    let mut b = engine(B, TransportConfig::default());
+    b.handle_frame(t(0), &cm_frame(A, B, rts));
+    drain_tx(&mut b, t(0));
+    // Packet 1 lost: 2 is a gap (wait), 3 ends the window: CTS from 1 again.
+    b.handle_frame(t(1), &dt_frame(A, B, 2, &[2; 7]));
+    assert!(drain_tx(&mut b, t(1)).is_empty());
+    b.handle_frame(t(2), &dt_frame(A, B, 3, &[3; 6]));
+    let f = drain_tx(&mut b, t(2));
+    assert_eq!(decode(&f[0]).1, Some(TpCm::Cts { count: 3, next: 1, pgn: PGN }));
+    for seq in 1..=3u8 {
+        b.handle_frame(t(3), &dt_frame(A, B, seq, &[seq; 7][..if seq == 3 { 6 } else { 7 }]));
+    }
+    let f = drain_tx(&mut b, t(3));
+    assert_eq!(decode(&f[0]).1, Some(TpCm::EndOfMsgAck { size: 20, packets: 3, pgn: PGN }));
+    let ev = drain_events(&mut b);
+    assert_eq!(ev[0].1.as_deref(), Some(&[1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3][..]));
+
+}
+
+#[test]
+fn retransmit_limit() {
+    let rts = TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN };
+    let mut b = engine(B, TransportConfig::default());
+    b.handle_frame(t(0), &cm_frame(A, B, rts));
+    drain_tx(&mut b, t(0));
+    // Packet 1 is lost every time.
+    for _ in 0..MAX_RETRANSMITS {
+        b.handle_frame(t(1), &dt_frame(A, B, 2, &[0; 7]));
+        assert!(drain_tx(&mut b, t(1)).is_empty());
+        b.handle_frame(t(1), &dt_frame(A, B, 3, &[0; 7]));
+        let f = drain_tx(&mut b, t(1));
+        assert_eq!(decode(&f[0]).1, Some(TpCm::Cts { count: 3, next: 1, pgn: PGN }));
+    }
+    b.handle_frame(t(2), &dt_frame(A, B, 2, &[0; 7]));
+    let f = drain_tx(&mut b, t(2));
+    assert_eq!(decode(&f[0]).1, Some(TpCm::Abort { reason: AbortReason::MaxRetransmit, pgn: PGN }));
+    assert!(matches!(b.poll_event(), Some(TransportEvent::Aborted { reason: AbortReason::MaxRetransmit, .. })));
 }
 
 #[test]
