@@ -22,6 +22,13 @@
 //! ## Data of received TP messages
 //! [`EcuEvent::Received`] carries a [`SessionHandle`]; the bytes are in
 //! [`Ecu::received_data`] until the next call of [`Ecu::poll_event`].
+//! [`EcuEvent::ReceivedExtended`] does the same for ETP messages
+//! ([`Ecu::received_extended_data`]).
+//!
+//! ## ETP
+//! `E` (default 0) ETP sessions over caller buffers given to
+//! [`Ecu::with_etp_buffers`]: [`Ecu::send`] above 1785 bytes to one CA goes
+//! by ETP, and RTS of ETP peers are accepted into a free buffer.
 //!
 //! ## Address
 //! Nothing but the claim is sent before the 250 ms claim wait ends
@@ -38,6 +45,7 @@ use super::transport::{
     self, AbortReason, ConfigError, Received, SendError, SessionHandle, Transport, TransportConfig,
     TransportEvent, TransportStats, TpCm, MAX_TP_SIZE,
 };
+use super::etp::{Etp, EtpConfig};
 use super::Ring;
 use crate::frame::{CanFrame, Frame};
 use crate::time::{Duration, Instant};
@@ -77,7 +85,7 @@ impl EcuConfig {
 pub enum EcuError {
     /// No claimed address yet (or it was lost).
     NoAddress,
-    /// More than 1785 bytes.
+    /// More than 1785 bytes to global, or more than the ETP maximum.
     TooLong,
     /// Priority above 7, or a destination of 254.
     Invalid,
@@ -95,7 +103,7 @@ impl fmt::Display for EcuError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EcuError::NoAddress => f.write_str("no claimed address"),
-            EcuError::TooLong => f.write_str("message longer than 1785 bytes"),
+            EcuError::TooLong => f.write_str("message too long (1785 bytes to global, ETP maximum to one CA)"),
             EcuError::Invalid => f.write_str("invalid priority or destination"),
             EcuError::Full => f.write_str("table full"),
             EcuError::Transport(e) => write!(f, "transport: {e}"),
@@ -147,6 +155,8 @@ pub enum EcuEvent {
     Message { id: J1939Id, data: [u8; 8], len: u8 },
     /// A TP message to this CA or to all; bytes in [`Ecu::received_data`].
     Received(Received),
+    /// An ETP message to this CA; bytes in [`Ecu::received_extended_data`].
+    ReceivedExtended(Received),
     /// A TP send ended (`Sent`) or failed (`Aborted`), or a reception was
     /// aborted.
     Transport(TransportEvent),
@@ -176,6 +186,7 @@ struct Pending {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EcuStats {
     pub transport: TransportStats,
+    pub etp: TransportStats,
     /// Frames dropped because the transmit queue (16) was full.
     pub dropped_frames: u32,
     /// Events dropped because the event queue (32) was full.
@@ -188,10 +199,11 @@ pub struct EcuStats {
 /// and `R` outstanding requests. Drive it like every engine: after each
 /// `handle_*` or API call, drain `poll_transmit(now)` and `poll_event()`,
 /// then wait until `poll_timeout()` or the next frame.
-pub struct Ecu<'a, const S: usize, const R: usize = 8> {
+pub struct Ecu<'a, const S: usize, const R: usize = 8, const E: usize = 0> {
     config: EcuConfig,
     claimer: AddressClaimer,
     transport: Transport<S, 32>,
+    etp: Etp<'a, E, 8>,
     responders: [Option<(Pgn, Responder<'a>)>; R],
     pending: [Option<Pending>; R],
     tx: Ring<CanFrame, 16>,
@@ -201,7 +213,7 @@ pub struct Ecu<'a, const S: usize, const R: usize = 8> {
     failed_responses: u32,
 }
 
-impl<const S: usize, const R: usize> fmt::Debug for Ecu<'_, S, R> {
+impl<const S: usize, const R: usize, const E: usize> fmt::Debug for Ecu<'_, S, R, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ecu")
             .field("name", &self.claimer.name())
@@ -211,13 +223,23 @@ impl<const S: usize, const R: usize> fmt::Debug for Ecu<'_, S, R> {
     }
 }
 
-impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
-    /// Errors: [`EcuError::Claim`], [`EcuError::Config`].
+impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
+    /// An ECU whose `E` ETP sessions have empty buffers (so ETP is refused;
+    /// see [`Ecu::with_etp_buffers`]). Errors: [`EcuError::Claim`],
+    /// [`EcuError::Config`].
     pub fn new(config: EcuConfig) -> Result<Self, EcuError> {
+        Self::with_etp_buffers(config, core::array::from_fn(|_| -> &'a mut [u8] { &mut [] }))
+    }
+
+    /// An ECU with one ETP session per buffer (each buffer's length caps the
+    /// ETP messages it carries). Errors: as [`Ecu::new`].
+    pub fn with_etp_buffers(config: EcuConfig, buffers: [&'a mut [u8]; E]) -> Result<Self, EcuError> {
+        let etp_config = EtpConfig { priority: config.transport.priority, packets_per_cts: config.transport.packets_per_cts };
         Ok(Ecu {
             config,
             claimer: AddressClaimer::new(config.claim).map_err(EcuError::Claim)?,
             transport: Transport::new(config.transport).map_err(EcuError::Config)?,
+            etp: Etp::new(etp_config, buffers),
             responders: [None; R],
             pending: [None; R],
             tx: Ring::new(),
@@ -255,6 +277,7 @@ impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
     pub fn stats(&self) -> EcuStats {
         EcuStats {
             transport: self.transport.stats(),
+            etp: self.etp.stats(),
             dropped_frames: self.tx.dropped(),
             dropped_events: self.events.dropped() + self.claimer.dropped_events(),
             failed_responses: self.failed_responses,
@@ -262,10 +285,12 @@ impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
     }
 
     /// Registers (or replaces) how requests for `pgn` are answered.
-    /// Errors: [`EcuError::Full`], [`EcuError::TooLong`] for data above 1785 bytes.
+    /// Data above 1785 bytes can only answer destination-specific requests
+    /// (by ETP). Errors: [`EcuError::Full`], [`EcuError::TooLong`] above the
+    /// ETP maximum.
     pub fn register(&mut self, pgn: Pgn, responder: Responder<'a>) -> Result<(), EcuError> {
         if let Responder::Data(d) = responder {
-            if d.len() > MAX_TP_SIZE {
+            if d.len() > super::etp::MAX_ETP_SIZE as usize {
                 return Err(EcuError::TooLong);
             }
         }
@@ -286,16 +311,22 @@ impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
         }
     }
 
-    /// Sends `data` (0..=1785 bytes) as `pgn` to `destination` (255 = all):
-    /// one frame up to 8 bytes, BAM above 8 to global, RTS/CTS above 8 to
-    /// one CA. Sends to a busy pair queue. Errors: [`EcuError`].
+    /// Sends `data` as `pgn` to `destination` (255 = all): one frame up to 8
+    /// bytes, BAM above 8 to global, RTS/CTS from 9 to 1785 bytes to one CA,
+    /// ETP above 1785 bytes to one CA (needs an ETP buffer large enough).
+    /// Sends to a busy pair queue. Errors: [`EcuError`] (`TooLong` above 1785
+    /// bytes to global).
     pub fn send(&mut self, priority: u8, pgn: Pgn, destination: u8, data: &[u8]) -> Result<(), EcuError> {
         let me = self.address().ok_or(EcuError::NoAddress)?;
         if priority > 7 || destination == NULL_ADDRESS {
             return Err(EcuError::Invalid);
         }
         if data.len() > MAX_TP_SIZE {
-            return Err(EcuError::TooLong);
+            if destination == GLOBAL_ADDRESS {
+                return Err(EcuError::TooLong);
+            }
+            self.etp.send(priority, pgn, me, destination, data)?;
+            return Ok(());
         }
         if data.len() <= 8 {
             if !self.tx.push(frame(priority, pgn, me, destination, data)) {
@@ -362,10 +393,20 @@ impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
         self.claimer.handle_j1939(now, &id, data);
         self.sync_address();
         self.transport.handle_j1939(now, &id, data);
+        self.etp.handle_j1939(now, &id, data);
         let me = self.address();
         let for_us = id.is_global() || Some(id.destination) == me;
         match id.pgn {
-            Pgn::ADDRESS_CLAIMED | Pgn::TP_DT => {}
+            Pgn::ADDRESS_CLAIMED | Pgn::TP_DT | Pgn::ETP_DT => {}
+            Pgn::ETP_CM => {
+                if let (Ok(super::etp::EtpCm::Rts { pgn, .. }), true) = (super::etp::EtpCm::parse(data), for_us) {
+                    for p in self.pending.iter_mut().flatten() {
+                        if p.pgn == pgn.normalized() && matches_source(p.destination, id.source) {
+                            p.deadline = None;
+                        }
+                    }
+                }
+            }
             Pgn::TP_CM => {
                 // An answer to a pending request starting by TP: wait for it.
                 if let Ok(TpCm::Rts { pgn, .. } | TpCm::Bam { pgn, .. }) = TpCm::parse(data) {
@@ -410,6 +451,7 @@ impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
         self.claimer.handle_timeout(now);
         self.sync_address();
         self.transport.handle_timeout(now);
+        self.etp.handle_timeout(now);
         for slot in self.pending.iter_mut() {
             if let Some(p) = slot {
                 if p.deadline.is_some_and(|d| d <= now) {
@@ -425,7 +467,7 @@ impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
     }
 
     /// The next frame: address claim frames first, then requests, ACKs and
-    /// single frames, then TP frames.
+    /// single frames, then TP frames, then ETP frames.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
         self.now = now;
         if let Some(f) = self.claimer.poll_transmit(now) {
@@ -434,7 +476,10 @@ impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
         if let Some(f) = self.tx.pop() {
             return Some(f);
         }
-        self.transport.poll_transmit(now)
+        if let Some(f) = self.transport.poll_transmit(now) {
+            return Some(f);
+        }
+        self.etp.poll_transmit(now)
     }
 
     /// The next event. A `Received` event's bytes stay readable through
@@ -447,7 +492,20 @@ impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
             if let Some(e) = self.claimer.poll_event() {
                 return Some(EcuEvent::Address(e));
             }
-            let ev = self.transport.poll_event()?;
+            let Some(ev) = self.transport.poll_event() else {
+                let ev = self.etp.poll_event()?;
+                return Some(match ev {
+                    TransportEvent::Received(r) => {
+                        self.finish_pending(r.pgn, r.source, RequestOutcome::Answered);
+                        EcuEvent::ReceivedExtended(r)
+                    }
+                    TransportEvent::Aborted { direction: transport::Direction::Receive, pgn, source, reason, .. } => {
+                        self.finish_pending(pgn, source, RequestOutcome::TransportAborted(reason));
+                        EcuEvent::Transport(ev)
+                    }
+                    _ => EcuEvent::Transport(ev),
+                });
+            };
             match ev {
                 TransportEvent::Received(r) => {
                     let to_us = r.destination == GLOBAL_ADDRESS || Some(r.destination) == self.local;
@@ -479,13 +537,31 @@ impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
         let req = self.pending.iter().flatten().filter_map(|p| p.deadline).min();
         crate::time::earliest(
             crate::time::earliest(self.claimer.poll_timeout(), self.transport.poll_timeout()),
-            req,
+            crate::time::earliest(req, self.etp.poll_timeout()),
         )
     }
 
     /// Bytes of a `Received` event (see the module doc).
     pub fn received_data(&self, handle: SessionHandle) -> Option<&[u8]> {
         self.transport.received_data(handle)
+    }
+
+    /// Bytes of a `ReceivedExtended` event (until the next `poll_event`).
+    pub fn received_extended_data(&self, handle: SessionHandle) -> Option<&[u8]> {
+        self.etp.received_data(handle)
+    }
+
+    /// Sends a Request for Address Claimed to all (J1939-81 4.5.1), from our
+    /// address or from 254 before we have one: every CA answers, which
+    /// refreshes [`Ecu::table`].
+    pub fn request_address_claims(&mut self) -> Result<(), EcuError> {
+        let from = self.claimer.claiming_address().unwrap_or(NULL_ADDRESS);
+        let f = super::address_claim::request_for_address_claim(from, GLOBAL_ADDRESS);
+        if self.tx.push(f) {
+            Ok(())
+        } else {
+            Err(EcuError::Full)
+        }
     }
 
     fn on_request(&mut self, pgn: Pgn, requester: u8, global: bool) {
@@ -523,9 +599,11 @@ impl<'a, const S: usize, const R: usize> Ecu<'a, S, R> {
         if now != self.local {
             if let Some(old) = self.local {
                 self.transport.set_local_address(old, false);
+                self.etp.set_local_address(old, false);
             }
             if let Some(new) = now {
                 self.transport.set_local_address(new, true);
+                self.etp.set_local_address(new, true);
             }
             self.local = now;
         }

@@ -71,7 +71,7 @@ impl<const S: usize, const Q: usize> Node for Transport<S, Q> {
     }
 }
 
-impl<const S: usize, const R: usize> Node for Ecu<'_, S, R> {
+impl<const S: usize, const R: usize, const E: usize> Node for Ecu<'_, S, R, E> {
     type Event = EcuEvent;
     fn handle_frame(&mut self, now: Instant, f: &Frame) {
         Ecu::handle_frame(self, now, f)
@@ -89,6 +89,7 @@ impl<const S: usize, const R: usize> Node for Ecu<'_, S, R> {
         while let Some(e) = self.poll_event() {
             let d = match e {
                 EcuEvent::Received(r) => self.received_data(r.handle).map(<[u8]>::to_vec),
+                EcuEvent::ReceivedExtended(r) => self.received_extended_data(r.handle).map(<[u8]>::to_vec),
                 EcuEvent::Message { .. } => e.message_data().map(<[u8]>::to_vec),
                 _ => None,
             };
@@ -132,6 +133,13 @@ impl<N: Node> Sim<N> {
         let logs = nodes.iter().map(|_| Vec::new()).collect();
         let last = nodes.iter().map(|_| Instant::ZERO).collect();
         Sim { nodes, logs, last, now: Instant::ZERO, frames: 0, inflight: Vec::new(), seq: 0, rng: Rng::new(seed), faults }
+    }
+
+    /// Adds a node to the bus.
+    pub(crate) fn add(&mut self, node: N) {
+        self.nodes.push(node);
+        self.logs.push(Vec::new());
+        self.last.push(self.now);
     }
 
     /// Transmits, delivers and advances the clock until nothing is left to

@@ -142,7 +142,7 @@ fn application_responder() {
         e,
         EcuEvent::RequestDone { pgn: Pgn::DM11, outcome: RequestOutcome::Acknowledged(AckControl::Ack), .. }
     )));
-    assert_eq!(sim.nodes[0].register(Pgn::DM1, Responder::Data(&[0; 1786])), Err(EcuError::TooLong));
+    assert_eq!(sim.nodes[0].register(Pgn::DM1, Responder::Data(&[0; 1786])), Ok(()));
 }
 
 #[test]
@@ -176,4 +176,71 @@ fn single_frame_messages_are_events() {
         })
         .collect();
     assert_eq!(msgs, [(Pgn::EEC1, 3, std::vec![0xFF, 0xFF, 0xFF, 0x40, 0x38, 0xFF, 0xFF, 0xFF])]);
+}
+
+#[test]
+fn etp_between_ecus_and_large_answers() {
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let mut bufs: Vec<Vec<u8>> = (0..4).map(|_| std::vec![0u8; 120_000]).collect();
+    let mut it = bufs.iter_mut();
+    let (b0, b1, b2, b3) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    let e0: Ecu<'_, 4, 8, 2> = Ecu::with_etp_buffers(EcuConfig::new(Name::from_u64(10), 0x00), [&mut b0[..], &mut b1[..]]).unwrap();
+    let e1: Ecu<'_, 4, 8, 2> = Ecu::with_etp_buffers(EcuConfig::new(Name::from_u64(20), 0xF9), [&mut b2[..], &mut b3[..]]).unwrap();
+    let mut sim = Sim::new(vec![e0, e1], 5, Faults::default());
+    sim.nodes[0].start(t(0));
+    sim.nodes[1].start(t(0));
+    assert!(sim.run(t(1000), 1000));
+    // Direct send above 1785 bytes: ETP.
+    sim.nodes[0].send(6, Pgn::PROPRIETARY_A, 0xF9, &big).unwrap();
+    assert_eq!(sim.nodes[0].send(6, Pgn::PROPRIETARY_A, 0xFF, &big), Err(EcuError::TooLong));
+    let now = sim.now;
+    assert!(sim.run(now + Duration::from_secs(10), 100_000));
+    let got = sim.logs[1].iter().find_map(|(e, d)| matches!(e, EcuEvent::ReceivedExtended(_)).then(|| d.clone())).flatten();
+    assert!(got.as_deref() == Some(&big[..]));
+    // A request answered with 3000 bytes goes by ETP to the requester.
+    let answer: &'static [u8] = std::vec![7u8; 3000].leak();
+    sim.nodes[0].register(Pgn::ECU_IDENTIFICATION, Responder::Data(answer)).unwrap();
+    let now = sim.now;
+    sim.nodes[1].request(now, Pgn::ECU_IDENTIFICATION, 0x00).unwrap();
+    assert!(sim.run(now + Duration::from_secs(10), 100_000));
+    assert!(sim.logs[1].iter().any(|(e, d)| matches!(e, EcuEvent::ReceivedExtended(r) if r.pgn == Pgn::ECU_IDENTIFICATION)
+        && d.as_deref() == Some(answer)));
+    assert!(sim.logs[1].iter().any(|(e, _)| matches!(
+        e,
+        EcuEvent::RequestDone { pgn: Pgn::ECU_IDENTIFICATION, outcome: RequestOutcome::Answered, .. }
+    )));
+    assert_eq!(sim.nodes[0].stats().etp.rejected_sends, 0);
+}
+
+#[test]
+fn etp_refused_without_buffers() {
+    let mut sim = pair();
+    let now = sim.now;
+    // Ecu<_, 4> has no ETP session at all: the send is refused locally.
+    assert_eq!(
+        sim.nodes[1].send(6, Pgn::PROPRIETARY_A, 0x00, &[0; 2000]),
+        Err(EcuError::Transport(crate::j1939::transport::SendError::NoSession))
+    );
+    // An ETP RTS from elsewhere is answered with Abort(2).
+    let rts = crate::j1939::etp::EtpCm::Rts { size: 2000, pgn: Pgn::PROPRIETARY_A };
+    let f = frame(6, Pgn::ETP_CM, 0xF9, 0x00, &rts.emit());
+    sim.nodes[0].handle_frame(now, &Frame::Can(f));
+    let out = frames_of(&mut sim, 0);
+    assert_eq!(out[0].raw_id(), 0x1CC8_F900);
+    assert_eq!(out[0].data()[..2], [0xFF, 2]);
+}
+
+#[test]
+fn request_address_claims_refreshes_table() {
+    let mut sim = pair();
+    let mut late = ecu(30, 0x50);
+    // A newcomer without an address asks from 254; both answer.
+    late.request_address_claims().unwrap();
+    assert_eq!(late.poll_transmit(sim.now).unwrap().raw_id(), 0x18EA_FFFE);
+    sim.add(late);
+    let now = sim.now;
+    sim.nodes[2].request_address_claims().unwrap();
+    assert!(sim.run(now + Duration::from_secs(1), 100));
+    assert_eq!(sim.nodes[2].table().len(), 2);
+    assert_eq!(sim.nodes[2].table().name_at(0xF9), Some(Name::from_u64(20)));
 }
