@@ -21,7 +21,47 @@
 //!
 //! Every engine follows the crate's shape: `handle_frame(now, &frame)`,
 //! `handle_timeout(now)`, `poll_transmit(now)`, `poll_event()`,
-//! `poll_timeout()`. Queues are bounded and count what they drop.
+//! `poll_timeout()`. Queues are bounded and count what they drop. Engines
+//! take every bus frame and ignore what is not theirs; do not feed an
+//! engine its own transmitted frames back (loopback echoes).
+//!
+//! ## Reassembled data
+//! Events are small `Copy` values. A completed TP/ETP reception is an event
+//! with a [`SessionHandle`] and the metadata (PGN, SA, DA, priority,
+//! length); its bytes stay in the session buffer and are read with
+//! `received_data(handle)` until the next `poll_event()` call.
+//!
+//! ## Example: two ECUs, a request answered by BAM
+//! ```
+//! use canx_core::j1939::{Ecu, EcuConfig, EcuEvent, Name, Pgn, Responder};
+//! use canx_core::{Frame, Instant};
+//!
+//! let mut engine: Ecu<'_, 4> = Ecu::new(EcuConfig::new(Name::from_u64(10), 0x00)).unwrap();
+//! let mut tool: Ecu<'_, 4> = Ecu::new(EcuConfig::new(Name::from_u64(20), 0xF9)).unwrap();
+//! engine.register(Pgn::VEHICLE_IDENTIFICATION, Responder::Data(b"1M8GDM9AXKP042788*")).unwrap();
+//! let mut now = Instant::ZERO;
+//! engine.start(now);
+//! tool.start(now);
+//! let mut vin = None;
+//! for step in 0..200 {
+//!     // A two-node "bus": everything one sends, the other receives.
+//!     while let Some(f) = engine.poll_transmit(now) { tool.handle_frame(now, &Frame::Can(f)); }
+//!     while let Some(f) = tool.poll_transmit(now) { engine.handle_frame(now, &Frame::Can(f)); }
+//!     while let Some(ev) = tool.poll_event() {
+//!         if let EcuEvent::Received(r) = ev {
+//!             vin = tool.received_data(r.handle).map(|d| d.to_vec());
+//!         }
+//!     }
+//!     while engine.poll_event().is_some() {}
+//!     if step == 30 {  // after the 250 ms claim wait
+//!         tool.request(now, Pgn::VEHICLE_IDENTIFICATION, 0xFF).unwrap(); // global: BAM
+//!     }
+//!     now = now + canx_core::Duration::from_millis(10);
+//!     engine.handle_timeout(now);
+//!     tool.handle_timeout(now);
+//! }
+//! assert_eq!(vin.as_deref(), Some(&b"1M8GDM9AXKP042788*"[..]));
+//! ```
 
 pub mod address_claim;
 pub mod codecs;
@@ -38,8 +78,6 @@ pub mod fuzz;
 
 #[cfg(test)]
 mod sim_tests;
-
-
 
 pub use address_claim::{AddressClaimer, AddressTable, ClaimConfig, ClaimEvent, ClaimState, TableEvent};
 pub use ecu::{Ecu, EcuConfig, EcuError, EcuEvent, RequestOutcome, Responder};
