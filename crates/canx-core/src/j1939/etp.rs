@@ -10,7 +10,9 @@
 //! (T1, T2, T3, T4). ETP abort codes follow the kernel's `enum
 //! j1939_xtp_abort` (net/can/j1939/transport.c): 9 unexpected DPO, 10 bad
 //! DPO PGN, 11 DPO packets > CTS, 12 bad DPO offset, 14 unexpected CTS PGN,
-//! 15 CTS asks beyond the message.
+//! 15 CTS asks beyond the message. A DT already received is ignored and
+//! counted (kernel behaviour); a gap aborts with reason 7 (no ETP
+//! retransmission), a sequence number 0 with reason 8.
 //!
 //! ## Memory
 //! [`Etp`] holds `S` sessions, each bound to one caller-provided
@@ -555,6 +557,11 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
             return;
         }
         let packet = s.offset + u32::from(seq);
+        if packet < s.next && seq != 0 {
+            // Already received: ignored and counted, as the kernel does.
+            self.stats.duplicate_packets = self.stats.duplicate_packets.saturating_add(1);
+            return;
+        }
         if packet != s.next {
             let r = if packet < s.next { AbortReason::DuplicateSequence } else { AbortReason::BadSequence };
             self.abort(i, r);

@@ -6,6 +6,7 @@
 //! `handle_timeout`, received data within bounds.
 
 use super::address_claim::{AddressClaimer, ClaimConfig};
+use super::etp::{Etp, EtpConfig};
 use super::id::{J1939Id, Pgn};
 use super::name::Name;
 use super::transport::{Transport, TransportConfig, TransportEvent, MAX_TP_SIZE};
@@ -60,8 +61,30 @@ fn step_transport<const S: usize, const Q: usize>(e: &mut Transport<S, Q>, now: 
     assert!(e.sessions_in_use() <= S);
 }
 
-/// Fuzz body of the TP engine.
+fn step_etp<const S: usize, const Q: usize>(e: &mut Etp<'_, S, Q>, now: Instant) {
+    e.handle_timeout(now);
+    let mut guard = 0;
+    while e.poll_transmit(now).is_some() {
+        guard += 1;
+        assert!(guard <= 2 * 256 * S + 64, "poll_transmit never ends");
+    }
+    while let Some(ev) = e.poll_event() {
+        if let TransportEvent::Received(r) = ev {
+            let d = e.received_data(r.handle).expect("data readable until next poll_event");
+            assert_eq!(d.len(), r.len as usize);
+        }
+    }
+    assert!(e.sessions_in_use() <= S);
+}
+
+/// Fuzz body of the TP and ETP engines (both see the same frames).
 pub fn transport(data: &[u8]) {
+    let mut etp_bufs = [[0u8; 2600]; 2];
+    let [b0, b1] = &mut etp_bufs;
+    let mut etp = Etp::<2, 4>::new(EtpConfig { priority: 7, packets_per_cts: 4 }, [&mut b0[..], &mut b1[..]]);
+    etp.set_local_address(0x10, true);
+    etp.set_local_address(0x20, true);
+    let _ = etp.send(6, Pgn::DM1, 0x20, 0x30, &[0x5A; 2000]);
     let mut inp = Input(data);
     let mut e = match Transport::<4, 8>::new(TransportConfig {
         packets_per_cts: 1 + (inp.byte().unwrap_or(0) % 8),
@@ -73,12 +96,13 @@ pub fn transport(data: &[u8]) {
     e.set_local_address(0x10, true);
     e.set_local_address(0x20, true);
     let mut now = Instant::ZERO;
-    let pgns = [Pgn::TP_CM, Pgn::TP_DT, Pgn::TP_CM, Pgn::DM1];
+    let pgns = [Pgn::TP_CM, Pgn::TP_DT, Pgn::ETP_CM, Pgn::ETP_DT];
     while let Some(op) = inp.byte() {
         match op % 4 {
             0 | 1 => {
                 if let Some(f) = frame_from(&mut inp, &pgns) {
                     e.handle_frame(now, &f);
+                    etp.handle_frame(now, &f);
                 }
             }
             2 => now += Duration::from_millis(u64::from(inp.byte().unwrap_or(0)) * 10),
@@ -89,7 +113,17 @@ pub fn transport(data: &[u8]) {
             }
         }
         step_transport(&mut e, now);
+        step_etp(&mut etp, now);
     }
+    step_etp(&mut etp, now);
+    for _ in 0..16 {
+        match etp.poll_timeout() {
+            Some(t) => now = t.max(now),
+            None => break,
+        }
+        step_etp(&mut etp, now);
+    }
+    assert_eq!(etp.sessions_in_use(), 0);
     // Everything ends: stepping from deadline to deadline, no session is
     // left (4 queued 1785-byte BAMs take 4 x 255 x 50 ms).
     for _ in 0..4 * 256 + 16 {

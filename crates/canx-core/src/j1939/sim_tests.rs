@@ -424,3 +424,90 @@ fn ecu_tp_over_lossy_bus_between_many_ecus() {
         let _ = transport::T1;
     }
 }
+
+impl<const S: usize, const Q: usize> Node for super::etp::Etp<'_, S, Q> {
+    type Event = TransportEvent;
+    fn handle_frame(&mut self, now: Instant, f: &Frame) {
+        super::etp::Etp::handle_frame(self, now, f)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        super::etp::Etp::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
+        super::etp::Etp::poll_transmit(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        super::etp::Etp::poll_timeout(self)
+    }
+    fn drain(&mut self, out: &mut Vec<(TransportEvent, Option<Vec<u8>>)>) {
+        while let Some(e) = self.poll_event() {
+            let d = match e {
+                TransportEvent::Received(r) => self.received_data(r.handle).map(<[u8]>::to_vec),
+                _ => None,
+            };
+            out.push((e, d));
+        }
+    }
+}
+
+/// ETP between two nodes, both directions at once, on a faulty bus: every
+/// send ends once, every delivery is intact, both engines end idle.
+#[test]
+fn etp_faulty_bus_completes_or_aborts() {
+    use super::etp::{Etp, EtpConfig};
+    let mut outcomes = (0, 0);
+    for seed in [41u64, 42, 43, 44] {
+        let mut bufs: Vec<Vec<u8>> = (0..8).map(|_| std::vec![0u8; 20_000]).collect();
+        let mut it = bufs.iter_mut().map(|b| &mut b[..]);
+        let mut take4 = || -> [&mut [u8]; 4] { core::array::from_fn(|_| it.next().unwrap()) };
+        let (m, n) = (take4(), take4());
+        let cfg = EtpConfig { priority: 7, packets_per_cts: 64 };
+        let mut a = Etp::<4>::new(cfg, m);
+        let mut b = Etp::<4>::new(cfg, n);
+        a.set_local_address(0x11, true);
+        b.set_local_address(0x22, true);
+        let mut sim = Sim::new(std::vec![a, b], seed, Faults {
+            loss: 1,
+            dup: 2,
+            max_delay: Duration::from_micros(300),
+            reorder: 0,
+        });
+        let mut rng = Rng::new(seed);
+        let mut sent = Vec::new();
+        for k in 0..4u32 {
+            let from = (k % 2) as usize;
+            let (src, dst) = if from == 0 { (0x11, 0x22) } else { (0x22, 0x11) };
+            let data = payload(seed + u64::from(k), 1786 + rng.below(18_000) as usize);
+            let pgn = Pgn::new(0xEF00 + k).unwrap();
+            let h = sim.nodes[from].send(6, pgn, src, dst, &data).unwrap();
+            sent.push((from, h, pgn, data));
+        }
+        assert!(sim.run(Instant::from_millis(600_000), 500_000), "seed {seed}");
+        for (from, h, pgn, data) in &sent {
+            let ends: Vec<_> = sim.logs[*from]
+                .iter()
+                .filter(|(e, _)| match e {
+                    TransportEvent::Sent { handle, .. } => handle == h,
+                    TransportEvent::Aborted { handle: Some(handle), direction: Direction::Transmit, .. } => handle == h,
+                    _ => false,
+                })
+                .collect();
+            assert_eq!(ends.len(), 1, "seed {seed}");
+            if matches!(ends[0].0, TransportEvent::Sent { .. }) {
+                outcomes.0 += 1;
+            } else {
+                outcomes.1 += 1;
+            }
+            for (e, d) in &sim.logs[1 - from] {
+                if matches!(e, TransportEvent::Received(r) if r.pgn == *pgn) {
+                    assert!(d.as_deref() == Some(&data[..]), "seed {seed}: corrupted");
+                }
+            }
+        }
+        for n in &sim.nodes {
+            assert_eq!(n.sessions_in_use(), 0);
+            assert_eq!(n.poll_timeout(), None);
+        }
+    }
+    assert!(outcomes.0 > 0 && outcomes.0 + outcomes.1 == 16, "{outcomes:?}");
+}
