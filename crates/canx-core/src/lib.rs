@@ -10,8 +10,7 @@
 //! - [`frame`]: classic, FD and error frames over `embedded_can::Id`.
 //! - [`filter`]: acceptance filters with Linux raw-socket semantics, canio
 //!   `Match`, candump filter syntax.
-//! - [`j1939`]: SAE J1939 identifiers, NAME, transport (TP), address claim,
-//!   requests, DM1 and typed codecs; the `Ecu` controller application.
+//! - [`j1939`]: SAE J1939 engines (TP/ETP, address claim, requests, DM1, codecs, `Ecu`).
 //! - protocol engines (added module by module): each is a state machine with
 //!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.

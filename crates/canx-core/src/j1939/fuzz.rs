@@ -194,6 +194,14 @@ pub fn address_claim(data: &[u8]) {
 mod tests {
     use proptest::prelude::*;
 
+    /// Inputs that once failed: queued sends that never started, long BAMs.
+    #[test]
+    fn regressions() {
+        super::transport(&[]);
+        super::address_claim(&[]);
+        super::transport(&[3, 255, 3, 255, 0x83, 255, 0x83, 255]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
 
