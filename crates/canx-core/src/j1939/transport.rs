@@ -408,6 +408,8 @@ pub enum TransportEvent {
 pub struct TransportStats {
     /// `send` calls refused for lack of a session slot.
     pub rejected_sends: u32,
+    /// `send` calls that had to wait for a busy (SA, DA) pair.
+    pub queued_sends: u32,
     /// RTS or BAM refused for lack of a session slot.
     pub refused_sessions: u32,
     /// TP frames that matched no session or were malformed.
@@ -647,6 +649,12 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
             self.stats.rejected_sends = self.stats.rejected_sends.saturating_add(1);
             return Err(SendError::NoSession);
         };
+        let busy = self.sessions.iter().any(|o| {
+            (o.is_tx_active() || o.state == State::Queued) && o.source == source && o.destination == destination
+        });
+        if busy {
+            self.stats.queued_sends = self.stats.queued_sends.saturating_add(1);
+        }
         self.order = self.order.wrapping_add(1);
         let order = self.order;
         let s = &mut self.sessions[i];

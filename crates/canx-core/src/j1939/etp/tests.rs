@@ -182,6 +182,19 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
+    fn cm_roundtrip(k in 0u8..5, v: u32, p: u8, pgn in 0u32..0x40000) {
+        let pgn = Pgn::new(pgn).unwrap();
+        let c = match k {
+            0 => EtpCm::Rts { size: v, pgn },
+            1 => EtpCm::Cts { count: p, next: v & 0xFF_FFFF, pgn },
+            2 => EtpCm::Dpo { count: p, offset: v & 0xFF_FFFF, pgn },
+            3 => EtpCm::EndOfMsgAck { size: v, pgn },
+            _ => EtpCm::Abort { reason: AbortReason::from_code(p), pgn },
+        };
+        prop_assert_eq!(EtpCm::parse(&c.emit()), Ok(c));
+    }
+
+    #[test]
     fn random_frames_never_panic(ops in proptest::collection::vec((0u8..8, any::<u8>(), any::<u32>(), 0u64..3000), 0..200)) {
         let (mut b1, mut b2) = (std::vec![0u8; 2500], std::vec![0u8; 5000]);
         let mut e = Etp::<2, 4>::new(EtpConfig { packets_per_cts: 3, priority: 7 }, [&mut b1[..], &mut b2[..]]);

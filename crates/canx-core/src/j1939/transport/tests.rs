@@ -369,6 +369,7 @@ fn queued_sends_to_busy_pair_complete_in_order() {
     for m in &msgs {
         a.send(6, PGN, A, B, m).unwrap();
     }
+    assert_eq!(a.stats().queued_sends, 2);
     // Only one RTS goes out: the pair is busy.
     let out = drain_tx(&mut a, t(0));
     assert_eq!(out.len(), 1);
