@@ -346,7 +346,8 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         if id.pgn != Pgn::ETP_CM && id.pgn != Pgn::ETP_DT {
             return;
         }
-        if id.source > MAX_UNICAST_ADDRESS || id.destination == GLOBAL_ADDRESS || !self.is_local(id.destination) {
+        // Only RTS needs a local DA: every other frame must match a session.
+        if id.source > MAX_UNICAST_ADDRESS || id.destination == GLOBAL_ADDRESS {
             self.ignored();
             return;
         }
@@ -360,7 +361,8 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         };
         let (peer, me) = (id.source, id.destination);
         match cm {
-            EtpCm::Rts { size, pgn } => self.on_rts(now, id, size, pgn),
+            EtpCm::Rts { size, pgn } if self.is_local(id.destination) => self.on_rts(now, id, size, pgn),
+            EtpCm::Rts { .. } => {}
             EtpCm::Cts { count, next, pgn } => self.on_cts(now, peer, me, count, next, pgn),
             EtpCm::Dpo { count, offset, pgn } => self.on_dpo(now, peer, me, count, offset, pgn),
             EtpCm::EndOfMsgAck { pgn, .. } => {

@@ -589,8 +589,9 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
         &self.config
     }
 
-    /// Marks `address` as one of ours (or not): RTS/CTS/EoMA/Abort frames are
-    /// processed only when their DA is local. 254 and 255 are never local.
+    /// Marks `address` as one of ours (or not): an RTS (and its DTs) is
+    /// answered only when its DA is local. Sends need no local address.
+    /// 254 and 255 are never local.
     pub fn set_local_address(&mut self, address: u8, local: bool) {
         if address > MAX_UNICAST_ADDRESS {
             return;
@@ -797,17 +798,19 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
     // ---- receive side ----
 
     fn on_cm(&mut self, now: Instant, id: &J1939Id, cm: TpCm) {
-        let for_us = !id.is_global() && self.is_local_address(id.destination);
+        // CTS, EoMA and Abort only ever match sessions this engine opened,
+        // so they need no local-address check (a send may use any SA).
+        let specific = !id.is_global();
         match cm {
             TpCm::Bam { size, packets, pgn } if id.is_global() && self.config.receive_bam => {
                 self.on_bam(now, id, size, packets, pgn)
             }
-            TpCm::Rts { size, packets, max_per_cts, pgn } if for_us => {
+            TpCm::Rts { size, packets, max_per_cts, pgn } if specific && self.is_local_address(id.destination) => {
                 self.on_rts(now, id, size, packets, max_per_cts, pgn)
             }
-            TpCm::Cts { count, next, pgn } if for_us => self.on_cts(now, id, count, next, pgn),
-            TpCm::EndOfMsgAck { pgn, .. } if for_us => self.on_eoma(id, pgn),
-            TpCm::Abort { reason, pgn } if for_us => self.on_abort(id, reason, pgn),
+            TpCm::Cts { count, next, pgn } if specific => self.on_cts(now, id, count, next, pgn),
+            TpCm::EndOfMsgAck { pgn, .. } if specific => self.on_eoma(id, pgn),
+            TpCm::Abort { reason, pgn } if specific => self.on_abort(id, reason, pgn),
             _ => {}
         }
     }
@@ -897,10 +900,8 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
     fn on_dt(&mut self, now: Instant, id: &J1939Id, data: &[u8]) {
         let found = if id.is_global() {
             self.find(|s| s.state == State::RxBam && s.source == id.source)
-        } else if self.is_local_address(id.destination) {
-            self.find(|s| s.state == State::RxCmdt && s.source == id.source && s.destination == id.destination)
         } else {
-            None
+            self.find(|s| s.state == State::RxCmdt && s.source == id.source && s.destination == id.destination)
         };
         let Some(i) = found else {
             self.ignored();

@@ -521,3 +521,20 @@ fn fuzz_step<const S: usize, const Q: usize>(e: &mut Transport<S, Q>, now: Insta
         }
     }
 }
+
+#[test]
+fn sending_needs_no_local_address_but_receiving_does() {
+    let mut a = Tp::new(TransportConfig::default()).unwrap();
+    let mut b = engine(B, TransportConfig::default());
+    a.send(6, PGN, A, B, &payload(40)).unwrap();
+    pump(&mut a, &mut b, t(0), 1000);
+    assert!(matches!(drain_events(&mut a)[0].0, TransportEvent::Sent { .. }));
+    // B sends to A, which is not local in `a`: no answer, B times out.
+    b.send(6, PGN, B, A, &payload(40)).unwrap();
+    let end = pump(&mut a, &mut b, t(0), 1000);
+    assert_eq!(end, t(1250));
+    assert!(matches!(
+        drain_events(&mut b).last().unwrap().0,
+        TransportEvent::Aborted { reason: AbortReason::Timeout, direction: Direction::Transmit, .. }
+    ));
+}
