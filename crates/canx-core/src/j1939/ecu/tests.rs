@@ -244,3 +244,54 @@ fn request_address_claims_refreshes_table() {
     assert_eq!(sim.nodes[2].table().len(), 2);
     assert_eq!(sim.nodes[2].table().name_at(0xF9), Some(Name::from_u64(20)));
 }
+
+#[test]
+fn dm1_with_many_dtcs_by_bam_and_dm11_clear() {
+    use crate::j1939::dm::{lamp, DmAnswer, DmMessage, DtcStore};
+    let mut sim = pair();
+    let mut store = DtcStore::<8>::new();
+    store.activate(190, 2).unwrap();
+    store.activate(110, 0).unwrap();
+    store.activate(174, 3).unwrap();
+    store.lamps.amber_warning = lamp::ON;
+    let mut buf = [0u8; 64];
+    let n = store.emit(false, &mut buf).unwrap();
+    assert_eq!(n, 14);
+    // Broadcast: more than one DTC goes by BAM.
+    sim.nodes[0].send(6, Pgn::DM1, 0xFF, &buf[..n]).unwrap();
+    let now = sim.now;
+    assert!(sim.run(now + Duration::from_secs(2), 1000));
+    let got = sim.logs[1]
+        .iter()
+        .find_map(|(e, d)| matches!(e, EcuEvent::Received(r) if r.pgn == Pgn::DM1 && r.destination == 0xFF).then(|| d.clone()))
+        .flatten()
+        .unwrap();
+    let dm1 = DmMessage::parse(&got).unwrap();
+    assert_eq!(dm1.lamps.amber_warning, lamp::ON);
+    assert_eq!(dm1.dtcs().map(|d| (d.spn, d.fmi)).collect::<Vec<_>>(), [(190, 2), (110, 0), (174, 3)]);
+
+    // DM11 requested by the tool: the application clears and ACKs.
+    sim.nodes[0].register(Pgn::DM11, Responder::Application).unwrap();
+    let now = sim.now;
+    sim.nodes[1].request(now, Pgn::DM11, 0x00).unwrap();
+    sim.run(now + Duration::from_millis(5), 100);
+    let (pgn, requester) = sim.logs[0]
+        .iter()
+        .rev()
+        .find_map(|(e, _)| match e {
+            EcuEvent::Request { pgn, requester, .. } => Some((*pgn, *requester)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(store.handle_request(pgn, &mut buf), Some(Ok(DmAnswer::Ack)));
+    sim.nodes[0].acknowledge(AckControl::Ack, pgn, requester).unwrap();
+    assert!(sim.run(now + Duration::from_secs(2), 1000));
+    assert_eq!(store.active().count(), 0);
+    assert!(sim.logs[1].iter().any(|(e, _)| matches!(
+        e,
+        EcuEvent::RequestDone { pgn: Pgn::DM11, outcome: RequestOutcome::Acknowledged(AckControl::Ack), .. }
+    )));
+    // DM1 with no DTC is a single frame again.
+    let n = store.emit(false, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &[0x00, 0xFF, 0, 0, 0, 0, 0xFF, 0xFF]);
+}
