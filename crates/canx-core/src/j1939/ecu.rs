@@ -195,8 +195,9 @@ pub struct EcuStats {
     pub failed_responses: u32,
 }
 
-/// One controller application: `S` transport sessions, `R` registered PGNs
-/// and `R` outstanding requests. Drive it like every engine: after each
+/// One controller application: `S` TP sessions (1785-byte buffers inside),
+/// `R` registered PGNs and `R` outstanding requests, `E` ETP sessions over
+/// caller buffers (default 0). Drive it like every engine: after each
 /// `handle_*` or API call, drain `poll_transmit(now)` and `poll_event()`,
 /// then wait until `poll_timeout()` or the next frame.
 pub struct Ecu<'a, const S: usize, const R: usize = 8, const E: usize = 0> {
