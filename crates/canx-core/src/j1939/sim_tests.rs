@@ -121,6 +121,8 @@ pub(crate) struct Sim<N: Node> {
     pub logs: Vec<Log<N::Event>>,
     pub now: Instant,
     pub frames: usize,
+    /// Every frame put on the bus (before faults), if tracing.
+    pub trace: Option<Vec<(usize, CanFrame)>>,
     inflight: Vec<(Instant, u64, usize, CanFrame)>,
     last: Vec<Instant>,
     seq: u64,
@@ -132,7 +134,7 @@ impl<N: Node> Sim<N> {
     pub(crate) fn new(nodes: Vec<N>, seed: u64, faults: Faults) -> Self {
         let logs = nodes.iter().map(|_| Vec::new()).collect();
         let last = nodes.iter().map(|_| Instant::ZERO).collect();
-        Sim { nodes, logs, last, now: Instant::ZERO, frames: 0, inflight: Vec::new(), seq: 0, rng: Rng::new(seed), faults }
+        Sim { nodes, logs, last, now: Instant::ZERO, frames: 0, trace: None, inflight: Vec::new(), seq: 0, rng: Rng::new(seed), faults }
     }
 
     /// Adds a node to the bus.
@@ -154,6 +156,9 @@ impl<N: Node> Sim<N> {
             for i in 0..self.nodes.len() {
                 while let Some(f) = self.nodes[i].poll_transmit(self.now) {
                     self.frames += 1;
+                    if let Some(t) = self.trace.as_mut() {
+                        t.push((i, f));
+                    }
                     if self.rng.chance(self.faults.loss) {
                         continue;
                     }
@@ -220,6 +225,7 @@ fn tp_node(addr: u8) -> Tp {
 fn tp_scenario(seed: u64, faults: Faults) -> (usize, usize, usize) {
     let addrs = [0x11u8, 0x22, 0x33];
     let mut sim = Sim::new(addrs.iter().map(|&a| tp_node(a)).collect(), seed, faults);
+    sim.trace = Some(Vec::new());
     let mut rng = Rng::new(seed ^ 0xABCD);
     // (sender index, handle, pgn, dest, data)
     let mut sent: Vec<(usize, SessionHandle, Pgn, u8, Vec<u8>)> = Vec::new();
@@ -275,12 +281,41 @@ fn tp_scenario(seed: u64, faults: Faults) -> (usize, usize, usize) {
             }
         }
     }
+    assert_no_cts_without_dt(sim.trace.as_deref().unwrap_or(&[]), seed);
     for n in &sim.nodes {
         assert_eq!(n.sessions_in_use(), 0, "seed {seed}");
         assert_eq!(n.poll_timeout(), None, "seed {seed}");
         assert_eq!(n.stats().dropped_events, 0);
     }
     (ok, aborted, delivered)
+}
+
+/// The kernel as TP sender aborts (reason 8) when it gets a second CTS with
+/// no DT in between (CTS(0) then CTS(n) included): our receivers never do
+/// that, with or without retransmission requests.
+fn assert_no_cts_without_dt(trace: &[(usize, CanFrame)], seed: u64) {
+    use super::id::J1939Id;
+    use super::transport::TpCm;
+    // Keyed by (data sender, data receiver): a CTS was sent and no DT seen yet.
+    let mut waiting = std::collections::HashMap::new();
+    for (_, f) in trace {
+        let (id, data) = J1939Id::from_can_frame(f).unwrap();
+        if id.pgn == Pgn::TP_CM {
+            match TpCm::parse(data) {
+                Ok(TpCm::Cts { .. }) => {
+                    let again = waiting.insert((id.destination, id.source), true).unwrap_or(false);
+                    assert!(!again, "seed {seed}: two CTS without a DT from {:02X}", id.destination);
+                }
+                Ok(TpCm::Rts { .. }) | Ok(TpCm::Abort { .. }) | Ok(TpCm::EndOfMsgAck { .. }) => {
+                    waiting.remove(&(id.source, id.destination));
+                    waiting.remove(&(id.destination, id.source));
+                }
+                _ => {}
+            }
+        } else if id.pgn == Pgn::TP_DT {
+            waiting.remove(&(id.source, id.destination));
+        }
+    }
 }
 
 #[test]
