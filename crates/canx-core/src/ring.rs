@@ -6,11 +6,12 @@ pub(crate) struct Ring<T: Copy, const N: usize> {
     items: [Option<T>; N],
     head: usize,
     len: usize,
+    dropped: u32,
 }
 
 impl<T: Copy, const N: usize> Ring<T, N> {
     pub(crate) const fn new() -> Self {
-        Ring { items: [None; N], head: 0, len: 0 }
+        Ring { items: [None; N], head: 0, len: 0, dropped: 0 }
     }
 
     /// Appends `item`; gives it back when the ring is full.
@@ -22,6 +23,26 @@ impl<T: Copy, const N: usize> Ring<T, N> {
         self.items[at] = Some(item);
         self.len += 1;
         Ok(())
+    }
+
+    /// Appends `item`; when full, drops it, counts it ([`Ring::dropped`]) and returns `false`.
+    pub(crate) fn push_counted(&mut self, item: T) -> bool {
+        match self.push(item) {
+            Ok(()) => true,
+            Err(_) => {
+                self.dropped = self.dropped.saturating_add(1);
+                false
+            }
+        }
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.len >= N
+    }
+
+    /// Items refused by [`Ring::push_counted`].
+    pub(crate) fn dropped(&self) -> u32 {
+        self.dropped
     }
 
     pub(crate) fn pop(&mut self) -> Option<T> {
@@ -61,6 +82,9 @@ mod tests {
         assert_eq!(r.pop(), None);
         assert_eq!(r.len(), 0);
         assert_eq!(r.free(), 2);
+        assert!(r.push_counted(7) && r.push_counted(8) && !r.push_counted(9));
+        assert!(r.is_full());
+        assert_eq!(r.dropped(), 1);
         let mut z: Ring<u8, 0> = Ring::new();
         assert_eq!(z.push(1), Err(1));
         assert_eq!(z.pop(), None);

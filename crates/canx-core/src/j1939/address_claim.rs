@@ -331,13 +331,13 @@ impl AddressClaimer {
             self.timers[Timer::ClaimWait as usize] = None;
             if let ClaimState::Claiming { address, .. } = self.state {
                 self.state = ClaimState::Claimed { address };
-                self.events.push(ClaimEvent::Claimed { address });
+                self.events.push_counted(ClaimEvent::Claimed { address });
             }
         }
         if self.timers[Timer::CannotClaimReply as usize].is_some_and(|t| t <= now) {
             self.timers[Timer::CannotClaimReply as usize] = None;
             if self.state == ClaimState::CannotClaim {
-                self.tx.push(claim_frame(self.config.name, NULL_ADDRESS));
+                self.tx.push_counted(claim_frame(self.config.name, NULL_ADDRESS));
             }
         }
     }
@@ -360,10 +360,10 @@ impl AddressClaimer {
         self.state = ClaimState::Claiming { address, since: now };
         self.timers[Timer::ClaimWait as usize] = Some(now + CLAIM_WAIT);
         self.timers[Timer::CannotClaimReply as usize] = None;
-        self.tx.push(claim_frame(self.config.name, address));
+        self.tx.push_counted(claim_frame(self.config.name, address));
         let events = &mut self.events;
         self.table.observe_claim(address, self.config.name, |e| {
-            events.push(ClaimEvent::Table(e));
+            events.push_counted(ClaimEvent::Table(e));
         });
     }
 
@@ -375,13 +375,13 @@ impl AddressClaimer {
         match source {
             NULL_ADDRESS => {
                 self.table.observe_cannot_claim(name, |e| {
-                    events.push(ClaimEvent::Table(e));
+                    events.push_counted(ClaimEvent::Table(e));
                 });
                 return;
             }
             GLOBAL_ADDRESS => return,
             _ => self.table.observe_claim(source, name, |e| {
-                events.push(ClaimEvent::Table(e));
+                events.push_counted(ClaimEvent::Table(e));
             }),
         }
         if self.claiming_address() != Some(source) {
@@ -391,16 +391,16 @@ impl AddressClaimer {
             self.lose(now, source, name);
         } else {
             // We win: defend the address.
-            self.tx.push(claim_frame(self.config.name, source));
+            self.tx.push_counted(claim_frame(self.config.name, source));
             let events = &mut self.events;
             self.table.observe_claim(source, self.config.name, |e| {
-                events.push(ClaimEvent::Table(e));
+                events.push_counted(ClaimEvent::Table(e));
             });
         }
     }
 
     fn lose(&mut self, now: Instant, address: u8, winner: Name) {
-        self.events.push(ClaimEvent::Lost { address, winner });
+        self.events.push_counted(ClaimEvent::Lost { address, winner });
         if self.config.name.arbitrary_address_capable() {
             if let Some(next) = self.free_address_after(address) {
                 self.claim(now, next);
@@ -409,8 +409,8 @@ impl AddressClaimer {
         }
         self.state = ClaimState::CannotClaim;
         self.timers = [None; TIMERS];
-        self.tx.push(claim_frame(self.config.name, NULL_ADDRESS));
-        self.events.push(ClaimEvent::CannotClaim);
+        self.tx.push_counted(claim_frame(self.config.name, NULL_ADDRESS));
+        self.events.push_counted(ClaimEvent::CannotClaim);
     }
 
     /// The first address of the range after `lost` (cyclic) that nobody holds.
@@ -426,7 +426,7 @@ impl AddressClaimer {
     fn on_request(&mut self, now: Instant) {
         match self.state {
             ClaimState::Claiming { address, .. } | ClaimState::Claimed { address } => {
-                self.tx.push(claim_frame(self.config.name, address));
+                self.tx.push_counted(claim_frame(self.config.name, address));
             }
             ClaimState::CannotClaim => {
                 if self.timers[Timer::CannotClaimReply as usize].is_none() {

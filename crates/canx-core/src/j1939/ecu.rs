@@ -330,7 +330,7 @@ impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
             return Ok(());
         }
         if data.len() <= 8 {
-            if !self.tx.push(frame(priority, pgn, me, destination, data)) {
+            if !self.tx.push_counted(frame(priority, pgn, me, destination, data)) {
                 return Err(EcuError::Full);
             }
         } else {
@@ -349,7 +349,7 @@ impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
             return Err(EcuError::Invalid);
         }
         let slot = self.pending.iter().position(|p| p.is_none()).ok_or(EcuError::Full)?;
-        if !self.tx.push(Request { pgn }.frame(me, destination)) {
+        if !self.tx.push_counted(Request { pgn }.frame(me, destination)) {
             return Err(EcuError::Full);
         }
         self.pending[slot] = Some(Pending {
@@ -373,7 +373,7 @@ impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
     pub fn acknowledge(&mut self, control: AckControl, pgn: Pgn, requester: u8) -> Result<(), EcuError> {
         let me = self.address().ok_or(EcuError::NoAddress)?;
         let ack = Acknowledgment { control, group_function: 0xFF, address: requester, pgn };
-        if self.tx.push(ack.frame(me)) {
+        if self.tx.push_counted(ack.frame(me)) {
             Ok(())
         } else {
             Err(EcuError::Full)
@@ -438,7 +438,7 @@ impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
                 let mut d = [0xFF; 8];
                 let n = data.len().min(8);
                 d[..n].copy_from_slice(&data[..n]);
-                self.events.push(EcuEvent::Message { id, data: d, len: n as u8 });
+                self.events.push_counted(EcuEvent::Message { id, data: d, len: n as u8 });
                 self.finish_pending(id.pgn, id.source, RequestOutcome::Answered);
             }
             _ => {}
@@ -456,7 +456,7 @@ impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
         for slot in self.pending.iter_mut() {
             if let Some(p) = slot {
                 if p.deadline.is_some_and(|d| d <= now) {
-                    self.events.push(EcuEvent::RequestDone {
+                    self.events.push_counted(EcuEvent::RequestDone {
                         pgn: p.pgn,
                         destination: p.destination,
                         outcome: RequestOutcome::TimedOut,
@@ -558,7 +558,7 @@ impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
     pub fn request_address_claims(&mut self) -> Result<(), EcuError> {
         let from = self.claimer.claiming_address().unwrap_or(NULL_ADDRESS);
         let f = super::address_claim::request_for_address_claim(from, GLOBAL_ADDRESS);
-        if self.tx.push(f) {
+        if self.tx.push_counted(f) {
             Ok(())
         } else {
             Err(EcuError::Full)
@@ -573,7 +573,7 @@ impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
             }
             Some(Responder::Data(_)) => {}
             Some(Responder::Application) => {
-                self.events.push(EcuEvent::Request { pgn, requester, global });
+                self.events.push_counted(EcuEvent::Request { pgn, requester, global });
             }
             None if !global && self.config.nack_unsupported => {
                 let _ = self.acknowledge(AckControl::Nack, pgn, requester);
@@ -586,7 +586,7 @@ impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
         for slot in self.pending.iter_mut() {
             if let Some(p) = slot {
                 if p.pgn == pgn.normalized() && matches_source(p.destination, source) {
-                    self.events.push(EcuEvent::RequestDone { pgn: p.pgn, destination: p.destination, outcome });
+                    self.events.push_counted(EcuEvent::RequestDone { pgn: p.pgn, destination: p.destination, outcome });
                     *slot = None;
                     return;
                 }

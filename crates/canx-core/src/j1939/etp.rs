@@ -376,7 +376,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
                             destination: s.destination,
                             size: s.size,
                         };
-                        self.events.push(ev);
+                        self.events.push_counted(ev);
                         self.free(i);
                     }
                     None => self.ignored(),
@@ -480,7 +480,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         };
         if let Some(reason) = reason {
             self.send_cm(me, peer, EtpCm::Abort { reason, pgn });
-            self.events.push(TransportEvent::Aborted {
+            self.events.push_counted(TransportEvent::Aborted {
                 handle: None,
                 direction: Direction::Receive,
                 pgn,
@@ -593,7 +593,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
             };
             let (me, peer, size, pgn) = (s.destination, s.source, s.size, s.pgn);
             self.send_cm(me, peer, EtpCm::EndOfMsgAck { size, pgn });
-            self.events.push(TransportEvent::Received(r));
+            self.events.push_counted(TransportEvent::Received(r));
         } else if s.next > s.window_end {
             self.send_window_cts(now, i);
         } else {
@@ -655,7 +655,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
             s.state = State::TxWaitCts;
             s.timers[TIMEOUT] = Some(now + T3);
             let f = frame(s.priority, Pgn::ETP_CM, s.source, s.destination, &EtpCm::Rts { size: s.size, pgn: s.pgn }.emit());
-            self.ctrl.push(f);
+            self.ctrl.push_counted(f);
         }
     }
 
@@ -716,7 +716,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
 
     fn send_cm(&mut self, source: u8, destination: u8, cm: EtpCm) {
         let f = frame(self.config.priority, Pgn::ETP_CM, source, destination, &cm.emit());
-        self.ctrl.push(f);
+        self.ctrl.push_counted(f);
     }
 
     fn push_aborted(&mut self, i: usize, reason: AbortReason, by_peer: bool) {
@@ -731,7 +731,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
             reason,
             by_peer,
         };
-        self.events.push(ev);
+        self.events.push_counted(ev);
     }
 
     /// Ends slot `i` locally: event, Abort frame to the peer, slot freed.

@@ -84,47 +84,8 @@ pub use ecu::{Ecu, EcuConfig, EcuError, EcuEvent, RequestOutcome, Responder};
 pub use etp::{Etp, EtpConfig};
 pub use id::{IdError, J1939Id, Pgn, DEFAULT_PRIORITY, GLOBAL_ADDRESS, NULL_ADDRESS};
 pub use name::{Name, NameError, NameFields};
+pub(crate) use crate::ring::Ring;
 pub use transport::{AbortReason, SessionHandle, Transport, TransportConfig, TransportEvent};
-
-/// A bounded FIFO of `Copy` items that counts what it had to drop.
-#[derive(Debug)]
-pub(crate) struct Ring<T: Copy, const N: usize> {
-    buf: [Option<T>; N],
-    head: usize,
-    len: usize,
-    dropped: u32,
-}
-
-impl<T: Copy, const N: usize> Ring<T, N> {
-    pub(crate) const fn new() -> Self {
-        Ring { buf: [None; N], head: 0, len: 0, dropped: 0 }
-    }
-    /// Appends; when full, drops `item`, counts it and returns `false`.
-    pub(crate) fn push(&mut self, item: T) -> bool {
-        if self.len >= N {
-            self.dropped = self.dropped.saturating_add(1);
-            return false;
-        }
-        self.buf[(self.head + self.len) % N] = Some(item);
-        self.len += 1;
-        true
-    }
-    pub(crate) fn pop(&mut self) -> Option<T> {
-        if self.len == 0 {
-            return None;
-        }
-        let item = self.buf[self.head].take();
-        self.head = (self.head + 1) % N;
-        self.len -= 1;
-        item
-    }
-    pub(crate) fn is_full(&self) -> bool {
-        self.len >= N
-    }
-    pub(crate) fn dropped(&self) -> u32 {
-        self.dropped
-    }
-}
 
 /// xorshift32: the engines' deterministic pseudo-random source, seeded by
 /// the caller (never 0).

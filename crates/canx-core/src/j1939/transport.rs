@@ -983,7 +983,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
             let (me, peer, size, packets, pgn) = (s.destination, s.source, s.size, s.packets as u8, s.pgn);
             self.send_cm(me, peer, TpCm::EndOfMsgAck { size, packets, pgn });
         }
-        self.events.push(TransportEvent::Received(r));
+        self.events.push_counted(TransportEvent::Received(r));
     }
 
     // ---- transmit side ----
@@ -1038,7 +1038,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
             destination: s.destination,
             size: u32::from(s.size),
         };
-        self.events.push(ev);
+        self.events.push_counted(ev);
         self.free(i);
     }
 
@@ -1094,7 +1094,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
                 TpCm::Rts { size: s.size, packets: s.packets as u8, max_per_cts: self.config.max_packets_per_cts, pgn: s.pgn }
             };
             let f = frame(s.priority, Pgn::TP_CM, s.source, s.destination, &cm.emit());
-            self.ctrl.push(f);
+            self.ctrl.push_counted(f);
         }
     }
 
@@ -1125,7 +1125,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
                     destination: s.destination,
                     size: u32::from(s.size),
                 };
-                self.events.push(ev);
+                self.events.push_counted(ev);
                 self.free(i);
             } else {
                 s.timers[Timer::Send as usize] = Some(now + gap);
@@ -1163,7 +1163,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
 
     fn send_cm(&mut self, source: u8, destination: u8, cm: TpCm) {
         let f = frame(self.config.priority, Pgn::TP_CM, source, destination, &cm.emit());
-        self.ctrl.push(f);
+        self.ctrl.push_counted(f);
     }
 
     fn push_aborted(&mut self, i: usize, reason: AbortReason, by_peer: bool) {
@@ -1177,11 +1177,11 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
             reason,
             by_peer,
         };
-        self.events.push(ev);
+        self.events.push_counted(ev);
     }
 
     fn refused(&mut self, direction: Direction, pgn: Pgn, source: u8, destination: u8, reason: AbortReason) {
-        self.events.push(TransportEvent::Aborted {
+        self.events.push_counted(TransportEvent::Aborted {
             handle: None,
             direction,
             pgn,
