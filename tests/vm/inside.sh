@@ -44,7 +44,7 @@ for ifc in vcan0 vcan1; do
     ip link set dev "$ifc" up     || { log "ERROR: cannot bring $ifc up"; exit 2; }
 done
 
-log "kernel $(uname -r)"
+log "kernel $(uname -r), guest up $(cut -d' ' -f1 /proc/uptime 2>/dev/null) s"
 log "can-utils $(dpkg-query -W -f='${Version}' can-utils 2>/dev/null || echo '(version unknown)') at $(command -v candump || echo 'NOT FOUND')"
 log "modules: $(lsmod 2>/dev/null | awk '$1 ~ /^(can|vcan)/ {printf "%s ", $1}')"
 ip -brief link show type vcan 2>/dev/null | sed 's/^/inside-vm: /'
