@@ -49,9 +49,15 @@ log "can-utils $(dpkg-query -W -f='${Version}' can-utils 2>/dev/null || echo '(v
 log "modules: $(lsmod 2>/dev/null | awk '$1 ~ /^(can|vcan)/ {printf "%s ", $1}')"
 ip -brief link show type vcan 2>/dev/null | sed 's/^/inside-vm: /'
 log "python $PY ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
-log "running: pytest -m vcan -p no:cacheprovider $*"
 
-"$PY" -m pytest -m vcan -p no:cacheprovider "$@"
+# A hung test should name itself instead of running into test-vm's overall
+# limit: per-test timeout when pytest-timeout is installed (args may override).
+extra=()
+if "$PY" -c 'import pytest_timeout' >/dev/null 2>&1; then
+    extra=(--timeout="${CANX_VM_TEST_TIMEOUT:-600}")
+fi
+log "running: pytest -m vcan -p no:cacheprovider ${extra[*]} $*"
+"$PY" -m pytest -m vcan -p no:cacheprovider "${extra[@]}" "$@"
 rc=$?
 log "pytest exit code $rc"
 exit "$rc"
