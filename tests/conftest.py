@@ -251,7 +251,7 @@ def _wait_until_listening(proc: subprocess.Popen, timeout: float) -> None:
         if has_socket and state == "S" and any(w in wchan for w in ("select", "poll", "recv", "wait")):
             time.sleep(0.02 * TIMEOUT_SCALE)
             return
-        if has_socket and wchan in ("", "0"):  # wchan hidden: just give it time
+        if has_socket and state == "S" and wchan in ("", "0"):  # wchan hidden: give it time
             time.sleep(0.1 * TIMEOUT_SCALE)
             return
         time.sleep(0.01)

@@ -44,11 +44,15 @@ for ifc in vcan0 vcan1; do
     ip link set dev "$ifc" up     || { log "ERROR: cannot bring $ifc up"; exit 2; }
 done
 
-log "kernel $(uname -r)"
+log "kernel $(uname -r), guest up $(cut -d' ' -f1 /proc/uptime 2>/dev/null) s"
 log "can-utils $(dpkg-query -W -f='${Version}' can-utils 2>/dev/null || echo '(version unknown)') at $(command -v candump || echo 'NOT FOUND')"
 log "modules: $(lsmod 2>/dev/null | awk '$1 ~ /^(can|vcan)/ {printf "%s ", $1}')"
 ip -brief link show type vcan 2>/dev/null | sed 's/^/inside-vm: /'
-log "python $PY ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
+log "python $PY"
+# A hung test should name itself instead of running into test-vm's overall
+# limit.  pytest-timeout (when installed) reads this; costs nothing otherwise.
+# (No extra "$PY -c" probes here: each Python start costs 10-30 s under TCG.)
+export PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-600}
 if [ -n "${CANX_VM_EXEC:-}" ]; then
     log "running: $CANX_VM_EXEC"
     export CANX_PYTHON="$PY"
@@ -58,8 +62,7 @@ if [ -n "${CANX_VM_EXEC:-}" ]; then
     exit "$rc"
 fi
 log "running: pytest -m vcan -p no:cacheprovider $*"
-
-"$PY" -m pytest -m vcan -p no:cacheprovider "$@"
+"$PY" -m pytest -m vcan -p no:cacheprovider --timeout "$PYTEST_TIMEOUT" "$@"
 rc=$?
 log "pytest exit code $rc"
 exit "$rc"
