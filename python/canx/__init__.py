@@ -35,6 +35,9 @@ from .errors import (
     ChannelError,
     InterfaceDownError,
     InterfaceError,
+    MegasquirtBusyError,
+    MegasquirtError,
+    MegasquirtTimeoutError,
     SendTimeoutError,
     SilentModeError,
     UnsupportedError,
@@ -61,4 +64,7 @@ __all__ = [
     "SilentModeError",
     "SendTimeoutError",
     "UnsupportedError",
+    "MegasquirtError",
+    "MegasquirtTimeoutError",
+    "MegasquirtBusyError",
 ]
