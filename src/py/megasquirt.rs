@@ -201,8 +201,8 @@ impl MegasquirtNode {
     }
 
     /// Numbers of the served tables, ascending.
-    fn tables(&self) -> Vec<u8> {
-        self.node.tables()
+    fn tables(&self) -> Vec<u16> {
+        self.node.tables().into_iter().map(u16::from).collect()
     }
 
     fn set_outmsg(&self, py: Python<'_>, number: u8, offsets: Vec<u16>) -> PyResult<()> {
