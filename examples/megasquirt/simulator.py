@@ -40,25 +40,33 @@ def run(channel: str, duration: Optional[float], can_id: int = 0, gpio_board: Op
         ecu.serve_table(1, 64, writable=True)
         ecu.set_outmsg(0, OUTMSG0)
         out(f"simulator: serving outpc (table 7) and table 1 as board {can_id} on {channel}")
-        t0 = time.monotonic()
-        clt, fan, last_poll, last_bc, last_print = clt_start, False, 0.0, 0.0, 0.0
-        prev = t0
+        fan = threading.Event()  # the GPIO board's fan output, as last polled
+
+        def poll_gpio() -> None:
+            while gpio_board is not None and not stop.is_set():
+                try:
+                    if ecu.read(gpio_board, 2, 0, 1)[0]:
+                        fan.set()
+                    else:
+                        fan.clear()
+                except TimeoutError:
+                    pass  # no GPIO board (yet): keep the last state
+                stop.wait(0.1)
+
+        poller = threading.Thread(target=poll_gpio, name="poll-gpio", daemon=True)
+        poller.start()
+        t0 = prev = time.monotonic()
+        clt, last_bc, last_print = clt_start, 0.0, 0.0
         while not stop.is_set() and (duration is None or time.monotonic() - t0 < duration):
             now = time.monotonic()
             dt, prev = now - prev, now
             t = now - t0
-            clt = max(60.0, min(240.0, clt + (-15.0 if fan else 10.0) * dt))
+            clt = max(60.0, min(240.0, clt + (-15.0 if fan.is_set() else 10.0) * dt))
             rpm = 2500 + 1500 * math.sin(t * 1.3)
             tps = max(0.0, min(100.0, 30 + 25 * math.sin(t * 1.3)))
             values = {"seconds": int(t), "rpm": rpm, "map_kpa": 30 + tps * 0.7, "mat_degF": 75.0,
                       "clt_degF": clt, "tps_pct": tps, "baro_kpa": 101.3, "batt_v": 13.8}
             outpc.write(0, ms.encode_outpc(values, size=128))
-            if gpio_board is not None and now - last_poll >= 0.1:
-                last_poll = now
-                try:
-                    fan = ecu.read(gpio_board, 2, 0, 1, timeout=0.08)[0] != 0
-                except TimeoutError:
-                    pass  # no GPIO board (yet): keep the last state
             if broadcast_hz > 0 and now - last_bc >= 1.0 / broadcast_hz:
                 last_bc = now
                 dash = {k: values[k] for k in ("rpm", "map_kpa", "mat_degF", "clt_degF", "tps_pct", "batt_v")}
@@ -66,9 +74,11 @@ def run(channel: str, duration: Optional[float], can_id: int = 0, gpio_board: Op
                     ecu.can.send(m)
             if now - last_print >= 1.0:
                 last_print = now
-                out(f"simulator: t={t:4.1f}s rpm={rpm:5.0f} clt={clt:5.1f}degF fan={'on' if fan else 'off'}"
+                out(f"simulator: t={t:4.1f}s rpm={rpm:5.0f} clt={clt:5.1f}degF fan={'on' if fan.is_set() else 'off'}"
                     f" replies={ecu.stats()['replies']}")
             stop.wait(0.02)
+        stop.set()
+        poller.join(2.0)
         out(f"simulator: done, {ecu.stats()['replies']} replies sent")
 
 

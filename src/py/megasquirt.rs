@@ -65,13 +65,18 @@ impl MegasquirtNode {
         start: impl Fn(&Node) -> Result<u64, MsError> + Sync,
     ) -> PyResult<u64> {
         let node = &*self.node;
-        let got = wait_for(py, timeout, || node.is_closed(), |slice| match start(node) {
-            Err(MsError::Busy) => {
-                std::thread::sleep(slice.min(Duration::from_millis(2)));
-                None
-            }
-            other => Some(other),
-        })?;
+        let got = wait_for(
+            py,
+            timeout,
+            || node.is_closed(),
+            |slice| match start(node) {
+                Err(MsError::Busy) => {
+                    std::thread::sleep(slice.min(Duration::from_millis(2)));
+                    None
+                }
+                other => Some(other),
+            },
+        )?;
         match got {
             Some(r) => r.map_err(|e| ms_err(py, e)),
             None => Err(ms_err(py, MsError::Busy)),
@@ -138,7 +143,8 @@ impl MegasquirtNode {
 }
 
 fn parse_timeout(t: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(t).map_err(|_| PyValueError::new_err("request_timeout must be a positive number of seconds"))
+    Duration::try_from_secs_f64(t)
+        .map_err(|_| PyValueError::new_err("request_timeout must be a positive number of seconds"))
 }
 
 #[pymethods]
@@ -186,7 +192,14 @@ impl MegasquirtNode {
 
     /// Serves table `blk` with initial bytes `data`; returns its `MegasquirtTable`.
     #[pyo3(signature = (blk, data, *, readable=true, writable=false))]
-    fn serve_table(&self, py: Python<'_>, blk: u8, data: &Bound<'_, PyAny>, readable: bool, writable: bool) -> PyResult<MegasquirtTable> {
+    fn serve_table(
+        &self,
+        py: Python<'_>,
+        blk: u8,
+        data: &Bound<'_, PyAny>,
+        readable: bool,
+        writable: bool,
+    ) -> PyResult<MegasquirtTable> {
         let bytes = buffer_bytes(data)?;
         self.node.serve_table(blk, Access { read: readable, write: writable }, bytes).map_err(|e| ms_err(py, e))?;
         Ok(MegasquirtTable { node: self.node.clone(), blk })
@@ -214,13 +227,29 @@ impl MegasquirtNode {
     }
 
     #[pyo3(signature = (board, blk, offset, length, timeout=None))]
-    fn read(&self, py: Python<'_>, board: u8, blk: u8, offset: u16, length: usize, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+    fn read(
+        &self,
+        py: Python<'_>,
+        board: u8,
+        blk: u8,
+        offset: u16,
+        length: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
         let what = format!("read of {length} bytes at table {blk} offset {offset} of board {board}");
         self.run(py, what, timeout, |n| n.start_read(board, blk, offset, length))
     }
 
     #[pyo3(signature = (board, blk, offset, data, timeout=None))]
-    fn write(&self, py: Python<'_>, board: u8, blk: u8, offset: u16, data: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+    fn write(
+        &self,
+        py: Python<'_>,
+        board: u8,
+        blk: u8,
+        offset: u16,
+        data: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
         let data = buffer_bytes(data)?;
         let what = format!("write of {} bytes at table {blk} offset {offset} of board {board}", data.len());
         self.run(py, what, timeout, |n| n.start_write(board, blk, offset, &data))
@@ -252,7 +281,9 @@ impl MegasquirtNode {
             Some((blk, off)) => self.run(py, what, timeout, |n| n.start_outmsg_into(board, number, blk, off, length)),
             None => {
                 let len = length.ok_or_else(|| {
-                    PyValueError::new_err("request_outmsg: give length= (the outmsg's byte count) or into=(blk, offset)")
+                    PyValueError::new_err(
+                        "request_outmsg: give length= (the outmsg's byte count) or into=(blk, offset)",
+                    )
                 })?;
                 self.run(py, what, timeout, |n| n.start_outmsg(board, number, len))
             }
@@ -267,7 +298,10 @@ impl MegasquirtNode {
         let (key, what) = match op {
             "read" => {
                 let (b, blk, off, len): (u8, u8, u16, usize) = args.extract()?;
-                (self.node.start_read(b, blk, off, len), format!("read of {len} bytes at table {blk} offset {off} of board {b}"))
+                (
+                    self.node.start_read(b, blk, off, len),
+                    format!("read of {len} bytes at table {blk} offset {off} of board {b}"),
+                )
             }
             "write" => {
                 let (b, blk, off, data): (u8, u8, u16, Bound<'_, PyAny>) = args.extract()?;
@@ -449,7 +483,8 @@ impl MegasquirtTable {
         if let Ok(s) = key.cast::<PySlice>() {
             let all = self.node.table_read(self.blk, 0, None).map_err(|e| ms_err(py, e))?;
             let ind = s.indices(all.len() as isize)?;
-            let out: Vec<u8> = (0..ind.slicelength).map(|k| all[(ind.start + k as isize * ind.step) as usize]).collect();
+            let out: Vec<u8> =
+                (0..ind.slicelength).map(|k| all[(ind.start + k as isize * ind.step) as usize]).collect();
             return Ok(PyBytes::new(py, &out).into_any());
         }
         let i: isize = key.extract().map_err(|_| PyTypeError::new_err("table indices must be integers or slices"))?;
@@ -500,6 +535,9 @@ impl MegasquirtTable {
     }
 }
 
+/// One broadcast field as Python sees it: (kind, index, name, unit, offset, size, signed, mult, div, add).
+type FieldRow = (&'static str, usize, &'static str, &'static str, u8, u8, bool, i32, i32, i32);
+
 /// The realtime broadcast decoder (simplified dash at `dash_base`, advanced
 /// groups at `advanced_base`; None turns one off).
 #[pyclass(module = "canx._canx", frozen)]
@@ -548,7 +586,7 @@ impl MegasquirtBroadcastDecoder {
 
     /// The field tables: `[(kind, index, name, unit, offset, size, signed, mult, div, add), ...]`.
     #[staticmethod]
-    fn fields() -> Vec<(&'static str, usize, &'static str, &'static str, u8, u8, bool, i32, i32, i32)> {
+    fn fields() -> Vec<FieldRow> {
         let mut out = Vec::new();
         for (kind, table) in [("dash", &DASH[..]), ("advanced", &ADVANCED[..])] {
             for (i, fields) in table.iter().enumerate() {

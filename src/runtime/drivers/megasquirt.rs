@@ -448,7 +448,10 @@ impl Node {
     /// above 14, a reply table above 31, or a zero request timeout.
     pub fn attach(bus: Arc<Bus>, config: NodeConfig) -> Result<Node, MsError> {
         if config.can_id >= MAX_CAN_ID {
-            return Err(MsError::Invalid(format!("can_id must be 0-14 (15 addresses every board), not {}", config.can_id)));
+            return Err(MsError::Invalid(format!(
+                "can_id must be 0-14 (15 addresses every board), not {}",
+                config.can_id
+            )));
         }
         if config.reply_blk > MAX_VAR_BLK {
             return Err(MsError::Invalid(format!("reply_blk must be 0-31, not {}", config.reply_blk)));
@@ -570,7 +573,8 @@ impl Node {
     /// A copy of `n` bytes of table `var_blk` from `offset` (`None` n: to the end).
     pub fn table_read(&self, var_blk: u8, offset: usize, n: Option<usize>) -> Result<Vec<u8>, MsError> {
         let e = self.engine.lock();
-        let t = e.server.tables().get(var_blk).ok_or_else(|| MsError::Invalid(format!("table {var_blk} is not served")))?;
+        let t =
+            e.server.tables().get(var_blk).ok_or_else(|| MsError::Invalid(format!("table {var_blk} is not served")))?;
         let end = match n {
             Some(n) => offset.checked_add(n),
             None => Some(t.data.len()),
@@ -619,7 +623,11 @@ impl Node {
         })
     }
 
-    fn start(&self, what: &str, op: impl FnOnce(&mut NodeClient) -> Result<canx_core::megasquirt::Handle, ClientError>) -> Result<u64, MsError> {
+    fn start(
+        &self,
+        what: &str,
+        op: impl FnOnce(&mut NodeClient) -> Result<canx_core::megasquirt::Handle, ClientError>,
+    ) -> Result<u64, MsError> {
         self.live()?;
         let key = {
             let mut e = self.engine.lock();
@@ -668,7 +676,14 @@ impl Node {
     /// OUTMSG_RSP frames are written there by the server. With `len`, the
     /// operation completes with those `len` bytes once they all arrived
     /// (or times out); without, it completes as soon as the request is queued.
-    pub fn start_outmsg_into(&self, board: u8, number: u8, var_blk: u8, offset: u16, len: Option<usize>) -> Result<u64, MsError> {
+    pub fn start_outmsg_into(
+        &self,
+        board: u8,
+        number: u8,
+        var_blk: u8,
+        offset: u16,
+        len: Option<usize>,
+    ) -> Result<u64, MsError> {
         self.live()?;
         if board >= MAX_CAN_ID || board == self.config.can_id {
             return Err(MsError::Invalid("outmsg: board must be 0-14 and not this node's own id".into()));
@@ -687,7 +702,9 @@ impl Node {
         let key = {
             let mut e = self.engine.lock();
             match e.server.tables().get(var_blk) {
-                None => return Err(MsError::Invalid(format!("outmsg into: table {var_blk} is not served by this node"))),
+                None => {
+                    return Err(MsError::Invalid(format!("outmsg into: table {var_blk} is not served by this node")))
+                }
                 Some(t) if !t.access.write => {
                     return Err(MsError::Invalid(format!("outmsg into: table {var_blk} is not writable by the bus")))
                 }
@@ -836,7 +853,9 @@ mod tests {
         let k = gpio.start_write(0, 2, 4, &[5, 6]).unwrap();
         assert_eq!(wait(&gpio, k), Outcome::Done);
         let e1 = ecu.next_event(StdDuration::from_secs(2)).unwrap();
-        assert!(matches!(e1, NodeEvent::Refused { from: 1, msg: 0, var_blk: 7, ref reason, .. } if reason == "table not writable"));
+        assert!(
+            matches!(e1, NodeEvent::Refused { from: 1, msg: 0, var_blk: 7, ref reason, .. } if reason == "table not writable")
+        );
         let e2 = ecu.next_event(StdDuration::from_secs(2)).unwrap();
         assert_eq!(e2, NodeEvent::Written { from: 1, msg: MsgType::Cmd, var_blk: 2, var_offset: 4, data: vec![5, 6] });
         assert_eq!(ecu.table_read(7, 0, Some(1)).unwrap(), vec![0]);
