@@ -462,7 +462,7 @@ def test_broadcast_decode_and_encode():
 
 def test_broadcast_listens_on_a_bus(channel):
     with canx.CAN(channel=channel) as tx, ms.Broadcast(channel=channel, timeout=0.3) as bc:
-        tx.send(canx.Message(0x5F7, b"\0" * 8))  # just outside nothing: group 7 (decoded)
+        tx.send(canx.Message(0x5F7, b"\0" * 8))  # advanced group 7 (decoded)
         tx.send(canx.Message(0x5E7, b"\0" * 8))  # not a broadcast id: filtered out
         for m in ms.encode_dash({"rpm": 1234, "clt_degF": 150.0}):
             tx.send(m)
@@ -495,7 +495,7 @@ def test_examples_run_together_in_one_process_group():
     """The three examples on one virtual bus: virtual buses are per process,
     so they run in one interpreter through examples/megasquirt/all.py."""
     p = subprocess.run([sys.executable, str(ROOT / "examples" / "megasquirt" / "all.py"),
-                        "--channel", "virtual:ms-ex", "--duration", "3"],
+                        "--channel", "virtual:ms-ex", "--duration", "5"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     out = p.stdout
