@@ -41,7 +41,7 @@ REQ_DATA = bytes([3, 0x10 >> 3, (0x10 & 7) << 5 | 8])  # ... 8 bytes, reply to t
 RSP_ID = ident(ms.MSG_RSP, 0, 4, 3, 0x10)
 
 
-def throughput(channel: str, n: int) -> dict:
+def throughput(channel: str, n: int, generators: int = 1) -> dict:
     server_can = canx.CAN(channel=channel)
     ecu = ms.Node(server_can, can_id=0)
     ecu.serve_table(7, bytes(range(256)))
@@ -58,10 +58,14 @@ def throughput(channel: str, n: int) -> dict:
             gen.send(m)
         gen.deinit()
     else:
-        subprocess.run(["cangen", channel, "-e", "-I", f"{REQ_ID:08X}", "-L", "3", "-D", REQ_DATA.hex(),
-                        "-g", "0", "-p", "100", "-n", str(n)], check=True, timeout=600)
+        k = max(1, generators)
+        gens = [subprocess.Popen(["cangen", channel, "-e", "-I", f"{REQ_ID:08X}", "-L", "3", "-D", REQ_DATA.hex(),
+                                  "-g", "0", "-p", "100", "-n", str(n // k + (i < n % k))]) for i in range(k)]
+        for g in gens:
+            if g.wait(timeout=600) != 0:
+                raise SystemExit(f"cangen failed with {g.returncode}")
     sent = n
-    first_req = last_rsp = None
+    first_req = last_req = last_rsp = None
     reqs = rsps = 0
     bad = 0
     while True:
@@ -73,6 +77,7 @@ def throughput(channel: str, n: int) -> dict:
                 reqs += 1
                 if first_req is None:
                     first_req = f.timestamp
+                last_req = f.timestamp
             else:
                 rsps += 1
                 last_rsp = f.timestamp
@@ -92,6 +97,8 @@ def throughput(channel: str, n: int) -> dict:
         "lost": sent - rsps,
         "seconds": span,
         "answered_per_s": rsps / span if span and span > 0 else float("nan"),
+        "offered_per_s": reqs / (last_req - first_req) if first_req and last_req and last_req > first_req
+        else float("nan"),
         "server_frames": st["frames"],
         "server_replies": st["replies"],
         "server_tx_dropped": st["tx_dropped"],
@@ -101,6 +108,11 @@ def throughput(channel: str, n: int) -> dict:
 
 
 def latency(channel: str, n: int) -> dict:
+    sel = (7 << 15) | (0xF << 11) | (0xF << 7)
+    mon_can = canx.CAN(channel=channel)
+    mon = mon_can.listen([canx.Match(ident(ms.MSG_REQ, 3, 0, 0, 0), mask=sel, extended=True),
+                          canx.Match(ident(ms.MSG_RSP, 0, 3, 0, 0), mask=sel, extended=True)],
+                         timeout=1.0, queue_size=4 * n + 1000)
     with ms.Node(channel=channel, can_id=0) as ecu, ms.Node(channel=channel, can_id=3) as dash:
         ecu.serve_table(7, bytes(range(256)))
         for _ in range(min(50, n)):  # warm up
@@ -115,7 +127,25 @@ def latency(channel: str, n: int) -> dict:
         total = time.perf_counter() - t0
         st = dash.stats()
     lat.sort()
+    # on the wire (kernel timestamps of each MSG_REQ and its MSG_RSP): the server's turnaround
+    frames = []
+    while True:
+        batch = mon.receive_many(4096, 0.5)
+        if not batch:
+            break
+        frames += batch
+    mon_can.deinit()
+    wire, pending = [], None
+    for f in frames:
+        if (f.id >> 15) & 7 == ms.MSG_REQ:
+            pending = f.timestamp
+        elif pending is not None:
+            wire.append(f.timestamp - pending)
+            pending = None
+    wire = sorted(wire[-n:]) or [float("nan")]
     return {
+        "wire_median_us": statistics.median(wire) * 1e6,
+        "wire_p99_us": wire[min(len(wire) - 1, int(0.99 * len(wire)))] * 1e6,
         "reads": n,
         "median_us": statistics.median(lat) * 1e6,
         "p99_us": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e6,
@@ -131,17 +161,20 @@ def main() -> int:
     p.add_argument("--channel", default="vcan0")
     p.add_argument("-n", type=int, default=20000, help="requests in the throughput flood")
     p.add_argument("--reads", type=int, default=2000, help="client reads for the latency test")
+    p.add_argument("--generators", type=int, default=2, help="cangen processes flooding at once (SocketCAN)")
     p.add_argument("--json", type=Path, help="also write the results here")
     a = p.parse_args()
-    tp = throughput(a.channel, a.n)
+    tp = throughput(a.channel, a.n, a.generators)
     print(f"megasquirt server on {a.channel}: {tp['requests_sent']} MSG_REQ flooded, "
-          f"{tp['answered']} answered in {tp['seconds']:.3f} s = {tp['answered_per_s']:,.0f} requests/s answered "
+          f"{tp['answered']} answered in {tp['seconds']:.3f} s = {tp['answered_per_s']:,.0f} requests/s answered, "
+          f"offered {tp['offered_per_s']:,.0f}/s "
           f"(lost {tp['lost']}: server tx_dropped {tp['server_tx_dropped']}, "
           f"backend_dropped {tp['server_backend_dropped']}; wrong data {tp['wrong_data']})", flush=True)
     lt = latency(a.channel, a.reads)
     print(f"megasquirt client on {a.channel}: {lt['reads']} x node.read(0, 7, 0, 8): "
           f"median {lt['median_us']:.0f} us, p99 {lt['p99_us']:.0f} us, max {lt['max_us']:.0f} us, "
-          f"{lt['reads_per_s']:,.0f} reads/s (retries {lt['client_retries']}, timeouts {lt['client_timeouts']})",
+          f"{lt['reads_per_s']:,.0f} reads/s (retries {lt['client_retries']}, timeouts {lt['client_timeouts']}); "
+          f"on the wire MSG_REQ -> MSG_RSP median {lt['wire_median_us']:.0f} us, p99 {lt['wire_p99_us']:.0f} us",
           flush=True)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -486,11 +486,6 @@ def test_broadcast_async(channel):
 # --------------------------------------------------------------------------- examples
 
 
-def run_example(name, *args):
-    return subprocess.Popen([sys.executable, str(ROOT / "examples" / "megasquirt" / name), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def test_examples_run_together_in_one_process_group():
     """The three examples on one virtual bus: virtual buses are per process,
     so they run in one interpreter through examples/megasquirt/all.py."""
@@ -502,3 +497,13 @@ def test_examples_run_together_in_one_process_group():
     assert "simulator: serving" in out
     assert "fan ON" in out and "fan OFF" in out, out
     assert "dash: rpm=" in out, out
+
+
+@pytest.mark.parametrize("name", ["simulator.py", "gpio_fan.py", "dash.py"])
+def test_each_example_runs_alone_and_stops(name):
+    """Alone on a bus (no peers): each example runs for --duration and exits 0."""
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / "megasquirt" / name),
+                        "--channel", f"virtual:ms-alone-{name}", "--duration", "0.6"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "done" in p.stdout, p.stdout

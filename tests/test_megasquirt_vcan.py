@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-import canx
 from canx import megasquirt as ms
 
 pytestmark = pytest.mark.vcan
