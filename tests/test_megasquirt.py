@@ -425,6 +425,19 @@ def test_node_on_an_open_can_and_close(channel):
         ms.Node(can, channel=channel, can_id=2)
 
 
+def test_several_nodes_on_one_loopback_can(channel):
+    with canx.CAN(channel=channel, loopback=True) as can:
+        ecu = ms.Node(can, can_id=0)
+        gpio = ms.Node(can, can_id=1)
+        ecu.serve_table(7, bytes(range(32)))
+        gpio.serve_table(2, b"\x01")
+        assert gpio.read(0, 7, 4, 12) == bytes(range(4, 16))
+        assert ecu.read(1, 2, 0, 1) == b"\x01"
+        assert ecu.stats()["refused"] == gpio.stats()["refused"] == 0
+        gpio.close()
+        ecu.close()
+
+
 def test_operations_after_the_bus_closed(channel):
     can = canx.CAN(channel=channel)
     node = ms.Node(can, can_id=2)

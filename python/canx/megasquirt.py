@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import struct
 import threading
 import time
@@ -175,7 +176,10 @@ class Node:
     retries=2, realtime_blk=7, auto_burn_ack=False, event_capacity=4096)``
 
     - ``can``: an open :class:`canx.CAN` (the node does not close it), or
-      ``channel="vcan0"`` / ``"virtual:ms"`` to open one (closed with the node).
+      ``channel="vcan0"`` / ``"virtual:ms"`` to open one (closed with the
+      node; neither: ``$CANX_CHANNEL``, else ``"virtual:default"``). Several
+      nodes may share one ``CAN``; to talk to each other it needs
+      ``loopback=True`` (a socket does not receive its own frames otherwise).
     - ``can_id``: this board's id, 0-14.
     - ``reply_blk``: the table (0-31) this node's read replies are addressed
       to; it cannot also be served (default 6, the MS3 scratch table).
@@ -205,7 +209,9 @@ class Node:
         if can is not None and channel is not None:
             raise ValueError("give either can= or channel=, not both")
         self._own_can = can is None
-        self.can: CAN = can if can is not None else CAN(channel=channel or "virtual:default")
+        if can is None and channel is None:
+            channel = os.environ.get("CANX_CHANNEL", "virtual:default")
+        self.can: CAN = can if can is not None else CAN(channel=channel)
         try:
             self._n = _NativeNode(
                 self.can,
@@ -285,14 +291,17 @@ class Node:
         whole call; None: until the engine gives up (``request_timeout`` x
         (``retries`` + 1) per frame). Raises :class:`MegasquirtTimeoutError`
         (a TimeoutError; a board sends nothing for a request it refuses),
-        ValueError for arguments out of range."""
+        ValueError for arguments out of range. Source: megasquirt.md,
+        "MSG_REQ payload", "Extended types" (MSG_REQX); at most 10 requests
+        outstanding per board (NO_CANMSG)."""
         return self._n.read(board, blk, offset, length, timeout)
 
     def write(self, board: int, blk: int, offset: int, data: bytes, timeout: Optional[float] = None) -> None:
         """Writes ``data`` (1-2048 bytes) to table ``blk`` (0-31) at ``offset``
         on ``board`` (0-15; 15 = all boards) as MSG_CMD frames of <= 8 bytes.
         Returns when every frame was sent: MSG_CMD has no reply, so a refusal
-        (read-only table) is only seen by the target (its ``on_refused``)."""
+        (read-only table) is only seen by the target (its ``on_refused``).
+        Source: megasquirt.md, "Message types" (MSG_CMD)."""
         self._n.write(board, blk, offset, data, timeout)
 
     def request_outmsg(
@@ -309,11 +318,13 @@ class Node:
           does). With ``length``, waits until all bytes arrived and returns
           them; without, returns None once the request is queued.
 
-        Raises MegasquirtTimeoutError, ValueError."""
+        Raises MegasquirtTimeoutError, ValueError. Source: megasquirt.md,
+        "OUTMSG" (OUTMSG_REQ data[0] = number; the header names the reply target)."""
         return self._n.request_outmsg(board, number, length, into, timeout)
 
     def crc(self, board: int, blk: int, timeout: Optional[float] = None) -> int:
-        """The CRC32 of table ``blk`` (0-31) of ``board`` (MSG_CRC)."""
+        """The CRC32 (zlib's) of table ``blk`` (0-31) of ``board`` (MSG_CRC,
+        megasquirt.md "Extended types"). Raises MegasquirtTimeoutError."""
         return self._n.crc(board, blk, timeout)
 
     def burn(self, board: int, blk: int, wait_ack: bool = False, timeout: Optional[float] = None) -> Optional[bool]:
@@ -381,6 +392,10 @@ class Node:
                 self._pump = CallbackPump(f"canx-ms{self.can_id}-callbacks", self._n._next_event, self._dispatch)
                 self._pump.start()
         return cb
+
+    # Events are queued from the first registration on (earlier ones are not
+    # kept); the queue is bounded (``event_capacity``; overflow counted in
+    # ``stats()["events_dropped"]``); every callback runs on one thread.
 
     def on_command(self, cb: Callable[[Write], Any]) -> Callable[[Write], Any]:
         """Calls ``cb(Write)`` after a remote MSG_CMD wrote into a served

@@ -283,9 +283,10 @@ impl MsEngine {
 
 impl Driven for MsEngine {
     fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own {
-            return;
-        }
+        // Own frames (a bus opened with loopback) are not skipped: another
+        // node on the same bus object may be their addressee. This node's
+        // own requests and replies never address itself, and the server
+        // ignores frames whose from_id is its own id.
         let Some(hdr) = Header::from_frame(&rx.frame) else { return };
         if hdr.to_id() == self.can_id {
             let data = rx.frame.data();
@@ -893,6 +894,19 @@ mod tests {
         assert_eq!(wait(&dash, k), Outcome::Crc(0xCBF4_3926));
         let k = dash.start_burn(0, 20, true).unwrap();
         assert_eq!(wait(&dash, k), Outcome::Burn(Some(true)));
+    }
+
+    #[test]
+    fn two_nodes_on_one_loopback_bus() {
+        let mut c = BusConfig::new(Target::Virtual("ms-rt-6".into()));
+        c.receive_own = true;
+        let bus = Arc::new(Bus::open(c).unwrap());
+        let ecu = node(&bus, 0);
+        let dash = node(&bus, 3);
+        ecu.serve_table(7, RO, vec![7; 16]).unwrap();
+        let k = dash.start_read(0, 7, 0, 12).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::Data(vec![7; 12]));
+        assert_eq!(ecu.stats().server.refused, 0);
     }
 
     #[test]
