@@ -39,6 +39,9 @@ from .errors import (
     ChannelError,
     InterfaceDownError,
     InterfaceError,
+    MegasquirtBusyError,
+    MegasquirtError,
+    MegasquirtTimeoutError,
     SendTimeoutError,
     SilentModeError,
     UnsupportedError,
@@ -65,6 +68,9 @@ __all__ = [
     "SilentModeError",
     "SendTimeoutError",
     "UnsupportedError",
+    "MegasquirtError",
+    "MegasquirtTimeoutError",
+    "MegasquirtBusyError",
 ]
 
 

@@ -21,6 +21,9 @@ __all__ = [
     "SilentModeError",
     "SendTimeoutError",
     "UnsupportedError",
+    "MegasquirtError",
+    "MegasquirtTimeoutError",
+    "MegasquirtBusyError",
 ]
 
 
@@ -56,3 +59,19 @@ class SendTimeoutError(CanxError, TimeoutError):
 class UnsupportedError(CanxError, ValueError):
     """The operation does not fit this bus (a CAN FD frame on a classic bus,
     error-state injection on a real interface)."""
+
+
+class MegasquirtError(CanxError):
+    """Base class of the errors of ``canx.megasquirt``."""
+
+
+class MegasquirtTimeoutError(MegasquirtError, TimeoutError):
+    """A MegaSquirt request (read, outmsg, CRC, burn with ack) got no complete
+    reply: the board did not answer each try within ``request_timeout``
+    (after ``retries`` resends), or the call's ``timeout=`` passed. A board
+    sends no reply at all to a request it refuses (unknown table, offset out
+    of range, not readable), so a refusal also ends here."""
+
+
+class MegasquirtBusyError(MegasquirtError, RuntimeError):
+    """Every request slot of the node stayed in use for the whole ``timeout``."""

@@ -114,6 +114,11 @@ impl CAN {
     fn bus(&self) -> PyResult<&Arc<Bus>> {
         self.bus.as_ref().ok_or_else(deinit_error)
     }
+
+    /// The open bus, for engines attached from other classes (deinitialized: canio's ValueError).
+    pub(crate) fn bus_arc(&self) -> PyResult<Arc<Bus>> {
+        self.bus().cloned()
+    }
 }
 
 #[pymethods]

@@ -1,0 +1,929 @@
+//! A MegaSquirt node (table server + client) driven by a bus's receive thread.
+//!
+//! The sans-IO engines are `canx_core::megasquirt::{Server, Client}`; this
+//! module owns what they borrow and what the application waits on:
+//!
+//! - **Tables** live in the engine ([`MemTables`], heap `Vec<u8>` per table)
+//!   behind the engine lock, so the receive thread answers MSG_REQ / MSG_CMD
+//!   without the application, and the application reads and changes them
+//!   with [`Node::table_read`] / [`Node::table_write`] (a copy under the lock).
+//! - **Requests** (read, write, CRC, outmsg, burn) are started under the
+//!   lock and get a key; their outcome lands in [`Completions`], which the
+//!   application waits on (no engine lock held while waiting).
+//! - **Server events** (writes into tables, burns, XSUB, refusals, ...) go to
+//!   a bounded [`EventQueue`] once the application asks for them
+//!   ([`Node::enable_events`]); overflow is counted.
+//!
+//! Frame routing (`docs/protocols/megasquirt.md`, "The model", "Message
+//! types"): MSG_RSP / OUTMSG_RSP addressed to this board's reply table and
+//! MSG_BURNACK go to the client; everything else addressed to this board (or
+//! to 15) goes to the server. The reply table can therefore not be served.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use canx_core::megasquirt::{
+    Access, Client, ClientConfig, ClientError, ClientEvent, Header, MsgType, OutmsgDef, Server, ServerConfig,
+    ServerError, ServerEvent, ServerStats, Tables, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_VAR_BLK, MAX_VAR_OFFSET,
+};
+use canx_core::{CanFrame, Duration, Filter, Frame, Instant};
+use parking_lot::{Condvar, Mutex};
+
+use crate::runtime::engine::{self, Driven, EngineHandle};
+use crate::runtime::{Bus, EventQueue, RxFrame};
+
+/// Concurrent client operations per node.
+pub const CLIENT_OPS: usize = 32;
+/// Largest read or write of one operation, bytes (the whole var_offset space).
+pub const MAX_TRANSFER: usize = MAX_VAR_OFFSET as usize + 1;
+/// Largest served table, bytes.
+pub const MAX_TABLE: usize = 65_536;
+/// Reply frames the server may queue between two receive-thread rounds.
+const SERVER_TXQ: usize = 256;
+/// Server events queued inside the engine between two rounds.
+const SERVER_EVQ: usize = 256;
+/// OUTMSG_REQ frames with a caller-chosen reply target, queued.
+const RAW_TXQ: usize = 64;
+
+type NodeClient = Client<CLIENT_OPS, MAX_TRANSFER>;
+type NodeServer = Server<MemTables, SERVER_TXQ, SERVER_EVQ>;
+
+/// Errors of the node's operations (bad arguments and engine refusals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MsError {
+    /// An argument is out of range; the text says which.
+    Invalid(String),
+    /// Every client operation slot is in use.
+    Busy,
+    /// The bus was shut down.
+    Closed,
+}
+
+impl fmt::Display for MsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MsError::Invalid(s) => f.write_str(s),
+            MsError::Busy => write!(f, "all {CLIENT_OPS} request slots of this node are in use"),
+            MsError::Closed => f.write_str("the bus has been shut down"),
+        }
+    }
+}
+
+impl std::error::Error for MsError {}
+
+fn client_err(e: ClientError, what: &str) -> MsError {
+    match e {
+        ClientError::Busy => MsError::Busy,
+        ClientError::InvalidBoard => {
+            MsError::Invalid(format!("{what}: board must be 0-14 and not this node's own id (15 only for writes)"))
+        }
+        ClientError::InvalidLength => MsError::Invalid(format!("{what}: length must be 1-{MAX_TRANSFER}")),
+        ClientError::OutOfRange => MsError::Invalid(format!("{what}: offset + length passes var_offset 2047")),
+        ClientError::TableNotAddressable => MsError::Invalid(format!("{what}: table (var_blk) must be 0-31")),
+        ClientError::InvalidOutmsgNumber => MsError::Invalid(format!("{what}: outmsg number must be 0-19")),
+        ClientError::InvalidConfig => MsError::Invalid(format!("{what}: invalid configuration")),
+        ClientError::BurnPending => MsError::Invalid(format!("{what}: {e}")),
+    }
+}
+
+/// One served table.
+#[derive(Debug)]
+struct MemTable {
+    var_blk: u8,
+    access: Access,
+    data: Vec<u8>,
+}
+
+/// Heap tables for the server: up to 256, each up to [`MAX_TABLE`] bytes.
+#[derive(Debug, Default)]
+pub struct MemTables {
+    tables: Vec<MemTable>,
+}
+
+impl MemTables {
+    fn get(&self, var_blk: u8) -> Option<&MemTable> {
+        self.tables.iter().find(|t| t.var_blk == var_blk)
+    }
+    fn get_mut(&mut self, var_blk: u8) -> Option<&mut MemTable> {
+        self.tables.iter_mut().find(|t| t.var_blk == var_blk)
+    }
+}
+
+impl Tables for MemTables {
+    fn table(&self, var_blk: u8) -> Option<(&[u8], Access)> {
+        self.get(var_blk).map(|t| (&t.data[..], t.access))
+    }
+    fn table_mut(&mut self, var_blk: u8) -> Option<&mut [u8]> {
+        self.get_mut(var_blk).map(|t| &mut t.data[..])
+    }
+}
+
+/// The result of one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A read or outmsg: the bytes.
+    Data(Vec<u8>),
+    /// A write: every frame was sent. An outmsg `into` a table without a
+    /// length: the request was sent.
+    Done,
+    /// A CRC query: the CRC32.
+    Crc(u32),
+    /// A burn: the MSG_BURNACK status if it waited for one.
+    Burn(Option<bool>),
+    /// No (complete) reply after every retry.
+    TimedOut,
+}
+
+/// Outcomes of started operations, by key; the application waits here.
+#[derive(Debug, Default)]
+pub struct Completions {
+    map: Mutex<HashMap<u64, Outcome>>,
+    cv: Condvar,
+}
+
+impl Completions {
+    fn put(&self, key: u64, o: Outcome) {
+        self.map.lock().insert(key, o);
+        self.cv.notify_all();
+    }
+
+    /// Takes the outcome of `key`, waiting up to `wait` for it.
+    pub fn take(&self, key: u64, wait: StdDuration) -> Option<Outcome> {
+        let mut m = self.map.lock();
+        if let Some(o) = m.remove(&key) {
+            return Some(o);
+        }
+        if wait.is_zero() {
+            return None;
+        }
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if self.cv.wait_until(&mut m, deadline).timed_out() {
+                return m.remove(&key);
+            }
+            if let Some(o) = m.remove(&key) {
+                return Some(o);
+            }
+        }
+    }
+}
+
+/// What the server reports to the application (`ServerEvent` with the bytes
+/// written copied out of the table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// MSG_CMD / MSG_RSP / OUTMSG_RSP wrote `data` at (var_blk, var_offset).
+    Written { from: u8, msg: MsgType, var_blk: u8, var_offset: u16, data: Vec<u8> },
+    /// MSG_BURN of `var_blk`.
+    Burn { from: u8, var_blk: u8 },
+    /// MSG_XSUB.
+    Xsub { from: u8, var_blk: u8, var_offset: u16 },
+    /// MSG_SPND (suspend true / resume false).
+    Suspend { from: u8, suspend: bool },
+    /// MSG_FWD: bytes for the serial port.
+    Forward { from: u8, data: Vec<u8> },
+    /// MSG_PROT, MSG_WCR or an unknown MSG_XTND subtype (`msg` = subtype).
+    Unhandled { from: u8, msg: u8, var_blk: u8, var_offset: u16, data: Vec<u8> },
+    /// A request refused without reply; `reason` says why.
+    Refused { from: u8, msg: u8, var_blk: u8, var_offset: u16, reason: String },
+}
+
+/// Counters of a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub server: ServerStats,
+    pub client_frames_sent: u32,
+    pub client_replies: u32,
+    pub client_unmatched: u32,
+    pub client_timeouts: u32,
+    pub client_retries: u32,
+    /// Events lost because the application's event queue was full.
+    pub events_dropped: u64,
+    /// Frames the bus refused to send (bus off, interface down).
+    pub send_failed: u64,
+    /// OUTMSG_REQ `into` frames dropped because their queue was full.
+    pub raw_dropped: u64,
+}
+
+/// An outmsg whose reply goes into a served table: done when `len` bytes
+/// from `board` have been written at `blk`/`start..`.
+#[derive(Debug)]
+struct IntoWait {
+    key: u64,
+    board: u8,
+    blk: u8,
+    start: u16,
+    got: Vec<bool>,
+    deadline: Instant,
+}
+
+/// The engine the receive thread drives.
+pub struct MsEngine {
+    can_id: u8,
+    reply_blk: u8,
+    op_timeout: Duration,
+    server: NodeServer,
+    client: Box<NodeClient>,
+    raw_tx: VecDeque<CanFrame>,
+    into: Vec<IntoWait>,
+    next_into: u64,
+    /// Keys someone waits for; outcomes of others are dropped.
+    waiting: HashSet<u64>,
+    completions: Arc<Completions>,
+    events: Arc<EventQueue<NodeEvent>>,
+    want_events: Arc<AtomicBool>,
+    send_failed: Arc<AtomicU64>,
+    raw_dropped: u64,
+}
+
+impl MsEngine {
+    fn complete(&mut self, key: u64, o: Outcome) {
+        if self.waiting.remove(&key) {
+            self.completions.put(key, o);
+        }
+    }
+
+    fn on_written(&mut self, from: u8, msg: MsgType, var_blk: u8, var_offset: u16, len: u8) {
+        let (off, n) = (usize::from(var_offset), usize::from(len));
+        let data = self.server.tables().get(var_blk).and_then(|t| t.data.get(off..off + n)).unwrap_or(&[]).to_vec();
+        if msg == MsgType::OutmsgRsp {
+            let mut done = Vec::new();
+            for (i, w) in self.into.iter_mut().enumerate() {
+                if w.board != from || w.blk != var_blk || off < usize::from(w.start) {
+                    continue;
+                }
+                let rel = off - usize::from(w.start);
+                for k in rel..(rel + n).min(w.got.len()) {
+                    w.got[k] = true;
+                }
+                if w.got.iter().all(|&g| g) {
+                    done.push(i);
+                }
+            }
+            for i in done.into_iter().rev() {
+                let w = self.into.swap_remove(i);
+                let s = usize::from(w.start);
+                let bytes = self.server.tables().get(w.blk).and_then(|t| t.data.get(s..s + w.got.len()));
+                let o = Outcome::Data(bytes.unwrap_or(&[]).to_vec());
+                self.complete(w.key, o);
+            }
+        }
+        self.event(NodeEvent::Written { from, msg, var_blk, var_offset, data });
+    }
+
+    fn event(&self, e: NodeEvent) {
+        if self.want_events.load(Ordering::Relaxed) {
+            self.events.push(e);
+        }
+    }
+}
+
+impl Driven for MsEngine {
+    fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
+        // Own frames (a bus opened with loopback) are not skipped: another
+        // node on the same bus object may be their addressee. This node's
+        // own requests and replies never address itself, and the server
+        // ignores frames whose from_id is its own id.
+        let Some(hdr) = Header::from_frame(&rx.frame) else { return };
+        if hdr.to_id() == self.can_id {
+            let data = rx.frame.data();
+            let for_client = match hdr.msg_type() {
+                MsgType::Rsp | MsgType::OutmsgRsp => hdr.var_blk() == self.reply_blk,
+                MsgType::Xtnd => data.first() == Some(&XtndType::BurnAck.code()),
+                _ => false,
+            };
+            if for_client {
+                self.client.handle_frame(now, &rx.frame);
+                return;
+            }
+        }
+        self.server.handle_frame(now, &rx.frame);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.client.handle_timeout(now);
+        let mut expired = Vec::new();
+        self.into.retain(|w| {
+            if w.deadline <= now {
+                expired.push(w.key);
+                false
+            } else {
+                true
+            }
+        });
+        for k in expired {
+            self.complete(k, Outcome::TimedOut);
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        if let Some(f) = self.server.poll_transmit(now) {
+            return Some(Frame::Can(f));
+        }
+        if let Some(f) = self.raw_tx.pop_front() {
+            return Some(Frame::Can(f));
+        }
+        self.client.poll_transmit(now).map(Frame::Can)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let into = self.into.iter().map(|w| w.deadline).min();
+        canx_core::time::earliest(self.client.poll_timeout(), into)
+    }
+
+    fn flush_events(&mut self) {
+        while let Some(ev) = self.client.poll_event() {
+            let key = u64::from(ev.handle().0);
+            let o = match ev {
+                ClientEvent::ReadDone { handle, .. } | ClientEvent::OutmsgDone { handle, .. } => {
+                    Outcome::Data(self.client.read_data(handle).unwrap_or(&[]).to_vec())
+                }
+                ClientEvent::WriteDone { .. } => Outcome::Done,
+                ClientEvent::CrcDone { crc, .. } => Outcome::Crc(crc),
+                ClientEvent::BurnDone { ack, .. } => Outcome::Burn(ack),
+                ClientEvent::TimedOut { .. } => Outcome::TimedOut,
+            };
+            self.complete(key, o);
+        }
+        while let Some(ev) = self.server.poll_event() {
+            match ev {
+                ServerEvent::Written { from, msg, var_blk, var_offset, len } => {
+                    self.on_written(from, msg, var_blk, var_offset, len)
+                }
+                ServerEvent::Burn { from, var_blk } => self.event(NodeEvent::Burn { from, var_blk }),
+                ServerEvent::Xsub { from, var_blk, var_offset } => {
+                    self.event(NodeEvent::Xsub { from, var_blk, var_offset })
+                }
+                // the client takes every MSG_BURNACK to this board; one to 15 is informational
+                ServerEvent::BurnAck { .. } => {}
+                ServerEvent::Suspend { from, suspend } => self.event(NodeEvent::Suspend { from, suspend }),
+                ServerEvent::Forward { from, data, len } => {
+                    let data = data.get(..usize::from(len)).unwrap_or(&[]).to_vec();
+                    self.event(NodeEvent::Forward { from, data })
+                }
+                ServerEvent::Unhandled { from, msg, var_blk, var_offset, data, len } => {
+                    let data = data.get(..usize::from(len)).unwrap_or(&[]).to_vec();
+                    self.event(NodeEvent::Unhandled { from, msg, var_blk, var_offset, data })
+                }
+                ServerEvent::Refused { from, msg, var_blk, var_offset, reason } => {
+                    self.event(NodeEvent::Refused { from, msg, var_blk, var_offset, reason: reason.to_string() })
+                }
+            }
+        }
+    }
+
+    fn filters(&self) -> Option<Vec<Filter>> {
+        // extended frames whose to_id (bits 10..7) is this board or 15
+        let mask = 0xF << 7;
+        let mine = Filter::canio_match(u32::from(self.can_id) << 7, Some(mask), true).ok()?;
+        let all = Filter::canio_match(u32::from(BROADCAST_ID) << 7, Some(mask), true).ok()?;
+        Some(vec![mine, all])
+    }
+
+    fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
+        self.send_failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How a node is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeConfig {
+    /// This board's CAN id, 0..14.
+    pub can_id: u8,
+    /// The table replies to this node's requests are addressed to (0..31, default 6).
+    pub reply_blk: u8,
+    /// How long one request waits for its reply before it is sent again.
+    pub request_timeout: StdDuration,
+    /// Resends before an operation fails.
+    pub retries: u8,
+    /// Table the outmsg offsets index (default 7, `outpc`).
+    pub realtime_blk: u8,
+    /// Answer every accepted MSG_BURN with MSG_BURNACK ok at once.
+    pub auto_burn_ack: bool,
+    /// Capacity of the application's event queue.
+    pub event_capacity: usize,
+}
+
+impl NodeConfig {
+    pub fn new(can_id: u8) -> Self {
+        NodeConfig {
+            can_id,
+            reply_blk: 6,
+            request_timeout: StdDuration::from_millis(100),
+            retries: 2,
+            realtime_blk: 7,
+            auto_burn_ack: false,
+            event_capacity: crate::runtime::events::DEFAULT_EVENT_CAPACITY,
+        }
+    }
+}
+
+/// A MegaSquirt node attached to a bus: the application's side.
+pub struct Node {
+    bus: Arc<Bus>,
+    engine: Arc<Mutex<MsEngine>>,
+    handle: EngineHandle,
+    completions: Arc<Completions>,
+    events: Arc<EventQueue<NodeEvent>>,
+    want_events: Arc<AtomicBool>,
+    send_failed: Arc<AtomicU64>,
+    config: NodeConfig,
+    detached: AtomicBool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("config", &self.config).finish()
+    }
+}
+
+fn micros(d: StdDuration) -> Duration {
+    Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+impl Node {
+    /// Attaches a node to `bus`. Errors: [`MsError::Invalid`] for an id
+    /// above 14, a reply table above 31, or a zero request timeout.
+    pub fn attach(bus: Arc<Bus>, config: NodeConfig) -> Result<Node, MsError> {
+        if config.can_id >= MAX_CAN_ID {
+            return Err(MsError::Invalid(format!(
+                "can_id must be 0-14 (15 addresses every board), not {}",
+                config.can_id
+            )));
+        }
+        if config.reply_blk > MAX_VAR_BLK {
+            return Err(MsError::Invalid(format!("reply_blk must be 0-31, not {}", config.reply_blk)));
+        }
+        if config.request_timeout.is_zero() {
+            return Err(MsError::Invalid("request_timeout must be positive".into()));
+        }
+        if bus.is_shut_down() {
+            return Err(MsError::Closed);
+        }
+        let mut scfg = ServerConfig::new(config.can_id);
+        scfg.realtime_blk = config.realtime_blk;
+        scfg.auto_burn_ack = config.auto_burn_ack;
+        let server = Server::new(scfg, MemTables::default()).map_err(|e| MsError::Invalid(e.to_string()))?;
+        let mut ccfg = ClientConfig::new(config.can_id);
+        ccfg.reply_blk = config.reply_blk;
+        ccfg.timeout = micros(config.request_timeout);
+        ccfg.retries = config.retries;
+        // quarantine: long enough that a late reply is never taken for a newer request
+        ccfg.quarantine = micros(config.request_timeout.saturating_mul(4).max(StdDuration::from_millis(200)));
+        let client = Box::new(NodeClient::new(ccfg).map_err(|e| client_err(e, "client"))?);
+        let completions = Arc::new(Completions::default());
+        let events = Arc::new(EventQueue::new(config.event_capacity));
+        let want_events = Arc::new(AtomicBool::new(false));
+        let send_failed = Arc::new(AtomicU64::new(0));
+        let op_timeout = micros(config.request_timeout.saturating_mul(u32::from(config.retries) + 1));
+        let engine = Arc::new(Mutex::new(MsEngine {
+            can_id: config.can_id,
+            reply_blk: config.reply_blk,
+            op_timeout,
+            server,
+            client,
+            raw_tx: VecDeque::new(),
+            into: Vec::new(),
+            next_into: 1 << 32,
+            waiting: HashSet::new(),
+            completions: completions.clone(),
+            events: events.clone(),
+            want_events: want_events.clone(),
+            send_failed: send_failed.clone(),
+            raw_dropped: 0,
+        }));
+        let handle = bus.attach(engine.clone());
+        Ok(Node {
+            bus,
+            engine,
+            handle,
+            completions,
+            events,
+            want_events,
+            send_failed,
+            config,
+            detached: AtomicBool::new(false),
+        })
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+    pub fn bus(&self) -> &Arc<Bus> {
+        &self.bus
+    }
+
+    /// `true` once detached or once the bus is shut down.
+    pub fn is_closed(&self) -> bool {
+        self.detached.load(Ordering::Relaxed) || self.bus.is_shut_down()
+    }
+
+    fn live(&self) -> Result<(), MsError> {
+        if self.is_closed() {
+            Err(MsError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Stops the receive thread driving this node. Idempotent.
+    pub fn detach(&self) {
+        if !self.detached.swap(true, Ordering::Relaxed) {
+            self.bus.detach(&self.handle);
+        }
+    }
+
+    /// Serves table `var_blk` (0..255; 32..255 are readable only by
+    /// MSG_REQX) with initial contents `data` (1..=65536 bytes).
+    pub fn serve_table(&self, var_blk: u8, access: Access, data: Vec<u8>) -> Result<(), MsError> {
+        self.live()?;
+        if data.is_empty() || data.len() > MAX_TABLE {
+            return Err(MsError::Invalid(format!("a table holds 1-{MAX_TABLE} bytes, not {}", data.len())));
+        }
+        if var_blk == self.config.reply_blk {
+            return Err(MsError::Invalid(format!(
+                "table {var_blk} is this node's reply table (reply_blk); choose another reply_blk to serve it"
+            )));
+        }
+        let mut e = self.engine.lock();
+        let tables = e.server.tables_mut();
+        if tables.get(var_blk).is_some() {
+            return Err(MsError::Invalid(format!("table {var_blk} is already served")));
+        }
+        tables.tables.push(MemTable { var_blk, access, data });
+        Ok(())
+    }
+
+    /// (length, access) of a served table.
+    pub fn table_info(&self, var_blk: u8) -> Option<(usize, Access)> {
+        let e = self.engine.lock();
+        e.server.tables().get(var_blk).map(|t| (t.data.len(), t.access))
+    }
+
+    /// Served table numbers, ascending.
+    pub fn tables(&self) -> Vec<u8> {
+        let e = self.engine.lock();
+        let mut v: Vec<u8> = e.server.tables().tables.iter().map(|t| t.var_blk).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// A copy of `n` bytes of table `var_blk` from `offset` (`None` n: to the end).
+    pub fn table_read(&self, var_blk: u8, offset: usize, n: Option<usize>) -> Result<Vec<u8>, MsError> {
+        let e = self.engine.lock();
+        let t =
+            e.server.tables().get(var_blk).ok_or_else(|| MsError::Invalid(format!("table {var_blk} is not served")))?;
+        let end = match n {
+            Some(n) => offset.checked_add(n),
+            None => Some(t.data.len()),
+        };
+        end.and_then(|end| t.data.get(offset..end)).map(<[u8]>::to_vec).ok_or_else(|| {
+            MsError::Invalid(format!("bytes {offset}..+{n:?} are outside table {var_blk} ({} bytes)", t.data.len()))
+        })
+    }
+
+    /// Writes `data` into table `var_blk` at `offset` (the owner may write read-only tables).
+    pub fn table_write(&self, var_blk: u8, offset: usize, data: &[u8]) -> Result<(), MsError> {
+        let mut e = self.engine.lock();
+        let t = e
+            .server
+            .tables_mut()
+            .get_mut(var_blk)
+            .ok_or_else(|| MsError::Invalid(format!("table {var_blk} is not served")))?;
+        let len = t.data.len();
+        let dst = offset.checked_add(data.len()).and_then(|end| t.data.get_mut(offset..end)).ok_or_else(|| {
+            MsError::Invalid(format!("{} bytes at {offset} are outside table {var_blk} ({len} bytes)", data.len()))
+        })?;
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Sets (or clears, with an empty list) outmsg `number` (0..19): byte
+    /// offsets into the realtime table, 1..=24 of them.
+    pub fn set_outmsg(&self, number: u8, offsets: &[u16]) -> Result<(), MsError> {
+        self.live()?;
+        let def = if offsets.is_empty() {
+            None
+        } else {
+            Some(OutmsgDef::new(offsets).map_err(|e| MsError::Invalid(e.to_string()))?)
+        };
+        self.engine.lock().server.set_outmsg(number, def).map_err(|e: ServerError| MsError::Invalid(e.to_string()))
+    }
+
+    /// Queues MSG_BURNACK `[14, ok]` to board `to` (0..15).
+    pub fn ack_burn(&self, to: u8, ok: bool) -> Result<(), MsError> {
+        self.live()?;
+        let r = self.engine.lock().server.ack_burn(to, ok);
+        self.handle.kick();
+        r.map_err(|e| match e {
+            ServerError::QueueFull => MsError::Busy,
+            e => MsError::Invalid(e.to_string()),
+        })
+    }
+
+    fn start(
+        &self,
+        what: &str,
+        op: impl FnOnce(&mut NodeClient) -> Result<canx_core::megasquirt::Handle, ClientError>,
+    ) -> Result<u64, MsError> {
+        self.live()?;
+        let key = {
+            let mut e = self.engine.lock();
+            let h = op(&mut e.client).map_err(|err| client_err(err, what))?;
+            let key = u64::from(h.0);
+            e.waiting.insert(key);
+            key
+        };
+        self.handle.kick();
+        Ok(key)
+    }
+
+    /// Starts a read of `len` bytes of table `var_blk` at `offset` on `board`
+    /// (MSG_REQ for tables 0..31, MSG_REQX above; split in requests of <= 8 bytes).
+    pub fn start_read(&self, board: u8, var_blk: u8, offset: u16, len: usize) -> Result<u64, MsError> {
+        let len = u16::try_from(len).map_err(|_| MsError::Invalid(format!("read: length must be 1-{MAX_TRANSFER}")))?;
+        self.start("read", |c| c.read(board, var_blk, offset, len))
+    }
+
+    /// Starts a write of `data` to table `var_blk` (0..31) at `offset` on
+    /// `board` (15: every board), as MSG_CMD frames of <= 8 bytes.
+    pub fn start_write(&self, board: u8, var_blk: u8, offset: u16, data: &[u8]) -> Result<u64, MsError> {
+        self.start("write", |c| c.write(board, var_blk, offset, data))
+    }
+
+    /// Starts a MSG_CRC query of table `var_blk` (0..31) on `board`.
+    pub fn start_crc(&self, board: u8, var_blk: u8) -> Result<u64, MsError> {
+        self.start("crc", |c| c.crc(board, var_blk))
+    }
+
+    /// Starts a MSG_BURN of table `var_blk` on `board`; with `wait_ack` it
+    /// completes when MSG_BURNACK arrives.
+    pub fn start_burn(&self, board: u8, var_blk: u8, wait_ack: bool) -> Result<u64, MsError> {
+        self.start("burn", |c| c.burn(board, var_blk, wait_ack))
+    }
+
+    /// Starts an OUTMSG_REQ for outmsg `number` (0..19) of `board`,
+    /// expecting `len` bytes (1..24) into this node's reply table.
+    pub fn start_outmsg(&self, board: u8, number: u8, len: usize) -> Result<u64, MsError> {
+        let len = u16::try_from(len).map_err(|_| MsError::Invalid("outmsg: length must be 1-24".into()))?;
+        self.start("outmsg", |c| c.outmsg(board, number, len))
+    }
+
+    /// Sends OUTMSG_REQ `number` to `board` with the reply target
+    /// (`var_blk`, `offset`) in a served, writable table of this node: the
+    /// OUTMSG_RSP frames are written there by the server. With `len`, the
+    /// operation completes with those `len` bytes once they all arrived
+    /// (or times out); without, it completes as soon as the request is queued.
+    pub fn start_outmsg_into(
+        &self,
+        board: u8,
+        number: u8,
+        var_blk: u8,
+        offset: u16,
+        len: Option<usize>,
+    ) -> Result<u64, MsError> {
+        self.live()?;
+        if board >= MAX_CAN_ID || board == self.config.can_id {
+            return Err(MsError::Invalid("outmsg: board must be 0-14 and not this node's own id".into()));
+        }
+        if usize::from(number) >= canx_core::megasquirt::MAX_OUTMSGS {
+            return Err(MsError::Invalid("outmsg: number must be 0-19".into()));
+        }
+        if let Some(n) = len {
+            if n == 0 || n > canx_core::megasquirt::MAX_OUTMSG_BYTES {
+                return Err(MsError::Invalid("outmsg: length must be 1-24".into()));
+            }
+        }
+        let hdr = Header::new(MsgType::OutmsgReq, self.config.can_id, board, var_blk, offset)
+            .map_err(|_| MsError::Invalid("outmsg into: table must be 0-31 and offset 0-2047".into()))?;
+        let frame = hdr.frame(&[number]).map_err(|e| MsError::Invalid(e.to_string()))?;
+        let key = {
+            let mut e = self.engine.lock();
+            match e.server.tables().get(var_blk) {
+                None => {
+                    return Err(MsError::Invalid(format!("outmsg into: table {var_blk} is not served by this node")))
+                }
+                Some(t) if !t.access.write => {
+                    return Err(MsError::Invalid(format!("outmsg into: table {var_blk} is not writable by the bus")))
+                }
+                Some(t) if usize::from(offset) + len.unwrap_or(1) > t.data.len() => {
+                    return Err(MsError::Invalid(format!("outmsg into: the reply does not fit table {var_blk}")))
+                }
+                Some(_) => {}
+            }
+            if e.raw_tx.len() >= RAW_TXQ {
+                e.raw_dropped += 1;
+                return Err(MsError::Busy);
+            }
+            e.raw_tx.push_back(frame);
+            let key = e.next_into;
+            e.next_into += 1;
+            match len {
+                Some(n) => {
+                    let deadline = engine::now() + e.op_timeout;
+                    e.waiting.insert(key);
+                    e.into.push(IntoWait { key, board, blk: var_blk, start: offset, got: vec![false; n], deadline });
+                }
+                None => e.completions.put(key, Outcome::Done),
+            }
+            key
+        };
+        self.handle.kick();
+        Ok(key)
+    }
+
+    /// Waits up to `wait` for the outcome of operation `key`.
+    pub fn wait(&self, key: u64, wait: StdDuration) -> Option<Outcome> {
+        self.completions.take(key, wait)
+    }
+
+    /// Gives up on operation `key`: its outcome, when it comes, is dropped.
+    pub fn abandon(&self, key: u64) {
+        let mut e = self.engine.lock();
+        e.waiting.remove(&key);
+        e.into.retain(|w| w.key != key);
+        drop(e);
+        self.completions.map.lock().remove(&key);
+    }
+
+    /// From now on server events are queued for [`Self::next_event`].
+    pub fn enable_events(&self) {
+        self.want_events.store(true, Ordering::Relaxed);
+    }
+
+    /// The next server event, waiting up to `wait`.
+    pub fn next_event(&self, wait: StdDuration) -> Option<NodeEvent> {
+        if wait.is_zero() {
+            self.events.try_recv()
+        } else {
+            self.events.recv_timeout(wait)
+        }
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        let e = self.engine.lock();
+        let c = e.client.stats();
+        NodeStats {
+            server: e.server.stats(),
+            client_frames_sent: c.frames_sent,
+            client_replies: c.replies,
+            client_unmatched: c.unmatched,
+            client_timeouts: c.timeouts,
+            client_retries: c.retries,
+            events_dropped: self.events.dropped(),
+            send_failed: self.send_failed.load(Ordering::Relaxed),
+            raw_dropped: e.raw_dropped,
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{BusConfig, DropPolicy, ListenerFilter, Target};
+
+    fn open(name: &str) -> Arc<Bus> {
+        Arc::new(Bus::open(BusConfig::new(Target::Virtual(name.into()))).unwrap())
+    }
+
+    fn node(bus: &Arc<Bus>, id: u8) -> Node {
+        Node::attach(bus.clone(), NodeConfig::new(id)).unwrap()
+    }
+
+    fn wait(n: &Node, key: u64) -> Outcome {
+        n.wait(key, StdDuration::from_secs(3)).expect("an outcome")
+    }
+
+    const RO: Access = Access::READ_ONLY;
+    const RW: Access = Access::READ_WRITE;
+
+    #[test]
+    fn read_write_across_tables_natively() {
+        let (a, b) = (open("ms-rt-1"), open("ms-rt-1"));
+        let ecu = node(&a, 0);
+        let dash = node(&b, 3);
+        ecu.serve_table(7, RO, (0..=255u8).collect()).unwrap();
+        ecu.serve_table(20, RW, vec![0; 32]).unwrap();
+        ecu.serve_table(40, RO, vec![0xB0; 16]).unwrap();
+        // a 20-byte read is three MSG_REQ (8 + 8 + 4)
+        let k = dash.start_read(0, 7, 100, 20).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::Data((100..120).collect()));
+        // MSG_REQX for a table above 31
+        let k = dash.start_read(0, 40, 2, 3).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::Data(vec![0xB0; 3]));
+        // writes land in the server's table
+        let k = dash.start_write(0, 20, 10, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::Done);
+        let k = dash.start_read(0, 20, 10, 10).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::Data((1..=10).collect()));
+        assert_eq!(ecu.table_read(20, 10, Some(10)).unwrap(), (1..=10).collect::<Vec<u8>>());
+        // the owner's changes are what the bus reads
+        ecu.table_write(7, 0, &[9, 9]).unwrap();
+        let k = dash.start_read(0, 7, 0, 2).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::Data(vec![9, 9]));
+        // an unknown table gets no reply: a timeout after the retries
+        let t0 = std::time::Instant::now();
+        let k = dash.start_read(0, 9, 0, 4).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::TimedOut);
+        assert!(t0.elapsed() >= StdDuration::from_millis(250), "3 tries of 100 ms");
+        assert!(ecu.stats().server.refused >= 3);
+        assert!(matches!(ecu.serve_table(6, RW, vec![0; 8]), Err(MsError::Invalid(_))));
+        assert!(matches!(ecu.serve_table(7, RW, vec![0; 8]), Err(MsError::Invalid(_))));
+        assert!(matches!(dash.start_read(3, 7, 0, 1), Err(MsError::Invalid(_))));
+    }
+
+    #[test]
+    fn refusals_and_writes_are_events() {
+        let (a, b) = (open("ms-rt-2"), open("ms-rt-2"));
+        let ecu = node(&a, 0);
+        let gpio = node(&b, 1);
+        ecu.serve_table(7, RO, vec![0; 64]).unwrap();
+        ecu.serve_table(2, RW, vec![0; 8]).unwrap();
+        ecu.enable_events();
+        let k = gpio.start_write(0, 7, 0, &[1]).unwrap();
+        assert_eq!(wait(&gpio, k), Outcome::Done);
+        let k = gpio.start_write(0, 2, 4, &[5, 6]).unwrap();
+        assert_eq!(wait(&gpio, k), Outcome::Done);
+        let e1 = ecu.next_event(StdDuration::from_secs(2)).unwrap();
+        assert!(
+            matches!(e1, NodeEvent::Refused { from: 1, msg: 0, var_blk: 7, ref reason, .. } if reason == "table not writable")
+        );
+        let e2 = ecu.next_event(StdDuration::from_secs(2)).unwrap();
+        assert_eq!(e2, NodeEvent::Written { from: 1, msg: MsgType::Cmd, var_blk: 2, var_offset: 4, data: vec![5, 6] });
+        assert_eq!(ecu.table_read(7, 0, Some(1)).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn outmsg_both_ways() {
+        let (a, b) = (open("ms-rt-3"), open("ms-rt-3"));
+        let ecu = node(&a, 0);
+        let gpio = node(&b, 1);
+        ecu.serve_table(7, RO, (0..64u8).collect()).unwrap();
+        ecu.set_outmsg(0, &[6, 7, 18, 19, 20, 21, 22, 23, 24, 25]).unwrap();
+        let k = gpio.start_outmsg(0, 0, 10).unwrap();
+        assert_eq!(wait(&gpio, k), Outcome::Data(vec![6, 7, 18, 19, 20, 21, 22, 23, 24, 25]));
+        gpio.serve_table(3, RW, vec![0; 32]).unwrap();
+        let k = gpio.start_outmsg_into(0, 0, 3, 4, Some(10)).unwrap();
+        assert_eq!(wait(&gpio, k), Outcome::Data(vec![6, 7, 18, 19, 20, 21, 22, 23, 24, 25]));
+        assert_eq!(gpio.table_read(3, 4, Some(10)).unwrap(), vec![6, 7, 18, 19, 20, 21, 22, 23, 24, 25]);
+        // an outmsg the ECU does not define: timeout
+        let k = gpio.start_outmsg_into(0, 5, 3, 4, Some(2)).unwrap();
+        assert_eq!(wait(&gpio, k), Outcome::TimedOut);
+        assert!(gpio.start_outmsg_into(0, 0, 9, 0, None).is_err());
+    }
+
+    #[test]
+    fn crc_and_burn_ack() {
+        let (a, b) = (open("ms-rt-4"), open("ms-rt-4"));
+        let mut cfg = NodeConfig::new(0);
+        cfg.auto_burn_ack = true;
+        let ecu = Node::attach(a.clone(), cfg).unwrap();
+        let dash = node(&b, 3);
+        ecu.serve_table(15, RO, b"123456789".to_vec()).unwrap();
+        ecu.serve_table(20, RW, vec![0; 4]).unwrap();
+        let k = dash.start_crc(0, 15).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::Crc(0xCBF4_3926));
+        let k = dash.start_burn(0, 20, true).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::Burn(Some(true)));
+    }
+
+    #[test]
+    fn two_nodes_on_one_loopback_bus() {
+        let mut c = BusConfig::new(Target::Virtual("ms-rt-6".into()));
+        c.receive_own = true;
+        let bus = Arc::new(Bus::open(c).unwrap());
+        let ecu = node(&bus, 0);
+        let dash = node(&bus, 3);
+        ecu.serve_table(7, RO, vec![7; 16]).unwrap();
+        let k = dash.start_read(0, 7, 0, 12).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::Data(vec![7; 12]));
+        assert_eq!(ecu.stats().server.refused, 0);
+    }
+
+    #[test]
+    fn abandoned_outcomes_are_dropped_and_detach_stops() {
+        let (a, b) = (open("ms-rt-5"), open("ms-rt-5"));
+        let ecu = node(&a, 0);
+        let dash = node(&b, 3);
+        ecu.serve_table(7, RO, vec![1; 8]).unwrap();
+        let k = dash.start_read(0, 9, 0, 1).unwrap();
+        dash.abandon(k);
+        std::thread::sleep(StdDuration::from_millis(500));
+        assert_eq!(dash.wait(k, StdDuration::ZERO), None);
+        ecu.detach();
+        let l = a.listen(ListenerFilter::default(), 16, DropPolicy::DropNewest);
+        let k = dash.start_read(0, 7, 0, 1).unwrap();
+        assert_eq!(wait(&dash, k), Outcome::TimedOut);
+        assert!(l.try_recv().is_some(), "the request was on the bus");
+        assert!(matches!(ecu.serve_table(1, RO, vec![0]), Err(MsError::Closed)));
+    }
+}
