@@ -21,6 +21,7 @@ __all__ = [
     "SilentModeError",
     "SendTimeoutError",
     "UnsupportedError",
+    "LimitError",
 ]
 
 
@@ -56,3 +57,9 @@ class SendTimeoutError(CanxError, TimeoutError):
 class UnsupportedError(CanxError, ValueError):
     """The operation does not fit this bus (a CAN FD frame on a classic bus,
     error-state injection on a real interface)."""
+
+
+class LimitError(CanxError, RuntimeError):
+    """A bounded queue or table of a protocol engine is full (for example a
+    reliable sender's ``max_outstanding`` messages without a collected
+    outcome); the call was refused and nothing was queued."""

@@ -90,6 +90,11 @@ impl CAN {
     fn bus(&self) -> PyResult<&Arc<Bus>> {
         self.bus.as_ref().ok_or_else(deinit_error)
     }
+
+    /// The bus, for engines attached to it (canio's deinitialized error after `deinit()`).
+    pub(crate) fn bus_arc(&self) -> PyResult<Arc<Bus>> {
+        self.bus().cloned()
+    }
 }
 
 #[pymethods]

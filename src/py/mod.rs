@@ -1,8 +1,10 @@
 //! The Python binding: module `canx._canx`.
 
 mod can;
+mod canx_proto;
 mod errors;
 mod messages;
+mod reliable;
 
 use pyo3::prelude::*;
 
@@ -24,5 +26,11 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<messages::BusState>()?;
     m.add_function(wrap_pyfunction!(messages::_message_from_state, m)?)?;
     m.add_function(wrap_pyfunction!(virtual_channels, m)?)?;
+    // Reliable delivery and CAN-X engines (wrapped by canx.reliable / canx.canxproto).
+    m.add_class::<reliable::NativeReliableSender>()?;
+    m.add_class::<reliable::NativeReliableReceiver>()?;
+    m.add_class::<reliable::NativeGuideSender>()?;
+    m.add_class::<reliable::NativeGuideListener>()?;
+    m.add_class::<canx_proto::NativeCanxEndpoint>()?;
     Ok(())
 }
