@@ -35,6 +35,7 @@ from .errors import (
     ChannelError,
     InterfaceDownError,
     InterfaceError,
+    LimitError,
     SendTimeoutError,
     SilentModeError,
     UnsupportedError,
@@ -61,4 +62,10 @@ __all__ = [
     "SilentModeError",
     "SendTimeoutError",
     "UnsupportedError",
+    "LimitError",
+    # protocol engines (modules)
+    "reliable",
+    "canxproto",
 ]
+
+from . import canxproto, reliable  # noqa: E402  (engines: canx.reliable, canx.canxproto)
