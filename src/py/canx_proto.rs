@@ -88,7 +88,7 @@ impl NativeCanxEndpoint {
     #[pyo3(signature = (can, *, direction=0, receive_direction=Some(1), device=None, max_open=16, reassembly_timeout=1.0, max_waiting=256, queue_size=4096))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        can: PyRef<'_, CAN>,
+        can: &Bound<'_, CAN>,
         direction: u8,
         receive_direction: Option<u8>,
         device: Option<u8>,
@@ -111,7 +111,7 @@ impl NativeCanxEndpoint {
         let driver = CanxDriver::new(config);
         let events = driver.events();
         Ok(NativeCanxEndpoint {
-            att: Attachment::new(can.bus_arc()?, driver),
+            att: Attachment::new(can, driver)?,
             events,
             direction: self::direction(direction)?,
         })

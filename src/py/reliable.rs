@@ -35,6 +35,8 @@ use crate::runtime::{Bus, EventQueue};
 
 /// An engine attached to a bus, detached on `close()` or drop.
 pub(crate) struct Attachment<D: Driven + 'static> {
+    /// The Python `CAN` object: keeps it (and so the bus) alive while the engine is.
+    _can: Py<CAN>,
     bus: Arc<Bus>,
     engine: Arc<Mutex<D>>,
     handle: EngineHandle,
@@ -42,10 +44,11 @@ pub(crate) struct Attachment<D: Driven + 'static> {
 }
 
 impl<D: Driven + 'static> Attachment<D> {
-    pub(crate) fn new(bus: Arc<Bus>, driver: D) -> Self {
+    pub(crate) fn new(can: &Bound<'_, CAN>, driver: D) -> PyResult<Self> {
+        let bus = can.borrow().bus_arc()?;
         let engine = Arc::new(Mutex::new(driver));
         let handle = bus.attach(engine.clone() as EngineRef);
-        Attachment { bus, engine, handle, closed: AtomicBool::new(false) }
+        Ok(Attachment { _can: can.clone().unbind(), bus, engine, handle, closed: AtomicBool::new(false) })
     }
     /// `true` after `close()` or when the bus was shut down (`CAN.deinit()`).
     pub(crate) fn is_closed(&self) -> bool {
@@ -199,7 +202,7 @@ impl NativeReliableSender {
     #[pyo3(signature = (can, *, timeout=0.1, retries=Some(3), backoff=2, max_timeout=1.0, ack_offset=1, ack_id=None, ack_extended=false, initial_seq=0, max_outstanding=1024))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        can: PyRef<'_, CAN>,
+        can: &Bound<'_, CAN>,
         timeout: f64,
         retries: Option<u32>,
         backoff: u32,
@@ -222,7 +225,7 @@ impl NativeReliableSender {
         let config = ReliableSenderConfig { ack: ack_mapping(ack_offset, ack_id, ack_extended)?, policy, initial_seq };
         let driver = SenderDriver::new(config, max_outstanding);
         let (events, outstanding) = (driver.events(), driver.outstanding());
-        Ok(NativeReliableSender { att: Attachment::new(can.bus_arc()?, driver), events, outstanding })
+        Ok(NativeReliableSender { att: Attachment::new(can, driver)?, events, outstanding })
     }
 
     /// Accepts `data` (0..=7 bytes) for data id `id`; returns the ticket its
@@ -279,7 +282,7 @@ impl NativeReliableReceiver {
     #[new]
     #[pyo3(signature = (can, matches, *, ack_offset=1, ack_id=None, ack_extended=false, queue_size=4096))]
     fn new(
-        can: PyRef<'_, CAN>,
+        can: &Bound<'_, CAN>,
         matches: Vec<PyRef<'_, Match>>,
         ack_offset: u32,
         ack_id: Option<i64>,
@@ -292,7 +295,7 @@ impl NativeReliableReceiver {
         let filters: Vec<_> = matches.iter().map(|m| m.filter).collect();
         let driver = ReceiverDriver::new(&filters, ack_mapping(ack_offset, ack_id, ack_extended)?, queue_size);
         let events = driver.events();
-        Ok(NativeReliableReceiver { att: Attachment::new(can.bus_arc()?, driver), events })
+        Ok(NativeReliableReceiver { att: Attachment::new(can, driver)?, events })
     }
 
     #[pyo3(signature = (timeout=None))]
@@ -339,7 +342,7 @@ impl NativeGuideSender {
     #[pyo3(signature = (can, *, data_id=0x408, ack_id=0x409, extended=false, timeout=0.1, retries=None, first_count=0, max_outstanding=1024))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        can: PyRef<'_, CAN>,
+        can: &Bound<'_, CAN>,
         data_id: i64,
         ack_id: i64,
         extended: bool,
@@ -355,7 +358,7 @@ impl NativeGuideSender {
         };
         let driver = GuideSenderDriver::new(config, first_count, max_outstanding);
         let (events, outstanding) = (driver.events(), driver.outstanding());
-        Ok(NativeGuideSender { att: Attachment::new(can.bus_arc()?, driver), events, outstanding })
+        Ok(NativeGuideSender { att: Attachment::new(can, driver)?, events, outstanding })
     }
 
     /// Accepts one message `struct.pack("<II", count, now_ms)`; `count`
@@ -404,11 +407,11 @@ pub struct NativeGuideListener {
 impl NativeGuideListener {
     #[new]
     #[pyo3(signature = (can, *, data_id=0x408, ack_id=0x409, extended=false, queue_size=4096))]
-    fn new(can: PyRef<'_, CAN>, data_id: i64, ack_id: i64, extended: bool, queue_size: usize) -> PyResult<Self> {
+    fn new(can: &Bound<'_, CAN>, data_id: i64, ack_id: i64, extended: bool, queue_size: usize) -> PyResult<Self> {
         let config = CompatListenerConfig { data_id: py_id(data_id, extended)?, ack_id: py_id(ack_id, extended)? };
         let driver = GuideListenerDriver::new(config, queue_size);
         let events = driver.events();
-        Ok(NativeGuideListener { att: Attachment::new(can.bus_arc()?, driver), events })
+        Ok(NativeGuideListener { att: Attachment::new(can, driver)?, events })
     }
 
     #[pyo3(signature = (timeout=None))]
