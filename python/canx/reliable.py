@@ -283,7 +283,7 @@ class Sender(_SenderBase):
         ``concurrent.futures.Future`` resolving to an :class:`Outcome`.
         Raises ValueError (id out of range, data longer than 7 bytes),
         TypeError (data not a buffer), ``canx.LimitError``."""
-        payload = bytes(data) if not isinstance(data, bytes) else data
+        payload = data if isinstance(data, bytes) else memoryview(data).tobytes()  # TypeError for non-buffers
         return self._submit(lambda: self._native.send(id, payload, extended), lambda _t: (id, payload, extended))
 
     async def send_async(self, id: int, data: bytes, *, extended: bool = False) -> Outcome:
