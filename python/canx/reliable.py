@@ -38,6 +38,8 @@ Threads: each sender and each receiver with callbacks has one pump thread
 (``canx.CallbackPump``) that resolves futures and calls callbacks; a raising
 callback is logged and counted (``stats()["callback_errors"]``), the engine
 keeps running. Callbacks run on that thread, never in the receive thread.
+Call ``close()`` (or use ``with``) to detach an engine and stop its thread;
+an engine keeps its ``CAN`` open until then.
 """
 
 from __future__ import annotations
