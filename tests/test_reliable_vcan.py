@@ -65,6 +65,8 @@ class Script:
                 self.proc.kill()
                 self.proc.wait()
         self._t.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def test_canx_guide_sender_against_guide_listener_under_canx_run(vcan_channel, timeout_scale):
