@@ -110,11 +110,7 @@ impl NativeCanxEndpoint {
         };
         let driver = CanxDriver::new(config);
         let events = driver.events();
-        Ok(NativeCanxEndpoint {
-            att: Attachment::new(can, driver)?,
-            events,
-            direction: self::direction(direction)?,
-        })
+        Ok(NativeCanxEndpoint { att: Attachment::new(can, driver)?, events, direction: self::direction(direction)? })
     }
 
     /// Queues one message for (this endpoint's direction, `device`,
@@ -141,13 +137,18 @@ impl NativeCanxEndpoint {
                 Err(CanxRefused::Invalid(e)) => return Err(PyValueError::new_err(e.to_string())),
                 Err(CanxRefused::Full) => {
                     let engine = self.att.engine().clone();
-                    let room = wait_for(py, timeout, || self.att.is_closed(), |slice| {
-                        if !engine.lock().is_full() {
-                            return Some(());
-                        }
-                        std::thread::sleep(slice.min(StdDuration::from_micros(500)));
-                        None
-                    })?;
+                    let room = wait_for(
+                        py,
+                        timeout,
+                        || self.att.is_closed(),
+                        |slice| {
+                            if !engine.lock().is_full() {
+                                return Some(());
+                            }
+                            std::thread::sleep(slice.min(StdDuration::from_micros(500)));
+                            None
+                        },
+                    )?;
                     if room.is_none() {
                         return Err(canx_err(
                             py,
@@ -168,13 +169,18 @@ impl NativeCanxEndpoint {
             return Err(deinit_error());
         }
         let engine = self.att.engine().clone();
-        let done = wait_for(py, timeout, || self.att.is_closed(), |slice| {
-            if engine.lock().unsent() == 0 {
-                return Some(());
-            }
-            std::thread::sleep(slice.min(StdDuration::from_millis(1)));
-            None
-        })?;
+        let done = wait_for(
+            py,
+            timeout,
+            || self.att.is_closed(),
+            |slice| {
+                if engine.lock().unsent() == 0 {
+                    return Some(());
+                }
+                std::thread::sleep(slice.min(StdDuration::from_millis(1)));
+                None
+            },
+        )?;
         Ok(done.is_some())
     }
 

@@ -92,7 +92,10 @@ pub(crate) fn seconds(what: &str, t: f64) -> PyResult<canx_core::Duration> {
 }
 
 fn py_id(raw: i64, extended: bool) -> PyResult<Id> {
-    u32::try_from(raw).ok().and_then(|r| make_id(r, extended).ok()).ok_or_else(|| PyValueError::new_err("id out of range"))
+    u32::try_from(raw)
+        .ok()
+        .and_then(|r| make_id(r, extended).ok())
+        .ok_or_else(|| PyValueError::new_err("id out of range"))
 }
 
 fn ack_mapping(ack_offset: u32, ack_id: Option<i64>, ack_extended: bool) -> PyResult<AckMapping> {
@@ -159,7 +162,13 @@ fn next_event<D: Driven + 'static>(
     }
 }
 
-fn stats_dict<'py>(py: Python<'py>, s: Stats, d: DriverStats, q: &EventQueue<Event>, sender: bool) -> PyResult<Bound<'py, PyDict>> {
+fn stats_dict<'py>(
+    py: Python<'py>,
+    s: Stats,
+    d: DriverStats,
+    q: &EventQueue<Event>,
+    sender: bool,
+) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
     if sender {
         out.set_item("sent", s.sent)?;

@@ -82,7 +82,9 @@ impl std::fmt::Display for Refused {
             Refused::TooManyOutstanding => {
                 f.write_str("too many messages whose outcome has not been collected (max_outstanding)")
             }
-            Refused::PeerTableFull => write!(f, "the sender already keeps sequence numbers for {SENDER_PEERS} data ids"),
+            Refused::PeerTableFull => {
+                write!(f, "the sender already keeps sequence numbers for {SENDER_PEERS} data ids")
+            }
         }
     }
 }
