@@ -350,3 +350,20 @@ def test_unmodified_guide_sender_against_canx_listener():
     for i, line in enumerate(received):
         assert f"count={i} " in line, out
     assert out.count("[sender_ack] Received ACK") >= 3, out
+
+
+def test_guide_sender_gives_up_after_retries_and_reports_bad_acks(pair):
+    a, b, _ = pair
+    bad = []
+    with reliable.GuideSender(a, timeout=0.03, retries=2, on_outcome=None) as gs:
+        gs.on_error(bad.append)
+        fut = gs.send(count=5, now_ms=1)
+        b.send(canx.Message(0x409, b"\x05\x00"))  # wrong length: reported, not an ACK
+        out = fut.result(2)
+        assert out == reliable.GuideOutcome(False, 3, 5, 1)
+        s = gs.stats()
+        assert (s["sent"], s["resent"], s["failed"], s["malformed"]) == (1, 2, 1, 1)
+        deadline = time.monotonic() + 1
+        while not bad and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert bad == [reliable.Malformed(0x409, False, "unexpected data length 2")]
