@@ -39,6 +39,7 @@ from .errors import (
     ChannelError,
     InterfaceDownError,
     InterfaceError,
+    LimitError,
     MegasquirtBusyError,
     MegasquirtError,
     MegasquirtTimeoutError,
@@ -71,6 +72,11 @@ __all__ = [
     "MegasquirtError",
     "MegasquirtTimeoutError",
     "MegasquirtBusyError",
+    "LimitError",
+    # protocol engines (modules)
+    "reliable",
+    "canxproto",
+    "megasquirt",
 ]
 
 
@@ -81,3 +87,6 @@ def _shutdown() -> None:
     # on waits return at once, and one wait slice (50 ms) lets them get out.
     _begin_shutdown()
     _time.sleep(0.06)
+
+
+from . import canxproto, megasquirt, reliable  # noqa: E402  (protocol engines as submodules)

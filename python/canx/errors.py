@@ -24,6 +24,7 @@ __all__ = [
     "MegasquirtError",
     "MegasquirtTimeoutError",
     "MegasquirtBusyError",
+    "LimitError",
 ]
 
 
@@ -75,3 +76,7 @@ class MegasquirtTimeoutError(MegasquirtError, TimeoutError):
 
 class MegasquirtBusyError(MegasquirtError, RuntimeError):
     """Every request slot of the node stayed in use for the whole ``timeout``."""
+class LimitError(CanxError, RuntimeError):
+    """A bounded queue or table of a protocol engine is full (for example a
+    reliable sender's ``max_outstanding`` messages without a collected
+    outcome); the call was refused and nothing was queued."""

@@ -1,9 +1,11 @@
 //! The Python binding: module `canx._canx`.
 
 mod can;
+mod canx_proto;
 mod errors;
 mod megasquirt;
 mod messages;
+mod reliable;
 
 use pyo3::prelude::*;
 
@@ -29,5 +31,11 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<megasquirt::MegasquirtNode>()?;
     m.add_class::<megasquirt::MegasquirtTable>()?;
     m.add_class::<megasquirt::MegasquirtBroadcastDecoder>()?;
+    // Reliable delivery and CAN-X engines (wrapped by canx.reliable / canx.canxproto).
+    m.add_class::<reliable::NativeReliableSender>()?;
+    m.add_class::<reliable::NativeReliableReceiver>()?;
+    m.add_class::<reliable::NativeGuideSender>()?;
+    m.add_class::<reliable::NativeGuideListener>()?;
+    m.add_class::<canx_proto::NativeCanxEndpoint>()?;
     Ok(())
 }

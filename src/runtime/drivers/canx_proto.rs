@@ -1,0 +1,401 @@
+//! CAN-X (`canx_core::canx_proto`, `docs/protocols/can-x.md`) driven by a
+//! bus's receive thread.
+//!
+//! [`CanxDriver`] wraps one core `Endpoint` (sender + reassembling receiver):
+//!
+//! - Sending: [`CanxDriver::send`] puts a message in a bounded FIFO
+//!   (`max_waiting` messages); the driver moves messages into the core's
+//!   8 transmit slots as they free up, in order, and the receive thread sends
+//!   at most [`FRAMES_PER_ROUND`] frames per round before it looks at
+//!   received frames again (so a long transfer does not starve reception).
+//! - Receiving: every frame goes to the core receiver at once; messages and
+//!   error events (each broken rule of `can-x.md` "Receiver rules", naming
+//!   the key and the reason) are copied out into the application's bounded
+//!   event queue (full: dropped and counted).
+//! - Memory bound: at most `max_open` envelopes (1..=[`MAX_OPEN_LIMIT`]) are
+//!   reassembled at once, each with a 2036-byte buffer. A head that would
+//!   open one more is refused: reported as an error event with reason
+//!   [`RxError::NoFreeSlot`] and counted (`refused_open`); its following
+//!   frames are then reported as stray.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use canx_core::canx_proto::{
+    CanxId, Direction, Endpoint, ErrorEvent, Event, Key, ReceiverConfig, ReceiverStats, RxError, SendError,
+    SenderConfig, SenderStats, MAX_BODY, MAX_PRIORITY,
+};
+use canx_core::filter::Filter;
+use canx_core::{Duration, Frame, Instant};
+
+use crate::runtime::engine::{self, Driven};
+use crate::runtime::{EventQueue, RxFrame};
+
+/// Largest `max_open` (envelopes reassembled at once).
+pub const MAX_OPEN_LIMIT: usize = 64;
+/// Frames sent per receive-thread round before received frames are handled again.
+pub const FRAMES_PER_ROUND: usize = 64;
+/// Core transmit slots (messages being framed at once, one 2 KiB body copy each).
+const TX_SLOTS: usize = 8;
+
+type Core = Endpoint<TX_SLOTS, 256, { MAX_OPEN_LIMIT + 1 }, 128>;
+
+/// An event for the application.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CanxEvent {
+    /// A complete message (single frame or verified envelope).
+    Message { key: Key, priority: u8, msg_id: u8, body: Vec<u8>, timestamp: f64 },
+    /// A broken receiver rule (`can-x.md` "Receiver rules").
+    Error(ErrorEvent),
+}
+
+/// Parameters of a [`CanxDriver`].
+#[derive(Clone, Copy, Debug)]
+pub struct CanxConfig {
+    /// Accept only frames with this direction bit (`None`: both).
+    pub receive_direction: Option<Direction>,
+    /// Accept only frames of this device id (`None`: all).
+    pub device: Option<u8>,
+    /// Envelopes reassembled at once, 1..=[`MAX_OPEN_LIMIT`].
+    pub max_open: usize,
+    /// Discard an envelope after this long without a frame (spec default 1 s).
+    pub reassembly_timeout: Duration,
+    /// Messages waiting to be sent (beyond the core's slots).
+    pub max_waiting: usize,
+    /// Application event queue length.
+    pub queue_size: usize,
+}
+
+impl Default for CanxConfig {
+    fn default() -> Self {
+        CanxConfig {
+            receive_direction: None,
+            device: None,
+            max_open: 16,
+            reassembly_timeout: canx_core::canx_proto::DEFAULT_REASSEMBLY_TIMEOUT,
+            max_waiting: 256,
+            queue_size: 4096,
+        }
+    }
+}
+
+/// Why [`CanxDriver::send`] refused a message (nothing was queued).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CanxRefused {
+    /// A caller error (body too long, priority out of range).
+    Invalid(SendError),
+    /// `max_waiting` messages wait already; retry after some were sent.
+    Full,
+}
+
+/// Counters of the driver beyond the core's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CanxDriverStats {
+    /// Heads refused because `max_open` envelopes were open.
+    pub refused_open: u64,
+    /// Frames the bus refused to send (bus off, interface down).
+    pub send_failed: u64,
+    /// Messages waiting in the driver's FIFO.
+    pub waiting: usize,
+}
+
+#[derive(Clone, Debug)]
+struct TxMsg {
+    priority: u8,
+    key: Key,
+    msg_id: u8,
+    body: Vec<u8>,
+}
+
+/// A CAN-X endpoint driven by the receive thread.
+pub struct CanxDriver {
+    core: Box<Core>,
+    config: CanxConfig,
+    waiting: VecDeque<TxMsg>,
+    budget: usize,
+    events: Arc<EventQueue<CanxEvent>>,
+    stats: CanxDriverStats,
+}
+
+impl std::fmt::Debug for CanxDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CanxDriver").field("config", &self.config).field("stats", &self.stats).finish()
+    }
+}
+
+/// `true` for the data of an envelope head (`can-x.md` "Messages"; the
+/// same test as the core receiver's).
+fn is_head(data: &[u8]) -> bool {
+    matches!(data, [_, 0, 0, n, _, _, _, _] if *n >= 2)
+}
+
+impl CanxDriver {
+    pub fn new(mut config: CanxConfig) -> Self {
+        config.max_open = config.max_open.clamp(1, MAX_OPEN_LIMIT);
+        config.max_waiting = config.max_waiting.max(1);
+        let rx = ReceiverConfig {
+            reassembly_timeout: config.reassembly_timeout,
+            direction: config.receive_direction,
+            device: config.device,
+            ..ReceiverConfig::default()
+        };
+        CanxDriver {
+            core: Box::new(Core::new(SenderConfig::default(), rx)),
+            config,
+            waiting: VecDeque::new(),
+            budget: FRAMES_PER_ROUND,
+            events: Arc::new(EventQueue::new(config.queue_size.max(1))),
+            stats: CanxDriverStats::default(),
+        }
+    }
+
+    pub fn events(&self) -> Arc<EventQueue<CanxEvent>> {
+        self.events.clone()
+    }
+
+    pub fn config(&self) -> CanxConfig {
+        self.config
+    }
+
+    /// Queues one message (`can-x.md` "Messages"): `body` 0..=2032 bytes,
+    /// `priority` 0..=3. Errors: [`CanxRefused::Invalid`] for a caller error,
+    /// [`CanxRefused::Full`] when `max_waiting` messages wait.
+    pub fn send(&mut self, priority: u8, key: Key, msg_id: u8, body: &[u8]) -> Result<(), CanxRefused> {
+        if body.len() > MAX_BODY {
+            return Err(CanxRefused::Invalid(SendError::BodyTooLong));
+        }
+        if priority > MAX_PRIORITY {
+            return Err(CanxRefused::Invalid(SendError::PriorityOutOfRange));
+        }
+        if self.waiting.len() >= self.config.max_waiting {
+            return Err(CanxRefused::Full);
+        }
+        self.waiting.push_back(TxMsg { priority, key, msg_id, body: body.to_vec() });
+        self.feed();
+        Ok(())
+    }
+
+    /// Messages not completely sent (in the core or waiting).
+    pub fn unsent(&self) -> usize {
+        self.core.sender.queued() + self.waiting.len()
+    }
+
+    /// `true` when `max_waiting` messages wait.
+    pub fn is_full(&self) -> bool {
+        self.waiting.len() >= self.config.max_waiting
+    }
+
+    /// Moves waiting messages into free core slots, in order.
+    fn feed(&mut self) {
+        while self.core.sender.queued() < TX_SLOTS {
+            let Some(m) = self.waiting.pop_front() else { break };
+            match self.core.send(m.priority, m.key, m.msg_id, &m.body) {
+                Ok(()) => {}
+                Err(SendError::QueueFull | SendError::KeyTableFull) => {
+                    self.waiting.push_front(m);
+                    break;
+                }
+                // Validated in `send`; never expected. Drop it rather than stall.
+                Err(_) => {}
+            }
+        }
+        self.stats.waiting = self.waiting.len();
+    }
+
+    fn drain(&mut self, timestamp: f64) {
+        while let Some(ev) = self.core.poll_event() {
+            let e = match ev {
+                Event::Message(m) => CanxEvent::Message {
+                    key: m.key,
+                    priority: m.priority,
+                    msg_id: m.msg_id,
+                    body: m.body.to_vec(),
+                    timestamp,
+                },
+                Event::Error(e) => CanxEvent::Error(e),
+            };
+            self.events.push(e);
+        }
+    }
+
+    pub fn stats(&self) -> (SenderStats, ReceiverStats, CanxDriverStats) {
+        let (s, r) = self.core.stats();
+        (s, r, self.stats)
+    }
+
+    /// Envelopes being reassembled now.
+    pub fn open_envelopes(&self) -> usize {
+        self.core.receiver.open_envelopes()
+    }
+
+    /// Refuses a head when `max_open` envelopes are open; `true` if refused.
+    fn refuse_head(&mut self, frame: &Frame) -> bool {
+        let Frame::Can(f) = frame else { return false };
+        let Some(id) = CanxId::from_id(f.id()) else { return false };
+        let key = id.key();
+        if id.cont()
+            || f.is_remote()
+            || !is_head(f.data())
+            || self.config.receive_direction.is_some_and(|d| d != key.direction())
+            || self.config.device.is_some_and(|d| d != key.device())
+            || self.core.receiver.open_envelopes() < self.config.max_open
+        {
+            return false;
+        }
+        self.stats.refused_open += 1;
+        self.events.push(CanxEvent::Error(ErrorEvent {
+            key,
+            msg_id: f.data().first().copied(),
+            reason: RxError::NoFreeSlot,
+        }));
+        true
+    }
+}
+
+impl Driven for CanxDriver {
+    fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
+        if rx.own || self.refuse_head(&rx.frame) {
+            return;
+        }
+        self.core.handle_frame(now, &rx.frame);
+        self.drain(rx.timestamp);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.budget = FRAMES_PER_ROUND;
+        self.core.handle_timeout(now);
+        self.drain(crate::runtime::epoch_now());
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        if self.budget == 0 {
+            return None;
+        }
+        self.feed();
+        let f = self.core.poll_transmit(now)?;
+        self.budget -= 1;
+        Some(Frame::Can(f))
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        // More to send: come back at once (after a look at received frames).
+        let more = (self.unsent() > 0).then(engine::now);
+        canx_core::time::earliest(self.core.poll_timeout(), more)
+    }
+    fn flush_events(&mut self) {}
+    fn filters(&self) -> Option<Vec<Filter>> {
+        let mut id = 0u32;
+        let mut mask = 0u32;
+        if let Some(d) = self.config.receive_direction {
+            mask |= 1 << 26;
+            if d == Direction::FromDevice {
+                id |= 1 << 26;
+            }
+        }
+        if let Some(dev) = self.config.device {
+            mask |= 0xFF << 18;
+            id |= u32::from(dev) << 18;
+        }
+        // CAN-X is extended ids only (`can-x.md` "Identifier").
+        Some(vec![Filter::canio_match(id, Some(mask), true).unwrap_or(Filter::ACCEPT_ALL)])
+    }
+    fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
+        self.stats.send_failed += 1;
+    }
+}
+
+/// The snake_case name of a receiver error (for the Python side).
+pub fn reason_name(r: &RxError) -> &'static str {
+    match r {
+        RxError::BadSequence { .. } => "bad_sequence",
+        RxError::FrameCountMismatch { .. } => "frame_count_mismatch",
+        RxError::Truncated => "truncated",
+        RxError::BadTailPid { .. } => "bad_tail_pid",
+        RxError::CrcMismatch { .. } => "crc_mismatch",
+        RxError::Superseded => "superseded",
+        RxError::Timeout => "timeout",
+        RxError::Stray => "stray",
+        RxError::NoFreeSlot => "no_free_slot",
+        RxError::Empty => "empty",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration as StdDuration;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::runtime::{Bus, BusConfig, DropPolicy, ListenerFilter, Target};
+
+    fn open(name: &str) -> Bus {
+        Bus::open(BusConfig::new(Target::Virtual(name.into()))).unwrap()
+    }
+
+    #[test]
+    fn envelopes_cross_the_bus_in_order() {
+        let a = open("drv-canx");
+        let b = open("drv-canx");
+        let host = Arc::new(Mutex::new(CanxDriver::new(CanxConfig {
+            receive_direction: Some(Direction::FromDevice),
+            ..Default::default()
+        })));
+        let dev = Arc::new(Mutex::new(CanxDriver::new(CanxConfig {
+            receive_direction: Some(Direction::ToDevice),
+            device: Some(5),
+            ..Default::default()
+        })));
+        let dev_events = dev.lock().events();
+        let h = a.attach(host.clone());
+        let _hd = b.attach(dev.clone());
+        let key = Key::new(Direction::ToDevice, 5, 300).unwrap();
+        let other = Key::new(Direction::ToDevice, 6, 300).unwrap();
+        let bodies: Vec<Vec<u8>> = (0..40).map(|i| (0..(i * 50 + 3)).map(|k| (k * 7 + i) as u8).collect()).collect();
+        for (i, body) in bodies.iter().enumerate() {
+            host.lock().send(1, key, i as u8, body).unwrap();
+            host.lock().send(0, other, 0xEE, b"not for 5").unwrap();
+        }
+        h.kick();
+        for (i, body) in bodies.iter().enumerate() {
+            match dev_events.recv_timeout(StdDuration::from_secs(5)).expect("message") {
+                CanxEvent::Message { key: k, msg_id, body: got, priority, .. } => {
+                    assert_eq!((k, msg_id, priority), (key, i as u8, 1));
+                    assert_eq!(&got, body);
+                }
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+        assert!(dev_events.try_recv().is_none(), "device 6's messages are filtered out");
+        assert!(matches!(
+            host.lock().send(0, key, 0, &[0; MAX_BODY + 1]),
+            Err(CanxRefused::Invalid(SendError::BodyTooLong))
+        ));
+    }
+
+    #[test]
+    fn open_envelope_limit_is_enforced_and_counted() {
+        let a = open("drv-canx-open");
+        let b = open("drv-canx-open");
+        let rx = Arc::new(Mutex::new(CanxDriver::new(CanxConfig { max_open: 2, ..Default::default() })));
+        let events = rx.lock().events();
+        let _h = b.attach(rx.clone());
+        // Three heads on three keys, no following frames: the third is refused.
+        let l = b.listen(ListenerFilter::default(), 16, DropPolicy::DropNewest);
+        for stream in 0..3u16 {
+            let id = CanxId::new(0, Key::new(Direction::ToDevice, 1, stream).unwrap(), 0, false).unwrap();
+            let f = canx_core::CanFrame::new(id.pack(), &[9, 0, 0, 3, 1, 2, 3, 4]).unwrap();
+            a.send(&Frame::Can(f), StdDuration::from_secs(1)).unwrap();
+        }
+        for _ in 0..3 {
+            l.recv_timeout(StdDuration::from_secs(2)).expect("frame");
+        }
+        std::thread::sleep(StdDuration::from_millis(50));
+        match events.recv_timeout(StdDuration::from_secs(2)).expect("error event") {
+            CanxEvent::Error(e) => {
+                assert_eq!(e.reason, RxError::NoFreeSlot);
+                assert_eq!(e.key.stream(), 2);
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+        assert_eq!(rx.lock().stats().2.refused_open, 1);
+        assert_eq!(rx.lock().open_envelopes(), 2);
+    }
+}
