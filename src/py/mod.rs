@@ -2,7 +2,9 @@
 
 mod can;
 mod errors;
+mod log;
 mod messages;
+mod pycan;
 
 use pyo3::prelude::*;
 
@@ -24,5 +26,13 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<messages::BusState>()?;
     m.add_function(wrap_pyfunction!(messages::_message_from_state, m)?)?;
     m.add_function(wrap_pyfunction!(virtual_channels, m)?)?;
+    m.add_class::<pycan::RawBus>()?;
+    m.add_class::<pycan::PeriodicSend>()?;
+    m.add_function(wrap_pyfunction!(pycan::pycan_filter, m)?)?;
+    m.add_function(wrap_pyfunction!(log::parse_log_line, m)?)?;
+    m.add_function(wrap_pyfunction!(log::format_log_line, m)?)?;
+    m.add_function(wrap_pyfunction!(log::parse_frame_text, m)?)?;
+    m.add_function(wrap_pyfunction!(log::format_frame_text, m)?)?;
+    m.add_function(wrap_pyfunction!(log::parse_candump_filter, m)?)?;
     Ok(())
 }
