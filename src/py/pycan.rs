@@ -12,7 +12,8 @@ use canx_core::{CanFrame, ErrorFrame, FdFrame, Filter, Frame};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::intern;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple, PyType};
 
 use super::can::{wait_for, DEFAULT_QUEUE};
 use super::errors::{deinit_error, to_py};
@@ -27,16 +28,44 @@ use crate::runtime::{Bus, BusConfig, DropPolicy, Listener, ListenerFilter, Notif
 /// payload length in bytes (python-can's meaning) or a remote frame's
 /// requested length.
 pub(crate) fn frame_tuple<'py>(py: Python<'py>, f: &Frame, timestamp: f64, own: bool) -> PyResult<Bound<'py, PyTuple>> {
-    let (id, ext, rtr, err, fd, brs, esi) = match f {
-        Frame::Can(c) => (c.raw_id(), c.is_extended(), c.is_remote(), false, false, false, false),
-        Frame::Fd(c) => (c.raw_id(), c.is_extended(), false, false, true, c.brs(), c.esi()),
-        Frame::Error(e) => (e.class(), true, false, true, false, false, false),
-    };
-    let dlc = match f {
-        Frame::Can(c) => c.dlc() as usize,
-        other => other.data().len(),
-    };
+    let (id, ext, rtr, err, fd, brs, esi, dlc) = fields(f);
     (id, ext, rtr, err, fd, brs, esi, dlc, PyBytes::new(py, f.data()), timestamp, own).into_pyobject(py)
+}
+
+/// `(arbitration_id, is_extended_id, is_remote_frame, is_error_frame, is_fd,
+/// bitrate_switch, error_state_indicator, dlc)` of a frame. An error frame's
+/// id is its class and it is not extended (as python-can's socketcan reports it).
+fn fields(f: &Frame) -> (u32, bool, bool, bool, bool, bool, bool, usize) {
+    match f {
+        Frame::Can(c) => (c.raw_id(), c.is_extended(), c.is_remote(), false, false, false, false, c.dlc() as usize),
+        Frame::Fd(c) => (c.raw_id(), c.is_extended(), false, false, true, c.brs(), c.esi(), c.data().len()),
+        Frame::Error(e) => (e.class(), false, false, true, false, false, false, 8),
+    }
+}
+
+/// The python-can class and channel `recv_msg` builds messages with.
+struct MessageClass {
+    cls: Py<PyType>,
+    object_new: Py<PyAny>,
+    channel: Py<PyAny>,
+}
+
+fn build_message<'py>(py: Python<'py>, mc: &MessageClass, rx: &RxFrame) -> PyResult<Bound<'py, PyAny>> {
+    let (id, ext, rtr, err, fd, brs, esi, dlc) = fields(&rx.frame);
+    let m = mc.object_new.bind(py).call1((mc.cls.bind(py),))?;
+    m.setattr(intern!(py, "timestamp"), rx.timestamp)?;
+    m.setattr(intern!(py, "arbitration_id"), id)?;
+    m.setattr(intern!(py, "is_extended_id"), ext)?;
+    m.setattr(intern!(py, "is_remote_frame"), rtr)?;
+    m.setattr(intern!(py, "is_error_frame"), err)?;
+    m.setattr(intern!(py, "channel"), mc.channel.bind(py))?;
+    m.setattr(intern!(py, "dlc"), dlc)?;
+    m.setattr(intern!(py, "data"), PyByteArray::new(py, rx.frame.data()))?;
+    m.setattr(intern!(py, "is_fd"), fd)?;
+    m.setattr(intern!(py, "is_rx"), !rx.own)?;
+    m.setattr(intern!(py, "bitrate_switch"), brs)?;
+    m.setattr(intern!(py, "error_state_indicator"), esi)?;
+    Ok(m)
 }
 
 /// The inverse of [`frame_tuple`] (first 8 fields + data). FD data is padded
@@ -110,6 +139,7 @@ pub struct RawBus {
     error_frames: Mutex<bool>,
     queue_size: usize,
     notify: Mutex<Option<Arc<Notify>>>,
+    message_class: parking_lot::RwLock<Option<MessageClass>>,
 }
 
 impl RawBus {
@@ -195,6 +225,7 @@ impl RawBus {
             error_frames: Mutex::new(error_frames),
             queue_size,
             notify: Mutex::new(None),
+            message_class: parking_lot::RwLock::new(None),
         })
     }
 
@@ -207,6 +238,64 @@ impl RawBus {
             Some(f) => Ok(Some(frame_tuple(py, &f.frame, f.timestamp, f.own)?)),
             None => Ok(None),
         }
+    }
+
+    /// Makes `recv_msg` build instances of `cls` (python-can's `can.Message`:
+    /// a class with its attribute slots) with `channel` set.
+    fn set_message_class(&self, py: Python<'_>, cls: Bound<'_, PyType>, channel: Py<PyAny>) -> PyResult<()> {
+        let object_new = py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind();
+        *self.message_class.write() = Some(MessageClass { cls: cls.unbind(), object_new, channel });
+        Ok(())
+    }
+
+    /// The next frame as an instance of the class given to
+    /// `set_message_class` (every python-can field set; `is_rx` False for
+    /// own frames), or None after `timeout` s (None: forever).
+    #[pyo3(signature = (timeout=None))]
+    fn recv_msg<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.live()?;
+        match self.wait(py, timeout)? {
+            Some(f) => {
+                let mc = self.message_class.read();
+                let mc = mc.as_ref().ok_or_else(|| PyTypeError::new_err("call set_message_class first"))?;
+                Ok(Some(build_message(py, mc, &f)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Sends a python-can `Message` (reads its fields natively). Errors as `send`.
+    #[pyo3(signature = (msg, timeout=None))]
+    fn send_msg(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        let bus = self.live()?;
+        if msg.getattr(intern!(py, "is_error_frame"))?.is_truthy()? {
+            return Err(to_py(py, crate::runtime::Error::Unsupported("error frames cannot be sent".into())));
+        }
+        let data = msg.getattr(intern!(py, "data"))?;
+        let vec;
+        let d: &[u8] = if let Ok(b) = data.cast::<PyByteArray>() {
+            vec = b.to_vec();
+            &vec
+        } else if let Ok(b) = data.cast::<PyBytes>() {
+            b.as_bytes()
+        } else if data.is_none() {
+            &[]
+        } else {
+            vec = buffer_bytes(&data)?;
+            &vec
+        };
+        let frame = fields_to_frame(
+            msg.getattr(intern!(py, "arbitration_id"))?.extract()?,
+            msg.getattr(intern!(py, "is_extended_id"))?.is_truthy()?,
+            msg.getattr(intern!(py, "is_remote_frame"))?.is_truthy()?,
+            false,
+            msg.getattr(intern!(py, "is_fd"))?.is_truthy()?,
+            msg.getattr(intern!(py, "bitrate_switch"))?.is_truthy()?,
+            msg.getattr(intern!(py, "error_state_indicator"))?.is_truthy()?,
+            msg.getattr(intern!(py, "dlc"))?.extract::<Option<usize>>()?.unwrap_or(d.len()),
+            d,
+        )?;
+        send_frame(py, bus, &frame, timeout)
     }
 
     /// Up to `max` frame tuples: waits up to `timeout` s for the first, then
@@ -270,12 +359,7 @@ impl RawBus {
             dlc,
             d,
         )?;
-        let t = timeout_duration(timeout);
-        if t.is_zero() || t > Duration::from_millis(5) {
-            py.detach(|| bus.send(&frame, t)).map_err(|e| to_py(py, e))
-        } else {
-            bus.send(&frame, t).map_err(|e| to_py(py, e))
-        }
+        send_frame(py, bus, &frame, timeout)
     }
 
     /// Replaces the receive filters (list of `(can_id, can_mask, inverted)`;
@@ -372,6 +456,18 @@ impl RawBus {
     #[getter]
     fn is_shut_down(&self) -> bool {
         self.bus.is_shut_down()
+    }
+}
+
+/// Sends with a first non-blocking attempt under the GIL (the common case
+/// costs one system call); only a full transmit queue waits, GIL released.
+fn send_frame(py: Python<'_>, bus: &Bus, frame: &Frame, timeout: Option<f64>) -> PyResult<()> {
+    let t = timeout_duration(timeout);
+    match bus.send(frame, Duration::ZERO) {
+        Err(crate::runtime::Error::SendTimeout) if !t.is_zero() => {
+            py.detach(|| bus.send(frame, t)).map_err(|e| to_py(py, e))
+        }
+        r => r.map_err(|e| to_py(py, e)),
     }
 }
 
