@@ -1,0 +1,74 @@
+"""The python-can plugin on vcan (run in the VM: scripts/test-vm -q tests/test_pycan_vcan.py):
+the back-to-back suite of test_pycan.py on vcan0, canx paired with python-can's
+own ``socketcan`` interface on the same vcan, and python-can's tools with ``-i canx``."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+can = pytest.importorskip("can")
+
+from test_pycan import BackToBack, _same  # noqa: E402
+
+pytestmark = pytest.mark.vcan
+
+
+class TestVcan(BackToBack):
+    @pytest.fixture
+    def channel(self, vcan_channel: str) -> str:
+        return vcan_channel
+
+    def test_detect_lists_vcan(self, vcan_channel: str) -> None:
+        assert {"interface": "canx", "channel": vcan_channel} in can.detect_available_configs("canx")
+
+
+def _kinds() -> list:
+    return [
+        can.Message(arbitration_id=0x123, is_extended_id=False, data=b"\x01\x02\x03"),
+        can.Message(arbitration_id=0x7FF, is_extended_id=False, data=bytes(8)),
+        can.Message(arbitration_id=0x0, is_extended_id=False),
+        can.Message(arbitration_id=0x1FFFFFFF, is_extended_id=True, data=b"\xff" * 8),
+        can.Message(arbitration_id=0x321, is_extended_id=False, is_remote_frame=True, dlc=4),
+        can.Message(arbitration_id=0x54321, is_extended_id=True, is_remote_frame=True, dlc=8),
+        can.Message(arbitration_id=0x10, is_extended_id=False, is_fd=True, data=bytes(range(64))),
+        can.Message(arbitration_id=0x10, is_extended_id=True, is_fd=True, bitrate_switch=True,
+                    error_state_indicator=True, data=bytes(range(12))),
+    ]
+
+
+@pytest.mark.parametrize("direction", ["canx->socketcan", "socketcan->canx"])
+def test_canx_and_python_can_socketcan_interoperate(vcan_channel: str, timeout_scale: float, direction: str) -> None:
+    with can.Bus(interface="canx", channel=vcan_channel, fd=True) as cx, \
+            can.Bus(interface="socketcan", channel=vcan_channel, fd=True) as sc:
+        tx, rx = (cx, sc) if direction == "canx->socketcan" else (sc, cx)
+        t0 = time.time()
+        for m in _kinds():
+            tx.send(m)
+            got = rx.recv(2 * timeout_scale)
+            assert got is not None, f"{m} lost"
+            _same(m, got)
+            assert got.is_rx and t0 - 1 < got.timestamp < time.time() + 1
+
+
+def test_python_can_logger_with_i_canx(vcan_channel: str, can_utils, tmp_path, timeout_scale: float) -> None:
+    log = tmp_path / "out.log"
+    p = subprocess.Popen([sys.executable, "-m", "can.logger", "-i", "canx", "-c", vcan_channel, "-f", str(log)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        assert "Connected to CanxBus" in p.stdout.readline()
+        time.sleep(0.5 * timeout_scale)
+        for text in ("123#DEADBEEF", "12345678#R", "321##1AABB"):
+            can_utils.cansend(vcan_channel, text)
+        time.sleep(0.5 * timeout_scale)
+    finally:
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=10 * timeout_scale)
+    assert "Traceback" not in err
+    frames = [ln.split()[2] for ln in log.read_text().splitlines()]
+    assert frames == ["123#DEADBEEF", "12345678#R", "321##1AABB"]
