@@ -306,6 +306,8 @@ class TestVirtual(BackToBack):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert p.stdout is not None
         assert "Connected to CanxBus" in p.stdout.readline()
+        assert "Can Logger" in p.stdout.readline()
+        time.sleep(0.5 * timeout_scale)  # into its receive loop, where Ctrl-C ends it cleanly
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=10 * timeout_scale)
         assert "Traceback" not in err

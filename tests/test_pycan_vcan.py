@@ -62,6 +62,7 @@ def test_python_can_logger_with_i_canx(vcan_channel: str, can_utils, tmp_path, t
     try:
         assert p.stdout is not None
         assert "Connected to CanxBus" in p.stdout.readline()
+        assert "Can Logger" in p.stdout.readline()
         time.sleep(0.5 * timeout_scale)
         for text in ("123#DEADBEEF", "12345678#R", "321##1AABB"):
             can_utils.cansend(vcan_channel, text)
