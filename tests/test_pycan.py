@@ -289,12 +289,18 @@ class TestVirtual(BackToBack):
             can.Bus(interface="canx", channel="pcan:x")
 
     def test_state_follows_the_controller(self, channel: str) -> None:
-        import canx
-
-        with can.Bus(interface="canx", channel=channel) as bus, canx.CAN(channel=channel) as node:
+        with can.Bus(interface="canx", channel=channel) as bus:
             assert bus.state == can.BusState.ACTIVE
-            node.inject_error_state(canx.BusState.ERROR_PASSIVE)
-            assert bus.state == can.BusState.ACTIVE, "another node's state is not this bus's"
+            for name, want in (("ERROR_WARNING", can.BusState.ACTIVE), ("ERROR_PASSIVE", can.BusState.PASSIVE),
+                               ("BUS_OFF", can.BusState.ERROR)):
+                bus._raw.inject_state(name, 200, 0)
+                assert bus.state == want
+            with pytest.raises(can.CanOperationError, match="BUS_OFF"):
+                bus.send(can.Message(arbitration_id=1, is_extended_id=False))
+            bus._raw.restart()
+            assert bus.state == can.BusState.ACTIVE
+            with pytest.raises(NotImplementedError):
+                bus.state = can.BusState.PASSIVE
 
     def test_python_can_tools_load_the_plugin(self, tmp_path, timeout_scale: float) -> None:
         """`python -m can.logger -i canx` and `can.player -i canx` find the entry point and run."""

@@ -170,7 +170,6 @@ impl RawBus {
     }
 
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<RxFrame>> {
-        let current = self.queues.lock().current.clone();
         let bus = &self.bus;
         let r = wait_for(
             py,
@@ -181,8 +180,8 @@ impl RawBus {
                     if slice.is_zero() {
                         return None;
                     }
-                    // Wait on the listener that was current at the start; a
-                    // filter change ends the slice early enough (<= 50 ms).
+                    // A filter change during this slice is seen at the next one (<= 50 ms).
+                    let current = self.queues.lock().current.clone();
                     let f = current.recv_timeout(slice)?;
                     current.rearm();
                     Some(f)
@@ -416,6 +415,27 @@ impl RawBus {
         Ok((name, s.tec, s.rec))
     }
 
+    /// Virtual bus only: makes this node's controller report `state`
+    /// (`"ERROR_ACTIVE"`, `"ERROR_WARNING"`, `"ERROR_PASSIVE"`, `"BUS_OFF"`)
+    /// with the given counters. Raises ValueError for another name,
+    /// `canx.UnsupportedError` on SocketCAN.
+    #[pyo3(signature = (state, tec=0, rec=0))]
+    fn inject_state(&self, py: Python<'_>, state: &str, tec: u8, rec: u8) -> PyResult<()> {
+        let s = match state {
+            "ERROR_ACTIVE" => CoreState::ErrorActive,
+            "ERROR_WARNING" => CoreState::ErrorWarning,
+            "ERROR_PASSIVE" => CoreState::ErrorPassive,
+            "BUS_OFF" => CoreState::BusOff,
+            other => return Err(PyValueError::new_err(format!("unknown state {other:?}"))),
+        };
+        self.live()?.inject_state(s, tec, rec).map_err(|e| to_py(py, e))
+    }
+
+    /// Leaves BUS_OFF (counters to zero).
+    fn restart(&self, py: Python<'_>) -> PyResult<()> {
+        self.live()?.restart().map_err(|e| to_py(py, e))
+    }
+
     /// Frames queued for `recv`.
     fn in_waiting(&self) -> PyResult<usize> {
         self.live()?;
@@ -530,16 +550,16 @@ impl PeriodicSend {
     /// Frames sent so far.
     #[getter]
     fn sent(&self) -> u64 {
-        self.task.lock().with(|p| p.sent())
+        self.task.lock().peek(|p| p.sent())
     }
     #[getter]
     fn running(&self) -> bool {
-        self.task.lock().with(|p| p.is_running())
+        self.task.lock().peek(|p| p.is_running())
     }
     /// `(count, last_error)` of frames the bus refused.
     #[getter]
     fn failed(&self) -> (u64, Option<String>) {
-        self.task.lock().with(|p| p.failed())
+        self.task.lock().peek(|p| p.failed())
     }
 }
 

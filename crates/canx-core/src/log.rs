@@ -33,12 +33,15 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
-    /// From float seconds (rounded to the microsecond; negative and NaN give 0).
+    /// From float seconds, truncated to the microsecond as candump truncates
+    /// the kernel's nanoseconds (a float near 1.7e9 s resolves ~0.25 us, so
+    /// the last digit may still differ by one); negative and NaN give 0.
     pub fn from_secs_f64(t: f64) -> Timestamp {
         if !(t > 0.0) {
             return Timestamp::default();
         }
-        let total = (t * 1e6 + 0.5) as u64;
+        // The small bias keeps x.xxxxxx written as a float from reading back as one microsecond less.
+        let total = (t * 1e6 + 1e-3) as u64;
         Timestamp { secs: total / 1_000_000, micros: (total % 1_000_000) as u32 }
     }
     pub fn as_secs_f64(self) -> f64 {

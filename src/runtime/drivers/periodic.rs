@@ -166,6 +166,11 @@ impl PeriodicTask {
         r
     }
 
+    /// Reads the timer without waking the receive thread.
+    pub fn peek<R>(&self, op: impl FnOnce(&Periodic) -> R) -> R {
+        op(&self.engine.lock())
+    }
+
     /// Restarts a stopped task (first frame now).
     pub fn restart(&self, duration: Option<Duration>) {
         self.with(|p| p.start(engine::now(), duration));
