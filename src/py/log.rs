@@ -3,7 +3,7 @@
 //! `canx_core::filter`. Frames cross as the field tuples of `RawBus`.
 
 use canx_core::log::{self, Direction, LogLine, Timestamp};
-use canx_core::{Frame, FilterItem};
+use canx_core::{FilterItem, Frame};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;

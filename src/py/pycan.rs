@@ -11,8 +11,8 @@ use canx_core::frame::{fd_padded_len, make_id, BusState as CoreState, EFF_FLAG, 
 use canx_core::{CanFrame, ErrorFrame, FdFrame, Filter, Frame};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
-use pyo3::prelude::*;
 use pyo3::intern;
+use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple, PyType};
 
 use super::can::{wait_for, DEFAULT_QUEUE};
@@ -216,8 +216,11 @@ impl RawBus {
         cfg.fd = fd;
         cfg.bitrate = bitrate.max(1);
         let bus = py.detach(|| Bus::open(cfg)).map_err(|e| to_py(py, e))?;
-        let current =
-            bus.listen(ListenerFilter { filters: filters_from(filters), error_frames }, queue_size, DropPolicy::DropNewest);
+        let current = bus.listen(
+            ListenerFilter { filters: filters_from(filters), error_frames },
+            queue_size,
+            DropPolicy::DropNewest,
+        );
         Ok(RawBus {
             bus: Arc::new(bus),
             queues: Mutex::new(Queues { current, previous: None }),
@@ -371,7 +374,11 @@ impl RawBus {
         if let Some(e) = error_frames {
             *ef = e;
         }
-        let new = bus.listen(ListenerFilter { filters: filters_from(filters), error_frames: *ef }, self.queue_size, DropPolicy::DropNewest);
+        let new = bus.listen(
+            ListenerFilter { filters: filters_from(filters), error_frames: *ef },
+            self.queue_size,
+            DropPolicy::DropNewest,
+        );
         if let Some(n) = self.notify.lock().as_ref() {
             new.set_notify(n.clone());
         }
@@ -456,7 +463,7 @@ impl RawBus {
     #[pyo3(signature = (frames, period, duration=None))]
     fn send_periodic(&self, frames: &Bound<'_, PyAny>, period: f64, duration: Option<f64>) -> PyResult<PeriodicSend> {
         let bus = self.live()?;
-        if !(period > 0.0) || !period.is_finite() {
+        if !period.is_finite() || period <= 0.0 {
             return Err(PyValueError::new_err("period must be a positive number of seconds"));
         }
         let fs = frames_from(frames)?;

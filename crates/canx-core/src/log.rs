@@ -37,7 +37,7 @@ impl Timestamp {
     /// the kernel's nanoseconds (a float near 1.7e9 s resolves ~0.25 us, so
     /// the last digit may still differ by one); negative and NaN give 0.
     pub fn from_secs_f64(t: f64) -> Timestamp {
-        if !(t > 0.0) {
+        if t.is_nan() || t <= 0.0 {
             return Timestamp::default();
         }
         // The small bias keeps x.xxxxxx written as a float from reading back as one microsecond less.
