@@ -77,3 +77,28 @@ def test_python_can_logger_with_i_canx(vcan_channel: str, can_utils, tmp_path, t
     assert "Traceback" not in err
     frames = [ln.split()[2] for ln in log.read_text().splitlines()]
     assert frames == ["123#DEADBEEF", "12345678#R", "321##1AABB"]
+
+
+def test_python_can_bridge_and_player_with_i_canx(vcan_pair, can_utils, tmp_path, timeout_scale: float) -> None:
+    a, b = vcan_pair
+    p = subprocess.Popen([sys.executable, "-m", "can.bridge", "--bus1-interface", "canx", "--bus1-channel", a,
+                          "--bus2-interface", "canx", "--bus2-channel", b],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3 * timeout_scale)  # python-can's startup under emulation
+        assert p.poll() is None, p.communicate()
+        with can_utils.candump(b) as cap:
+            can_utils.cansend(a, "123#C0FFEE")
+            got = cap.wait(1, timeout=5)
+        assert got[0].split()[1:] == [b, "123#C0FFEE"]
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=10 * timeout_scale)
+    log = tmp_path / "play.log"
+    log.write_text("(1.000000) vcan0 100#01\n(1.050000) vcan0 12345678#0203\n(1.100000) vcan0 101#R\n")
+    with can_utils.candump(a) as cap:
+        r = subprocess.run([sys.executable, "-m", "can.player", "-i", "canx", "-c", a, str(log)],
+                           capture_output=True, text=True, timeout=30 * timeout_scale)
+        assert r.returncode == 0, r.stderr
+        got = cap.wait(3, timeout=5)
+    assert [ln.split()[2] for ln in got] == ["100#01", "12345678#0203", "101#R"]

@@ -327,3 +327,20 @@ def test_canx_send_and_gen_reach_candump(vcan_channel: str, can_utils) -> None:
         assert main(["gen", vcan_channel, "-g", "0", "-n", "200", "-I", "i", "-L", "8", "-D", "i"]) == 0
         got = cap.wait(200, timeout=10)
     assert [int(ln.split()[2].split("#")[0], 16) for ln in got] == list(range(200))
+
+
+def test_file_written_by_real_candump_in_the_vm() -> None:
+    """tests/data/candump_real_can-utils-2020.11.log: `candump -L vcan0` (can-utils 2020.11,
+    kernel 6.1, in scripts/test-vm) while cansend sent these frames. The kernel's FD lines
+    carry the FDF flag (##4, ##5, ##7): accepted and not needed."""
+    sent = ["123#DEADBEEF", "7FF#", "000#0011223344556677", "1FFFFFFF#AA", "12345678#R", "321#R",
+            "010##0000102030405060708090A0B", "12345678##3" + "".join(f"{i:02X}" for i in range(64)), "456##1",
+            "123#11.22.33"]
+    lines = (DATA / "candump_real_can-utils-2020.11.log").read_text().splitlines()
+    parsed = [_canx.parse_log_line(ln) for ln in lines]
+    assert [p[2][:9] for p in parsed] == [_canx.parse_frame_text(k)[:9] for k in sent]
+    assert all(p[1] == "vcan0" and p[3] is None for p in parsed)
+    assert parsed[0][0] == 1795319843.958953
+    for ln, (ts, ch, f, rx) in zip(lines, parsed):
+        again = _canx.parse_log_line(_canx.format_log_line(ts, ch, *f[:9], rx))
+        assert again[:3] == (ts, ch, f)

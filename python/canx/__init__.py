@@ -27,6 +27,11 @@ from ._canx import (
     Message,
     RemoteTransmissionRequest,
     __version__,
+    format_frame_text,
+    format_log_line,
+    parse_candump_filter,
+    parse_frame_text,
+    parse_log_line,
     virtual_channels,
 )
 from .errors import (
@@ -52,6 +57,12 @@ __all__ = [
     "ErrorFrame",
     "virtual_channels",
     "__version__",
+    # can-utils text (candump .log lines, cansend frames, candump filters; Rust codec)
+    "parse_log_line",
+    "format_log_line",
+    "parse_frame_text",
+    "format_frame_text",
+    "parse_candump_filter",
     # errors
     "CanxError",
     "ChannelError",
