@@ -59,8 +59,6 @@ class Bg:
         self.rc = None
 
         def target() -> None:
-            import argparse
-
             from canx.cli import _parser
 
             args = _parser().parse_args(argv)

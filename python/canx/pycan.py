@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import can
-from can import BusABC, CanProtocol, Message
+from can import BusABC, Message
 from can.broadcastmanager import (
     LimitedDurationCyclicSendTaskABC,
     ModifiableCyclicTaskABC,
@@ -93,7 +93,9 @@ class CanxBus(BusABC):
         self.channel = channel
         self.channel_info = f"canx {channel}"
         self.receive_own_messages = bool(receive_own_messages)
-        self._can_protocol = CanProtocol.CAN_FD if fd else CanProtocol.CAN_20
+        protocol = getattr(can, "CanProtocol", None)  # python-can >= 4.3
+        if protocol is not None:
+            self._can_protocol = protocol.CAN_FD if fd else protocol.CAN_20
         super().__init__(channel=channel, can_filters=can_filters, **kwargs)
 
     # -- receive ---------------------------------------------------------
