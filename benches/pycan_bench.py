@@ -12,6 +12,15 @@ prints READY, then `cangen vcan0 -g 0 -n N` floods; per receiver: frames
 delivered and lost, frames/s (delivered / time from flood start to the last
 frame consumed), CPU seconds per 100k frames. Absolute numbers under qemu's
 software emulation are ~10x lower than on hardware: compare the ratios.
+
+A run in scripts/test-vm (qemu TCG, 2 vCPUs, kernel 6.1, release build):
+    (a) python-can socketcan recv()   5354 of 100000 delivered,  3057 frames/s, 184.8 cpu s/100k
+    (b) python-can -i canx recv()   100000 delivered,           26758 frames/s,   9.8 cpu s/100k
+    (c) canx receive_many()         100000 delivered,           27230 frames/s,   9.2 cpu s/100k
+    (d) candump                      65385 delivered,           23565 frames/s,   3.9 cpu s/100k
+    send: (a) 7488/s  (b) 31460/s  (c) 48808/s
+    send_periodic 10 ms: canx timer stdev 1499 us, kernel BCM stdev 584 us (emulated; on the
+    host's virtual bus the canx timer gives stdev ~100 us, mean 10000.1 us)
 """
 
 from __future__ import annotations
