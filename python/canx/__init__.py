@@ -31,6 +31,11 @@ from ._canx import (
     RemoteTransmissionRequest,
     __version__,
     _begin_shutdown,
+    format_frame_text,
+    format_log_line,
+    parse_candump_filter,
+    parse_frame_text,
+    parse_log_line,
     virtual_channels,
 )
 from .errors import (
@@ -60,6 +65,12 @@ __all__ = [
     "ErrorFrame",
     "virtual_channels",
     "__version__",
+    # can-utils text (candump .log lines, cansend frames, candump filters; Rust codec)
+    "parse_log_line",
+    "format_log_line",
+    "parse_frame_text",
+    "format_frame_text",
+    "parse_candump_filter",
     # errors
     "CanxError",
     "ChannelError",

@@ -4,6 +4,11 @@ Subcommands:
   canx demo [--channel CH] [--count N]      a sender and a listener exchanging ACKed messages
   canx run SCRIPT... [--channel CH] [--duration S]
                                             run CircuitPython CAN scripts on this PC
+  canx dump CHANNEL[,FILTERS]... [-L] [-t a|A|d|z]   print frames (candump)
+  canx send CHANNEL FRAME...                send frames in cansend syntax (123#DEADBEEF)
+  canx gen CHANNEL [-g MS] [-n N] [-I ID] [-L LEN] [-D DATA]   generate frames (cangen)
+  canx log CHANNEL[,FILTERS]... [-f FILE]   record to a candump .log (python-can formats too)
+  canx replay FILE [--channel CH] [--speed X]   replay a log with its timing
 
 Bad input gives a one-line error and exit status 2, never a traceback.
 """
@@ -30,12 +35,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="the script (code.py); several scripts run at once as boards on one bus")
     r.add_argument("--channel", help="where canio.CAN goes: vcan0, can0 or virtual:NAME (default: virtual:default)")
     r.add_argument("--duration", type=float, help="stop the script after this many seconds (exit 0)")
+
+    import importlib
+
+    from .tools import TOOLS
+
+    for name in TOOLS.values():
+        importlib.import_module(f".tools.{name}", __package__).add_parser(sub)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     import canx
+
+    from .tools import TOOLS, ToolError
 
     if args.version:
         print(f"canx {canx.__version__}")
@@ -61,7 +75,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(rc)
-    except canx.CanxError as e:
+        if args.command in TOOLS:
+            import importlib
+
+            return importlib.import_module(f".tools.{TOOLS[args.command]}", __package__).run(args)
+    except (canx.CanxError, ToolError) as e:
         print(f"canx {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

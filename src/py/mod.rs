@@ -3,8 +3,10 @@
 mod can;
 mod canx_proto;
 mod errors;
+mod log;
 mod megasquirt;
 mod messages;
+mod pycan;
 mod reliable;
 
 use pyo3::prelude::*;
@@ -37,5 +39,13 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reliable::NativeGuideSender>()?;
     m.add_class::<reliable::NativeGuideListener>()?;
     m.add_class::<canx_proto::NativeCanxEndpoint>()?;
+    m.add_class::<pycan::RawBus>()?;
+    m.add_class::<pycan::PeriodicSend>()?;
+    m.add_function(wrap_pyfunction!(pycan::pycan_filter, m)?)?;
+    m.add_function(wrap_pyfunction!(log::parse_log_line, m)?)?;
+    m.add_function(wrap_pyfunction!(log::format_log_line, m)?)?;
+    m.add_function(wrap_pyfunction!(log::parse_frame_text, m)?)?;
+    m.add_function(wrap_pyfunction!(log::format_frame_text, m)?)?;
+    m.add_function(wrap_pyfunction!(log::parse_candump_filter, m)?)?;
     Ok(())
 }

@@ -21,7 +21,7 @@ use std::fmt;
 pub use bus::{Bus, BusConfig, BusStats, StateInfo};
 pub use engine::{Driven, EngineHandle, EngineRef};
 pub use events::EventQueue;
-pub use listener::{DropPolicy, Listener, ListenerFilter};
+pub use listener::{DropPolicy, Listener, ListenerFilter, Notify};
 
 use canx_core::Frame;
 

@@ -17,6 +17,7 @@
 //!   sequence numbers, duplicate suppression and backoff.
 //! - [`megasquirt`]: MegaSquirt CAN: header codec, table server, client, broadcast decoders.
 //! - [`j1939`]: SAE J1939 engines (TP/ETP, address claim, requests, DM1, codecs, `Ecu`).
+//! - [`log`]: candump `.log` lines and can-utils frame text (`cansend` syntax).
 //! - protocol engines (added module by module): each is a state machine with
 //!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
@@ -35,6 +36,7 @@ pub mod canx_proto;
 pub mod filter;
 pub mod frame;
 pub mod j1939;
+pub mod log;
 pub mod megasquirt;
 pub mod reliable;
 mod ring;

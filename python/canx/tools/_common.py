@@ -1,0 +1,116 @@
+"""Shared pieces of the tools: opening channels with candump filters, frame
+text, field tuples (see ``canx._canx.RawBus``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+from .. import errors
+from .._canx import RawBus, format_frame_text, parse_candump_filter, parse_frame_text
+
+#: RawBus field tuple: (arbitration_id, is_extended_id, is_remote_frame, is_error_frame,
+#: is_fd, bitrate_switch, error_state_indicator, dlc, data, timestamp, own)
+Fields = Tuple[int, bool, bool, bool, bool, bool, bool, int, bytes, float, bool]
+
+EFF_FLAG = 0x80000000
+RTR_FLAG = 0x40000000
+
+
+class ToolError(Exception):
+    """Bad input or an unusable channel: the message is one line naming the
+    problem and the input. The CLI prints it and exits with status 2."""
+
+
+@dataclass
+class ChannelSpec:
+    """``CHANNEL[,FILTER,...]`` in candump syntax."""
+
+    channel: str
+    filters: List[Tuple[int, int, bool]] = field(default_factory=list)
+    error_mask: int = 0
+    join: bool = False
+
+    def kernel_filters(self) -> Optional[List[Tuple[int, int, bool]]]:
+        """What the bus can filter (None: everything). With ``j`` every
+        filter must match: that is checked in Python (``accepts``)."""
+        if self.join or not self.filters:
+            return None
+        return self.filters
+
+    def accepts(self, f: Fields) -> bool:
+        """The filters on a received frame (error frames: the error mask)."""
+        if f[3]:
+            return bool(f[0] & self.error_mask)
+        if not self.join or not self.filters:
+            return True
+        key = f[0] | (EFF_FLAG if f[1] else 0) | (RTR_FLAG if f[2] else 0)
+        return all((((key ^ fid) & mask) == 0) != inv for fid, mask, inv in self.filters)
+
+
+def parse_channel_spec(text: str) -> ChannelSpec:
+    """``vcan0``, ``vcan0,123:7FF,#FFFFFFFF``, ``virtual:x,12345678~1FFFFFFF,j``.
+    Raises ToolError naming the bad item."""
+    channel, _, rest = text.partition(",")
+    if not channel:
+        raise ToolError(f"missing channel name in {text!r}")
+    spec = ChannelSpec(channel)
+    for item in filter(None, rest.split(",")):
+        try:
+            parsed = parse_candump_filter(item)
+        except ValueError as e:
+            raise ToolError(f"bad filter {item!r} in {text!r}: {e}") from None
+        if parsed[0] == "filter":
+            spec.filters.append((parsed[1], parsed[2], parsed[3]))
+        elif parsed[0] == "error_mask":
+            spec.error_mask |= parsed[1]
+        else:
+            spec.join = True
+    return spec
+
+
+def open_bus(channel: str, *, fd: bool = True, receive_own: bool = False,
+             filters: Optional[List[Tuple[int, int, bool]]] = None, error_frames: bool = False) -> RawBus:
+    """A RawBus on ``channel``; ToolError (naming the channel) if it cannot be opened.
+    ``fd=True`` falls back to a classic bus where the interface has no FD."""
+    try:
+        try:
+            return RawBus(channel, fd=fd, receive_own=receive_own, filters=filters, error_frames=error_frames)
+        except errors.InterfaceError:
+            if not fd:
+                raise
+            return RawBus(channel, fd=False, receive_own=receive_own, filters=filters, error_frames=error_frames)
+    except errors.CanxError as e:
+        raise ToolError(f"cannot open channel {channel!r}: {e}") from None
+
+
+def parse_frame(text: str) -> Fields:
+    """cansend frame text -> field tuple. ToolError names the text."""
+    try:
+        return parse_frame_text(text)
+    except ValueError as e:
+        raise ToolError(f"bad frame {text!r}: {e}") from None
+
+
+def frame_text(f: Fields) -> str:
+    return format_frame_text(*f[:9])
+
+
+def send_fields(bus: RawBus, f: Fields, timeout: Optional[float] = 1.0) -> None:
+    if f[3]:
+        raise ToolError("error frames cannot be sent")
+    bus.send(f[0], f[1], f[2], f[4], f[5], f[6], f[7], f[8], timeout)
+
+
+def parse_hex(text: str, what: str, limit: int) -> int:
+    try:
+        v = int(text, 16)
+    except ValueError:
+        raise ToolError(f"bad {what} {text!r}: expected a hexadecimal number") from None
+    if not 0 <= v <= limit:
+        raise ToolError(f"bad {what} {text!r}: must be at most {limit:X}")
+    return v
+
+
+def stopping(count: Optional[int]) -> Callable[[int], bool]:
+    return (lambda n: False) if not count else (lambda n: n >= count)

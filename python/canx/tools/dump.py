@@ -1,0 +1,102 @@
+"""``canx dump``: print received frames like candump.
+
+    canx dump vcan0                      # "  vcan0  123   [4]  DE AD BE EF"
+    canx dump -L vcan0,123:7FF           # "(1700000000.123456) vcan0 123#DEADBEEF"
+    canx dump -t d virtual:x vcan1       # several channels, delta timestamps
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import sys
+import time
+from typing import List, Optional, TextIO
+
+from .._canx import format_log_line
+from ._common import Fields, ToolError, open_bus, parse_channel_spec
+
+
+def add_parser(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("dump", help="print received frames (like candump)",
+                       description="Print frames received on one or more channels, in candump's formats.")
+    p.add_argument("channels", nargs="+", metavar="CHANNEL[,FILTER...]",
+                   help="vcan0, can0 or virtual:NAME, optionally followed by candump filters: "
+                        "<id>:<mask> (match), <id>~<mask> (inverted), #<error_mask>, j (all must match)")
+    p.add_argument("-L", dest="log", action="store_true", help="candump log format: (time) channel frame")
+    p.add_argument("-t", dest="ts", choices=["a", "A", "d", "z"],
+                   help="timestamps: a absolute, A absolute with date, d delta, z since start")
+    p.add_argument("-n", dest="count", type=int, help="stop after this many frames")
+    p.add_argument("-T", dest="timeout_ms", type=int, help="stop after this many ms without frames")
+    p.add_argument("-e", dest="errors", action="store_true", help="also show error frames (all classes)")
+    p.add_argument("-x", dest="extra", action="store_true", help="show direction (RX/TX; R/T in -L)")
+    p.add_argument("--own", action="store_true", help="also show frames this process sends (none, usually)")
+
+
+def _long(f: Fields) -> str:
+    fid = f"{f[0]:08X}" if (f[1] or f[3]) else f"{f[0]:03X}"
+    if f[2]:
+        return f"{fid}   [{f[7]}]  remote request"
+    data = " ".join(f"{b:02X}" for b in f[8])
+    if f[4]:
+        return f"{fid}  [{len(f[8]):02d}]  {data}"
+    line = f"{fid}   [{len(f[8])}]  {data}"
+    return line + "   ERRORFRAME" if f[3] else line
+
+
+def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    out = out or sys.stdout
+    if args.count is not None and args.count < 1:
+        raise ToolError(f"-n must be at least 1, not {args.count}")
+    specs = [parse_channel_spec(c) for c in args.channels]
+    buses = []
+    for s in specs:
+        if args.errors:
+            s.error_mask = 0x1FFFFFFF
+        buses.append(open_bus(s.channel, filters=s.kernel_filters(), error_frames=bool(s.error_mask),
+                              receive_own=args.own))
+    width = max(len(s.channel) for s in specs)
+    fds = {b.fileno(): (b, s) for b, s in zip(buses, specs)}
+    n = 0
+    start: Optional[float] = None
+    last: Optional[float] = None
+    idle = args.timeout_ms / 1000 if args.timeout_ms else None
+    try:
+        while True:
+            ready, _, _ = select.select(list(fds), [], [], idle)
+            if not ready:
+                return 0
+            for fd in ready:
+                bus, spec = fds[fd]
+                for f in bus.recv_many(1024, 0):
+                    if not spec.accepts(f):
+                        continue
+                    ts = f[9]
+                    if args.log:
+                        line = format_log_line(ts, spec.channel, *f[:9], (not f[10]) if args.extra else None)
+                    else:
+                        prefix = ""
+                        if args.ts == "a":
+                            prefix = f" ({ts:017.6f}) "
+                        elif args.ts == "A":
+                            lt = time.localtime(ts)
+                            prefix = f" ({time.strftime('%Y-%m-%d %H:%M:%S', lt)}.{int(ts % 1 * 1e6):06d}) "
+                        elif args.ts == "d":
+                            prefix = f" ({0.0 if last is None else ts - last:010.6f}) "
+                        elif args.ts == "z":
+                            start = ts if start is None else start
+                            prefix = f" ({ts - start:010.6f}) "
+                        direction = ("TX - -  " if f[10] else "RX - -  ") if args.extra else ""
+                        line = f"{prefix} {spec.channel:>{width}}  {direction}{_long(f)}"
+                    last = ts
+                    out.write(line + "\n")
+                    n += 1
+                    if args.count and n >= args.count:
+                        out.flush()
+                        return 0
+            out.flush()
+    except BrokenPipeError:
+        return 0
+    finally:
+        for b in buses:
+            b.shutdown()
