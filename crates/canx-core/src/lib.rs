@@ -17,6 +17,8 @@
 //!   sequence numbers, duplicate suppression and backoff.
 //! - [`megasquirt`]: MegaSquirt CAN: header codec, table server, client, broadcast decoders.
 //! - [`j1939`]: SAE J1939 engines (TP/ETP, address claim, requests, DM1, codecs, `Ecu`).
+//! - [`driver`]: pumps any set of engines over an `embedded_can` controller
+//!   (`nb` or `blocking`) with a caller-supplied clock, plus an in-memory bus.
 //! - protocol engines (added module by module): each is a state machine with
 //!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
@@ -32,6 +34,7 @@
 extern crate std;
 
 pub mod canx_proto;
+pub mod driver;
 pub mod filter;
 pub mod frame;
 pub mod j1939;
