@@ -429,3 +429,4 @@ fn reliable_delivery_survives_a_transmit_error() {
     assert_eq!(delivered, [b"hi".to_vec()]);
     assert_eq!(a.stats().transmit_errors, 1);
 }
+
