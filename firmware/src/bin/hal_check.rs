@@ -1,6 +1,8 @@
 //! Compile-only check (feature `hal-check`): `canx_core::driver::Driver`
 //! drives bxcan 0.8's `embedded_can::nb::Can` implementation, the CAN
-//! peripheral of the STM32F4 (Feather STM32F405).
+//! peripheral of the STM32F4 (Feather STM32F405), and mcp25xx 0.2's
+//! implementation for the MCP2515/MCP25625 SPI controller (RP2040 CAN
+//! Feather; the SPI device is a stand-in here, a HAL's `SpiDevice` on a board).
 //!
 //! Linked but never run: there is no bxCAN in qemu. On a board the HAL
 //! (`stm32f4xx-hal` with its `can` feature) implements `bxcan::Instance`
@@ -15,6 +17,7 @@ use bxcan::{Can, FilterOwner, Instance, RegisterBlock};
 use canx_core::driver::{Driver, Engine};
 use canx_core::Instant;
 use canx_firmware::EngineApp;
+use mcp25xx::MCP25xx;
 use cortex_m_rt::entry;
 
 /// CAN1 of the STM32F405 (reference manual RM0090, memory map: 0x4000_6400).
@@ -39,6 +42,7 @@ fn main() -> ! {
     can.modify_filters().enable_bank(0, bxcan::Fifo::Fifo0, Mask32::accept_all());
     let _ = nb_enable(&mut can);
     let mut drv: Driver<Can<Can1>, 8> = Driver::new(can);
+    let mut mcp: Driver<MCP25xx<NoSpi>, 8> = Driver::new(MCP25xx { spi: NoSpi });
     let mut app = EngineApp::<1>::new().ok();
     let mut now = Instant::ZERO;
     if let Some(app) = app.as_mut() {
@@ -49,9 +53,24 @@ fn main() -> ! {
             app.tick(now);
             let engines: &mut [&mut dyn Engine] = &mut [&mut app.ecu];
             drv.poll(now, engines);
+            mcp.poll(now, engines);
             while app.ecu.poll_event().is_some() {}
         }
         now += canx_firmware::TICK;
+    }
+}
+
+/// Stands in for a HAL's SPI device (e.g. rp2040-hal SPI1 + CS on GPIO19
+/// through embedded-hal-bus on the RP2040 CAN Feather).
+struct NoSpi;
+
+impl embedded_hal::spi::ErrorType for NoSpi {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_hal::spi::SpiDevice for NoSpi {
+    fn transaction(&mut self, _ops: &mut [embedded_hal::spi::Operation<'_, u8>]) -> Result<(), Self::Error> {
+        Ok(())
     }
 }
 
