@@ -48,7 +48,11 @@ struct Seen {
 
 impl Seen {
     fn done(&self) -> bool {
-        self.engine_address.is_some() && self.tester_address.is_some() && self.rpm_raw.is_some() && self.vin && self.reliable
+        self.engine_address.is_some()
+            && self.tester_address.is_some()
+            && self.rpm_raw.is_some()
+            && self.vin
+            && self.reliable
     }
 }
 
@@ -66,7 +70,8 @@ fn main() -> ! {
     // Static storage (shows in .bss), handed out once.
     let Some(bus) = cortex_m::singleton!(: RefCell<Bus> = RefCell::new(MemBus::new())) else { fail("bus") };
     let bus: &'static RefCell<Bus> = bus;
-    let Some(Some(engine)) = cortex_m::singleton!(: Option<EngineApp> = EngineApp::<TP_SESSIONS>::new().ok()).map(Option::as_mut)
+    let Some(Some(engine)) =
+        cortex_m::singleton!(: Option<EngineApp> = EngineApp::<TP_SESSIONS>::new().ok()).map(Option::as_mut)
     else {
         fail("engine ECU configuration")
     };

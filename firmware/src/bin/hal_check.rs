@@ -17,8 +17,8 @@ use bxcan::{Can, FilterOwner, Instance, RegisterBlock};
 use canx_core::driver::{Driver, Engine};
 use canx_core::Instant;
 use canx_firmware::EngineApp;
-use mcp25xx::MCP25xx;
 use cortex_m_rt::entry;
+use mcp25xx::MCP25xx;
 
 /// CAN1 of the STM32F405 (reference manual RM0090, memory map: 0x4000_6400).
 struct Can1;

@@ -430,3 +430,83 @@ fn reliable_delivery_survives_a_transmit_error() {
     assert_eq!(a.stats().transmit_errors, 1);
 }
 
+// ---- property: frames are conserved, whatever the controller does ----
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// The engine queues this many frames (ids vary, so displacement happens).
+        Emit(u8),
+        /// The bus puts this many frames on the wire.
+        Deliver(u8),
+        TxError,
+        RxError,
+        Poll,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u8..6).prop_map(Op::Emit),
+            (0u8..4).prop_map(Op::Deliver),
+            Just(Op::TxError),
+            Just(Op::RxError),
+            Just(Op::Poll),
+            Just(Op::Poll),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn frames_are_conserved(ops in proptest::collection::vec(op(), 1..80), displacing in any::<bool>()) {
+            let bus: RefCell<MemBus<2, 2, 4>> = RefCell::new(MemBus::new());
+            bus.borrow_mut().set_displacing(displacing);
+            let mut drv: Driver<_, 3, 2> = Driver::new(MemPort::new(&bus, 0));
+            let mut other: Driver<_, 3, 2> = Driver::new(MemPort::new(&bus, 1));
+            let mut eng = Scripted::default();
+            let mut sink = Scripted::default();
+            let mut emitted = 0u32;
+            let mut on_wire = 0u32;
+            for (k, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Emit(n) => {
+                        for i in 0..n {
+                            let id = 0x100 + u16::from((k as u8).wrapping_mul(37).wrapping_add(i)) ;
+                            eng.out.push_back(frame(id, i));
+                            emitted += 1;
+                        }
+                    }
+                    Op::Deliver(n) => {
+                        for _ in 0..n {
+                            if bus.borrow_mut().deliver().is_some() {
+                                on_wire += 1;
+                            }
+                        }
+                    }
+                    Op::TxError => bus.borrow_mut().inject_tx_error(0, ErrorKind::Acknowledge),
+                    Op::RxError => bus.borrow_mut().inject_rx_error(1, ErrorKind::Crc),
+                    Op::Poll => {
+                        drv.poll(Instant::ZERO, &mut [&mut eng]);
+                        other.poll(Instant::ZERO, &mut [&mut sink]);
+                    }
+                }
+                let s = drv.stats();
+                let pulled = emitted - eng.out.len() as u32;
+                // Every frame taken from the engine is queued, in a mailbox,
+                // on the wire, or dropped by a counted transmit error.
+                let in_mailbox = bus.borrow().pending(0) as u32;
+                prop_assert_eq!(pulled, drv.queued() as u32 + in_mailbox + on_wire + s.transmit_errors);
+                prop_assert_eq!(s.transmitted, in_mailbox + on_wire + s.displaced);
+                prop_assert!(drv.queued() <= 3);
+            }
+            // The receiving node saw every frame on the wire, or counted an overrun.
+            other.poll(Instant::ZERO, &mut [&mut sink]);
+            for _ in 0..8 {
+                other.poll(Instant::ZERO, &mut [&mut sink]);
+            }
+            prop_assert_eq!(sink.got.len() as u32 + bus.borrow().overruns(), on_wire);
+        }
+    }
+}
