@@ -23,8 +23,8 @@ pub const ENGINE_ADDRESS: u8 = 0x00;
 pub const TESTER_NAME: Name = Name::from_u64(0x0000_0000_0065_4321);
 pub const TESTER_ADDRESS: u8 = 0xF9;
 
-/// EEC1 repetition period. J1939-71 makes it engine-speed dependent; 20 ms
-/// is the usual figure at running speed.
+/// EEC1 repetition period. J1939-71 makes it engine-speed dependent; this
+/// example uses a fixed 20 ms.
 pub const EEC1_PERIOD: Duration = Duration::from_millis(20);
 /// ET1 repetition period, 1 s (J1939-71).
 pub const ET1_PERIOD: Duration = Duration::from_secs(1);

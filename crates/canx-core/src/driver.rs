@@ -313,8 +313,8 @@ enum TxOutcome {
     Unconvertible,
 }
 
-/// Pumps engines over one CAN controller `CAN`. `TXQ`: frames waiting for
-/// a mailbox (16 bytes each); `EVQ`: [`DriverEvent`]s waiting for
+/// Pumps engines over one CAN controller `CAN`. `TXQ` (at least 1): frames
+/// waiting for a mailbox (20 bytes each); `EVQ`: [`DriverEvent`]s waiting for
 /// [`Driver::poll_event`].
 pub struct Driver<CAN, const TXQ: usize = 8, const EVQ: usize = 4> {
     can: CAN,
@@ -341,7 +341,13 @@ impl<CAN, const TXQ: usize, const EVQ: usize> Driver<CAN, TXQ, EVQ> {
         Self::with_config(can, DriverConfig::default())
     }
 
+    /// Refuses `Driver<_, 0>` at compile time: a driver that can queue
+    /// nothing could never send.
+    const NONEMPTY_QUEUE: () = assert!(TXQ > 0, "Driver needs TXQ >= 1");
+
     pub fn with_config(can: CAN, config: DriverConfig) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::NONEMPTY_QUEUE;
         Driver {
             can,
             config,
