@@ -43,10 +43,59 @@ pub type J1939Ecu = Ecu<'static, TP_SESSIONS>;
 /// host time, so the demo uses a virtual clock instead: deterministic, and
 /// as fast as qemu executes. On a board, read a hardware timer instead.
 pub const TICK: Duration = Duration::from_millis(1);
-/// Frames the in-memory bus carries per tick: a 29-bit frame with 8 data
-/// bytes is about 130 bits (with stuffing), 0.52 ms at 250 kbit/s, so about
-/// two per millisecond.
-pub const FRAMES_PER_TICK: usize = 2;
+/// Bus time of one frame on the in-memory bus: a 29-bit frame with 8 data
+/// bytes is about 130 bits with stuffing, 0.52 ms at 250 kbit/s.
+pub const FRAME_TIME: Duration = Duration::from_micros(500);
+
+/// Core clock of the STM32F405 as the Feather and qemu's netduinoplus2 run
+/// it, Hz.
+pub const CORE_HZ: u32 = 168_000_000;
+
+/// A clock from the Cortex-M SysTick counter, polled (no interrupt): the
+/// 24-bit counter counts core cycles down from the largest reload (2^24
+/// cycles, 99.9 ms at 168 MHz) and each [`SysTickClock::now`] adds the
+/// cycles since the previous call. Call `now` at least once per wrap
+/// period, or time is lost.
+pub struct SysTickClock {
+    syst: cortex_m::peripheral::SYST,
+    last: u32,
+    cycles: u64,
+    cycles_per_us: u64,
+}
+
+impl core::fmt::Debug for SysTickClock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SysTickClock").field("cycles", &self.cycles).finish()
+    }
+}
+
+impl SysTickClock {
+    /// Starts SysTick on the core clock of `core_hz` (at least 1 MHz).
+    pub fn new(mut syst: cortex_m::peripheral::SYST, core_hz: u32) -> Self {
+        use cortex_m::peripheral::syst::SystClkSource;
+        syst.set_clock_source(SystClkSource::Core);
+        syst.set_reload(0x00FF_FFFF);
+        syst.clear_current();
+        syst.enable_counter();
+        let last = cortex_m::peripheral::SYST::get_current();
+        SysTickClock { syst, last, cycles: 0, cycles_per_us: u64::from(core_hz / 1_000_000).max(1) }
+    }
+
+    /// Microseconds since [`SysTickClock::new`].
+    pub fn now(&mut self) -> Instant {
+        let current = cortex_m::peripheral::SYST::get_current();
+        // The counter counts down and wraps from 0 to 0xFF_FFFF.
+        let elapsed = self.last.wrapping_sub(current) & 0x00FF_FFFF;
+        self.last = current;
+        self.cycles += u64::from(elapsed);
+        Instant::from_micros(self.cycles / self.cycles_per_us)
+    }
+
+    /// Gives the SysTick peripheral back.
+    pub fn free(self) -> cortex_m::peripheral::SYST {
+        self.syst
+    }
+}
 
 /// The engine ECU application: one J1939 CA that claims `ENGINE_ADDRESS`,
 /// broadcasts EEC1 and ET1 at their rates once it has an address, and
