@@ -510,3 +510,35 @@ mod props {
         }
     }
 }
+
+#[test]
+fn two_cas_on_one_controller_contend_through_local_echo() {
+    use crate::j1939::{Ecu, EcuConfig, Name};
+
+    for echo in [true, false] {
+        let bus: RefCell<MemBus<2, 3, 16>> = RefCell::new(MemBus::new());
+        let cfg = DriverConfig { local_echo: echo, ..Default::default() };
+        let mut drv: Driver<_, 8> = Driver::with_config(MemPort::new(&bus, 0), cfg);
+        let mut sniffer = MemPort::new(&bus, 1);
+        let mut a: Ecu<'_, 1> = Ecu::new(EcuConfig::new(Name::from_u64(10), 0x80)).unwrap();
+        let mut b: Ecu<'_, 1> = Ecu::new(EcuConfig::new(Name::from_u64(20), 0x80)).unwrap();
+        let mut now = Instant::ZERO;
+        a.start(now);
+        b.start(now);
+        for _ in 0..400 {
+            drv.poll(now, &mut [&mut a, &mut b]);
+            bus.borrow_mut().deliver_all();
+            while a.poll_event().is_some() {}
+            while b.poll_event().is_some() {}
+            now += Duration::from_millis(1);
+        }
+        let _ = sniff(&mut sniffer);
+        assert_eq!(a.address(), Some(0x80), "the lower NAME wins");
+        if echo {
+            assert_ne!(b.address(), Some(0x80), "b saw a's claim and gave way");
+        } else {
+            // Without the echo the two never see each other: a real conflict.
+            assert_eq!(b.address(), Some(0x80));
+        }
+    }
+}
