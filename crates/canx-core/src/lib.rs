@@ -18,6 +18,8 @@
 //! - [`megasquirt`]: MegaSquirt CAN: header codec, table server, client, broadcast decoders.
 //! - [`j1939`]: SAE J1939 engines (TP/ETP, address claim, requests, DM1, codecs, `Ecu`).
 //! - [`log`]: candump `.log` lines and can-utils frame text (`cansend` syntax).
+//! - [`driver`]: pumps any set of engines over an `embedded_can` controller
+//!   (`nb` or `blocking`) with a caller-supplied clock, plus an in-memory bus.
 //! - protocol engines (added module by module): each is a state machine with
 //!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
@@ -33,6 +35,7 @@
 extern crate std;
 
 pub mod canx_proto;
+pub mod driver;
 pub mod filter;
 pub mod frame;
 pub mod j1939;
