@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use canx_core::j1939::codecs::{eec1, et1};
-use canx_core::j1939::{Ecu, EcuConfig, EcuError, Name, Pgn, Responder, GLOBAL_ADDRESS};
+use canx_core::j1939::{Ecu, EcuConfig, EcuError, Name, Pgn, Responder, FULL_TABLE, GLOBAL_ADDRESS};
 use canx_core::{Duration, Instant};
 
 /// The VIN the engine ECU answers with (J1939-71 SPN 237: ASCII, `*`-terminated).
@@ -100,17 +100,18 @@ impl SysTickClock {
 /// The engine ECU application: one J1939 CA that claims `ENGINE_ADDRESS`,
 /// broadcasts EEC1 and ET1 at their rates once it has an address, and
 /// answers VIN requests (the ECU sends it by BAM or RTS/CTS itself).
-/// `S`: TP sessions (one 1785-byte buffer each).
+/// `S`: TP sessions (one 1785-byte buffer each); `T`: entries of the bus
+/// address table (9 bytes each; 254 = every address).
 #[derive(Debug)]
-pub struct EngineApp<const S: usize = TP_SESSIONS> {
-    pub ecu: Ecu<'static, S>,
+pub struct EngineApp<const S: usize = TP_SESSIONS, const T: usize = FULL_TABLE> {
+    pub ecu: Ecu<'static, S, 8, 0, T>,
     next_eec1: Instant,
     next_et1: Instant,
     /// Broadcasts the ECU refused (transmit queue full).
     pub send_failures: u32,
 }
 
-impl<const S: usize> EngineApp<S> {
+impl<const S: usize, const T: usize> EngineApp<S, T> {
     /// Errors: an invalid configuration ([`EcuError`]).
     pub fn new() -> Result<Self, EcuError> {
         let mut ecu = Ecu::new(EcuConfig::new(ENGINE_NAME, ENGINE_ADDRESS))?;

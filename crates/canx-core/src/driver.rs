@@ -143,10 +143,10 @@ macro_rules! forward_engine {
 }
 
 forward_engine! {
-    ['a, const S: usize, const R: usize, const E: usize] crate::j1939::Ecu<'a, S, R, E>;
+    ['a, const S: usize, const R: usize, const E: usize, const T: usize] crate::j1939::Ecu<'a, S, R, E, T>;
     [const S: usize, const Q: usize] crate::j1939::Transport<S, Q>;
     ['a, const S: usize, const Q: usize] crate::j1939::Etp<'a, S, Q>;
-    [] crate::j1939::AddressClaimer;
+    [const T: usize] crate::j1939::AddressClaimer<T>;
     [] crate::reliable::CompatSender;
     [const A: usize, const E: usize] crate::reliable::CompatListener<A, E>;
     [const S: usize, const P: usize] crate::reliable::ReliableSender<S, P>;

@@ -19,8 +19,9 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 
 type Bus = MemBus<1, 3, 4>;
-/// One TP session: enough to answer one VIN request at a time.
-type App = EngineApp<1>;
+/// One TP session (enough to answer one VIN request at a time) and a bus
+/// table of 16 NAMEs (a small network; further claims are counted, not kept).
+type App = EngineApp<1, 16>;
 
 #[entry]
 fn main() -> ! {

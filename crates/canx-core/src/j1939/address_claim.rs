@@ -61,49 +61,82 @@ pub enum TableEvent {
     Removed { address: u8, name: Name },
 }
 
-/// The NAME of every claimed address 0..=253 seen on the bus (fixed
-/// capacity: 254 entries, about 4 KiB).
+/// Capacity of the bus table by default: every unicast address 0..=253.
+pub const FULL_TABLE: usize = 254;
+
+/// The NAME of every claimed address seen on the bus, for at most `N`
+/// addresses (const generic; default [`FULL_TABLE`], 254 entries of 9 bytes,
+/// about 2.2 KiB). A board that needs the RAM picks a smaller `N`: claims
+/// that find the table full are not recorded and are counted
+/// ([`AddressTable::dropped`]); the claimer's own contention does not depend
+/// on the table.
 #[derive(Clone)]
-pub struct AddressTable {
-    names: [Option<Name>; 254],
+pub struct AddressTable<const N: usize = FULL_TABLE> {
+    /// Address of each slot; [`EMPTY`] for a free slot.
+    addrs: [u8; N],
+    /// NAME of each slot (raw value).
+    names: [u64; N],
+    dropped: u32,
 }
 
-impl fmt::Debug for AddressTable {
+/// Marks a free slot (255 is the global address, never a claimed one).
+const EMPTY: u8 = 0xFF;
+
+impl<const N: usize> fmt::Debug for AddressTable<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
 }
 
-impl Default for AddressTable {
+impl<const N: usize> Default for AddressTable<N> {
     fn default() -> Self {
-        Self::new()
+        Self::with_capacity()
     }
 }
 
 impl AddressTable {
+    /// An empty table for every address (254 entries).
     pub const fn new() -> Self {
-        AddressTable { names: [None; 254] }
+        Self::with_capacity()
+    }
+}
+
+impl<const N: usize> AddressTable<N> {
+    /// An empty table of `N` entries (`AddressTable::<16>::with_capacity()`).
+    pub const fn with_capacity() -> Self {
+        AddressTable { addrs: [EMPTY; N], names: [0; N], dropped: 0 }
+    }
+    fn slot_of_address(&self, address: u8) -> Option<usize> {
+        if address == EMPTY {
+            return None;
+        }
+        self.addrs.iter().position(|&a| a == address)
     }
     /// The NAME at `address`, if one claimed it.
     pub fn name_at(&self, address: u8) -> Option<Name> {
-        self.names.get(usize::from(address)).copied().flatten()
+        self.slot_of_address(address).map(|i| Name::from_u64(self.names[i]))
     }
     /// The address `name` holds, if any.
     pub fn address_of(&self, name: Name) -> Option<u8> {
-        self.names.iter().position(|n| *n == Some(name)).map(|i| i as u8)
+        let raw = name.to_u64();
+        (0..N).find(|&i| self.addrs[i] != EMPTY && self.names[i] == raw).map(|i| self.addrs[i])
     }
     /// (address, NAME) of every entry, by address.
     pub fn iter(&self) -> impl Iterator<Item = (u8, Name)> + '_ {
-        self.names.iter().enumerate().filter_map(|(i, n)| n.map(|n| (i as u8, n)))
+        (0..=MAX_UNICAST_ADDRESS).filter_map(move |a| self.name_at(a).map(|n| (a, n)))
     }
     pub fn len(&self) -> usize {
-        self.names.iter().filter(|n| n.is_some()).count()
+        self.addrs.iter().filter(|&&a| a != EMPTY).count()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
     pub fn clear(&mut self) {
-        self.names = [None; 254];
+        self.addrs = [EMPTY; N];
+    }
+    /// Claims not recorded because the table was full.
+    pub fn dropped(&self) -> u32 {
+        self.dropped
     }
 
     /// Records an Address Claimed of `name` at `address`: the NAME leaves
@@ -113,34 +146,40 @@ impl AddressTable {
         if address > MAX_UNICAST_ADDRESS {
             return;
         }
-        for (i, slot) in self.names.iter_mut().enumerate() {
-            if *slot == Some(name) && i != usize::from(address) {
-                *slot = None;
-                out(TableEvent::Removed { address: i as u8, name });
+        let raw = name.to_u64();
+        for i in 0..N {
+            if self.addrs[i] != EMPTY && self.names[i] == raw && self.addrs[i] != address {
+                out(TableEvent::Removed { address: self.addrs[i], name });
+                self.addrs[i] = EMPTY;
             }
         }
-        let slot = &mut self.names[usize::from(address)];
-        match *slot {
-            Some(held) if held == name => {}
-            Some(held) if held < name => {}
-            Some(held) => {
-                out(TableEvent::Removed { address, name: held });
-                *slot = Some(name);
-                out(TableEvent::Added { address, name });
+        match self.slot_of_address(address) {
+            Some(i) => {
+                let held = Name::from_u64(self.names[i]);
+                if held != name && held >= name {
+                    out(TableEvent::Removed { address, name: held });
+                    self.names[i] = raw;
+                    out(TableEvent::Added { address, name });
+                }
             }
-            None => {
-                *slot = Some(name);
-                out(TableEvent::Added { address, name });
-            }
+            None => match self.addrs.iter().position(|&a| a == EMPTY) {
+                Some(i) => {
+                    self.addrs[i] = address;
+                    self.names[i] = raw;
+                    out(TableEvent::Added { address, name });
+                }
+                None => self.dropped = self.dropped.saturating_add(1),
+            },
         }
     }
 
     /// Records a Cannot Claim of `name`: it holds no address.
     pub fn observe_cannot_claim(&mut self, name: Name, mut out: impl FnMut(TableEvent)) {
-        for (i, slot) in self.names.iter_mut().enumerate() {
-            if *slot == Some(name) {
-                *slot = None;
-                out(TableEvent::Removed { address: i as u8, name });
+        let raw = name.to_u64();
+        for i in 0..N {
+            if self.addrs[i] != EMPTY && self.names[i] == raw {
+                out(TableEvent::Removed { address: self.addrs[i], name });
+                self.addrs[i] = EMPTY;
             }
         }
     }
@@ -224,19 +263,28 @@ const TIMERS: usize = 2;
 
 /// The J1939-81 address-claim state machine of one NAME (see module doc).
 #[derive(Debug)]
-pub struct AddressClaimer {
+pub struct AddressClaimer<const T: usize = FULL_TABLE> {
     config: ClaimConfig,
     state: ClaimState,
     timers: [Option<Instant>; TIMERS],
     tx: Ring<CanFrame, 8>,
     events: Ring<ClaimEvent, 32>,
     rng: XorShift32,
-    table: AddressTable,
+    table: AddressTable<T>,
 }
 
 impl AddressClaimer {
-    /// A claimer in state [`ClaimState::Idle`]. Errors: [`ClaimConfigError`].
+    /// A claimer in state [`ClaimState::Idle`] with a full bus table (254
+    /// entries). Errors: [`ClaimConfigError`].
     pub fn new(config: ClaimConfig) -> Result<Self, ClaimConfigError> {
+        Self::with_capacity(config)
+    }
+}
+
+impl<const T: usize> AddressClaimer<T> {
+    /// A claimer whose bus table holds `T` entries (`AddressClaimer::<16>::with_capacity(cfg)`).
+    /// Errors: [`ClaimConfigError`].
+    pub fn with_capacity(config: ClaimConfig) -> Result<Self, ClaimConfigError> {
         if config.preferred_address > MAX_UNICAST_ADDRESS {
             return Err(ClaimConfigError::Address);
         }
@@ -251,7 +299,7 @@ impl AddressClaimer {
             tx: Ring::new(),
             events: Ring::new(),
             rng: XorShift32::new(config.seed),
-            table: AddressTable::new(),
+            table: AddressTable::with_capacity(),
         })
     }
 
@@ -276,7 +324,7 @@ impl AddressClaimer {
         }
     }
     /// The live bus table (includes this CA's own claim).
-    pub fn table(&self) -> &AddressTable {
+    pub fn table(&self) -> &AddressTable<T> {
         &self.table
     }
     /// Events dropped because the queue (32) was full.

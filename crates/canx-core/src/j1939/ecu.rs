@@ -37,7 +37,7 @@
 
 use core::fmt;
 
-use super::address_claim::{AddressClaimer, AddressTable, ClaimConfig, ClaimConfigError, ClaimEvent, ClaimState};
+use super::address_claim::{AddressClaimer, AddressTable, ClaimConfig, FULL_TABLE, ClaimConfigError, ClaimEvent, ClaimState};
 use super::id::{frame, J1939Id, Pgn, GLOBAL_ADDRESS, MAX_UNICAST_ADDRESS, NULL_ADDRESS};
 use super::name::Name;
 use super::request::{AckControl, Acknowledgment, Request};
@@ -200,9 +200,9 @@ pub struct EcuStats {
 /// caller buffers (default 0). Drive it like every engine: after each
 /// `handle_*` or API call, drain `poll_transmit(now)` and `poll_event()`,
 /// then wait until `poll_timeout()` or the next frame.
-pub struct Ecu<'a, const S: usize, const R: usize = 8, const E: usize = 0> {
+pub struct Ecu<'a, const S: usize, const R: usize = 8, const E: usize = 0, const T: usize = FULL_TABLE> {
     config: EcuConfig,
-    claimer: AddressClaimer,
+    claimer: AddressClaimer<T>,
     transport: Transport<S, 32>,
     etp: Etp<'a, E, 8>,
     responders: [Option<(Pgn, Responder<'a>)>; R],
@@ -214,7 +214,7 @@ pub struct Ecu<'a, const S: usize, const R: usize = 8, const E: usize = 0> {
     failed_responses: u32,
 }
 
-impl<const S: usize, const R: usize, const E: usize> fmt::Debug for Ecu<'_, S, R, E> {
+impl<const S: usize, const R: usize, const E: usize, const T: usize> fmt::Debug for Ecu<'_, S, R, E, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ecu")
             .field("name", &self.claimer.name())
@@ -224,7 +224,7 @@ impl<const S: usize, const R: usize, const E: usize> fmt::Debug for Ecu<'_, S, R
     }
 }
 
-impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
+impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a, S, R, E, T> {
     /// An ECU whose `E` ETP sessions have empty buffers (so ETP is refused;
     /// see [`Ecu::with_etp_buffers`]). Errors: [`EcuError::Claim`],
     /// [`EcuError::Config`].
@@ -238,7 +238,7 @@ impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
         let etp_config = EtpConfig { priority: config.transport.priority, packets_per_cts: config.transport.packets_per_cts };
         Ok(Ecu {
             config,
-            claimer: AddressClaimer::new(config.claim).map_err(EcuError::Claim)?,
+            claimer: AddressClaimer::with_capacity(config.claim).map_err(EcuError::Claim)?,
             transport: Transport::new(config.transport).map_err(EcuError::Config)?,
             etp: Etp::new(etp_config, buffers),
             responders: [None; R],
@@ -269,7 +269,7 @@ impl<'a, const S: usize, const R: usize, const E: usize> Ecu<'a, S, R, E> {
         self.claimer.state()
     }
     /// The live NAME <-> address table of the bus.
-    pub fn table(&self) -> &AddressTable {
+    pub fn table(&self) -> &AddressTable<T> {
         self.claimer.table()
     }
     pub fn transport(&self) -> &Transport<S, 32> {
@@ -617,3 +617,4 @@ fn matches_source(requested_from: u8, source: u8) -> bool {
 
 #[cfg(test)]
 mod tests;
+

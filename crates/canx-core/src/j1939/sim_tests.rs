@@ -71,7 +71,7 @@ impl<const S: usize, const Q: usize> Node for Transport<S, Q> {
     }
 }
 
-impl<const S: usize, const R: usize, const E: usize> Node for Ecu<'_, S, R, E> {
+impl<const S: usize, const R: usize, const E: usize, const T: usize> Node for Ecu<'_, S, R, E, T> {
     type Event = EcuEvent;
     fn handle_frame(&mut self, now: Instant, f: &Frame) {
         Ecu::handle_frame(self, now, f)

@@ -245,3 +245,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn small_table_counts_claims_it_cannot_hold() {
+    let mut t = AddressTable::<2>::with_capacity();
+    let n = |v: u64| Name::from_u64(v);
+    let mut events = std::vec::Vec::new();
+    t.observe_claim(0x10, n(5), |e| events.push(e));
+    t.observe_claim(0x20, n(6), |e| events.push(e));
+    t.observe_claim(0x30, n(7), |e| events.push(e));
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.dropped(), 1);
+    assert_eq!(t.name_at(0x30), None);
+    // A NAME that moves frees its old slot, so the next claim fits.
+    t.observe_claim(0x11, n(5), |e| events.push(e));
+    assert_eq!(t.address_of(n(5)), Some(0x11));
+    t.observe_cannot_claim(n(6), |e| events.push(e));
+    t.observe_claim(0x30, n(7), |e| events.push(e));
+    assert_eq!(t.iter().collect::<std::vec::Vec<_>>(), [(0x11, n(5)), (0x30, n(7))]);
+    // A lower NAME takes an address; a higher one does not.
+    t.observe_claim(0x30, n(9), |e| events.push(e));
+    assert_eq!(t.name_at(0x30), Some(n(7)));
+    t.observe_claim(0x30, n(1), |e| events.push(e));
+    assert_eq!(t.name_at(0x30), Some(n(1)));
+    assert!(events.contains(&TableEvent::Removed { address: 0x30, name: n(7) }));
+}
