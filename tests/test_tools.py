@@ -342,3 +342,56 @@ def test_file_written_by_real_candump_in_the_vm() -> None:
     for ln, (ts, ch, f, rx) in zip(lines, parsed):
         again = _canx.parse_log_line(_canx.format_log_line(ts, ch, *f[:9], rx))
         assert again[:3] == (ts, ch, f)
+
+
+def test_progress_on_a_terminal_only() -> None:
+    """Long runs report frames, rate and drops on stderr when it is a
+    terminal, and stay silent on pipes and files."""
+    import io
+
+    from canx.tools._common import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    p = Progress("canx gen", drops=lambda: 3, stream=tty, interval=0.0)
+    for _ in range(5):
+        p.add()
+    p.close()
+    lines = tty.getvalue().split("\r")
+    assert lines[-1].startswith("canx gen: 5 frames, ") and "3 dropped" in lines[-1]
+    assert tty.getvalue().endswith("\n")
+    pipe = io.StringIO()
+    q = Progress("canx gen", stream=pipe, interval=0.0)
+    q.add(10)
+    q.close()
+    assert pipe.getvalue() == "" and q.count == 10
+
+
+def test_gen_shows_progress_under_a_pty(tmp_path) -> None:
+    """`canx gen` under a real terminal (pty) prints its progress line."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "canx", "gen", "virtual:progress", "-g", "1", "-n", "1500"],
+                           stdout=subprocess.DEVNULL, stderr=slave, timeout=60)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+    assert r.returncode == 0
+    assert b"canx gen: 1500 frames" in out

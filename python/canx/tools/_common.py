@@ -3,8 +3,10 @@ text, field tuples (see ``canx._canx.RawBus``)."""
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, TextIO, Tuple
 
 from .. import errors
 from .._canx import RawBus, format_frame_text, parse_candump_filter, parse_frame_text
@@ -114,3 +116,57 @@ def parse_hex(text: str, what: str, limit: int) -> int:
 
 def stopping(count: Optional[int]) -> Callable[[int], bool]:
     return (lambda n: False) if not count else (lambda n: n >= count)
+
+
+class Progress:
+    """Progress of a long run on stderr: frames, rate (frames/s) and drops,
+    rewritten in place about once a second, only when stderr is a terminal
+    (so pipes and log files stay clean). ``drops()`` returns the frames lost
+    so far (kernel and queue overflows)."""
+
+    def __init__(self, what: str, drops: Optional[Callable[[], int]] = None,
+                 stream: Optional[TextIO] = None, enabled: Optional[bool] = None,
+                 interval: float = 1.0) -> None:
+        self.what = what
+        self.count = 0
+        self._drops = drops
+        self._stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self._stream, "isatty", None)
+        self.enabled = bool(isatty and isatty()) if enabled is None else enabled
+        self._interval = interval
+        self._t0 = time.monotonic()
+        self._next = self._t0 + interval
+        self._shown = False
+
+    def add(self, n: int = 1) -> None:
+        self.count += n
+        if self.enabled:
+            now = time.monotonic()
+            if now >= self._next:
+                self._next = now + self._interval
+                self._show(now)
+
+    def _show(self, now: float) -> None:
+        rate = self.count / max(now - self._t0, 1e-9)
+        dropped = self._drops() if self._drops else 0
+        self._stream.write(f"\r{self.what}: {self.count} frames, {rate:.0f}/s, {dropped} dropped ")
+        self._stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        """Writes the final line (when enabled)."""
+        if self.enabled:
+            self._show(time.monotonic())
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def bus_drops(buses: List[RawBus]) -> Callable[[], int]:
+    """Frames lost so far on these buses (kernel overflow + queue overflow)."""
+    def drops() -> int:
+        total = 0
+        for b in buses:
+            s = b.stats()
+            total += s[2] + s[3]
+        return total
+    return drops

@@ -14,7 +14,7 @@ import time
 from typing import List, Optional, TextIO
 
 from .._canx import format_log_line
-from ._common import Fields, ToolError, open_bus, parse_channel_spec
+from ._common import Fields, Progress, ToolError, bus_drops, open_bus, parse_channel_spec
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     width = max(len(s.channel) for s in specs)
     fds = {b.fileno(): (b, s) for b, s in zip(buses, specs)}
     n = 0
+    progress = Progress("canx dump", bus_drops(buses), enabled=False if out is not sys.stdout or sys.stdout.isatty() else None)
     start: Optional[float] = None
     last: Optional[float] = None
     idle = args.timeout_ms / 1000 if args.timeout_ms else None
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
                     last = ts
                     out.write(line + "\n")
                     n += 1
+                    progress.add()
                     if args.count and n >= args.count:
                         out.flush()
                         return 0
@@ -98,5 +100,6 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     except BrokenPipeError:
         return 0
     finally:
+        progress.close()
         for b in buses:
             b.shutdown()

@@ -15,7 +15,7 @@ import time
 from typing import Callable, Optional
 
 from ..errors import CanxError, SendTimeoutError
-from ._common import ToolError, frame_text, open_bus, parse_hex
+from ._common import Progress, ToolError, frame_text, open_bus, parse_hex
 
 _FD_LENS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64]
 
@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     ext, rtr, fd, brs = args.extended, args.remote, args.fd, args.brs
     t_next = time.perf_counter()
     i = 0
+    progress = Progress("canx gen", enabled=False if args.verbose else None)
     try:
         while args.count is None or i < args.count:
             n = lens(i)
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             if args.verbose:
                 print(f"  {args.channel}  {frame_text((fid, ext, rtr, False, fd, brs, False, n, payload))}")
             i += 1
+            progress.add()
             if gap > 0:
                 t_next += gap
                 delay = t_next - time.perf_counter()
@@ -120,5 +122,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.close()
         os._exit(0)
     finally:
+        progress.close()
         bus.shutdown()
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 from .._canx import format_log_line
-from ._common import Fields, ToolError, open_bus, parse_channel_spec
+from ._common import Fields, Progress, ToolError, bus_drops, open_bus, parse_channel_spec
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         fds = {b.fileno(): (b, s) for b, s in zip(buses, specs)}
         idle: Optional[float] = args.timeout_ms / 1000 if args.timeout_ms else None
         n = 0
+        progress = Progress("canx log", bus_drops(buses))
         try:
             while True:
                 ready, _, _ = select.select(list(fds), [], [], idle)
@@ -93,10 +94,13 @@ def run(args: argparse.Namespace) -> int:
                         if spec.accepts(f):
                             write(spec.channel, f)
                             n += 1
+                            progress.add()
                             if args.count and n >= args.count:
                                 return 0
         except KeyboardInterrupt:
             return 0
+        finally:
+            progress.close()
     finally:
         for b in buses:
             b.shutdown()

@@ -17,7 +17,7 @@ from typing import Dict, Iterator, Tuple
 
 from .._canx import RawBus, parse_log_line
 from ..errors import CanxError
-from ._common import Fields, ToolError, frame_text, open_bus, send_fields
+from ._common import Fields, Progress, ToolError, frame_text, open_bus, send_fields
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     # Read (and check) the whole file first: a bad line is reported before anything is sent.
     frames = list(reader(path))
     buses: Dict[str, RawBus] = {}
+    progress = Progress("canx replay", enabled=False if args.verbose else None)
     try:
         for _ in range(args.loops):
             t0_log = None
@@ -105,9 +106,11 @@ def run(args: argparse.Namespace) -> int:
                     send_fields(bus, f)
                 except (CanxError, ValueError) as e:
                     raise ToolError(f"cannot send {frame_text(f)} on {target!r}: {e}") from None
+                progress.add()
                 if args.verbose:
                     print(f"({ts:.6f}) {target} {frame_text(f)}")
     finally:
+        progress.close()
         for b in buses.values():
             b.shutdown()
     return 0
