@@ -27,6 +27,33 @@ class TestVcan(BackToBack):
         assert {"interface": "canx", "channel": vcan_channel} in can.detect_available_configs("canx")
 
 
+def test_send_periodic_uses_the_kernel_bcm(vcan_channel: str, can_utils, timeout_scale: float) -> None:
+    """On SocketCAN, send_periodic is the kernel's broadcast manager: candump
+    sees the frames at the period, a duration becomes a frame count, modify
+    and stop work, and nothing passes through canx's receive thread."""
+    with can.Bus(interface="canx", channel=vcan_channel) as bus, can_utils.candump(f"{vcan_channel},0AB:7FF") as cap:
+        task = bus.send_periodic(can.Message(arbitration_id=0xAB, is_extended_id=False, data=[1]), 0.05,
+                                 duration=0.5)
+        assert task.mechanism == "bcm"
+        cap.wait(10, timeout=3)
+        time.sleep(0.3 * timeout_scale)
+        assert [f for _, f in cap.frames] == ["0AB#01"] * 10, "duration 0.5 s at 50 ms: exactly 10 frames"
+        assert bus._raw.stats()[1] == 0, "the kernel sent them, not canx"
+        task.start()
+        cap.wait(11, timeout=3)
+        task.modify_data(can.Message(arbitration_id=0xAB, is_extended_id=False, data=[2]))
+        cap.wait(13, timeout=3)
+        task.stop()
+        time.sleep(0.2 * timeout_scale)
+        n = len(cap.frames)
+        time.sleep(0.2 * timeout_scale)
+        assert len(cap.frames) == n, "stopped"
+        assert cap.frames[-1][1] == "0AB#02"
+        ts = [float(line.split(")")[0].strip("(")) for line in cap.lines[:10]]
+        mean_gap = (ts[-1] - ts[0]) / (len(ts) - 1)
+        assert 0.045 <= mean_gap <= 0.05 + 0.02 * timeout_scale, ts
+
+
 def _kinds() -> list:
     return [
         can.Message(arbitration_id=0x123, is_extended_id=False, data=b"\x01\x02\x03"),

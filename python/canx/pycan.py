@@ -203,10 +203,11 @@ class CanxBus(BusABC):
 
 
 class CanxCyclicSendTask(LimitedDurationCyclicSendTaskABC, ModifiableCyclicTaskABC, RestartableCyclicTaskABC):
-    """A ``send_periodic`` task on canx's native timer: the frames go out in
-    turn, one every ``period`` seconds, from the bus's receive thread;
-    ``duration`` (seconds) ends it. ``modify_data`` takes effect at the next
-    period; ``stop`` / ``start`` pause and resume."""
+    """A ``send_periodic`` task run in native code: on SocketCAN by the
+    kernel's broadcast manager (``CAN_BCM``), on the virtual bus by canx's
+    timer on the bus's receive thread. The frames go out in turn, one every
+    ``period`` seconds; ``duration`` (seconds) ends it. ``modify_data`` takes
+    effect at the next period; ``stop`` / ``start`` pause and resume."""
 
     def __init__(self, raw: RawBus, messages: Union[Sequence[Message], Message], period: float,
                  duration: Optional[float], autostart: bool = True) -> None:
@@ -228,5 +229,10 @@ class CanxCyclicSendTask(LimitedDurationCyclicSendTaskABC, ModifiableCyclicTaskA
 
     @property
     def sent(self) -> int:
-        """Frames sent so far (canx extension)."""
+        """Frames sent so far (canx extension; with BCM estimated from the clock)."""
         return self._task.sent
+
+    @property
+    def mechanism(self) -> str:
+        """``"bcm"`` (the kernel's broadcast manager) or ``"native"`` (canx's timer)."""
+        return self._task.mechanism

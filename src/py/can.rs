@@ -26,7 +26,12 @@ fn default_channel(py: Python<'_>) -> PyResult<String> {
 
 /// Waits for a frame with the GIL released, in slices, so Ctrl-C interrupts.
 pub fn wait_frame(py: Python<'_>, l: &NativeListener, bus: &Bus, timeout: Option<f64>) -> PyResult<Option<RxFrame>> {
-    wait_for(py, timeout, || bus.is_shut_down(), |slice| l.try_recv().or_else(|| if slice.is_zero() { None } else { l.recv_timeout(slice) }))
+    wait_for(
+        py,
+        timeout,
+        || bus.is_shut_down(),
+        |slice| l.try_recv().or_else(|| if slice.is_zero() { None } else { l.recv_timeout(slice) }),
+    )
 }
 
 /// Set at interpreter exit (atexit): from then on waits return at once

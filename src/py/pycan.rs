@@ -18,6 +18,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple, PyType};
 use super::can::{wait_for, DEFAULT_QUEUE};
 use super::errors::{deinit_error, to_py};
 use super::messages::buffer_bytes;
+use crate::runtime::bcm::BcmTask;
 use crate::runtime::drivers::PeriodicTask;
 use crate::runtime::{Bus, BusConfig, DropPolicy, Listener, ListenerFilter, Notify, RxFrame, Target};
 
@@ -459,18 +460,33 @@ impl RawBus {
     /// Starts sending `frames` (list of field tuples `(arbitration_id,
     /// is_extended_id, is_remote_frame, is_fd, bitrate_switch,
     /// error_state_indicator, dlc, data)`) in turn, one every `period`
-    /// seconds, natively; stops after `duration` s (None: until stopped).
+    /// seconds; stops after `duration` s (None: until stopped). On SocketCAN
+    /// the kernel's broadcast manager sends them (`CAN_BCM`, no user-space
+    /// timer); on the virtual bus the runtime's native timer does.
     #[pyo3(signature = (frames, period, duration=None))]
     fn send_periodic(&self, frames: &Bound<'_, PyAny>, period: f64, duration: Option<f64>) -> PyResult<PeriodicSend> {
+        let py = frames.py();
         let bus = self.live()?;
         if !period.is_finite() || period <= 0.0 {
             return Err(PyValueError::new_err("period must be a positive number of seconds"));
+        }
+        if bus.config().silent {
+            return Err(to_py(py, crate::runtime::Error::Silent));
         }
         let fs = frames_from(frames)?;
         if fs.iter().any(|f| matches!(f, Frame::Fd(_))) && !bus.config().fd {
             return Err(PyValueError::new_err("CAN FD frame on a bus opened without fd=True"));
         }
-        let task = PeriodicTask::start(bus, fs, core_duration(period), duration.map(core_duration));
+        let task = match &bus.config().target {
+            Target::SocketCan(ifname) => {
+                let d = duration.map(|d| Duration::from_secs_f64(d.max(0.0)));
+                let t = BcmTask::start(ifname, fs, Duration::from_secs_f64(period), d).map_err(|e| to_py(py, e))?;
+                Periodic::Bcm(t)
+            }
+            Target::Virtual(_) => {
+                Periodic::Native(PeriodicTask::start(bus, fs, core_duration(period), duration.map(core_duration)))
+            }
+        };
         Ok(PeriodicSend { bus: bus.clone(), task: Mutex::new(task) })
     }
 
@@ -526,47 +542,87 @@ fn frames_from(frames: &Bound<'_, PyAny>) -> PyResult<Vec<Frame>> {
         .collect()
 }
 
-/// A native periodic transmission (from `RawBus.send_periodic`).
+enum Periodic {
+    /// The runtime's timer engine (virtual bus).
+    Native(PeriodicTask),
+    /// The kernel's broadcast manager (SocketCAN).
+    Bcm(BcmTask),
+}
+
+/// A periodic transmission (from `RawBus.send_periodic`): kernel BCM on
+/// SocketCAN, the runtime's native timer on the virtual bus.
 #[pyclass(module = "canx._canx", frozen)]
 pub struct PeriodicSend {
     bus: Arc<Bus>,
-    task: Mutex<PeriodicTask>,
+    task: Mutex<Periodic>,
 }
 
 #[pymethods]
 impl PeriodicSend {
     /// Replaces the frames (same shape as for `send_periodic`); takes effect at the next period.
-    fn modify(&self, frames: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn modify(&self, py: Python<'_>, frames: &Bound<'_, PyAny>) -> PyResult<()> {
         let fs = frames_from(frames)?;
-        self.task.lock().with(|p| p.set_frames(fs));
+        match &mut *self.task.lock() {
+            Periodic::Native(t) => t.with(|p| p.set_frames(fs)),
+            Periodic::Bcm(t) => t.set_frames(fs).map_err(|e| to_py(py, e))?,
+        }
         Ok(())
     }
     /// Stops sending; `start` resumes.
     fn stop(&self) {
-        self.task.lock().stop();
+        match &mut *self.task.lock() {
+            Periodic::Native(t) => t.stop(),
+            Periodic::Bcm(t) => t.stop(),
+        }
     }
     /// (Re)starts: the first frame goes out now; stops after `duration` s (None: never).
     #[pyo3(signature = (duration=None))]
-    fn start(&self, duration: Option<f64>) {
-        self.task.lock().restart(duration.map(core_duration));
+    fn start(&self, py: Python<'_>, duration: Option<f64>) -> PyResult<()> {
+        match &mut *self.task.lock() {
+            Periodic::Native(t) => t.restart(duration.map(core_duration)),
+            Periodic::Bcm(t) => {
+                t.restart(duration.map(|d| Duration::from_secs_f64(d.max(0.0)))).map_err(|e| to_py(py, e))?
+            }
+        }
+        Ok(())
     }
     /// Stops and releases the timer (cannot be restarted).
     fn close(&self) {
-        self.task.lock().detach(&self.bus);
+        match &mut *self.task.lock() {
+            Periodic::Native(t) => t.detach(&self.bus),
+            Periodic::Bcm(t) => t.stop(),
+        }
     }
-    /// Frames sent so far.
+    /// Frames sent so far (with BCM: estimated from the clock; the kernel does not report it).
     #[getter]
     fn sent(&self) -> u64 {
-        self.task.lock().peek(|p| p.sent())
+        match &*self.task.lock() {
+            Periodic::Native(t) => t.peek(|p| p.sent()),
+            Periodic::Bcm(t) => t.sent_estimate(),
+        }
     }
     #[getter]
     fn running(&self) -> bool {
-        self.task.lock().peek(|p| p.is_running())
+        match &*self.task.lock() {
+            Periodic::Native(t) => t.peek(|p| p.is_running()),
+            Periodic::Bcm(t) => t.is_running(),
+        }
     }
-    /// `(count, last_error)` of frames the bus refused.
+    /// `(count, last_error)` of frames the bus refused (BCM: the kernel reports none).
     #[getter]
     fn failed(&self) -> (u64, Option<String>) {
-        self.task.lock().peek(|p| p.failed())
+        match &*self.task.lock() {
+            Periodic::Native(t) => t.peek(|p| p.failed()),
+            Periodic::Bcm(_) => (0, None),
+        }
+    }
+    /// `"bcm"` (kernel broadcast manager) or `"native"` (runtime timer).
+    #[getter]
+    fn mechanism(&self) -> &'static str {
+        match &*self.task.lock() {
+            Periodic::Native(_) => "native",
+            Periodic::Bcm(_) => "bcm",
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! dropped and counted) -> the Python side pops from the queue with the GIL
 //! released.
 
+pub mod bcm;
 pub mod bus;
 pub mod drivers;
 pub mod engine;

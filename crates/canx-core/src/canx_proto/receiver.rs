@@ -5,9 +5,9 @@ use core::fmt;
 
 use crc::Algorithm;
 
-use crate::ring::Ring;
 use super::{envelope_crc, CanxId, Direction, Key, DEFAULT_CRC, DEFAULT_REASSEMBLY_TIMEOUT, MAX_BODY, SEQ_MODULO};
 use crate::frame::Frame;
+use crate::ring::Ring;
 use crate::time::{Duration, Instant};
 
 /// Bytes an envelope carries after its 4 header bytes: body + 4 tail bytes.

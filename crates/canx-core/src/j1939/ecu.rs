@@ -37,15 +37,17 @@
 
 use core::fmt;
 
-use super::address_claim::{AddressClaimer, AddressTable, ClaimConfig, FULL_TABLE, ClaimConfigError, ClaimEvent, ClaimState};
+use super::address_claim::{
+    AddressClaimer, AddressTable, ClaimConfig, ClaimConfigError, ClaimEvent, ClaimState, FULL_TABLE,
+};
+use super::etp::{Etp, EtpConfig};
 use super::id::{frame, J1939Id, Pgn, GLOBAL_ADDRESS, MAX_UNICAST_ADDRESS, NULL_ADDRESS};
 use super::name::Name;
 use super::request::{AckControl, Acknowledgment, Request};
 use super::transport::{
-    self, AbortReason, ConfigError, Received, SendError, SessionHandle, Transport, TransportConfig,
-    TransportEvent, TransportStats, TpCm, MAX_TP_SIZE,
+    self, AbortReason, ConfigError, Received, SendError, SessionHandle, TpCm, Transport, TransportConfig,
+    TransportEvent, TransportStats, MAX_TP_SIZE,
 };
-use super::etp::{Etp, EtpConfig};
 use super::Ring;
 use crate::frame::{CanFrame, Frame};
 use crate::time::{Duration, Instant};
@@ -235,7 +237,8 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
     /// An ECU with one ETP session per buffer (each buffer's length caps the
     /// ETP messages it carries). Errors: as [`Ecu::new`].
     pub fn with_etp_buffers(config: EcuConfig, buffers: [&'a mut [u8]; E]) -> Result<Self, EcuError> {
-        let etp_config = EtpConfig { priority: config.transport.priority, packets_per_cts: config.transport.packets_per_cts };
+        let etp_config =
+            EtpConfig { priority: config.transport.priority, packets_per_cts: config.transport.packets_per_cts };
         Ok(Ecu {
             config,
             claimer: AddressClaimer::with_capacity(config.claim).map_err(EcuError::Claim)?,
@@ -352,11 +355,8 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
         if !self.tx.push_counted(Request { pgn }.frame(me, destination)) {
             return Err(EcuError::Full);
         }
-        self.pending[slot] = Some(Pending {
-            pgn: pgn.normalized(),
-            destination,
-            deadline: Some(now + self.config.request_timeout),
-        });
+        self.pending[slot] =
+            Some(Pending { pgn: pgn.normalized(), destination, deadline: Some(now + self.config.request_timeout) });
         Ok(())
     }
 
@@ -500,7 +500,9 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
                         self.finish_pending(r.pgn, r.source, RequestOutcome::Answered);
                         EcuEvent::ReceivedExtended(r)
                     }
-                    TransportEvent::Aborted { direction: transport::Direction::Receive, pgn, source, reason, .. } => {
+                    TransportEvent::Aborted {
+                        direction: transport::Direction::Receive, pgn, source, reason, ..
+                    } => {
                         self.finish_pending(pgn, source, RequestOutcome::TransportAborted(reason));
                         EcuEvent::Transport(ev)
                     }
@@ -617,4 +619,3 @@ fn matches_source(requested_from: u8, source: u8) -> bool {
 
 #[cfg(test)]
 mod tests;
-

@@ -366,7 +366,9 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
             EtpCm::Cts { count, next, pgn } => self.on_cts(now, peer, me, count, next, pgn),
             EtpCm::Dpo { count, offset, pgn } => self.on_dpo(now, peer, me, count, offset, pgn),
             EtpCm::EndOfMsgAck { pgn, .. } => {
-                match self.find(|s| s.state == State::TxWaitEoma && s.source == me && s.destination == peer && s.pgn == pgn) {
+                match self
+                    .find(|s| s.state == State::TxWaitEoma && s.source == me && s.destination == peer && s.pgn == pgn)
+                {
                     Some(i) => {
                         let s = &self.slots[i];
                         let ev = TransportEvent::Sent {
@@ -641,7 +643,10 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
                 if s.state != State::Queued {
                     continue;
                 }
-                let busy = self.slots.iter().any(|o| o.is_tx_active() && o.source == s.source && o.destination == s.destination);
+                let busy = self
+                    .slots
+                    .iter()
+                    .any(|o| o.is_tx_active() && o.source == s.source && o.destination == s.destination);
                 let older = best.is_none_or(|b| s.order.wrapping_sub(self.slots[b].order) as i32 <= 0);
                 if !busy && older {
                     best = Some(i);
@@ -654,7 +659,13 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
             let s = &mut self.slots[i];
             s.state = State::TxWaitCts;
             s.timers[TIMEOUT] = Some(now + T3);
-            let f = frame(s.priority, Pgn::ETP_CM, s.source, s.destination, &EtpCm::Rts { size: s.size, pgn: s.pgn }.emit());
+            let f = frame(
+                s.priority,
+                Pgn::ETP_CM,
+                s.source,
+                s.destination,
+                &EtpCm::Rts { size: s.size, pgn: s.pgn }.emit(),
+            );
             self.ctrl.push_counted(f);
         }
     }

@@ -79,12 +79,12 @@ pub mod fuzz;
 #[cfg(test)]
 mod sim_tests;
 
+pub(crate) use crate::ring::Ring;
 pub use address_claim::{AddressClaimer, AddressTable, ClaimConfig, ClaimEvent, ClaimState, TableEvent, FULL_TABLE};
 pub use ecu::{Ecu, EcuConfig, EcuError, EcuEvent, RequestOutcome, Responder};
 pub use etp::{Etp, EtpConfig};
 pub use id::{IdError, J1939Id, Pgn, DEFAULT_PRIORITY, GLOBAL_ADDRESS, NULL_ADDRESS};
 pub use name::{Name, NameError, NameFields};
-pub(crate) use crate::ring::Ring;
 pub use transport::{AbortReason, SessionHandle, Transport, TransportConfig, TransportEvent};
 
 /// xorshift32: the engines' deterministic pseudo-random source, seeded by

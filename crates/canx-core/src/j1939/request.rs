@@ -141,7 +141,12 @@ mod tests {
         assert_eq!(Request::parse(&[0xEC, 0xFE]), Err(ParseError::Length));
         assert_eq!(Request::parse(&[0, 0, 0x04]), Err(ParseError::Pgn));
         // NACK of PGN 65260 to requester 0x21, from 0x00: 18E8FF00#01FFFFFF21ECFE00
-        let a = Acknowledgment { control: AckControl::Nack, group_function: 0xFF, address: 0x21, pgn: Pgn::VEHICLE_IDENTIFICATION };
+        let a = Acknowledgment {
+            control: AckControl::Nack,
+            group_function: 0xFF,
+            address: 0x21,
+            pgn: Pgn::VEHICLE_IDENTIFICATION,
+        };
         let f = a.frame(0x00);
         assert_eq!(f.raw_id(), 0x18E8_FF00);
         assert_eq!(f.data(), &[0x01, 0xFF, 0xFF, 0xFF, 0x21, 0xEC, 0xFE, 0x00]);

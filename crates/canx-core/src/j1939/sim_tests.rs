@@ -134,7 +134,18 @@ impl<N: Node> Sim<N> {
     pub(crate) fn new(nodes: Vec<N>, seed: u64, faults: Faults) -> Self {
         let logs = nodes.iter().map(|_| Vec::new()).collect();
         let last = nodes.iter().map(|_| Instant::ZERO).collect();
-        Sim { nodes, logs, last, now: Instant::ZERO, frames: 0, trace: None, inflight: Vec::new(), seq: 0, rng: Rng::new(seed), faults }
+        Sim {
+            nodes,
+            logs,
+            last,
+            now: Instant::ZERO,
+            frames: 0,
+            trace: None,
+            inflight: Vec::new(),
+            seq: 0,
+            rng: Rng::new(seed),
+            faults,
+        }
     }
 
     /// Adds a node to the bus.
@@ -372,9 +383,12 @@ fn sixty_four_concurrent_rts_cts_sessions() {
     assert_eq!(peak, 128, "all 64 transfers were in flight together");
     for a in 0..64u8 {
         let tx = &sim.logs[usize::from(a)];
-        assert!(tx.iter().any(|(e, _)| matches!(e, TransportEvent::Sent { destination, .. } if *destination == a + 64)));
+        assert!(tx
+            .iter()
+            .any(|(e, _)| matches!(e, TransportEvent::Sent { destination, .. } if *destination == a + 64)));
         let rx = &sim.logs[usize::from(a + 64)];
-        let got: Vec<_> = rx.iter().filter_map(|(e, d)| matches!(e, TransportEvent::Received(_)).then_some(d)).collect();
+        let got: Vec<_> =
+            rx.iter().filter_map(|(e, d)| matches!(e, TransportEvent::Received(_)).then_some(d)).collect();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].as_deref(), Some(&payload(u64::from(a), 1785)[..]));
     }
@@ -392,10 +406,11 @@ fn two_ecus_contend_for_one_address() {
     for seed in [1u64, 2, 3, 4, 5, 6] {
         for capable in [0, CAPABLE] {
             let (lo, hi) = (capable | (1000 + seed), capable | (2000 + seed));
-            let mut sim = Sim::new(vec![ecu(hi, 0x90), ecu(lo, 0x90)], seed, Faults {
-                max_delay: Duration::from_millis(3),
-                ..Default::default()
-            });
+            let mut sim = Sim::new(
+                vec![ecu(hi, 0x90), ecu(lo, 0x90)],
+                seed,
+                Faults { max_delay: Duration::from_millis(3), ..Default::default() },
+            );
             // Start in either order, a few ms apart.
             let first = (seed % 2) as usize;
             sim.nodes[first].start(Instant::ZERO);
@@ -422,12 +437,11 @@ fn two_ecus_contend_for_one_address() {
 fn ecu_tp_over_lossy_bus_between_many_ecus() {
     // Four ECUs; each sends a 300-byte message to the next and one BAM.
     for seed in [31u64, 32, 33] {
-        let mut sim = Sim::new((0..4u64).map(|i| ecu(100 + i, 0x40 + i as u8)).collect(), seed, Faults {
-            loss: 2,
-            dup: 0,
-            max_delay: Duration::from_micros(200),
-            reorder: 0,
-        });
+        let mut sim = Sim::new(
+            (0..4u64).map(|i| ecu(100 + i, 0x40 + i as u8)).collect(),
+            seed,
+            Faults { loss: 2, dup: 0, max_delay: Duration::from_micros(200), reorder: 0 },
+        );
         for n in sim.nodes.iter_mut() {
             n.start(Instant::ZERO);
         }
@@ -500,12 +514,11 @@ fn etp_faulty_bus_completes_or_aborts() {
         let mut b = Etp::<4>::new(cfg, n);
         a.set_local_address(0x11, true);
         b.set_local_address(0x22, true);
-        let mut sim = Sim::new(std::vec![a, b], seed, Faults {
-            loss: 1,
-            dup: 2,
-            max_delay: Duration::from_micros(300),
-            reorder: 0,
-        });
+        let mut sim = Sim::new(
+            std::vec![a, b],
+            seed,
+            Faults { loss: 1, dup: 2, max_delay: Duration::from_micros(300), reorder: 0 },
+        );
         let mut rng = Rng::new(seed);
         let mut sent = Vec::new();
         for k in 0..4u32 {

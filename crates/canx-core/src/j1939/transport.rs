@@ -1071,9 +1071,10 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
                 if s.state != State::Queued {
                     continue;
                 }
-                let busy = self.sessions.iter().any(|o| {
-                    o.is_tx_active() && o.source == s.source && o.destination == s.destination
-                });
+                let busy = self
+                    .sessions
+                    .iter()
+                    .any(|o| o.is_tx_active() && o.source == s.source && o.destination == s.destination);
                 let older = best.is_none_or(|b| s.order.wrapping_sub(self.sessions[b].order) as i32 <= 0);
                 if !busy && older {
                     best = Some(i);
@@ -1091,7 +1092,12 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
             } else {
                 s.state = State::TxWaitCts;
                 s.timers[Timer::Timeout as usize] = Some(now + T3);
-                TpCm::Rts { size: s.size, packets: s.packets as u8, max_per_cts: self.config.max_packets_per_cts, pgn: s.pgn }
+                TpCm::Rts {
+                    size: s.size,
+                    packets: s.packets as u8,
+                    max_per_cts: self.config.max_packets_per_cts,
+                    pgn: s.pgn,
+                }
             };
             let f = frame(s.priority, Pgn::TP_CM, s.source, s.destination, &cm.emit());
             self.ctrl.push_counted(f);
@@ -1198,11 +1204,8 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
         self.push_aborted(i, reason, false);
         let s = &self.sessions[i];
         if notify && !s.bam {
-            let (me, peer) = if s.direction() == Direction::Receive {
-                (s.destination, s.source)
-            } else {
-                (s.source, s.destination)
-            };
+            let (me, peer) =
+                if s.direction() == Direction::Receive { (s.destination, s.source) } else { (s.source, s.destination) };
             let pgn = s.pgn;
             self.send_cm(me, peer, TpCm::Abort { reason, pgn });
         }

@@ -26,9 +26,9 @@ use crc::{Crc, CRC_32_ISO_HDLC};
 use super::header::{Header, MsgType, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_VAR_OFFSET};
 use super::message::Message;
 use super::payload::{BurnAckRepr, CrcReqRepr, PayloadError};
-use crate::ring::Ring;
 use super::tables::Tables;
 use crate::frame::{CanFrame, Frame, CAN_MAX_LEN};
+use crate::ring::Ring;
 use crate::time::Instant;
 
 /// Outmsg definitions a board keeps ("up to 20").

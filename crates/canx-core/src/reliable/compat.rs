@@ -22,8 +22,8 @@
 use core::fmt;
 
 use super::{bump, FrameFault, Malformed, Recent, RetryPolicy, SendError, Stats};
-use crate::ring::Ring;
 use crate::frame::{CanFrame, Frame, Id, StandardId};
+use crate::ring::Ring;
 use crate::time::{Duration, Instant};
 
 /// The guide's data identifier, standard 0x408.

@@ -7,9 +7,9 @@ use core::fmt;
 use super::{
     bump, AckMapping, FrameFault, Handle, Malformed, Recent, RetryPolicy, SendError, Stats, ACK_MARKER, MAX_PAYLOAD,
 };
-use crate::ring::Ring;
 use crate::filter::Filter;
 use crate::frame::{CanFrame, Frame, Id};
+use crate::ring::Ring;
 use crate::time::Instant;
 
 /// Events of the general-mode engines.

@@ -204,10 +204,7 @@ fn table_changes() {
 
 #[test]
 fn config_errors() {
-    assert_eq!(
-        AddressClaimer::new(ClaimConfig::new(Name::from_u64(1), 254)).err(),
-        Some(ClaimConfigError::Address)
-    );
+    assert_eq!(AddressClaimer::new(ClaimConfig::new(Name::from_u64(1), 254)).err(), Some(ClaimConfigError::Address));
     let mut cfg = ClaimConfig::new(Name::from_u64(1), 1);
     cfg.range = (20, 10);
     assert_eq!(AddressClaimer::new(cfg).err(), Some(ClaimConfigError::Range));

@@ -184,8 +184,10 @@ fn etp_between_ecus_and_large_answers() {
     let mut bufs: Vec<Vec<u8>> = (0..4).map(|_| std::vec![0u8; 120_000]).collect();
     let mut it = bufs.iter_mut();
     let (b0, b1, b2, b3) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
-    let e0: Ecu<'_, 4, 8, 2> = Ecu::with_etp_buffers(EcuConfig::new(Name::from_u64(10), 0x00), [&mut b0[..], &mut b1[..]]).unwrap();
-    let e1: Ecu<'_, 4, 8, 2> = Ecu::with_etp_buffers(EcuConfig::new(Name::from_u64(20), 0xF9), [&mut b2[..], &mut b3[..]]).unwrap();
+    let e0: Ecu<'_, 4, 8, 2> =
+        Ecu::with_etp_buffers(EcuConfig::new(Name::from_u64(10), 0x00), [&mut b0[..], &mut b1[..]]).unwrap();
+    let e1: Ecu<'_, 4, 8, 2> =
+        Ecu::with_etp_buffers(EcuConfig::new(Name::from_u64(20), 0xF9), [&mut b2[..], &mut b3[..]]).unwrap();
     let mut sim = Sim::new(vec![e0, e1], 5, Faults::default());
     sim.nodes[0].start(t(0));
     sim.nodes[1].start(t(0));
@@ -195,7 +197,8 @@ fn etp_between_ecus_and_large_answers() {
     assert_eq!(sim.nodes[0].send(6, Pgn::PROPRIETARY_A, 0xFF, &big), Err(EcuError::TooLong));
     let now = sim.now;
     assert!(sim.run(now + Duration::from_secs(10), 100_000));
-    let got = sim.logs[1].iter().find_map(|(e, d)| matches!(e, EcuEvent::ReceivedExtended(_)).then(|| d.clone())).flatten();
+    let got =
+        sim.logs[1].iter().find_map(|(e, d)| matches!(e, EcuEvent::ReceivedExtended(_)).then(|| d.clone())).flatten();
     assert!(got.as_deref() == Some(&big[..]));
     // A request answered with 3000 bytes goes by ETP to the requester.
     let answer: &'static [u8] = std::vec![7u8; 3000].leak();
@@ -203,8 +206,10 @@ fn etp_between_ecus_and_large_answers() {
     let now = sim.now;
     sim.nodes[1].request(now, Pgn::ECU_IDENTIFICATION, 0x00).unwrap();
     assert!(sim.run(now + Duration::from_secs(10), 100_000));
-    assert!(sim.logs[1].iter().any(|(e, d)| matches!(e, EcuEvent::ReceivedExtended(r) if r.pgn == Pgn::ECU_IDENTIFICATION)
-        && d.as_deref() == Some(answer)));
+    assert!(sim.logs[1]
+        .iter()
+        .any(|(e, d)| matches!(e, EcuEvent::ReceivedExtended(r) if r.pgn == Pgn::ECU_IDENTIFICATION)
+            && d.as_deref() == Some(answer)));
     assert!(sim.logs[1].iter().any(|(e, _)| matches!(
         e,
         EcuEvent::RequestDone { pgn: Pgn::ECU_IDENTIFICATION, outcome: RequestOutcome::Answered, .. }
@@ -263,7 +268,9 @@ fn dm1_with_many_dtcs_by_bam_and_dm11_clear() {
     assert!(sim.run(now + Duration::from_secs(2), 1000));
     let got = sim.logs[1]
         .iter()
-        .find_map(|(e, d)| matches!(e, EcuEvent::Received(r) if r.pgn == Pgn::DM1 && r.destination == 0xFF).then(|| d.clone()))
+        .find_map(|(e, d)| {
+            matches!(e, EcuEvent::Received(r) if r.pgn == Pgn::DM1 && r.destination == 0xFF).then(|| d.clone())
+        })
         .flatten()
         .unwrap();
     let dm1 = DmMessage::parse(&got).unwrap();

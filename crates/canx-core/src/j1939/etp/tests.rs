@@ -82,14 +82,18 @@ fn one_mebibyte_transfer() {
     let TransportEvent::Received(r) = b.poll_event().unwrap() else { panic!() };
     assert_eq!((r.len, r.source, r.destination, r.pgn), (1 << 20, A, B, PGN));
     assert!(b.received_data(r.handle).unwrap() == &msg[..]);
-    assert_eq!(a.poll_event(), Some(TransportEvent::Sent { handle: h, pgn: PGN, source: A, destination: B, size: 1 << 20 }));
+    assert_eq!(
+        a.poll_event(),
+        Some(TransportEvent::Sent { handle: h, pgn: PGN, source: A, destination: B, size: 1 << 20 })
+    );
     assert!(b.poll_event().is_none());
     assert_eq!(a.sessions_in_use() + b.sessions_in_use(), 0);
 }
 
 #[test]
 fn small_windows_queue_and_buffer_choice() {
-    let (mut t1, mut t2, mut r1, mut r2) = (std::vec![0u8; 4000], std::vec![0u8; 9000], std::vec![0u8; 3000], std::vec![0u8; 9000]);
+    let (mut t1, mut t2, mut r1, mut r2) =
+        (std::vec![0u8; 4000], std::vec![0u8; 9000], std::vec![0u8; 3000], std::vec![0u8; 9000]);
     let mut a = Etp::<2>::new(EtpConfig::default(), [&mut t1[..], &mut t2[..]]);
     let mut b = Etp::<2>::new(EtpConfig { packets_per_cts: 16, priority: 7 }, [&mut r1[..], &mut r2[..]]);
     a.set_local_address(A, true);
@@ -126,7 +130,10 @@ fn refusals_and_dpo_checks() {
     );
     // A TP-sized RTS on ETP: Abort(250).
     b.handle_frame(t(0), &cm(A, B, EtpCm::Rts { size: 100, pgn: PGN }));
-    assert_eq!(EtpCm::parse(b.poll_transmit(t(0)).unwrap().data()), Ok(EtpCm::Abort { reason: AbortReason::OTHER, pgn: PGN }));
+    assert_eq!(
+        EtpCm::parse(b.poll_transmit(t(0)).unwrap().data()),
+        Ok(EtpCm::Abort { reason: AbortReason::OTHER, pgn: PGN })
+    );
     // Accepted; CTS for 255 from packet 1.
     b.handle_frame(t(0), &cm(A, B, EtpCm::Rts { size: 1800, pgn: PGN }));
     assert_eq!(EtpCm::parse(b.poll_transmit(t(0)).unwrap().data()), Ok(EtpCm::Cts { count: 255, next: 1, pgn: PGN }));
@@ -149,7 +156,10 @@ fn refusals_and_dpo_checks() {
     b.poll_transmit(t(3)).unwrap();
     assert_eq!(b.poll_timeout(), Some(t(1253)));
     b.handle_timeout(t(1253));
-    assert_eq!(EtpCm::parse(b.poll_transmit(t(1253)).unwrap().data()), Ok(EtpCm::Abort { reason: AbortReason::Timeout, pgn: PGN }));
+    assert_eq!(
+        EtpCm::parse(b.poll_transmit(t(1253)).unwrap().data()),
+        Ok(EtpCm::Abort { reason: AbortReason::Timeout, pgn: PGN })
+    );
     let mut n = 0;
     while let Some(ev) = b.poll_event() {
         assert!(matches!(ev, TransportEvent::Aborted { .. }));
@@ -168,7 +178,10 @@ fn sender_timeout_and_cts_checks() {
     a.poll_transmit(t(0)).unwrap();
     // CTS beyond the message (286 packets): abort 15.
     a.handle_frame(t(1), &cm(B, A, EtpCm::Cts { count: 1, next: 287, pgn: PGN }));
-    assert_eq!(EtpCm::parse(a.poll_transmit(t(1)).unwrap().data()), Ok(EtpCm::Abort { reason: abort::CTS_TOO_BIG, pgn: PGN }));
+    assert_eq!(
+        EtpCm::parse(a.poll_transmit(t(1)).unwrap().data()),
+        Ok(EtpCm::Abort { reason: abort::CTS_TOO_BIG, pgn: PGN })
+    );
     a.send(6, PGN, A, B, &data(2000)).unwrap();
     a.poll_transmit(t(2)).unwrap();
     a.handle_timeout(t(2) + Duration::from_millis(1250));

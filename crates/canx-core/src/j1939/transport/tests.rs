@@ -43,7 +43,9 @@ fn drain_tx(e: &mut Tp, now: Instant) -> std::vec::Vec<CanFrame> {
     v
 }
 
-fn drain_events<const S: usize, const Q: usize>(e: &mut Transport<S, Q>) -> std::vec::Vec<(TransportEvent, Option<std::vec::Vec<u8>>)> {
+fn drain_events<const S: usize, const Q: usize>(
+    e: &mut Transport<S, Q>,
+) -> std::vec::Vec<(TransportEvent, Option<std::vec::Vec<u8>>)> {
     let mut v = std::vec::Vec::new();
     while let Some(ev) = e.poll_event() {
         let data = match ev {
@@ -227,7 +229,12 @@ fn sender_timeout_t3_sends_abort() {
     assert_eq!(decode(&f).1, Some(TpCm::Abort { reason: AbortReason::Timeout, pgn: PGN }));
     assert!(matches!(
         a.poll_event(),
-        Some(TransportEvent::Aborted { reason: AbortReason::Timeout, by_peer: false, direction: Direction::Transmit, .. })
+        Some(TransportEvent::Aborted {
+            reason: AbortReason::Timeout,
+            by_peer: false,
+            direction: Direction::Transmit,
+            ..
+        })
     ));
     assert_eq!(a.poll_timeout(), None);
 }
@@ -309,7 +316,6 @@ fn lost_dt_is_requested_again() {
     assert_eq!(decode(&f[0]).1, Some(TpCm::EndOfMsgAck { size: 20, packets: 3, pgn: PGN }));
     let ev = drain_events(&mut b);
     assert_eq!(ev[0].1.as_deref(), Some(&[1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3][..]));
-
 }
 
 #[test]
@@ -461,11 +467,10 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             .to_vec()
         },
     );
-    let dt = (0u8..6, proptest::collection::vec(any::<u8>(), 0..7))
-        .prop_map(|(s, mut v)| {
-            v.insert(0, s);
-            v
-        });
+    let dt = (0u8..6, proptest::collection::vec(any::<u8>(), 0..7)).prop_map(|(s, mut v)| {
+        v.insert(0, s);
+        v
+    });
     let raw = proptest::collection::vec(any::<u8>(), 0..=8);
     (addr.clone(), addr, prop_oneof![Just(Pgn::TP_CM), Just(Pgn::TP_DT)], prop_oneof![cm, dt, raw]).prop_map(
         |(s, d, pgn, data)| Frame::Can(CanFrame::new(J1939Id::new(7, pgn, s, d).unwrap().to_id(), &data).unwrap()),
