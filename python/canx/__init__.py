@@ -34,6 +34,11 @@ from ._canx import (
     virtual_channels,
 )
 from .errors import (
+    AddressClaimError,
+    J1939Error,
+    RequestRejected,
+    RequestTimeout,
+    TransferAborted,
     BusOffError,
     CanxError,
     ChannelError,
@@ -65,6 +70,13 @@ __all__ = [
     "SilentModeError",
     "SendTimeoutError",
     "UnsupportedError",
+    "J1939Error",
+    "AddressClaimError",
+    "TransferAborted",
+    "RequestTimeout",
+    "RequestRejected",
+    # protocols
+    "j1939",
 ]
 
 
@@ -75,3 +87,6 @@ def _shutdown() -> None:
     # on waits return at once, and one wait slice (50 ms) lets them get out.
     _begin_shutdown()
     _time.sleep(0.06)
+
+# SAE J1939 (canx.j1939): imported here so that `canx.j1939.ECU` works after `import canx`.
+from . import j1939  # noqa: E402

@@ -114,6 +114,10 @@ impl CAN {
     fn bus(&self) -> PyResult<&Arc<Bus>> {
         self.bus.as_ref().ok_or_else(deinit_error)
     }
+    /// The open bus, for other pyclasses that attach engines to it.
+    pub(crate) fn bus_arc(&self) -> PyResult<Arc<Bus>> {
+        self.bus().cloned()
+    }
 }
 
 #[pymethods]

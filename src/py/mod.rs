@@ -2,6 +2,7 @@
 
 mod can;
 mod errors;
+mod j1939;
 mod messages;
 
 use pyo3::prelude::*;
@@ -25,5 +26,6 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(messages::_message_from_state, m)?)?;
     m.add_function(wrap_pyfunction!(virtual_channels, m)?)?;
     m.add_function(wrap_pyfunction!(can::_begin_shutdown, m)?)?;
+    j1939::register(m)?;
     Ok(())
 }

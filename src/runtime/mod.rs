@@ -9,6 +9,7 @@
 //! released.
 
 pub mod bus;
+pub mod drivers;
 pub mod engine;
 pub mod events;
 pub mod listener;

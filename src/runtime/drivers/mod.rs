@@ -1,0 +1,3 @@
+//! Protocol drivers: canx-core engines wired to the runtime (see `engine`).
+
+pub mod j1939;
