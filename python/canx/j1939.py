@@ -402,6 +402,12 @@ class ECU:
             return a
         raise AddressClaimError(f"could not claim an address for {self._name!r}: state {s}")
 
+    def begin_claim(self) -> None:
+        """Starts the address claim without waiting (see :meth:`claim_address`);
+        useful to claim many ECUs at once."""
+        if self._native.state()[0] in ("idle", "cannot_claim"):
+            self._native.start()
+
     async def claim_address_async(self, timeout: float = 2.0) -> int:
         """:meth:`claim_address` without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(None, self.claim_address, timeout)
