@@ -124,6 +124,57 @@ def canx_64_sessions(channel: str, pairs: int = 64) -> Dict[str, Any]:
         rx_bus.deinit()
 
 
+# ------------------------------------------------- python-can-j1939 (PyPI can-j1939)
+
+def pycan_j1939_run(channel: str, pairs: int, size: int, limit: float) -> Dict[str, Any]:
+    """`pairs` concurrent `size`-byte RTS/CTS transfers with python-can-j1939
+    (its defaults: one CTS per packet). Addresses start at 1 (it takes
+    address 0 for "none" with bypass_address_claim). Addresses are fixed
+    (bypass_address_claim) so the claim does not count."""
+    import j1939 as pj  # python-can-j1939, not canx
+
+    tx_ecu = pj.ElectronicControlUnit()
+    rx_ecu = pj.ElectronicControlUnit()
+    iface, _, name = channel.rpartition(":")
+    kind = "virtual" if iface == "virtual" else "socketcan"  # python-can's virtual bus for a dry run
+    tx_ecu.connect(interface=kind, channel=name)
+    rx_ecu.connect(interface=kind, channel=name)
+    data = payload(size)
+    done = threading.Event()
+    got: List[int] = []
+    lock = threading.Lock()
+    try:
+        senders = []
+        receivers = []
+        for i in range(pairs):
+            ca = pj.ControllerApplication(pj.Name(identity_number=3000 + i), 0x01 + i, bypass_address_claim=True)
+            tx_ecu.add_ca(controller_application=ca)
+            senders.append(ca)
+        for i in range(pairs):
+            ca = pj.ControllerApplication(pj.Name(identity_number=4000 + i), 0x41 + i, bypass_address_claim=True)
+
+            def cb(priority, pgn, sa, timestamp, d, _i=i):
+                if (pgn & 0x3FF00) == PGN and bytes(d) == data:
+                    with lock:
+                        got.append(_i)
+                        if len(got) == pairs:
+                            done.set()
+
+            rx_ecu.add_ca(controller_application=ca)
+            ca.subscribe(cb)
+            receivers.append(ca)
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        accepted = sum(bool(ca.send_pgn(0, PGN >> 8, 0x41 + i, 6, list(data))) for i, ca in enumerate(senders))
+        done.wait(limit)
+        dt = time.perf_counter() - t0
+        return {"pairs": pairs, "accepted": accepted, "received_ok": len(got), "seconds": dt,
+                "complete": len(got) == pairs}
+    finally:
+        tx_ecu.disconnect()
+        rx_ecu.disconnect()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--channel", default="vcan0")
@@ -144,9 +195,19 @@ def main() -> int:
         b.close()
     results["64 sessions"] = canx_64_sessions(ch)
     try:
-        import j1939 as _pycan_j1939  # noqa: F401  (python-can-j1939)
-        results["python-can-j1939"] = "installed but not benchmarked"
+        import j1939 as _pj  # noqa: F401  (python-can-j1939)
+        have_pj = True
     except ImportError:
+        have_pj = False
+    if have_pj:
+        try:
+            one = [pycan_j1939_run(ch, 1, 1785, 60.0) for _ in range(args.runs)]
+            results["python-can-j1939 1785 B"] = {"seconds": statistics.median(r["seconds"] for r in one),
+                                                  "complete": all(r["complete"] for r in one)}
+            results["python-can-j1939 64 sessions"] = pycan_j1939_run(ch, 64, 1785, 120.0)
+        except Exception as e:  # report, keep the canx numbers
+            results["python-can-j1939"] = f"failed: {e!r}"
+    else:
         results["python-can-j1939"] = "not installed: not run"
 
     print()
@@ -159,7 +220,17 @@ def main() -> int:
     print(f"64 concurrent 1785 B RTS/CTS sessions (canx): {s['sent_ok']}/{s['pairs']} sent, "
           f"{s['received_ok']}/{s['pairs']} received, {s['aborted']} aborted, {s['seconds']:.3f} s, "
           f"{s['frames_per_s']:.0f} frames/s")
-    print(f"python-can-j1939: {results['python-can-j1939']}")
+    if "python-can-j1939 1785 B" in results:
+        p1 = results["python-can-j1939 1785 B"]
+        p64 = results["python-can-j1939 64 sessions"]
+        c1 = results["RTS/CTS 1785 B"]["canx_s"]
+        print(f"python-can-j1939 1785 B RTS/CTS: {p1['seconds']:.4f} s (complete: {p1['complete']}); "
+              f"canx is {p1['seconds'] / c1:.1f}x faster; ETP: not supported by python-can-j1939")
+        print(f"python-can-j1939 64 sessions: {p64['accepted']}/64 accepted, {p64['received_ok']}/64 received "
+              f"in {p64['seconds']:.3f} s; canx is {p64['seconds'] / s['seconds']:.1f}x faster"
+              + ("" if p64["complete"] else " (python-can-j1939 incomplete: time is its 120 s limit)"))
+    else:
+        print(f"python-can-j1939: {results.get('python-can-j1939')}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
