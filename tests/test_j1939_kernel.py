@@ -34,11 +34,14 @@ def payload(n: int, seed: int = 0) -> bytes:
 
 def kernel_socket(channel: str, addr: int, broadcast: bool = False) -> socket.socket:
     s = socket.socket(socket.PF_CAN, socket.SOCK_DGRAM, socket.CAN_J1939)
+    # The kernel sends at most the socket's send buffer per sendto (a 100 kB
+    # message is cut to ~87 kB with the default): make room for ETP sizes.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
     if broadcast:
         # The kernel delivers (and sends) DA 0xFF only with SO_BROADCAST.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     s.bind((channel, socket.J1939_NO_NAME, socket.J1939_NO_PGN, addr))
-    s.settimeout(20.0 * TIMEOUT_SCALE)
+    s.settimeout(15.0 + 2.0 * TIMEOUT_SCALE)
     return s
 
 
@@ -68,8 +71,11 @@ def test_canx_bam_to_kernel(vcan_channel, size):
     data = payload(size, 3)
     with kernel_socket(vcan_channel, 0x91, broadcast=True) as rx, make_ecu(vcan_channel, 2, 0x31) as ecu:
         ecu.send_pgn(PGN_BROADCAST, data)
-        rx.settimeout(30.0 * TIMEOUT_SCALE)  # 255 packets x 50 ms
-        got, (_if, _name, pgn, sa) = rx.recvfrom(4096)
+        rx.settimeout(15.0 + 2.0 * TIMEOUT_SCALE)  # 255 packets x 50 ms
+        while True:  # a broadcast socket also gets our Address Claimed (PGN 60928, to all)
+            got, (_if, _name, pgn, sa) = rx.recvfrom(4096)
+            if pgn != j1939.PGN_ADDRESS_CLAIMED:
+                break
     assert got == data
     assert (pgn, sa) == (PGN_BROADCAST, 0x31)
 
@@ -115,9 +121,9 @@ def test_canx_aborts_when_nobody_answers_the_rts(vcan_channel, can_utils):
 def test_kernel_sends_to_canx(vcan_channel, size):
     data = payload(size, 5)
     with make_ecu(vcan_channel, 5, 0x34) as ecu, kernel_socket(vcan_channel, 0x21) as tx:
-        stream = ecu.messages(PGN, timeout=30.0 * TIMEOUT_SCALE)
+        stream = ecu.messages(PGN)
         sent = tx.sendto(data, (vcan_channel, socket.J1939_NO_NAME, PGN, 0x34))
-        m = stream.get(30.0 * TIMEOUT_SCALE)
+        m = stream.get(15.0 + 2.0 * TIMEOUT_SCALE)
     assert sent == size
     assert m is not None
     assert (m.pgn, m.source, m.destination, m.data) == (PGN, 0x21, 0x34, data)
@@ -130,9 +136,32 @@ def test_kernel_bam_to_canx(vcan_channel, size):
     with make_ecu(vcan_channel, 6, 0x35) as ecu, kernel_socket(vcan_channel, 0x22, broadcast=True) as tx:
         stream = ecu.messages(PGN_BROADCAST)
         tx.sendto(data, (vcan_channel, socket.J1939_NO_NAME, PGN_BROADCAST, 0xFF))
-        m = stream.get(30.0 * TIMEOUT_SCALE)
+        m = stream.get(15.0 + 2.0 * TIMEOUT_SCALE)
     assert m is not None
     assert (m.source, m.destination, m.data, m.via) == (0x22, 0xFF, data, "tp")
+
+
+def test_canx_refuses_kernel_etp_without_room(vcan_channel, can_utils):
+    """An ETP RTS larger than canx's ETP buffers: canx answers Connection
+    Abort reason 2 (resources, J1939-21 5.10.3.5) and reports the abort."""
+    seen = []
+    with can_utils.candump(vcan_channel) as cap, kernel_socket(vcan_channel, 0x24) as tx:
+        ecu = j1939.ECU(channel=vcan_channel, name=j1939.Name(identity_number=12), address=0x3A, etp_buffer=4096)
+        with ecu:
+            ecu.claim_address(timeout=5.0 * TIMEOUT_SCALE)
+            ecu.on_abort(lambda *a: seen.append(a))
+            try:
+                tx.sendto(payload(10_000), (vcan_channel, socket.J1939_NO_NAME, PGN, 0x3A))
+            except OSError:
+                pass  # the kernel may report the abort to the sender
+            deadline = time.monotonic() + 10.0 * TIMEOUT_SCALE
+            while not seen and time.monotonic() < deadline:
+                time.sleep(0.05)
+        time.sleep(0.2 * TIMEOUT_SCALE)
+    assert seen and seen[0][:5] == (PGN, 0x24, 0x3A, 2, False), seen
+    aborts = [f for _, f in cap.frames
+              if (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xC8243A and f.split("#")[1].upper().startswith("FF02")]
+    assert aborts, cap.lines
 
 
 # ------------------------------------------------------------ can-utils
