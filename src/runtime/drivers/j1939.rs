@@ -118,6 +118,8 @@ struct Node {
     /// The last message delivered (pgn, source, data): the answer a
     /// following RequestDone(Answered) refers to.
     last: Option<(u32, u8, Vec<u8>)>,
+    /// The address being claimed or held (kept after every drain).
+    local: Option<u8>,
 }
 
 // The raw pointers are owned, unaliased heap buffers used only through `ecu`.
@@ -163,12 +165,17 @@ impl Node {
             events: Arc::new(EventQueue::new(cfg.queue)),
             stamp: 0.0,
             last: None,
+            local: None,
         })
     }
 
     /// Moves every engine event (with its data) to the queue; answers
     /// requests for registered data.
     fn drain(&mut self) {
+        self.local = match self.ecu.claim_state() {
+            ClaimState::Claiming { address, .. } | ClaimState::Claimed { address } => Some(address),
+            _ => None,
+        };
         while let Some(ev) = self.ecu.poll_event() {
             let out = match ev {
                 EcuEvent::Message { id, data, len } => {
@@ -246,7 +253,27 @@ impl Node {
                 self.events.push(e);
             }
         }
+        self.local = match self.ecu.claim_state() {
+            ClaimState::Claiming { address, .. } | ClaimState::Claimed { address } => Some(address),
+            _ => None,
+        };
     }
+
+    /// Whether this node needs `frame`: everything but a frame to one other
+    /// CA (PDU1 with a unicast DA that is not ours). With many ECUs on one
+    /// socket, this keeps a TP.DT from being parsed by every ECU.
+    fn wants(&self, dest: Option<u8>) -> bool {
+        match dest {
+            Some(da) => self.local == Some(da),
+            None => true,
+        }
+    }
+}
+
+/// The unicast DA of a PDU1 frame (None: to all, PDU2, or not J1939).
+fn unicast_destination(frame: &Frame) -> Option<u8> {
+    let (id, _) = J1939Id::from_frame(frame)?;
+    (id.pgn.is_pdu1() && id.destination <= 253).then_some(id.destination)
 }
 
 fn ack_code(c: AckControl) -> u8 {
@@ -378,8 +405,9 @@ impl J1939Driver {
 
     /// Feeds `frame` (sent by node `from`) to every other node.
     fn cross_feed(&mut self, from: usize, now: Instant, frame: &Frame, stamp: f64) {
+        let dest = unicast_destination(frame);
         for (i, n) in self.nodes.iter_mut().enumerate() {
-            if i != from {
+            if i != from && n.wants(dest) {
                 n.stamp = stamp;
                 n.ecu.handle_frame(now, frame);
                 n.drain();
@@ -393,7 +421,8 @@ impl Driven for J1939Driver {
         if rx.own {
             return;
         }
-        for n in self.nodes.iter_mut() {
+        let dest = unicast_destination(&rx.frame);
+        for n in self.nodes.iter_mut().filter(|n| n.wants(dest)) {
             n.stamp = rx.timestamp;
             n.ecu.handle_frame(now, &rx.frame);
             n.drain();
