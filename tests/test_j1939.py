@@ -359,3 +359,31 @@ def test_many_ecus_in_threads():
     finally:
         for e in es:
             e.close()
+
+
+def test_32_concurrent_sessions_between_two_shared_sockets():
+    """32 senders on one CAN, 32 receivers on another: every 1785-byte
+    RTS/CTS session completes without abort (frames to one CA reach only the
+    ECU that holds that address)."""
+    ch = chan()
+    tx_bus, rx_bus = canx.CAN(channel=ch), canx.CAN(channel=ch)
+    senders = [j1939.ECU(bus=tx_bus, name=j1939.Name(identity_number=500 + i), address=i) for i in range(32)]
+    receivers = [j1939.ECU(bus=rx_bus, name=j1939.Name(identity_number=600 + i), address=0x40 + i)
+                 for i in range(32)]
+    try:
+        for e in senders + receivers:
+            e.begin_claim()
+        for e in senders + receivers:
+            e.claim_address()
+        streams = [r.messages(0xEF00) for r in receivers]
+        futs = [s.send_pgn(0xEF00, data(1785, i), destination=0x40 + i) for i, s in enumerate(senders)]
+        assert [f.result(20) for f in futs] == [1785] * 32
+        for i, st in enumerate(streams):
+            m = st.get(5)
+            assert m is not None and (m.source, m.data) == (i, data(1785, i))
+        assert all(not e.aborts for e in senders + receivers)
+    finally:
+        for e in senders + receivers:
+            e.close()
+        tx_bus.deinit()
+        rx_bus.deinit()
