@@ -229,3 +229,21 @@ def test_claim_against_j1939acd_higher_name(vcan_channel, can_utils, tmp_path):
                     break
             assert ecu.address == 0x61
     assert table.get(0x62) == j1939.Name(acd_name), table
+
+
+def test_canx_answers_request_for_address_claim_from_the_bus(vcan_channel, can_utils):
+    """A Request for Address Claimed from the null address (J1939-81 4.5.1,
+    ``18EAFFFE#00EE00`` sent by cansend) is answered by Address Claimed."""
+    with can_utils.candump(vcan_channel) as cap, make_ecu(vcan_channel, 13, 0x3B) as ecu:
+        name_hex = ecu.name.to_bytes().hex().upper()
+        cap.wait(1)  # our own claim
+        can_utils.cansend(vcan_channel, "18EAFFFE#00EE00")
+        deadline = time.monotonic() + 5.0 * TIMEOUT_SCALE
+        claims: list = []
+        while time.monotonic() < deadline:
+            claims = [f for _, f in cap.frames
+                      if (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xEEFF3B and f.split("#")[1].upper() == name_hex]
+            if len(claims) >= 2:
+                break
+            time.sleep(0.05)
+    assert len(claims) >= 2, cap.lines
