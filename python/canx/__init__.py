@@ -39,6 +39,11 @@ from ._canx import (
     virtual_channels,
 )
 from .errors import (
+    AddressClaimError,
+    J1939Error,
+    RequestRejected,
+    RequestTimeout,
+    TransferAborted,
     BusOffError,
     CanxError,
     ChannelError,
@@ -88,6 +93,13 @@ __all__ = [
     "reliable",
     "canxproto",
     "megasquirt",
+    "J1939Error",
+    "AddressClaimError",
+    "TransferAborted",
+    "RequestTimeout",
+    "RequestRejected",
+    # protocols
+    "j1939",
 ]
 
 
@@ -100,4 +112,4 @@ def _shutdown() -> None:
     _time.sleep(0.06)
 
 
-from . import canxproto, megasquirt, reliable  # noqa: E402  (protocol engines as submodules)
+from . import canxproto, j1939, megasquirt, reliable  # noqa: E402  (protocol engines as submodules)

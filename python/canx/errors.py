@@ -25,6 +25,11 @@ __all__ = [
     "MegasquirtTimeoutError",
     "MegasquirtBusyError",
     "LimitError",
+    "J1939Error",
+    "AddressClaimError",
+    "TransferAborted",
+    "RequestTimeout",
+    "RequestRejected",
 ]
 
 
@@ -80,3 +85,34 @@ class LimitError(CanxError, RuntimeError):
     """A bounded queue or table of a protocol engine is full (for example a
     reliable sender's ``max_outstanding`` messages without a collected
     outcome); the call was refused and nothing was queued."""
+class J1939Error(CanxError):
+    """A J1939 operation failed (no free transport session, queue full)."""
+
+
+class AddressClaimError(J1939Error):
+    """No address: the claim is not done yet, was lost to a lower NAME, or
+    ended in Cannot Claim (J1939-81 4.4)."""
+
+
+class TransferAborted(J1939Error):
+    """A TP/ETP transfer ended with Connection Abort; ``reason`` is the
+    J1939-21 5.10.3.5 code (1 already in session, 2 resources, 3 timeout,
+    ... 250 other)."""
+
+    def __init__(self, message: str, reason: int = 0) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RequestTimeout(J1939Error, TimeoutError):
+    """No answer to a Request within the timeout (J1939-21 T3, 1.25 s)."""
+
+
+class RequestRejected(J1939Error):
+    """A Request was answered with an Acknowledgment instead of data
+    (J1939-21 5.4.4); ``control`` is 1 NACK, 2 access denied, 3 cannot
+    respond."""
+
+    def __init__(self, message: str, control: int = 1) -> None:
+        super().__init__(message)
+        self.control = control

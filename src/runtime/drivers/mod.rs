@@ -10,6 +10,7 @@
 //! application (the Python binding) drains.
 
 pub mod canx_proto;
+pub mod j1939;
 pub mod megasquirt;
 pub mod periodic;
 pub mod reliable;

@@ -1,0 +1,591 @@
+//! The SAE J1939 driver: `canx_core::j1939::Ecu` engines driven by a bus's
+//! receive thread.
+//!
+//! One [`J1939Driver`] per bus holds every ECU (controller application) the
+//! process runs on that bus. The receive thread feeds each ECU every frame
+//! from the bus (frames this node sent, `rx.own`, are skipped: an engine must
+//! never see its own frames), runs their timers and sends what they produce.
+//! ECUs of the same driver share one socket, so the kernel does not loop
+//! their frames to each other: the driver hands every frame one ECU sends to
+//! the others itself, as the bus would.
+//!
+//! Events leave the engine at once, with their data: a reassembled TP/ETP
+//! message is copied out of the session buffer (`received_data`, valid only
+//! until the next `poll_event`) into [`J1939Event::Message`] and pushed to
+//! the ECU's bounded [`EventQueue`] (full: dropped and counted).
+//!
+//! Requests for PGNs with a registered answer ([`J1939Driver::set_response`])
+//! are answered here, natively, within J1939-21's Tr (200 ms) whatever the
+//! application is doing.
+
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+
+use canx_core::j1939::request::AckControl;
+use canx_core::j1939::transport::Direction;
+use canx_core::j1939::{
+    ClaimEvent, ClaimState, Ecu, EcuConfig, EcuError, EcuEvent, J1939Id, Name, Pgn, RequestOutcome, Responder,
+    TransportEvent,
+};
+use canx_core::{Frame, Instant};
+
+use crate::runtime::engine::Driven;
+use crate::runtime::{epoch_now, EventQueue, RxFrame};
+
+/// TP sessions per ECU (each holds a 1785-byte buffer).
+pub const TP_SESSIONS: usize = 16;
+/// Registered PGNs and outstanding requests per ECU.
+pub const REQUESTS: usize = 16;
+/// ETP sessions per ECU (each over a driver-owned buffer).
+pub const ETP_SESSIONS: usize = 2;
+
+type CoreEcu = Ecu<'static, TP_SESSIONS, REQUESTS, ETP_SESSIONS>;
+
+/// How a message arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Single,
+    Tp,
+    Etp,
+}
+
+/// What an ECU reports to the application, with its data.
+#[derive(Clone, Debug, PartialEq)]
+pub enum J1939Event {
+    /// A message for this ECU (to its address or to all): one frame or a
+    /// reassembled TP/ETP transfer. `timestamp`: seconds since the epoch of
+    /// the frame that completed it.
+    Message { pgn: u32, source: u8, destination: u8, priority: u8, data: Vec<u8>, timestamp: f64, via: Via },
+    /// A request for a PGN the application answers (`register_request`).
+    Request { pgn: u32, requester: u8, global: bool, timestamp: f64 },
+    /// A request made with `request` ended. `outcome`: "answered" (with
+    /// the answer's source and data), "ack" (acknowledgment code `code`),
+    /// "aborted" (TP abort `code`), "timeout".
+    RequestDone { pgn: u32, destination: u8, outcome: &'static str, code: u8, source: u8, data: Option<Vec<u8>> },
+    /// The address is ours (after the 250 ms wait, J1939-81).
+    Claimed { address: u8 },
+    /// `address` was lost to a lower NAME.
+    Lost { address: u8, winner: u64 },
+    /// No address could be claimed.
+    CannotClaim,
+    /// A TP/ETP send completed.
+    Sent { pgn: u32, destination: u8, size: u32 },
+    /// A TP/ETP session ended without success. `transmit`: our send.
+    Aborted { pgn: u32, source: u8, destination: u8, reason: u8, by_peer: bool, transmit: bool },
+}
+
+/// Driver-level errors of ECU operations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum J1939Error {
+    /// No such ECU (closed).
+    Closed,
+    /// The engine refused (no address, too long, invalid, full, ...).
+    Ecu(EcuError),
+}
+
+impl std::fmt::Display for J1939Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            J1939Error::Closed => f.write_str("the ECU has been closed"),
+            J1939Error::Ecu(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for J1939Error {}
+
+/// Settings of one ECU in the driver.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeConfig {
+    pub config: EcuConfig,
+    /// Bytes of each of the [`ETP_SESSIONS`] ETP buffers (caps received and
+    /// sent ETP messages). Pages are only touched when used.
+    pub etp_buffer: usize,
+    /// Capacity of the event queue.
+    pub queue: usize,
+}
+
+struct Node {
+    id: u64,
+    /// Borrows `bufs`; dropped first (see `Drop`).
+    ecu: ManuallyDrop<CoreEcu>,
+    bufs: Vec<*mut [u8]>,
+    responses: HashMap<u32, Vec<u8>>,
+    events: Arc<EventQueue<J1939Event>>,
+    /// Timestamp of the frame being handled (events it causes carry it).
+    stamp: f64,
+    /// The last message delivered (pgn, source, data): the answer a
+    /// following RequestDone(Answered) refers to.
+    last: Option<(u32, u8, Vec<u8>)>,
+    /// The address being claimed or held (kept after every drain).
+    local: Option<u8>,
+}
+
+// The raw pointers are owned, unaliased heap buffers used only through `ecu`.
+unsafe impl Send for Node {}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SAFETY: the engine that borrows the buffers goes first; each buffer
+        // came from Box::into_raw and is freed once.
+        unsafe {
+            ManuallyDrop::drop(&mut self.ecu);
+            for b in self.bufs.drain(..) {
+                drop(Box::from_raw(b));
+            }
+        }
+    }
+}
+
+impl Node {
+    fn new(id: u64, cfg: NodeConfig) -> Result<Node, EcuError> {
+        let bufs: Vec<*mut [u8]> =
+            (0..ETP_SESSIONS).map(|_| Box::into_raw(vec![0u8; cfg.etp_buffer].into_boxed_slice())).collect();
+        // SAFETY: the buffers live until Node::drop, after the engine.
+        let slices: [&'static mut [u8]; ETP_SESSIONS] = core::array::from_fn(|i| {
+            let p = bufs[i];
+            unsafe { &mut *p }
+        });
+        let ecu = match CoreEcu::with_etp_buffers(cfg.config, slices) {
+            Ok(e) => e,
+            Err(e) => {
+                for b in bufs {
+                    // SAFETY: as in Drop; the failed engine is gone.
+                    unsafe { drop(Box::from_raw(b)) };
+                }
+                return Err(e);
+            }
+        };
+        Ok(Node {
+            id,
+            ecu: ManuallyDrop::new(ecu),
+            bufs,
+            responses: HashMap::new(),
+            events: Arc::new(EventQueue::new(cfg.queue)),
+            stamp: 0.0,
+            last: None,
+            local: None,
+        })
+    }
+
+    /// Moves every engine event (with its data) to the queue; answers
+    /// requests for registered data.
+    fn drain(&mut self) {
+        self.local = match self.ecu.claim_state() {
+            ClaimState::Claiming { address, .. } | ClaimState::Claimed { address } => Some(address),
+            _ => None,
+        };
+        while let Some(ev) = self.ecu.poll_event() {
+            let out = match ev {
+                EcuEvent::Message { id, data, len } => {
+                    let d = data[..usize::from(len)].to_vec();
+                    self.last = Some((id.pgn.raw(), id.source, d.clone()));
+                    Some(J1939Event::Message {
+                        pgn: id.pgn.raw(),
+                        source: id.source,
+                        destination: id.destination,
+                        priority: id.priority,
+                        data: d,
+                        timestamp: self.stamp,
+                        via: Via::Single,
+                    })
+                }
+                EcuEvent::Received(r) | EcuEvent::ReceivedExtended(r) => {
+                    let etp = matches!(ev, EcuEvent::ReceivedExtended(_));
+                    let d = if etp { self.ecu.received_extended_data(r.handle) } else { self.ecu.received_data(r.handle) };
+                    let d = d.map(|d| d.to_vec()).unwrap_or_default();
+                    self.last = Some((r.pgn.raw(), r.source, d.clone()));
+                    Some(J1939Event::Message {
+                        pgn: r.pgn.raw(),
+                        source: r.source,
+                        destination: r.destination,
+                        priority: r.priority,
+                        data: d,
+                        timestamp: self.stamp,
+                        via: if etp { Via::Etp } else { Via::Tp },
+                    })
+                }
+                EcuEvent::Request { pgn, requester, global } => match self.responses.get(&pgn.raw()) {
+                    Some(data) => {
+                        let data = data.clone();
+                        if self.ecu.respond(pgn, requester, global, &data).is_err() {
+                            let _ = self.ecu.acknowledge(AckControl::CannotRespond, pgn, requester);
+                        }
+                        None
+                    }
+                    None => Some(J1939Event::Request { pgn: pgn.raw(), requester, global, timestamp: self.stamp }),
+                },
+                EcuEvent::RequestDone { pgn, destination, outcome } => {
+                    let (outcome, code, source, data) = match outcome {
+                        RequestOutcome::Answered => match self.last.take() {
+                            Some((p, s, d)) if p == pgn.raw() => ("answered", 0, s, Some(d)),
+                            _ => ("answered", 0, destination, None),
+                        },
+                        RequestOutcome::Acknowledged(c) => ("ack", ack_code(c), destination, None),
+                        RequestOutcome::TransportAborted(r) => ("aborted", r.code(), destination, None),
+                        RequestOutcome::TimedOut => ("timeout", 0, destination, None),
+                    };
+                    Some(J1939Event::RequestDone { pgn: pgn.raw(), destination, outcome, code, source, data })
+                }
+                EcuEvent::Address(ClaimEvent::Claimed { address }) => Some(J1939Event::Claimed { address }),
+                EcuEvent::Address(ClaimEvent::Lost { address, winner }) => {
+                    Some(J1939Event::Lost { address, winner: winner.to_u64() })
+                }
+                EcuEvent::Address(ClaimEvent::CannotClaim) => Some(J1939Event::CannotClaim),
+                EcuEvent::Address(ClaimEvent::Table(_)) => None,
+                EcuEvent::Transport(TransportEvent::Sent { pgn, destination, size, .. }) => {
+                    Some(J1939Event::Sent { pgn: pgn.raw(), destination, size })
+                }
+                EcuEvent::Transport(TransportEvent::Aborted {
+                    direction, pgn, source, destination, reason, by_peer, ..
+                }) => Some(J1939Event::Aborted {
+                    pgn: pgn.raw(),
+                    source,
+                    destination,
+                    reason: reason.code(),
+                    by_peer,
+                    transmit: direction == Direction::Transmit,
+                }),
+                EcuEvent::Transport(TransportEvent::Received(_)) => None,
+            };
+            if let Some(e) = out {
+                self.events.push(e);
+            }
+        }
+        self.local = match self.ecu.claim_state() {
+            ClaimState::Claiming { address, .. } | ClaimState::Claimed { address } => Some(address),
+            _ => None,
+        };
+    }
+
+    /// Whether this node needs `frame`: everything but a frame to one other
+    /// CA (PDU1 with a unicast DA that is not ours). With many ECUs on one
+    /// socket, this keeps a TP.DT from being parsed by every ECU.
+    fn wants(&self, dest: Option<u8>) -> bool {
+        match dest {
+            Some(da) => self.local == Some(da),
+            None => true,
+        }
+    }
+}
+
+/// The unicast DA of a PDU1 frame (None: to all, PDU2, or not J1939).
+fn unicast_destination(frame: &Frame) -> Option<u8> {
+    let (id, _) = J1939Id::from_frame(frame)?;
+    (id.pgn.is_pdu1() && id.destination <= 253).then_some(id.destination)
+}
+
+fn ack_code(c: AckControl) -> u8 {
+    match c {
+        AckControl::Ack => 0,
+        AckControl::Nack => 1,
+        AckControl::AccessDenied => 2,
+        AckControl::CannotRespond => 3,
+        AckControl::Other(c) => c,
+    }
+}
+
+/// The J1939 engines of one bus (see the module doc).
+#[derive(Default)]
+pub struct J1939Driver {
+    nodes: Vec<Node>,
+    next_id: u64,
+    /// Round-robin start of `poll_transmit`, so no ECU starves the others.
+    turn: usize,
+}
+
+impl J1939Driver {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an ECU (not started: silent until [`J1939Driver::start`]).
+    /// Returns its id and event queue.
+    pub fn add(&mut self, cfg: NodeConfig) -> Result<(u64, Arc<EventQueue<J1939Event>>), J1939Error> {
+        self.next_id += 1;
+        let node = Node::new(self.next_id, cfg).map_err(J1939Error::Ecu)?;
+        let q = node.events.clone();
+        self.nodes.push(node);
+        Ok((self.next_id, q))
+    }
+
+    /// Removes an ECU; its pending frames are not sent.
+    pub fn remove(&mut self, id: u64) {
+        self.nodes.retain(|n| n.id != id);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Runs `op` on the ECU `id`, then moves its events out.
+    pub fn with_ecu<R>(
+        &mut self,
+        id: u64,
+        op: impl FnOnce(&mut CoreEcu, &mut HashMap<u32, Vec<u8>>) -> R,
+    ) -> Result<R, J1939Error> {
+        let n = self.nodes.iter_mut().find(|n| n.id == id).ok_or(J1939Error::Closed)?;
+        n.stamp = epoch_now();
+        let r = op(&mut n.ecu, &mut n.responses);
+        n.drain();
+        Ok(r)
+    }
+
+    /// Starts the address claim (J1939-81).
+    pub fn start(&mut self, id: u64) -> Result<(), J1939Error> {
+        let now = crate::runtime::engine::now();
+        self.with_ecu(id, |e, _| e.start(now))
+    }
+
+    /// The claim state: (state name, address being claimed or held).
+    pub fn state(&mut self, id: u64) -> Result<(&'static str, Option<u8>), J1939Error> {
+        self.with_ecu(id, |e, _| match e.claim_state() {
+            ClaimState::Idle => ("idle", None),
+            ClaimState::Claiming { address, .. } => ("claiming", Some(address)),
+            ClaimState::Claimed { address } => ("claimed", Some(address)),
+            ClaimState::CannotClaim => ("cannot_claim", None),
+        })
+    }
+
+    /// Sends `data` as `pgn` (the engine picks single frame, BAM, RTS/CTS or ETP).
+    pub fn send(&mut self, id: u64, priority: u8, pgn: Pgn, destination: u8, data: &[u8]) -> Result<(), J1939Error> {
+        self.with_ecu(id, |e, _| e.send(priority, pgn, destination, data))?.map_err(J1939Error::Ecu)
+    }
+
+    /// Requests `pgn`; the end comes as [`J1939Event::RequestDone`].
+    pub fn request(&mut self, id: u64, pgn: Pgn, destination: u8) -> Result<(), J1939Error> {
+        let now = crate::runtime::engine::now();
+        self.with_ecu(id, |e, _| e.request(now, pgn, destination))?.map_err(J1939Error::Ecu)
+    }
+
+    /// Registers the answer to requests for `pgn` (None: unregister;
+    /// `Some(empty)`: the application answers through events).
+    pub fn set_response(&mut self, id: u64, pgn: Pgn, data: Option<Vec<u8>>) -> Result<(), J1939Error> {
+        self.with_ecu(id, |e, responses| match data {
+            Some(d) => {
+                e.register(pgn, Responder::Application)?;
+                if d.is_empty() {
+                    responses.remove(&pgn.raw());
+                } else {
+                    responses.insert(pgn.raw(), d);
+                }
+                Ok(())
+            }
+            None => {
+                e.unregister(pgn);
+                responses.remove(&pgn.raw());
+                Ok(())
+            }
+        })?
+        .map_err(J1939Error::Ecu)
+    }
+
+    /// The NAME <-> address table this ECU keeps from observed claims.
+    pub fn table(&mut self, id: u64) -> Result<Vec<(u8, u64)>, J1939Error> {
+        self.with_ecu(id, |e, _| e.table().iter().map(|(a, n)| (a, n.to_u64())).collect())
+    }
+
+    /// Counters: (tp dropped events, engine dropped frames, queue drops, ...).
+    pub fn stats(&mut self, id: u64) -> Result<Vec<(&'static str, u64)>, J1939Error> {
+        let n = self.nodes.iter().find(|n| n.id == id).ok_or(J1939Error::Closed)?;
+        let s = n.ecu.stats();
+        Ok(vec![
+            ("event_queue_dropped", n.events.dropped()),
+            ("engine_dropped_events", u64::from(s.dropped_events)),
+            ("engine_dropped_frames", u64::from(s.dropped_frames)),
+            ("failed_responses", u64::from(s.failed_responses)),
+            ("tp_refused_sessions", u64::from(s.transport.refused_sessions)),
+            ("tp_rejected_sends", u64::from(s.transport.rejected_sends)),
+            ("tp_queued_sends", u64::from(s.transport.queued_sends)),
+            ("tp_ignored_frames", u64::from(s.transport.ignored_frames)),
+            ("etp_refused_sessions", u64::from(s.etp.refused_sessions)),
+        ])
+    }
+
+    /// Feeds `frame` (sent by node `from`) to every other node.
+    fn cross_feed(&mut self, from: usize, now: Instant, frame: &Frame, stamp: f64) {
+        let dest = unicast_destination(frame);
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if i != from && n.wants(dest) {
+                n.stamp = stamp;
+                n.ecu.handle_frame(now, frame);
+                n.drain();
+            }
+        }
+    }
+}
+
+impl Driven for J1939Driver {
+    fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
+        if rx.own {
+            return;
+        }
+        let dest = unicast_destination(&rx.frame);
+        for n in self.nodes.iter_mut().filter(|n| n.wants(dest)) {
+            n.stamp = rx.timestamp;
+            n.ecu.handle_frame(now, &rx.frame);
+            n.drain();
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let stamp = epoch_now();
+        for n in self.nodes.iter_mut() {
+            n.stamp = stamp;
+            n.ecu.handle_timeout(now);
+            n.drain();
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        let count = self.nodes.len();
+        for k in 0..count {
+            let i = (self.turn + k) % count;
+            if let Some(f) = self.nodes[i].ecu.poll_transmit(now) {
+                self.turn = (i + 1) % count;
+                let frame = Frame::Can(f);
+                if count > 1 {
+                    self.cross_feed(i, now, &frame, epoch_now());
+                }
+                return Some(frame);
+            }
+        }
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.nodes.iter().fold(None, |acc, n| canx_core::time::earliest(acc, n.ecu.poll_timeout()))
+    }
+
+    fn flush_events(&mut self) {
+        for n in self.nodes.iter_mut() {
+            n.drain();
+        }
+    }
+}
+
+/// Decodes a frame's 29-bit identifier (None for 11-bit, RTR or error frames).
+pub fn decode_id(frame: &Frame) -> Option<J1939Id> {
+    J1939Id::from_frame(frame).map(|(id, _)| id)
+}
+
+/// A NAME from its 64-bit value.
+pub fn name(raw: u64) -> Name {
+    Name::from_u64(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Bus, BusConfig, Target};
+    use parking_lot::Mutex;
+    use std::time::Duration;
+
+    fn cfg(name: u64, addr: u8) -> NodeConfig {
+        NodeConfig { config: EcuConfig::new(Name::from_u64(name), addr), etp_buffer: 200_000, queue: 1024 }
+    }
+
+    fn wait_event(q: &EventQueue<J1939Event>, pred: impl Fn(&J1939Event) -> bool) -> J1939Event {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Some(e) = q.recv_timeout(Duration::from_millis(50)) {
+                if pred(&e) {
+                    return e;
+                }
+            }
+        }
+        panic!("no matching event in 10 s");
+    }
+
+    fn claimed(q: &EventQueue<J1939Event>) {
+        wait_event(q, |e| matches!(e, J1939Event::Claimed { .. }));
+    }
+
+    /// Two buses (two nodes of a virtual channel), one ECU each: every size
+    /// class of `send` arrives whole (single, RTS/CTS, ETP; BAM to all).
+    #[test]
+    fn sizes_cross_two_buses() {
+        let a = Bus::open(BusConfig::new(Target::Virtual("j1939-drv-sizes".into()))).unwrap();
+        let b = Bus::open(BusConfig::new(Target::Virtual("j1939-drv-sizes".into()))).unwrap();
+        let da = Arc::new(Mutex::new(J1939Driver::new()));
+        let db = Arc::new(Mutex::new(J1939Driver::new()));
+        let ha = a.attach(da.clone());
+        let hb = b.attach(db.clone());
+        let (ia, qa) = da.lock().add(cfg(1, 0x10)).unwrap();
+        let (ib, qb) = db.lock().add(cfg(2, 0x20)).unwrap();
+        {
+            da.lock().start(ia).unwrap();
+        }
+        ha.kick();
+        {
+            db.lock().start(ib).unwrap();
+        }
+        hb.kick();
+        claimed(&qa);
+        claimed(&qb);
+        for (size, dest) in [(8usize, 0x20u8), (9, 0x20), (1785, 0x20), (1786, 0x20), (100_000, 0x20), (100, 0xFF)] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 31 + size) as u8).collect();
+            {
+            da.lock().send(ia, 6, Pgn::PROPRIETARY_A, dest, &data).unwrap();
+        }
+        ha.kick();
+            let e = wait_event(&qb, |e| matches!(e, J1939Event::Message { .. }));
+            match e {
+                J1939Event::Message { data: got, source, .. } => {
+                    assert_eq!(source, 0x10);
+                    assert_eq!(got.len(), size);
+                    assert_eq!(got, data);
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    /// Two ECUs on one bus see each other through the driver (no loopback).
+    #[test]
+    fn ecus_of_one_driver_talk() {
+        let a = Bus::open(BusConfig::new(Target::Virtual("j1939-drv-shared".into()))).unwrap();
+        let d = Arc::new(Mutex::new(J1939Driver::new()));
+        let h = a.attach(d.clone());
+        let (i1, q1) = d.lock().add(cfg(1, 0x10)).unwrap();
+        let (i2, q2) = d.lock().add(cfg(2, 0x20)).unwrap();
+        {
+            let mut g = d.lock();
+            g.start(i1).unwrap();
+            g.start(i2).unwrap();
+        }
+        h.kick();
+        claimed(&q1);
+        claimed(&q2);
+        {
+            d.lock().set_response(i2, Pgn::VEHICLE_IDENTIFICATION, Some(b"VIN12345678*".to_vec())).unwrap();
+        }
+        h.kick();
+        {
+            d.lock().request(i1, Pgn::VEHICLE_IDENTIFICATION, 0x20).unwrap();
+        }
+        h.kick();
+        let e = wait_event(&q1, |e| matches!(e, J1939Event::RequestDone { .. }));
+        assert_eq!(
+            e,
+            J1939Event::RequestDone {
+                pgn: 65260,
+                destination: 0x20,
+                outcome: "answered",
+                code: 0,
+                source: 0x20,
+                data: Some(b"VIN12345678*".to_vec())
+            }
+        );
+        // An unregistered PGN asked of one CA: NACK (J1939-21 5.4.4).
+        {
+            d.lock().request(i1, Pgn::new(65259).unwrap(), 0x20).unwrap();
+        }
+        h.kick();
+        let e = wait_event(&q1, |e| matches!(e, J1939Event::RequestDone { .. }));
+        assert!(matches!(e, J1939Event::RequestDone { outcome: "ack", code: 1, .. }), "{e:?}");
+        d.lock().remove(i2);
+        assert!(matches!(d.lock().state(i2), Err(J1939Error::Closed)));
+    }
+}

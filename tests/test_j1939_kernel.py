@@ -1,0 +1,249 @@
+"""canx.j1939 against the Linux kernel J1939 stack and can-utils (vcan, in the VM).
+
+Peers nobody on this project wrote: Python's ``socket.CAN_J1939`` sockets (the
+kernel does TP and ETP; it answers an RTS only when a socket is bound to the
+DA, sends one CTS for min(remaining, RTS max, 255) packets, BAM gap 50 ms),
+``j1939cat`` and ``j1939acd`` (address claim).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any, Dict
+
+import pytest
+
+import canx
+from canx import j1939
+
+TIMEOUT_SCALE = float(os.environ.get("CANX_TIMEOUT_SCALE")
+                      or (10.0 if os.environ.get("CANX_VM") == "1" else 1.0))
+
+pytestmark = pytest.mark.vcan
+
+PGN = 0xEF00  # Proprietary A, PDU1: destination specific
+PGN_BROADCAST = 0xFF12  # PDU2: to all
+
+
+def payload(n: int, seed: int = 0) -> bytes:
+    return bytes((i * 7 + seed) & 0xFF for i in range(n))
+
+
+def kernel_socket(channel: str, addr: int, broadcast: bool = False) -> socket.socket:
+    s = socket.socket(socket.PF_CAN, socket.SOCK_DGRAM, socket.CAN_J1939)
+    # The kernel sends at most the socket's send buffer per sendto (a 100 kB
+    # message is cut to ~87 kB with the default): make room for ETP sizes.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    if broadcast:
+        # The kernel delivers (and sends) DA 0xFF only with SO_BROADCAST.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    s.bind((channel, socket.J1939_NO_NAME, socket.J1939_NO_PGN, addr))
+    s.settimeout(15.0 + 2.0 * TIMEOUT_SCALE)
+    return s
+
+
+def make_ecu(channel: str, ident: int, address: int, aac: bool = False) -> j1939.ECU:
+    ecu = j1939.ECU(channel=channel, name=j1939.Name(identity_number=ident, manufacturer_code=0x3FF,
+                                                     arbitrary_address_capable=aac), address=address)
+    assert ecu.claim_address(timeout=5.0 * TIMEOUT_SCALE) == address
+    return ecu
+
+
+# ------------------------------------------------------- canx -> kernel
+
+@pytest.mark.parametrize("size", [8, 9, 100, 1785, 1786, 100_000])
+def test_canx_sends_to_kernel(vcan_channel, size):
+    """Single frame, RTS/CTS (kernel CTS windows) and ETP to a kernel socket."""
+    data = payload(size, size)
+    with kernel_socket(vcan_channel, 0x90) as rx, make_ecu(vcan_channel, 1, 0x30) as ecu:
+        done = ecu.send_pgn(PGN, data, destination=0x90)
+        got, (_if, _name, pgn, sa) = rx.recvfrom(size + 16)
+        assert done.result(10.0 * TIMEOUT_SCALE) == size
+    assert got == data
+    assert (pgn, sa) == (PGN, 0x30)
+
+
+@pytest.mark.parametrize("size", [9, 100, 1785])
+def test_canx_bam_to_kernel(vcan_channel, size):
+    data = payload(size, 3)
+    with kernel_socket(vcan_channel, 0x91, broadcast=True) as rx, make_ecu(vcan_channel, 2, 0x31) as ecu:
+        ecu.send_pgn(PGN_BROADCAST, data)
+        rx.settimeout(15.0 + 2.0 * TIMEOUT_SCALE)  # 255 packets x 50 ms
+        while True:  # a broadcast socket also gets our Address Claimed (PGN 60928, to all)
+            got, (_if, _name, pgn, sa) = rx.recvfrom(4096)
+            if pgn != j1939.PGN_ADDRESS_CLAIMED:
+                break
+    assert got == data
+    assert (pgn, sa) == (PGN_BROADCAST, 0x31)
+
+
+def test_two_kernel_sockets_receive_from_canx_at_once(vcan_channel):
+    a, b = payload(1785, 1), payload(1785, 2)
+    with kernel_socket(vcan_channel, 0x92) as ra, kernel_socket(vcan_channel, 0x93) as rb, \
+            make_ecu(vcan_channel, 3, 0x32) as ecu:
+        fa = ecu.send_pgn(PGN, a, destination=0x92)
+        fb = ecu.send_pgn(PGN, b, destination=0x93)
+        got: Dict[str, Any] = {}
+
+        def recv(name: str, s: socket.socket) -> None:
+            got[name] = s.recvfrom(4096)
+
+        ts = [threading.Thread(target=recv, args=("a", ra)), threading.Thread(target=recv, args=("b", rb))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(40.0 * TIMEOUT_SCALE)
+        assert fa.result(10 * TIMEOUT_SCALE) == 1785 and fb.result(10 * TIMEOUT_SCALE) == 1785
+    assert got["a"][0] == a and got["b"][0] == b
+    assert got["a"][1][3] == 0x32 and got["b"][1][3] == 0x32
+
+
+def test_canx_aborts_when_nobody_answers_the_rts(vcan_channel, can_utils):
+    """No kernel socket bound to 0x9F: the kernel never sends CTS, canx gives
+    up after T3 (1.25 s) with Connection Abort reason 3 (timeout) on the bus."""
+    with can_utils.candump(vcan_channel) as cap, make_ecu(vcan_channel, 4, 0x33) as ecu:
+        fut = ecu.send_pgn(PGN, payload(100), destination=0x9F)
+        with pytest.raises(canx.TransferAborted) as ei:
+            fut.result(10.0 * TIMEOUT_SCALE)
+        assert ei.value.reason == 3
+        time.sleep(0.2 * TIMEOUT_SCALE)
+    aborts = [f for _, f in cap.frames
+              if (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xEC9F33 and f.split("#")[1].upper().startswith("FF03")]
+    assert aborts, cap.lines
+
+
+# ------------------------------------------------------- kernel -> canx
+
+@pytest.mark.parametrize("size", [8, 9, 100, 1785, 1786, 100_000])
+def test_kernel_sends_to_canx(vcan_channel, size):
+    data = payload(size, 5)
+    with make_ecu(vcan_channel, 5, 0x34) as ecu, kernel_socket(vcan_channel, 0x21) as tx:
+        stream = ecu.messages(PGN)
+        sent = tx.sendto(data, (vcan_channel, socket.J1939_NO_NAME, PGN, 0x34))
+        m = stream.get(15.0 + 2.0 * TIMEOUT_SCALE)
+    assert sent == size
+    assert m is not None
+    assert (m.pgn, m.source, m.destination, m.data) == (PGN, 0x21, 0x34, data)
+    assert m.via == ("single" if size <= 8 else "tp" if size <= 1785 else "etp")
+
+
+@pytest.mark.parametrize("size", [9, 100, 1785])
+def test_kernel_bam_to_canx(vcan_channel, size):
+    data = payload(size, 6)
+    with make_ecu(vcan_channel, 6, 0x35) as ecu, kernel_socket(vcan_channel, 0x22, broadcast=True) as tx:
+        stream = ecu.messages(PGN_BROADCAST)
+        tx.sendto(data, (vcan_channel, socket.J1939_NO_NAME, PGN_BROADCAST, 0xFF))
+        m = stream.get(15.0 + 2.0 * TIMEOUT_SCALE)
+    assert m is not None
+    assert (m.source, m.destination, m.data, m.via) == (0x22, 0xFF, data, "tp")
+
+
+def test_canx_refuses_kernel_etp_without_room(vcan_channel, can_utils):
+    """An ETP RTS larger than canx's ETP buffers: canx answers Connection
+    Abort reason 2 (resources, J1939-21 5.10.3.5) and reports the abort."""
+    seen = []
+    with can_utils.candump(vcan_channel) as cap, kernel_socket(vcan_channel, 0x24) as tx:
+        ecu = j1939.ECU(channel=vcan_channel, name=j1939.Name(identity_number=12), address=0x3A, etp_buffer=4096)
+        with ecu:
+            ecu.claim_address(timeout=5.0 * TIMEOUT_SCALE)
+            ecu.on_abort(lambda *a: seen.append(a))
+            try:
+                tx.sendto(payload(10_000), (vcan_channel, socket.J1939_NO_NAME, PGN, 0x3A))
+            except OSError:
+                pass  # the kernel may report the abort to the sender
+            deadline = time.monotonic() + 10.0 * TIMEOUT_SCALE
+            while not seen and time.monotonic() < deadline:
+                time.sleep(0.05)
+        time.sleep(0.2 * TIMEOUT_SCALE)
+    assert seen and seen[0][:5] == (PGN, 0x24, 0x3A, 2, False), seen
+    aborts = [f for _, f in cap.frames
+              if (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xC8243A and f.split("#")[1].upper().startswith("FF02")]
+    assert aborts, cap.lines
+
+
+# ------------------------------------------------------------ can-utils
+
+def test_j1939cat_receives_from_canx(vcan_channel, can_utils):
+    data = payload(1785, 9)
+    with can_utils.spawn("j1939cat", "-r", f"{vcan_channel}:0x94") as proc, make_ecu(vcan_channel, 7, 0x36) as ecu:
+        ecu.send_pgn(PGN, data, destination=0x94).result(20.0 * TIMEOUT_SCALE)
+        got = b""
+        deadline = time.monotonic() + 20.0 * TIMEOUT_SCALE
+        while len(got) < len(data) and time.monotonic() < deadline:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            got += chunk
+    assert got == data
+
+
+def test_canx_receives_from_j1939cat(vcan_channel, can_utils, tmp_path):
+    data = payload(1785, 10)
+    src = tmp_path / "p.bin"
+    src.write_bytes(data)
+    with make_ecu(vcan_channel, 8, 0x37) as ecu:
+        stream = ecu.messages(PGN)
+        can_utils.run("j1939cat", "-i", str(src), f"{vcan_channel}:0x23", f":0x37,{PGN:#x}",
+                      timeout=20.0, check=False)
+        m = stream.get(20.0 * TIMEOUT_SCALE)
+    assert m is not None and (m.source, m.data) == (0x23, data)
+
+
+# ------------------------------------------------------- address claim
+
+def test_claim_against_j1939acd_lower_name(vcan_channel, can_utils, tmp_path):
+    """j1939acd holds 0x60 with a NAME lower than ours: our claim of 0x60
+    loses (J1939-81 4.4.3) and our arbitrary-address-capable NAME moves on."""
+    acd_name = 0x0000000000000010
+    with can_utils.spawn("j1939acd", "-r", "96", "-c", str(tmp_path / "c"), f"{acd_name:016x}", vcan_channel,
+                         ready=False):
+        time.sleep(1.0 * TIMEOUT_SCALE)
+        ecu = j1939.ECU(channel=vcan_channel, name=j1939.Name(identity_number=0x1234, manufacturer_code=0x3FF,
+                                                              arbitrary_address_capable=True), address=0x60)
+        with ecu:
+            addr = ecu.claim_address(timeout=5.0 * TIMEOUT_SCALE)
+            assert addr != 0x60
+            ecu.request_address_claims()
+            time.sleep(0.5 * TIMEOUT_SCALE)
+            table = ecu.address_table()
+    assert table.get(0x60) == j1939.Name(acd_name)
+
+
+def test_claim_against_j1939acd_higher_name(vcan_channel, can_utils, tmp_path):
+    """We claim 0x61 first with a lower NAME; j1939acd (range 0x61,0x62) must
+    give way and take 0x62, and answers a Request for Address Claimed."""
+    acd_name = 0x80000000FFFF0000
+    with make_ecu(vcan_channel, 9, 0x61) as ecu:
+        with can_utils.spawn("j1939acd", "-r", "97,98", "-c", str(tmp_path / "c"), f"{acd_name:016x}",
+                             vcan_channel, ready=False):
+            deadline = time.monotonic() + 5.0 * TIMEOUT_SCALE
+            table: Dict[int, j1939.Name] = {}
+            while time.monotonic() < deadline:
+                ecu.request_address_claims()
+                time.sleep(0.5 * TIMEOUT_SCALE)
+                table = ecu.address_table()
+                if table.get(0x62) == j1939.Name(acd_name):
+                    break
+            assert ecu.address == 0x61
+    assert table.get(0x62) == j1939.Name(acd_name), table
+
+
+def test_canx_answers_request_for_address_claim_from_the_bus(vcan_channel, can_utils):
+    """A Request for Address Claimed from the null address (J1939-81 4.5.1,
+    ``18EAFFFE#00EE00`` sent by cansend) is answered by Address Claimed."""
+    with can_utils.candump(vcan_channel) as cap, make_ecu(vcan_channel, 13, 0x3B) as ecu:
+        name_hex = ecu.name.to_bytes().hex().upper()
+        cap.wait(1)  # our own claim
+        can_utils.cansend(vcan_channel, "18EAFFFE#00EE00")
+        deadline = time.monotonic() + 5.0 * TIMEOUT_SCALE
+        claims: list = []
+        while time.monotonic() < deadline:
+            claims = [f for _, f in cap.frames
+                      if (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xEEFF3B and f.split("#")[1].upper() == name_hex]
+            if len(claims) >= 2:
+                break
+            time.sleep(0.05)
+    assert len(claims) >= 2, cap.lines
