@@ -405,10 +405,13 @@ fn j1939_encode_dm<'py>(py: Python<'py>, lamps: u8, flash: u8, dtcs: Vec<(u32, u
     Ok(PyBytes::new(py, &buf[..n]))
 }
 
+/// (lamps byte, flash byte, [(SPN, FMI, occurrence count), ...]).
+type DmParts = (u8, u8, Vec<(u32, u8, u8)>);
+
 /// (lamps, flash, [(SPN, FMI, occurrence count), ...]) from a DM1/DM2
 /// payload. ValueError below 2 bytes.
 #[pyfunction]
-fn j1939_decode_dm(data: &[u8]) -> PyResult<(u8, u8, Vec<(u32, u8, u8)>)> {
+fn j1939_decode_dm(data: &[u8]) -> PyResult<DmParts> {
     let m = DmMessage::parse(data).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok((m.lamps.to_byte(), m.flash.to_byte(), m.dtcs().map(|d| (d.spn, d.fmi, d.occurrence_count)).collect()))
 }
