@@ -171,7 +171,7 @@ class _SenderBase:
         return fut
 
     def _make_outcome(self, ev: tuple, info: Any) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError("abstract: each sender class builds its own outcome type")
 
     def _dispatch(self, ev: tuple) -> None:
         if ev[0] == "outcome":
@@ -373,7 +373,7 @@ class _EventReceiver:
         self.errors: Deque[Any] = collections.deque(maxlen=100)
 
     def _convert(self, ev: tuple) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError("abstract: each receiver class converts its own event tuples")
 
     def _dispatch(self, ev: tuple) -> None:
         obj = self._convert(ev)

@@ -155,6 +155,15 @@ impl CanFrame {
         Ok(CanFrame { id: id.into(), len: data.len() as u8, remote: false, data: buf })
     }
 
+    /// A data frame of the first `min(data.len(), 8)` bytes: infallible, for
+    /// encoders whose payload is at most 8 bytes by construction.
+    pub fn new_truncated(id: impl Into<Id>, data: &[u8]) -> Self {
+        let n = data.len().min(CAN_MAX_LEN);
+        let mut buf = [0u8; CAN_MAX_LEN];
+        buf[..n].copy_from_slice(&data[..n]);
+        CanFrame { id: id.into(), len: n as u8, remote: false, data: buf }
+    }
+
     /// A remote frame asking for `len` bytes (0-8). Errors:
     /// [`FrameError::RemoteLengthTooLong`].
     pub fn new_remote(id: impl Into<Id>, len: usize) -> Result<Self, FrameError> {
@@ -504,6 +513,8 @@ mod tests {
         assert!(!f.is_extended());
         assert_eq!(f.key(), 0x123);
         assert_eq!(CanFrame::new(sid(1), &[0; 9]), Err(FrameError::DataTooLong));
+        assert_eq!(CanFrame::new_truncated(sid(1), &[1, 2, 3]), CanFrame::new(sid(1), &[1, 2, 3]).unwrap());
+        assert_eq!(CanFrame::new_truncated(sid(1), &[7; 12]).data(), &[7; 8]);
         let r = CanFrame::new_remote(sid(0x7FF), 8).unwrap();
         assert!(r.is_remote());
         assert_eq!(r.data(), &[] as &[u8]);

@@ -262,7 +262,7 @@ pub(crate) fn frame(priority: u8, pgn: Pgn, source: u8, destination: u8, data: &
         | (u32::from(ps) << 8)
         | u32::from(source);
     let id = ExtendedId::new(raw).unwrap_or(ExtendedId::MAX);
-    CanFrame::new(id, &data[..data.len().min(8)]).expect("at most 8 bytes")
+    CanFrame::new_truncated(id, data)
 }
 
 #[cfg(test)]
