@@ -36,6 +36,18 @@ TIMEOUT_SCALE = float(os.environ.get("CANX_TIMEOUT_SCALE") or (10.0 if IN_VM els
 _SKIP_HINT = "run scripts/test-vm"
 
 
+# Kernel misbehaviour the tests worked around (not canx failures), printed in
+# the terminal summary: see test_j1939_kernel.close_kernel_socket.
+KERNEL_NOTES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if KERNEL_NOTES:
+        terminalreporter.section("kernel notes")
+        for line in KERNEL_NOTES:
+            terminalreporter.write_line(line)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",

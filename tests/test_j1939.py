@@ -333,6 +333,23 @@ def test_bus_monitor_sees_claims_and_tp_frames():
     assert (dts[0].source, dts[0].destination, dts[0].priority) == (0x10, 0x20, 6)
 
 
+def test_cts_delay_is_the_receivers_turnaround():
+    """cts_delay holds each CTS the receiver sends (the default 2 ms keeps the
+    kernel J1939 sender from seeing a CTS before its own RTS echo)."""
+    ch = chan()
+    with j1939.bus_monitor(ch, timeout=0.5) as mon:
+        with claimed(ch, 1, 0x10) as a, claimed(ch, 2, 0x20, cts_delay=0.05):
+            a.send_pgn(0xEF00, data(20), destination=0x20).result(5)
+        frames = [f for f in mon if f.kind == "tp_cm"]
+    rts = next(f for f in frames if f.data[0] == 16)
+    cts = next(f for f in frames if f.data[0] == 17)
+    assert (cts.source, cts.destination) == (0x20, 0x10)
+    assert cts.timestamp - rts.timestamp >= 0.045
+    for bad in (-0.001, 0.101):
+        with pytest.raises(ValueError, match="cts_delay"):
+            ecu(ch, 3, 0x30, cts_delay=bad)
+
+
 def test_closed_ecu_raises():
     e = ecu(chan(), 1, 0x10)
     e.close()

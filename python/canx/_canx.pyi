@@ -314,6 +314,7 @@ class J1939Ecu:
         etp_buffer: int = 1048576,
         queue_size: int = 65536,
         address_range: Optional[tuple[int, int]] = None,
+        cts_delay: float = 0.002,
     ) -> J1939Ecu: ...
     @property
     def name(self) -> int: ...

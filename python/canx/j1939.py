@@ -334,7 +334,8 @@ class ECU:
     native engine that claims it, answers requests and runs TP/ETP.
 
     ``ECU(channel=None, *, name, address, bus=None, request_timeout=1.25,
-    etp_buffer=1048576, queue_size=65536, address_range=(128, 247))``:
+    etp_buffer=1048576, queue_size=65536, address_range=(128, 247),
+    cts_delay=0.002)``:
     ``channel`` ("vcan0", "virtual:x") opens a bus for this ECU alone;
     ``bus`` shares an open ``canx.CAN`` with other ECUs of the process (they
     see each other's frames). ``name``: :class:`Name` or int. ``address``:
@@ -342,7 +343,13 @@ class ECU:
     moves inside ``address_range`` on contention (J1939-81 4.4.4).
     ``request_timeout`` s: how long :meth:`request_pgn` waits for the start
     of an answer (J1939-21 T3). ``etp_buffer``: bytes per ETP session (two
-    sessions; caps ETP messages sent and received).
+    sessions; caps ETP messages sent and received). ``cts_delay`` s
+    (0..0.1): turnaround before each CTS this ECU sends as a TP/ETP
+    receiver. J1939-21 allows up to Tr = 200 ms; the 2 ms default keeps the
+    Linux kernel J1939 stack, as a sender on the same vcan or CAN interface,
+    from seeing our CTS before the echo of its own RTS (it then aborts the
+    transfer, and kernels without the CVE-2026-22997 fix leak the session so
+    its socket never closes). 0 answers at once.
 
     Nothing is sent until :meth:`claim_address`. Raises ValueError for bad
     arguments, the errors of ``canx.CAN`` for the channel.
@@ -350,14 +357,16 @@ class ECU:
 
     def __init__(self, channel: Optional[str] = None, *, name: Union[Name, int], address: int,
                  bus: Optional[Bus] = None, request_timeout: float = 1.25, etp_buffer: int = 1 << 20,
-                 queue_size: int = 65536, address_range: Tuple[int, int] = (128, 247)) -> None:
+                 queue_size: int = 65536, address_range: Tuple[int, int] = (128, 247),
+                 cts_delay: float = 0.002) -> None:
         if (channel is None) == (bus is None):
             raise ValueError("give exactly one of channel= and bus=")
         if not 0 <= address <= 253:
             raise ValueError(f"address {address} outside 0..253")
         self._name = name if isinstance(name, Name) else Name(int(name))
         self._native = _canx.J1939Ecu(bus, channel, self._name.value, address, request_timeout=request_timeout,
-                                      etp_buffer=etp_buffer, queue_size=queue_size, address_range=address_range)
+                                      etp_buffer=etp_buffer, queue_size=queue_size, address_range=address_range,
+                                      cts_delay=cts_delay)
         self._request_timeout = request_timeout
         self._lock = threading.Lock()
         self._handlers: Dict[Optional[int], List[Tuple[Callback, Optional[int]]]] = {}

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use canx_core::j1939::dm::{emit_dm, Dtc, DmMessage, Lamps};
+use canx_core::j1939::dm::{emit_dm, DmMessage, Dtc, Lamps};
 use canx_core::j1939::request::AckControl;
 use canx_core::j1939::{codecs, EcuConfig, EcuError, Name, Pgn};
 use parking_lot::Mutex;
@@ -60,11 +60,13 @@ fn pgn_arg(pgn: u32) -> PyResult<Pgn> {
 /// One J1939 controller application on a bus (native part of
 /// `canx.j1939.ECU`). `J1939Ecu(bus, channel, name, address, *,
 /// request_timeout=1.25, etp_buffer=1048576, queue_size=65536,
-/// address_range=(128, 247))`: `bus` an open `canx.CAN` (shared with other
+/// address_range=(128, 247), cts_delay=0.002)`: `bus` an open `canx.CAN` (shared with other
 /// ECUs) or None with `channel` (a bus of its own); `name` the 64-bit NAME;
 /// `address` the preferred source address (0..=253); `address_range`
 /// (None: 128..=247) where an arbitrary-address-capable NAME may move; `request_timeout`
-/// seconds (J1939-21 T3 1.25 s); `etp_buffer` bytes per ETP session (2).
+/// seconds (J1939-21 T3 1.25 s); `etp_buffer` bytes per ETP session (2);
+/// `cts_delay` seconds between an RTS (or a window's last DT) and our CTS,
+/// 0..=0.1 (see canx_core::j1939::transport, "CTS turnaround").
 #[pyclass(module = "canx")]
 pub struct J1939Ecu {
     driver: Arc<Mutex<J1939Driver>>,
@@ -124,7 +126,7 @@ fn event_to_py(py: Python<'_>, e: J1939Event) -> PyResult<Py<PyAny>> {
 #[pymethods]
 impl J1939Ecu {
     #[new]
-    #[pyo3(signature = (bus, channel, name, address, *, request_timeout=1.25, etp_buffer=1048576, queue_size=65536, address_range=None))]
+    #[pyo3(signature = (bus, channel, name, address, *, request_timeout=1.25, etp_buffer=1048576, queue_size=65536, address_range=None, cts_delay=0.002))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -136,7 +138,11 @@ impl J1939Ecu {
         etp_buffer: usize,
         queue_size: usize,
         address_range: Option<(u8, u8)>,
+        cts_delay: f64,
     ) -> PyResult<Self> {
+        if !(0.0..=0.1).contains(&cts_delay) {
+            return Err(PyValueError::new_err("cts_delay must be between 0 and 0.1 seconds"));
+        }
         if !(request_timeout > 0.0 && request_timeout < 3600.0) {
             return Err(PyValueError::new_err("request_timeout must be between 0 and 3600 seconds"));
         }
@@ -148,9 +154,7 @@ impl J1939Ecu {
         }
         let (bus, own_bus) = match (bus, channel) {
             (Some(b), None) => {
-                let can = b
-                    .cast::<CAN>()
-                    .map_err(|_| PyTypeError::new_err("bus must be a canx.CAN"))?;
+                let can = b.cast::<CAN>().map_err(|_| PyTypeError::new_err("bus must be a canx.CAN"))?;
                 (can.borrow().bus_arc()?, false)
             }
             (None, Some(ch)) => {
@@ -165,6 +169,7 @@ impl J1939Ecu {
             config.claim.range = r;
         }
         config.request_timeout = canx_core::Duration::from_micros((request_timeout * 1e6) as u64);
+        config.transport.cts_delay = canx_core::Duration::from_micros((cts_delay * 1e6).round() as u64);
         let cfg = NodeConfig { config, etp_buffer, queue: queue_size };
         let (driver, handle) = if own_bus {
             let d = Arc::new(Mutex::new(J1939Driver::new()));
@@ -201,14 +206,19 @@ impl J1939Ecu {
         let driver = self.driver.clone();
         let id = self.id;
         let bus = self.bus.clone();
-        let got = wait_for(py, timeout, || bus.is_shut_down(), |slice| {
-            let s = driver.lock().state(id).ok()?;
-            if matches!(s.0, "claimed" | "cannot_claim") {
-                return Some(s);
-            }
-            std::thread::sleep(slice.min(Duration::from_millis(5)));
-            None
-        })?;
+        let got = wait_for(
+            py,
+            timeout,
+            || bus.is_shut_down(),
+            |slice| {
+                let s = driver.lock().state(id).ok()?;
+                if matches!(s.0, "claimed" | "cannot_claim") {
+                    return Some(s);
+                }
+                std::thread::sleep(slice.min(Duration::from_millis(5)));
+                None
+            },
+        )?;
         match got {
             Some(s) => Ok(s),
             None => self.state(py),
@@ -293,9 +303,12 @@ impl J1939Ecu {
         }
         let q = self.events.clone();
         let bus = self.bus.clone();
-        match wait_for(py, timeout, || bus.is_shut_down(), |slice| {
-            q.try_recv().or_else(|| if slice.is_zero() { None } else { q.recv_timeout(slice) })
-        })? {
+        match wait_for(
+            py,
+            timeout,
+            || bus.is_shut_down(),
+            |slice| q.try_recv().or_else(|| if slice.is_zero() { None } else { q.recv_timeout(slice) }),
+        )? {
             Some(e) => Ok(Some(event_to_py(py, e)?)),
             None => Ok(None),
         }
@@ -394,7 +407,12 @@ fn j1939_decode_et1(data: &[u8]) -> (Option<i16>, Option<i16>) {
 /// lamp: MIL, red stop, amber warning, protect), `dtcs` a list of
 /// (SPN, FMI, occurrence count). ValueError for fields out of range.
 #[pyfunction]
-fn j1939_encode_dm<'py>(py: Python<'py>, lamps: u8, flash: u8, dtcs: Vec<(u32, u8, u8)>) -> PyResult<Bound<'py, PyBytes>> {
+fn j1939_encode_dm<'py>(
+    py: Python<'py>,
+    lamps: u8,
+    flash: u8,
+    dtcs: Vec<(u32, u8, u8)>,
+) -> PyResult<Bound<'py, PyBytes>> {
     let mut v = Vec::with_capacity(dtcs.len());
     for (spn, fmi, oc) in dtcs {
         v.push(Dtc::new(spn, fmi, oc).map_err(|e| PyValueError::new_err(format!("DTC ({spn}, {fmi}, {oc}): {e}")))?);

@@ -193,7 +193,8 @@ impl Node {
                 }
                 EcuEvent::Received(r) | EcuEvent::ReceivedExtended(r) => {
                     let etp = matches!(ev, EcuEvent::ReceivedExtended(_));
-                    let d = if etp { self.ecu.received_extended_data(r.handle) } else { self.ecu.received_data(r.handle) };
+                    let d =
+                        if etp { self.ecu.received_extended_data(r.handle) } else { self.ecu.received_data(r.handle) };
                     let d = d.map(|d| d.to_vec()).unwrap_or_default();
                     self.last = Some((r.pgn.raw(), r.source, d.clone()));
                     Some(J1939Event::Message {
@@ -238,7 +239,13 @@ impl Node {
                     Some(J1939Event::Sent { pgn: pgn.raw(), destination, size })
                 }
                 EcuEvent::Transport(TransportEvent::Aborted {
-                    direction, pgn, source, destination, reason, by_peer, ..
+                    direction,
+                    pgn,
+                    source,
+                    destination,
+                    reason,
+                    by_peer,
+                    ..
                 }) => Some(J1939Event::Aborted {
                     pgn: pgn.raw(),
                     source,
@@ -527,9 +534,9 @@ mod tests {
         for (size, dest) in [(8usize, 0x20u8), (9, 0x20), (1785, 0x20), (1786, 0x20), (100_000, 0x20), (100, 0xFF)] {
             let data: Vec<u8> = (0..size).map(|i| (i * 31 + size) as u8).collect();
             {
-            da.lock().send(ia, 6, Pgn::PROPRIETARY_A, dest, &data).unwrap();
-        }
-        ha.kick();
+                da.lock().send(ia, 6, Pgn::PROPRIETARY_A, dest, &data).unwrap();
+            }
+            ha.kick();
             let e = wait_event(&qb, |e| matches!(e, J1939Event::Message { .. }));
             match e {
                 J1939Event::Message { data: got, source, .. } => {

@@ -75,6 +75,7 @@ impl EcuConfig {
                 bam_gap: transport::BAM_GAP_MIN,
                 receive_bam: true,
                 tolerate_duplicates: true,
+                cts_delay: transport::DEFAULT_CTS_DELAY,
             },
             nack_unsupported: true,
             request_timeout: transport::T3,
@@ -237,8 +238,11 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
     /// An ECU with one ETP session per buffer (each buffer's length caps the
     /// ETP messages it carries). Errors: as [`Ecu::new`].
     pub fn with_etp_buffers(config: EcuConfig, buffers: [&'a mut [u8]; E]) -> Result<Self, EcuError> {
-        let etp_config =
-            EtpConfig { priority: config.transport.priority, packets_per_cts: config.transport.packets_per_cts };
+        let etp_config = EtpConfig {
+            priority: config.transport.priority,
+            packets_per_cts: config.transport.packets_per_cts,
+            cts_delay: config.transport.cts_delay,
+        };
         Ok(Ecu {
             config,
             claimer: AddressClaimer::with_capacity(config.claim).map_err(EcuError::Claim)?,

@@ -27,11 +27,11 @@ use core::fmt;
 use super::id::{frame, J1939Id, Pgn, GLOBAL_ADDRESS, MAX_UNICAST_ADDRESS, NULL_ADDRESS};
 use super::transport::{
     AbortReason, Direction, Received, SendError, SessionHandle, TransportEvent, TransportStats, BYTES_PER_PACKET,
-    MAX_TP_SIZE, T1, T2, T3, T4,
+    DEFAULT_CTS_DELAY, MAX_CTS_DELAY, MAX_TP_SIZE, T1, T2, T3, T4,
 };
 use super::Ring;
 use crate::frame::{CanFrame, Frame};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 /// Largest ETP message: 16,777,215 packets x 7 bytes.
 pub const MAX_ETP_SIZE: u32 = 117_440_505;
@@ -140,11 +140,15 @@ pub struct EtpConfig {
     pub priority: u8,
     /// Receiver: most packets asked for in one CTS (1-255; default 255).
     pub packets_per_cts: u8,
+    /// Receiver: turnaround before each CTS (default 2 ms), as
+    /// [`super::TransportConfig::cts_delay`]; values above
+    /// [`MAX_CTS_DELAY`] are used as that maximum.
+    pub cts_delay: Duration,
 }
 
 impl Default for EtpConfig {
     fn default() -> Self {
-        EtpConfig { priority: 7, packets_per_cts: 255 }
+        EtpConfig { priority: 7, packets_per_cts: 255, cts_delay: DEFAULT_CTS_DELAY }
     }
 }
 
@@ -165,6 +169,8 @@ enum State {
 }
 
 const TIMEOUT: usize = 0;
+/// Receiver: the delayed CTS is due.
+const CTS_DUE: usize = 1;
 
 struct Slot<'a> {
     state: State,
@@ -182,7 +188,7 @@ struct Slot<'a> {
     dpo_pending: bool,
     order: u32,
     generation: u16,
-    timers: [Option<Instant>; 1],
+    timers: [Option<Instant>; 2],
     buf: &'a mut [u8],
 }
 
@@ -229,7 +235,11 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
     /// carry. Invalid config values are clamped (priority to 7,
     /// packets per CTS to at least 1).
     pub fn new(config: EtpConfig, buffers: [&'a mut [u8]; S]) -> Self {
-        let config = EtpConfig { priority: config.priority.min(7), packets_per_cts: config.packets_per_cts.max(1) };
+        let config = EtpConfig {
+            priority: config.priority.min(7),
+            packets_per_cts: config.packets_per_cts.max(1),
+            cts_delay: config.cts_delay.min(MAX_CTS_DELAY),
+        };
         Etp {
             config,
             slots: buffers.map(|buf| Slot {
@@ -246,7 +256,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
                 dpo_pending: false,
                 order: 0,
                 generation: 0,
-                timers: [None],
+                timers: [None; 2],
                 buf,
             }),
             ctrl: Ring::new(),
@@ -330,7 +340,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         s.next = 1;
         s.window_end = 0;
         s.order = order;
-        s.timers = [None];
+        s.timers = [None; 2];
         s.buf[..data.len()].copy_from_slice(data);
         Ok(s.handle(i))
     }
@@ -404,6 +414,11 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
     /// Runs expired timeouts (T1..T4). Extra calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         for i in 0..S {
+            let s = &mut self.slots[i];
+            if s.state == State::RxWaitDpo && s.timers[CTS_DUE].is_some_and(|t| t <= now) {
+                s.timers[CTS_DUE] = None;
+                self.emit_window_cts(i);
+            }
             if self.slots[i].timers[TIMEOUT].is_some_and(|t| t <= now) {
                 match self.slots[i].state {
                     State::TxWaitCts | State::TxWaitEoma | State::RxWaitDpo | State::RxData => {
@@ -456,7 +471,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.slots.iter().filter_map(|s| s.timers[TIMEOUT]).min()
+        self.slots.iter().flat_map(|s| s.timers.iter().flatten()).min().copied()
     }
 
     /// As [`super::Transport::received_data`].
@@ -506,15 +521,28 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         self.send_window_cts(now, i);
     }
 
+    /// Opens the next window of receive slot `i`, arms T2 and queues its
+    /// CTS, at once or after the configured turnaround.
     fn send_window_cts(&mut self, now: Instant, i: usize) {
+        let delay = self.config.cts_delay;
         let s = &mut self.slots[i];
         let remaining = s.packets + 1 - s.next;
         let count = remaining.min(u32::from(self.config.packets_per_cts));
         s.window_end = s.next + count - 1;
         s.state = State::RxWaitDpo;
-        s.timers[TIMEOUT] = Some(now + T2);
+        s.timers[TIMEOUT] = Some(now + delay + T2);
+        if delay == Duration::ZERO {
+            self.emit_window_cts(i);
+        } else {
+            s.timers[CTS_DUE] = Some(now + delay);
+        }
+    }
+
+    fn emit_window_cts(&mut self, i: usize) {
+        let s = &self.slots[i];
         let (me, peer, next, pgn) = (s.destination, s.source, s.next, s.pgn);
-        self.send_cm(me, peer, EtpCm::Cts { count: count as u8, next, pgn });
+        let count = (s.window_end + 1 - s.next) as u8;
+        self.send_cm(me, peer, EtpCm::Cts { count, next, pgn });
     }
 
     fn on_dpo(&mut self, now: Instant, peer: u8, me: u8, count: u8, offset: u32, pgn: Pgn) {
@@ -523,6 +551,11 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
             return;
         };
         let s = &mut self.slots[i];
+        if s.timers[CTS_DUE].is_some() {
+            // Our CTS is not out yet: the peer cannot have been asked for this.
+            self.ignored();
+            return;
+        }
         let reason = if s.state != State::RxWaitDpo {
             Some(abort::UNEXPECTED_DPO)
         } else if pgn != s.pgn {
@@ -584,7 +617,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
             }
             let s = &mut self.slots[i];
             s.state = State::Completed;
-            s.timers = [None];
+            s.timers = [None; 2];
             let r = Received {
                 handle: s.handle(i),
                 priority: s.priority,
@@ -713,7 +746,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
     fn free(&mut self, i: usize) {
         let s = &mut self.slots[i];
         s.state = State::Free;
-        s.timers = [None];
+        s.timers = [None; 2];
         s.dpo_pending = false;
         s.generation = s.generation.wrapping_add(1);
         if self.held == Some(i) {

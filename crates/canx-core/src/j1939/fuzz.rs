@@ -81,7 +81,10 @@ fn step_etp<const S: usize, const Q: usize>(e: &mut Etp<'_, S, Q>, now: Instant)
 pub fn transport(data: &[u8]) {
     let mut etp_bufs = [[0u8; 2600]; 2];
     let [b0, b1] = &mut etp_bufs;
-    let mut etp = Etp::<2, 4>::new(EtpConfig { priority: 7, packets_per_cts: 4 }, [&mut b0[..], &mut b1[..]]);
+    let mut etp = Etp::<2, 4>::new(
+        EtpConfig { priority: 7, packets_per_cts: 4, ..EtpConfig::default() },
+        [&mut b0[..], &mut b1[..]],
+    );
     etp.set_local_address(0x10, true);
     etp.set_local_address(0x20, true);
     let _ = etp.send(6, Pgn::DM1, 0x20, 0x30, &[0x5A; 2000]);

@@ -509,7 +509,7 @@ fn etp_faulty_bus_completes_or_aborts() {
         let mut it = bufs.iter_mut().map(|b| &mut b[..]);
         let mut take4 = || -> [&mut [u8]; 4] { core::array::from_fn(|_| it.next().unwrap()) };
         let (m, n) = (take4(), take4());
-        let cfg = EtpConfig { priority: 7, packets_per_cts: 64 };
+        let cfg = EtpConfig { priority: 7, packets_per_cts: 64, ..EtpConfig::default() };
         let mut a = Etp::<4>::new(cfg, m);
         let mut b = Etp::<4>::new(cfg, n);
         a.set_local_address(0x11, true);

@@ -48,6 +48,18 @@
 //! - BAM is never aborted on the wire; a broken BAM reception ends with a
 //!   local [`TransportEvent::Aborted`]. BAM DT gap: configurable 50..=200 ms,
 //!   default 50 ms as the kernel.
+//! - CTS turnaround: the receiver sends each CTS [`TransportConfig::cts_delay`]
+//!   (default 2 ms) after the RTS or the window's last DT, not at once;
+//!   J1939-21 only bounds the response (Tr = 200 ms). The Linux kernel as
+//!   sender (net/can/j1939/transport.c) must have processed the loopback echo
+//!   of its own RTS (or last DT) before the CTS arrives: a CTS that overtakes
+//!   the echo makes it treat the late echo as a second RTS ("connection
+//!   exists", Abort 1) or the CTS as a duplicate (Abort 8), and kernels
+//!   without the CVE-2026-22997 fix leak the session, so closing the sending
+//!   socket hangs. A peer on another machine never overtakes an echo, but a
+//!   native receiver on the same vcan or CAN interface does (measured in the
+//!   qemu guest: 3 of 90 transfers lost with no delay). DTs that arrive before
+//!   the delayed CTS is sent are ignored and counted.
 //! - Frames of a sent session use the priority given to [`Transport::send`]
 //!   (kernel behaviour); CTS/EoMA/Abort sent as a receiver use
 //!   [`TransportConfig::priority`] (default 7, J1939-21).
@@ -85,6 +97,11 @@ pub const MAX_RETRANSMITS: u8 = 2;
 pub const BAM_GAP_MIN: Duration = Duration::from_millis(50);
 /// Largest BAM packet gap, J1939-21.
 pub const BAM_GAP_MAX: Duration = Duration::from_millis(200);
+/// Default receiver turnaround before a CTS ([`TransportConfig::cts_delay`]).
+pub const DEFAULT_CTS_DELAY: Duration = Duration::from_millis(2);
+/// Largest [`TransportConfig::cts_delay`]: half of Tr, so a delayed CTS is
+/// still a timely response (J1939-21 5.10.2.4).
+pub const MAX_CTS_DELAY: Duration = Duration::from_millis(100);
 
 /// TP.CM control byte values, J1939-21 5.10.3.
 pub mod control {
@@ -281,6 +298,9 @@ pub struct TransportConfig {
     /// Receiver: ignore (and count) a DT whose sequence number was already
     /// received, as the kernel does, instead of Abort(8) (default `true`).
     pub tolerate_duplicates: bool,
+    /// Receiver: turnaround before each CTS, 0..=[`MAX_CTS_DELAY`] (default
+    /// [`DEFAULT_CTS_DELAY`]). See the module doc, "CTS turnaround".
+    pub cts_delay: Duration,
 }
 
 impl Default for TransportConfig {
@@ -292,6 +312,7 @@ impl Default for TransportConfig {
             bam_gap: BAM_GAP_MIN,
             receive_bam: true,
             tolerate_duplicates: true,
+            cts_delay: DEFAULT_CTS_DELAY,
         }
     }
 }
@@ -302,6 +323,7 @@ pub enum ConfigError {
     Priority,
     PacketsPerCts,
     BamGap,
+    CtsDelay,
 }
 
 impl fmt::Display for ConfigError {
@@ -310,6 +332,7 @@ impl fmt::Display for ConfigError {
             ConfigError::Priority => "priority must be 0-7",
             ConfigError::PacketsPerCts => "packets per CTS must be 1-255",
             ConfigError::BamGap => "BAM gap must be 50-200 ms",
+            ConfigError::CtsDelay => "CTS delay must be 0-100 ms",
         })
     }
 }
@@ -447,7 +470,7 @@ enum State {
 enum Timer {
     /// Protocol timeout (T1..T4) of the current state.
     Timeout = 0,
-    /// Next BAM packet.
+    /// Next BAM packet (sender), or the delayed CTS (receiver).
     Send = 1,
 }
 const TIMERS: usize = 2;
@@ -571,6 +594,9 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
         }
         if config.bam_gap < BAM_GAP_MIN || config.bam_gap > BAM_GAP_MAX {
             return Err(ConfigError::BamGap);
+        }
+        if config.cts_delay > MAX_CTS_DELAY {
+            return Err(ConfigError::CtsDelay);
         }
         Ok(Transport {
             config,
@@ -704,6 +730,11 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
     /// Runs the timers that expired at `now`. Extra calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         for i in 0..S {
+            let s = &mut self.sessions[i];
+            if s.state == State::RxCmdt && s.timers[Timer::Send as usize].is_some_and(|t| t <= now) {
+                s.timers[Timer::Send as usize] = None;
+                self.emit_window_cts(i);
+            }
             let s = &self.sessions[i];
             let Some(t) = s.timers[Timer::Timeout as usize] else { continue };
             if t > now {
@@ -886,15 +917,27 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
         s.buf[..usize::from(size)].fill(0xFF);
     }
 
-    /// Queues the CTS for the next window of receive session `i` and arms T2.
+    /// Opens the next window of receive session `i`, arms T2 and queues its
+    /// CTS, at once or after [`TransportConfig::cts_delay`].
     fn send_window_cts(&mut self, now: Instant, i: usize) {
+        let delay = self.config.cts_delay;
         let s = &mut self.sessions[i];
         let remaining = s.packets + 1 - s.next;
         let count = remaining.min(u16::from(s.max_per_cts)).min(u16::from(self.config.packets_per_cts)).max(1);
         s.window_end = s.next + count - 1;
-        s.timers[Timer::Timeout as usize] = Some(now + T2);
-        let (me, peer, next, pgn) = (s.destination, s.source, s.next as u8, s.pgn);
-        self.send_cm(me, peer, TpCm::Cts { count: count as u8, next, pgn });
+        s.timers[Timer::Timeout as usize] = Some(now + delay + T2);
+        if delay == Duration::ZERO {
+            self.emit_window_cts(i);
+        } else {
+            s.timers[Timer::Send as usize] = Some(now + delay);
+        }
+    }
+
+    fn emit_window_cts(&mut self, i: usize) {
+        let s = &self.sessions[i];
+        let (me, peer, pgn) = (s.destination, s.source, s.pgn);
+        let (count, next) = ((s.window_end + 1 - s.next) as u8, s.next as u8);
+        self.send_cm(me, peer, TpCm::Cts { count, next, pgn });
     }
 
     fn on_dt(&mut self, now: Instant, id: &J1939Id, data: &[u8]) {
@@ -912,6 +955,11 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
             return;
         };
         let s = &mut self.sessions[i];
+        if s.timers[Timer::Send as usize].is_some() {
+            // Our CTS is not out yet: the peer cannot have been asked for this.
+            self.ignored();
+            return;
+        }
         let seq = u16::from(seq);
         if seq < s.next && self.config.tolerate_duplicates {
             self.stats.duplicate_packets = self.stats.duplicate_packets.saturating_add(1);

@@ -95,7 +95,10 @@ fn small_windows_queue_and_buffer_choice() {
     let (mut t1, mut t2, mut r1, mut r2) =
         (std::vec![0u8; 4000], std::vec![0u8; 9000], std::vec![0u8; 3000], std::vec![0u8; 9000]);
     let mut a = Etp::<2>::new(EtpConfig::default(), [&mut t1[..], &mut t2[..]]);
-    let mut b = Etp::<2>::new(EtpConfig { packets_per_cts: 16, priority: 7 }, [&mut r1[..], &mut r2[..]]);
+    let mut b = Etp::<2>::new(
+        EtpConfig { packets_per_cts: 16, priority: 7, ..EtpConfig::default() },
+        [&mut r1[..], &mut r2[..]],
+    );
     a.set_local_address(A, true);
     b.set_local_address(B, true);
     let (m1, m2) = (data(8000), data(2500));
@@ -117,10 +120,28 @@ fn small_windows_queue_and_buffer_choice() {
     assert_eq!(got, [m1, m2]);
 }
 
+/// The default CTS turnaround (2 ms) holds the ETP CTS; a DPO before it is
+/// ignored and counted.
+#[test]
+fn cts_turnaround() {
+    let mut rx = std::vec![0u8; 2000];
+    let mut b = Etp::<1>::new(EtpConfig::default(), [&mut rx[..]]);
+    b.set_local_address(B, true);
+    b.handle_frame(t(0), &cm(A, B, EtpCm::Rts { size: 1800, pgn: PGN }));
+    assert!(b.poll_transmit(t(0)).is_none());
+    assert_eq!(b.poll_timeout(), Some(t(2)));
+    b.handle_frame(t(1), &cm(A, B, EtpCm::Dpo { count: 255, offset: 0, pgn: PGN }));
+    assert_eq!(b.stats().ignored_frames, 1);
+    assert!(b.poll_transmit(t(1)).is_none());
+    b.handle_timeout(t(2));
+    assert_eq!(EtpCm::parse(b.poll_transmit(t(2)).unwrap().data()), Ok(EtpCm::Cts { count: 255, next: 1, pgn: PGN }));
+    assert_eq!(b.poll_timeout(), Some(t(1252)));
+}
+
 #[test]
 fn refusals_and_dpo_checks() {
     let mut rx = std::vec![0u8; 2000];
-    let mut b = Etp::<1>::new(EtpConfig::default(), [&mut rx[..]]);
+    let mut b = Etp::<1>::new(EtpConfig { cts_delay: Duration::ZERO, ..EtpConfig::default() }, [&mut rx[..]]);
     b.set_local_address(B, true);
     // Too large for every buffer: Abort(2).
     b.handle_frame(t(0), &cm(A, B, EtpCm::Rts { size: 2001, pgn: PGN }));
@@ -210,7 +231,7 @@ proptest! {
     #[test]
     fn random_frames_never_panic(ops in proptest::collection::vec((0u8..8, any::<u8>(), any::<u32>(), 0u64..3000), 0..200)) {
         let (mut b1, mut b2) = (std::vec![0u8; 2500], std::vec![0u8; 5000]);
-        let mut e = Etp::<2, 4>::new(EtpConfig { packets_per_cts: 3, priority: 7 }, [&mut b1[..], &mut b2[..]]);
+        let mut e = Etp::<2, 4>::new(EtpConfig { packets_per_cts: 3, priority: 7, ..EtpConfig::default() }, [&mut b1[..], &mut b2[..]]);
         e.set_local_address(B, true);
         let _ = e.send(6, PGN, B, A, &data(2100));
         let mut now = Instant::ZERO;

@@ -12,6 +12,11 @@ fn t(ms: u64) -> Instant {
     Instant::from_millis(ms)
 }
 
+/// A receiver that answers at once (no CTS turnaround), for frame-by-frame tests.
+fn immediate() -> TransportConfig {
+    TransportConfig { cts_delay: Duration::ZERO, ..Default::default() }
+}
+
 fn engine(local: u8, config: TransportConfig) -> Tp {
     let mut e = Tp::new(config).unwrap();
     e.set_local_address(local, true);
@@ -145,12 +150,18 @@ fn rts_cts_1785_bytes() {
     assert_eq!(first.raw_id(), 0x18EC_2010);
     assert_eq!(first.data(), &[0x10, 0xF9, 0x06, 0xFF, 0xFF, 0xCA, 0xFE, 0x00]);
     b.handle_frame(t(0), &Frame::Can(first));
-    // One CTS for all 255 packets, as the kernel.
-    let cts = drain_tx(&mut b, t(0));
+    // The CTS waits for the turnaround (default 2 ms), then asks for all 255
+    // packets at once, as the kernel does.
+    assert!(drain_tx(&mut b, t(0)).is_empty());
+    assert_eq!(b.poll_timeout(), Some(t(2)));
+    b.handle_timeout(t(1));
+    assert!(drain_tx(&mut b, t(1)).is_empty());
+    b.handle_timeout(t(2));
+    let cts = drain_tx(&mut b, t(2));
     assert_eq!(cts.len(), 1);
     assert_eq!(decode(&cts[0]).1, Some(TpCm::Cts { count: 255, next: 1, pgn: PGN }));
-    a.handle_frame(t(0), &Frame::Can(cts[0]));
-    pump(&mut a, &mut b, t(0), 10_000);
+    a.handle_frame(t(2), &Frame::Can(cts[0]));
+    pump(&mut a, &mut b, t(2), 10_000);
     let ev = drain_events(&mut b);
     assert_eq!(ev.len(), 1);
     match ev[0] {
@@ -167,7 +178,7 @@ fn rts_cts_1785_bytes() {
 
 #[test]
 fn cts_window_and_sender_limit() {
-    let cfg = TransportConfig { packets_per_cts: 4, ..Default::default() };
+    let cfg = TransportConfig { packets_per_cts: 4, ..immediate() };
     let mut a = engine(A, TransportConfig { max_packets_per_cts: 3, ..Default::default() });
     let mut b = engine(B, cfg);
     let data = payload(100); // 15 packets
@@ -239,9 +250,49 @@ fn sender_timeout_t3_sends_abort() {
     assert_eq!(a.poll_timeout(), None);
 }
 
+/// The receiver's CTS turnaround (module doc, "CTS turnaround"): every CTS,
+/// the first and each window's, leaves `cts_delay` after what caused it; DTs
+/// before it are ignored and counted; T2 runs from the CTS.
+#[test]
+fn cts_turnaround() {
+    assert_eq!(
+        Tp::new(TransportConfig { cts_delay: Duration::from_millis(101), ..Default::default() }).err(),
+        Some(ConfigError::CtsDelay)
+    );
+    let cfg = TransportConfig { packets_per_cts: 2, cts_delay: Duration::from_millis(5), ..Default::default() };
+    let mut b = engine(B, cfg);
+    b.handle_frame(t(0), &cm_frame(A, B, TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN }));
+    assert!(drain_tx(&mut b, t(0)).is_empty());
+    assert_eq!(b.poll_timeout(), Some(t(5)));
+    // A DT before our CTS: not asked for, ignored (no abort, not stored).
+    b.handle_frame(t(1), &dt_frame(A, B, 1, &[9; 7]));
+    assert_eq!(b.stats().ignored_frames, 1);
+    b.handle_timeout(t(4));
+    assert!(drain_tx(&mut b, t(4)).is_empty());
+    b.handle_timeout(t(5));
+    let f = drain_tx(&mut b, t(5));
+    assert_eq!(
+        f.iter().map(|f| decode(f).1).collect::<std::vec::Vec<_>>(),
+        [Some(TpCm::Cts { count: 2, next: 1, pgn: PGN })]
+    );
+    assert_eq!(b.poll_timeout(), Some(t(5) + T2));
+    b.handle_frame(t(6), &dt_frame(A, B, 1, &[1; 7]));
+    b.handle_frame(t(6), &dt_frame(A, B, 2, &[2; 7]));
+    // The second window's CTS waits as well.
+    assert!(drain_tx(&mut b, t(6)).is_empty());
+    b.handle_timeout(t(11));
+    let f = drain_tx(&mut b, t(11));
+    assert_eq!(decode(&f[0]).1, Some(TpCm::Cts { count: 1, next: 3, pgn: PGN }));
+    b.handle_frame(t(12), &dt_frame(A, B, 3, &[3; 6]));
+    let f = drain_tx(&mut b, t(12));
+    assert_eq!(decode(&f[0]).1, Some(TpCm::EndOfMsgAck { size: 20, packets: 3, pgn: PGN }));
+    let ev = drain_events(&mut b);
+    assert_eq!(ev[0].1.as_deref(), Some(&[1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3][..]));
+}
+
 #[test]
 fn receiver_timeouts_t2_t1() {
-    let mut b = engine(B, TransportConfig::default());
+    let mut b = engine(B, immediate());
     b.handle_frame(t(0), &cm_frame(A, B, TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN }));
     drain_tx(&mut b, t(0));
     assert_eq!(b.poll_timeout(), Some(t(1250)));
@@ -262,7 +313,7 @@ fn receiver_timeouts_t2_t1() {
 #[test]
 fn sequence_checks() {
     let rts = TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN };
-    let mut b = engine(B, TransportConfig::default());
+    let mut b = engine(B, immediate());
     // Beyond the window: bad sequence.
     b.handle_frame(t(0), &cm_frame(A, B, rts));
     drain_tx(&mut b, t(0));
@@ -284,7 +335,7 @@ fn sequence_checks() {
     assert_eq!(decode(&f[0]).1, Some(TpCm::EndOfMsgAck { size: 20, packets: 3, pgn: PGN }));
     drain_events(&mut b);
 
-    let mut b = engine(B, TransportConfig { tolerate_duplicates: false, ..Default::default() });
+    let mut b = engine(B, TransportConfig { tolerate_duplicates: false, ..immediate() });
     b.handle_frame(t(0), &cm_frame(A, B, rts));
     drain_tx(&mut b, t(0));
     b.handle_frame(t(1), &dt_frame(A, B, 1, &[0; 7]));
@@ -300,7 +351,7 @@ fn sequence_checks() {
 #[test]
 fn lost_dt_is_requested_again() {
     let rts = TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN };
-    let mut b = engine(B, TransportConfig::default());
+    let mut b = engine(B, immediate());
     b.handle_frame(t(0), &cm_frame(A, B, rts));
     drain_tx(&mut b, t(0));
     // Packet 1 lost: 2 is a gap (wait), 3 ends the window: CTS from 1 again.
@@ -321,7 +372,7 @@ fn lost_dt_is_requested_again() {
 #[test]
 fn retransmit_limit() {
     let rts = TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN };
-    let mut b = engine(B, TransportConfig::default());
+    let mut b = engine(B, immediate());
     b.handle_frame(t(0), &cm_frame(A, B, rts));
     drain_tx(&mut b, t(0));
     // Packet 1 is lost every time.
@@ -340,7 +391,7 @@ fn retransmit_limit() {
 
 #[test]
 fn second_rts_too_large_and_resources() {
-    let mut b = Transport::<1, 8>::new(TransportConfig::default()).unwrap();
+    let mut b = Transport::<1, 8>::new(immediate()).unwrap();
     b.set_local_address(B, true);
     let rts = TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN };
     b.handle_frame(t(0), &cm_frame(A, B, rts));
