@@ -6,9 +6,12 @@
     (two ECUs, each on its own socket) vs kernel <-> kernel (two
     socket.CAN_J1939 sockets): median time of N runs and frames/s (nominal
     frame count of the transfer: data packets + RTS + CTS/DPO + EoMA).
+    canx runs twice: with its default 2 ms CTS turnaround (``cts_delay``,
+    see canx_core::j1939::transport) and with ``cts_delay=0``.
 (2) 64 concurrent 1785-byte RTS/CTS sessions between 64 canx node pairs on
     one vcan (64 senders sharing one socket, 64 receivers sharing another):
-    total time, all must complete without abort.
+    total time, all must complete without abort; the same with 64 pairs of
+    kernel sockets.
 (3) python-can-j1939 (PyPI can-j1939) doing (1) and (2), if installed.
 
 Prints a table; ``--json FILE`` also writes the numbers.
@@ -47,9 +50,9 @@ def median_time(fn: Callable[[], float], runs: int) -> float:
     return statistics.median(fn() for _ in range(runs))
 
 
-def canx_pair(channel: str):
+def canx_pair(channel: str, cts_delay: float = 0.002):
     a = j1939.ECU(channel=channel, name=j1939.Name(identity_number=101), address=0x50)
-    b = j1939.ECU(channel=channel, name=j1939.Name(identity_number=102), address=0x51)
+    b = j1939.ECU(channel=channel, name=j1939.Name(identity_number=102), address=0x51, cts_delay=cts_delay)
     a.begin_claim()
     b.begin_claim()
     a.claim_address()
@@ -68,6 +71,15 @@ def canx_transfer(a: j1939.ECU, b: j1939.ECU, size: int) -> float:
     if m is None or m.data != data:
         raise RuntimeError(f"canx transfer of {size} bytes failed")
     return dt
+
+
+def canx_times(channel: str, cts_delay: float, sizes: List[int], runs: int) -> Dict[int, float]:
+    a, b = canx_pair(channel, cts_delay)
+    try:
+        return {n: median_time(lambda: canx_transfer(a, b, n), runs) for n in sizes}
+    finally:
+        a.close()
+        b.close()
 
 
 def kernel_transfer(channel: str, size: int) -> float:
@@ -123,6 +135,37 @@ def canx_64_sessions(channel: str, pairs: int = 64) -> Dict[str, Any]:
             e.close()
         tx_bus.deinit()
         rx_bus.deinit()
+
+
+def kernel_64_sessions(channel: str, pairs: int = 64) -> Dict[str, Any]:
+    data = payload(1785)
+    tx: List[socket.socket] = []
+    rx: List[socket.socket] = []
+    try:
+        for i in range(pairs):
+            r = socket.socket(socket.PF_CAN, socket.SOCK_DGRAM, socket.CAN_J1939)
+            r.bind((channel, socket.J1939_NO_NAME, socket.J1939_NO_PGN, 0x40 + i))
+            r.settimeout(120.0)
+            rx.append(r)
+            t = socket.socket(socket.PF_CAN, socket.SOCK_DGRAM, socket.CAN_J1939)
+            t.bind((channel, socket.J1939_NO_NAME, socket.J1939_NO_PGN, i))
+            tx.append(t)
+        t0 = time.perf_counter()
+        sent = sum(t.sendto(data, (channel, socket.J1939_NO_NAME, PGN, 0x40 + i)) == len(data)
+                   for i, t in enumerate(tx))
+        received = 0
+        for r in rx:
+            try:
+                if r.recv(4096) == data:
+                    received += 1
+            except OSError:
+                pass
+        dt = time.perf_counter() - t0
+        return {"pairs": pairs, "sent_ok": sent, "received_ok": received, "seconds": dt,
+                "frames_per_s": pairs * nominal_frames(1785) / dt}
+    finally:
+        for sk in tx + rx:
+            sk.close()
 
 
 # ------------------------------------------------- python-can-j1939 (PyPI can-j1939)
@@ -184,17 +227,15 @@ def main() -> int:
     args = ap.parse_args()
     ch = args.channel
     results: Dict[str, Any] = {}
-    a, b = canx_pair(ch)
-    try:
-        for label, size in (("RTS/CTS 1785 B", 1785), ("ETP 100 kB", 100_000)):
-            tc = median_time(lambda: canx_transfer(a, b, size), args.runs)
-            tk = median_time(lambda: kernel_transfer(ch, size), args.runs)
-            results[label] = {"canx_s": tc, "kernel_s": tk, "frames": nominal_frames(size),
-                              "canx_fps": nominal_frames(size) / tc, "kernel_fps": nominal_frames(size) / tk}
-    finally:
-        a.close()
-        b.close()
+    sizes = (("RTS/CTS 1785 B", 1785), ("ETP 100 kB", 100_000))
+    canx_s = {d: canx_times(ch, d, [n for _, n in sizes], args.runs) for d in (0.002, 0.0)}
+    for label, size in sizes:
+        tc, t0 = canx_s[0.002][size], canx_s[0.0][size]
+        tk = median_time(lambda: kernel_transfer(ch, size), args.runs)
+        results[label] = {"canx_s": tc, "canx_no_delay_s": t0, "kernel_s": tk, "frames": nominal_frames(size),
+                          "canx_fps": nominal_frames(size) / tc, "kernel_fps": nominal_frames(size) / tk}
     results["64 sessions"] = canx_64_sessions(ch)
+    results["64 sessions kernel"] = kernel_64_sessions(ch)
     try:
         import j1939 as _pj  # noqa: F401  (python-can-j1939)
         have_pj = True
@@ -212,15 +253,21 @@ def main() -> int:
         results["python-can-j1939"] = "not installed: not run"
 
     print()
-    print(f"{'transfer':<18}{'canx s':>10}{'kernel s':>10}{'canx fr/s':>12}{'kernel fr/s':>13}{'canx/kernel':>13}")
+    print(f"{'transfer':<18}{'canx s':>10}{'canx0 s':>10}{'kernel s':>10}{'canx fr/s':>12}{'kernel fr/s':>13}"
+          f"{'kernel/canx':>13}")
     for label in ("RTS/CTS 1785 B", "ETP 100 kB"):
         r = results[label]
-        print(f"{label:<18}{r['canx_s']:>10.4f}{r['kernel_s']:>10.4f}{r['canx_fps']:>12.0f}{r['kernel_fps']:>13.0f}"
-              f"{r['kernel_s'] / r['canx_s']:>12.2f}x")
+        print(f"{label:<18}{r['canx_s']:>10.4f}{r['canx_no_delay_s']:>10.4f}{r['kernel_s']:>10.4f}"
+              f"{r['canx_fps']:>12.0f}{r['kernel_fps']:>13.0f}{r['kernel_s'] / r['canx_s']:>12.2f}x")
+    print("(canx0: canx with cts_delay=0; kernel/canx above 1 means canx is faster)")
     s = results["64 sessions"]
+    k = results["64 sessions kernel"]
     print(f"64 concurrent 1785 B RTS/CTS sessions (canx): {s['sent_ok']}/{s['pairs']} sent, "
           f"{s['received_ok']}/{s['pairs']} received, {s['aborted']} aborted, {s['seconds']:.3f} s, "
           f"{s['frames_per_s']:.0f} frames/s")
+    print(f"64 concurrent 1785 B RTS/CTS sessions (kernel): {k['sent_ok']}/{k['pairs']} sent, "
+          f"{k['received_ok']}/{k['pairs']} received, {k['seconds']:.3f} s, {k['frames_per_s']:.0f} frames/s; "
+          f"kernel/canx time {k['seconds'] / s['seconds']:.2f}x")
     if "python-can-j1939 1785 B" in results:
         p1 = results["python-can-j1939 1785 B"]
         p64 = results["python-can-j1939 64 sessions"]

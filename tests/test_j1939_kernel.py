@@ -81,6 +81,20 @@ def kernel_socket(channel: str, addr: int, broadcast: bool = False) -> Iterator[
         close_kernel_socket(s)
 
 
+def poll_address_table(ecu: j1939.ECU, address: int, name: j1939.Name, limit: float) -> Dict[int, j1939.Name]:
+    """Requests Address Claimed until `name` holds `address` in the ECU's
+    table or `limit` seconds pass; returns the last table."""
+    deadline = time.monotonic() + limit
+    table: Dict[int, j1939.Name] = {}
+    while time.monotonic() < deadline:
+        ecu.request_address_claims()
+        time.sleep(0.4 * TIMEOUT_SCALE)
+        table = ecu.address_table()
+        if table.get(address) == name:
+            break
+    return table
+
+
 def make_ecu(channel: str, ident: int, address: int, aac: bool = False) -> j1939.ECU:
     ecu = j1939.ECU(channel=channel, name=j1939.Name(identity_number=ident, manufacturer_code=0x3FF,
                                                      arbitrary_address_capable=aac), address=address)
@@ -160,6 +174,31 @@ def test_bounded_close_interrupts_the_kernel_wait(vcan_channel):
     assert took < 1.0, took
 
 
+def test_kernel_refuses_an_etp_it_cannot_hold(vcan_channel, can_utils):
+    """The kernel answers an ETP RTS for 5 MB with Connection Abort reason 2
+    (resources, J1939-21 5.10.3.5; it allocates the whole message at RTS
+    time, net/can/j1939/transport.c, and that allocation fails): canx's send
+    fails with TransferAborted(reason=2, by_peer) and the abort callback."""
+    size = 5_000_000
+    seen = []
+    with can_utils.candump(vcan_channel) as cap, kernel_socket(vcan_channel, 0x95):
+        ecu = j1939.ECU(channel=vcan_channel, name=j1939.Name(identity_number=16), address=0x3E, etp_buffer=size)
+        with ecu:
+            ecu.claim_address(timeout=5.0 * TIMEOUT_SCALE)
+            ecu.on_abort(lambda *a: seen.append(a))
+            fut = ecu.send_pgn(PGN, payload(size), destination=0x95)
+            with pytest.raises(canx.TransferAborted) as ei:
+                fut.result(10.0 * TIMEOUT_SCALE)
+            deadline = time.monotonic() + 5.0 * TIMEOUT_SCALE
+            while not seen and time.monotonic() < deadline:
+                time.sleep(0.05)
+    assert ei.value.reason == 2 and "by the peer" in str(ei.value)
+    assert seen and seen[0][:5] == (PGN, 0x3E, 0x95, 2, True), seen
+    aborts = [f for _, f in cap.frames
+              if (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xC83E95 and f.split("#")[1].upper().startswith("FF02")]
+    assert aborts, cap.lines
+
+
 # ------------------------------------------------------- kernel -> canx
 
 @pytest.mark.parametrize("size", [8, 9, 100, 1785, 1786, 100_000])
@@ -207,6 +246,37 @@ def test_canx_refuses_kernel_etp_without_room(vcan_channel, can_utils):
     aborts = [f for _, f in cap.frames
               if (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xC8243A and f.split("#")[1].upper().startswith("FF02")]
     assert aborts, cap.lines
+
+
+def test_kernel_drops_its_send_when_the_socket_closes(vcan_channel, can_utils):
+    """Closing a kernel socket mid-transfer cancels its ETP send without an
+    Abort on the wire (net/can/j1939/socket.c, j1939_sk_release ->
+    j1939_cancel_active_session): canx, the receiver, times out after T1
+    (J1939-21 5.10.2.4), sends Abort reason 3 and reports it, and the pair
+    is free again for the next transfer."""
+    seen = []
+    with can_utils.candump(vcan_channel) as cap, make_ecu(vcan_channel, 15, 0x3D) as ecu:
+        ecu.on_abort(lambda *a: seen.append(a))
+        stream = ecu.messages(PGN)
+        with kernel_socket(vcan_channel, 0x27) as tx:
+            tx.sendto(payload(100_000), (vcan_channel, socket.J1939_NO_NAME, PGN, 0x3D))
+            # Wait until the kernel is sending DTs (ETP.DT, PGN 0xC700, to us), then close.
+            deadline = time.monotonic() + 10.0 * TIMEOUT_SCALE
+            while time.monotonic() < deadline and not any(
+                    (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xC73D27 for _, f in cap.frames):
+                time.sleep(0.01)
+            close_kernel_socket(tx, limit=0.01, report=False)
+        deadline = time.monotonic() + 10.0 * TIMEOUT_SCALE
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen and seen[0][:5] == (PGN, 0x27, 0x3D, 3, False), (seen, cap.lines[-10:])
+        aborts = [f for _, f in cap.frames
+                  if (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xC8273D and f.split("#")[1].upper().startswith("FF03")]
+        assert aborts, cap.lines[-10:]
+        with kernel_socket(vcan_channel, 0x27) as tx:
+            tx.sendto(payload(2000, 1), (vcan_channel, socket.J1939_NO_NAME, PGN, 0x3D))
+            m = stream.get(15.0 + 2.0 * TIMEOUT_SCALE)
+    assert m is not None and (m.source, m.data) == (0x27, payload(2000, 1))
 
 
 # ------------------------------------------------------------ can-utils
@@ -264,16 +334,24 @@ def test_claim_against_j1939acd_higher_name(vcan_channel, can_utils, tmp_path):
     with make_ecu(vcan_channel, 9, 0x61) as ecu:
         with can_utils.spawn("j1939acd", "-r", "97,98", "-c", str(tmp_path / "c"), f"{acd_name:016x}",
                              vcan_channel, ready=False):
-            deadline = time.monotonic() + 5.0 * TIMEOUT_SCALE
-            table: Dict[int, j1939.Name] = {}
-            while time.monotonic() < deadline:
-                ecu.request_address_claims()
-                time.sleep(0.5 * TIMEOUT_SCALE)
-                table = ecu.address_table()
-                if table.get(0x62) == j1939.Name(acd_name):
-                    break
+            table = poll_address_table(ecu, 0x62, j1939.Name(acd_name), 5.0 * TIMEOUT_SCALE)
             assert ecu.address == 0x61
     assert table.get(0x62) == j1939.Name(acd_name), table
+
+
+def test_commanded_address_moves_j1939acd(vcan_channel, can_utils, tmp_path):
+    """Commanded Address (PGN 65240, J1939-81 4.6; 9 bytes, so BAM to all)
+    from canx: j1939acd re-claims at the commanded address."""
+    acd_name = j1939.Name(0x0000000000000020)
+
+    with make_ecu(vcan_channel, 14, 0x3C) as ecu:
+        with can_utils.spawn("j1939acd", "-r", "99", "-a", "99", "-c", str(tmp_path / "c"), f"{acd_name.value:016x}",
+                             vcan_channel, ready=False):
+            assert poll_address_table(ecu, 0x63, acd_name, 10.0 * TIMEOUT_SCALE).get(0x63) == acd_name
+            ecu.command_address(acd_name, 0x6A)
+            table = poll_address_table(ecu, 0x6A, acd_name, 10.0 * TIMEOUT_SCALE)
+    assert table.get(0x6A) == acd_name, table
+    assert 0x63 not in table, table
 
 
 def test_canx_answers_request_for_address_claim_from_the_bus(vcan_channel, can_utils):
