@@ -122,9 +122,14 @@ impl SocketCanBackend {
             libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: self.event.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: fds is a valid array of 2 pollfd.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        // ppoll, not poll: engine deadlines (a 2 ms J1939 CTS turnaround)
+        // need better than poll's whole milliseconds, which wake early and spin.
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: fds is a valid array of 2 pollfd, ts a valid timespec; no signal mask.
+        let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null()) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
