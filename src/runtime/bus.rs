@@ -25,6 +25,16 @@ pub(crate) trait Backend: Send + Sync {
     fn recv_batch(&self, out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()>;
     /// Queues one frame for transmission; `timeout` bounds the wait for room.
     fn send(&self, frame: &Frame, timeout: Duration) -> Result<()>;
+    /// Queues `frames` in order. Returns how many were queued before the
+    /// first one that failed, and that failure (`Ok` when all were queued).
+    fn send_many(&self, frames: &[Frame], timeout: Duration) -> (usize, Result<()>) {
+        for (i, f) in frames.iter().enumerate() {
+            if let Err(e) = self.send(f, timeout) {
+                return (i, Err(e));
+            }
+        }
+        (frames.len(), Ok(()))
+    }
     /// Makes a blocked `recv_batch` return soon.
     fn wake(&self);
     /// Applies the union of the listeners' filters where the backend can
@@ -349,12 +359,32 @@ fn run_engines(shared: &Shared, batch: &[RxFrame]) -> Option<canx_core::Instant>
             e.handle_frame(now, f);
         }
         e.handle_timeout(now);
-        while let Some(frame) = e.poll_transmit(now) {
-            match shared.backend.send(&frame, SEND_TIMEOUT) {
-                Ok(()) => {
-                    shared.sent.fetch_add(1, Ordering::Relaxed);
+        // Frames go out in batches (one sendmmsg on SocketCAN): a J1939
+        // window is 255 DTs. A frame that fails is reported to the engine
+        // and the rest of its batch still goes.
+        let mut out: Vec<Frame> = Vec::new();
+        loop {
+            out.clear();
+            while out.len() < SEND_BATCH {
+                match e.poll_transmit(now) {
+                    Some(f) => out.push(f),
+                    None => break,
                 }
-                Err(err) => e.send_failed(&frame, &err),
+            }
+            if out.is_empty() {
+                break;
+            }
+            let mut rest = &out[..];
+            while !rest.is_empty() {
+                let (n, r) = shared.backend.send_many(rest, SEND_TIMEOUT);
+                shared.sent.fetch_add(n as u64, Ordering::Relaxed);
+                match r {
+                    Ok(()) => break,
+                    Err(err) => {
+                        e.send_failed(&rest[n], &err);
+                        rest = &rest[n + 1..];
+                    }
+                }
             }
         }
         e.flush_events();
@@ -365,6 +395,8 @@ fn run_engines(shared: &Shared, batch: &[RxFrame]) -> Option<canx_core::Instant>
 
 /// How long an engine's frame may wait for room in the transmit queue.
 const SEND_TIMEOUT: Duration = Duration::from_millis(100);
+/// Most frames handed to the backend in one `send_many`.
+const SEND_BATCH: usize = 64;
 
 fn receive_loop(shared: &Shared) {
     let mut batch: Vec<RxFrame> = Vec::with_capacity(64);

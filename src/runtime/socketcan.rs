@@ -117,6 +117,27 @@ impl SocketCanBackend {
         }
     }
 
+    /// What a failed send means: `Ok` after a short sleep when the queue
+    /// is full (or the call was interrupted) and `deadline` is not reached,
+    /// else the error to report.
+    fn send_error(&self, e: io::Error, deadline: Instant) -> Result<()> {
+        match e.raw_os_error() {
+            Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR) => {
+                if Instant::now() >= deadline {
+                    return Err(Error::SendTimeout);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+                Ok(())
+            }
+            Some(libc::ENETDOWN) => {
+                *self.link.lock() = Some(format!("{} is down", self.ifname));
+                Err(Error::InterfaceDown(self.ifname.clone()))
+            }
+            Some(libc::ENODEV) | Some(libc::ENXIO) => Err(Error::InterfaceDown(format!("{} (removed)", self.ifname))),
+            _ => Err(Error::Os { context: format!("sending on {}", self.ifname), source: e }),
+        }
+    }
+
     fn poll(&self, timeout: Duration) -> io::Result<(bool, bool)> {
         let mut fds = [
             libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 },
@@ -293,24 +314,57 @@ impl Backend for SocketCanBackend {
             if r == n as isize {
                 return Ok(());
             }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR) => {
-                    if Instant::now() >= deadline {
-                        return Err(Error::SendTimeout);
+            self.send_error(io::Error::last_os_error(), deadline)?;
+        }
+    }
+
+    /// One `sendmmsg(2)` per up to [`BATCH`] frames. The `timeout` is for a
+    /// full transmit queue and restarts whenever frames went out.
+    fn send_many(&self, frames: &[Frame], timeout: Duration) -> (usize, Result<()>) {
+        let mut done = 0;
+        let mut deadline = Instant::now() + timeout;
+        while done < frames.len() {
+            let mut bufs = [[0u8; CANFD_MTU]; BATCH];
+            // SAFETY: iovec and mmsghdr are plain C structs; all-zero is valid.
+            let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
+            let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+            let mut k = 0;
+            for (f, buf) in frames[done..].iter().zip(bufs.iter_mut()) {
+                if matches!(f, Frame::Fd(_)) && !self.fd_enabled {
+                    break;
+                }
+                let Some(n) = encode(f, buf) else { break };
+                iovs[k] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: n };
+                k += 1;
+            }
+            if k == 0 {
+                // The next frame cannot be sent at all: `send` says why.
+                match self.send(&frames[done], timeout) {
+                    Ok(()) => {
+                        done += 1;
+                        continue;
                     }
-                    std::thread::sleep(Duration::from_micros(200));
+                    Err(e) => return (done, Err(e)),
                 }
-                Some(libc::ENETDOWN) => {
-                    *self.link.lock() = Some(format!("{} is down", self.ifname));
-                    return Err(Error::InterfaceDown(self.ifname.clone()));
-                }
-                Some(libc::ENODEV) | Some(libc::ENXIO) => {
-                    return Err(Error::InterfaceDown(format!("{} (removed)", self.ifname)))
-                }
-                _ => return Err(Error::Os { context: format!("sending on {}", self.ifname), source: e }),
+            }
+            for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()).take(k) {
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: msgs[..k] point at iovs[..k], which point into bufs;
+            // all outlive the call.
+            let r = unsafe { libc::sendmmsg(self.fd, msgs.as_mut_ptr(), k as u32, libc::MSG_DONTWAIT) };
+            if r > 0 {
+                done += r as usize;
+                deadline = Instant::now() + timeout;
+                continue;
+            }
+            let e = if r == 0 { io::Error::from_raw_os_error(libc::EAGAIN) } else { io::Error::last_os_error() };
+            if let Err(e) = self.send_error(e, deadline) {
+                return (done, Err(e));
             }
         }
+        (done, Ok(()))
     }
 
     fn wake(&self) {
