@@ -177,6 +177,8 @@ class CanxBus(BusABC):
 
     @state.setter
     def state(self, new_state: can.BusState) -> None:
+        # python-can's contract (BusABC.state setter): a bus that cannot change
+        # its controller state raises NotImplementedError; can.Bus users expect it.
         raise NotImplementedError("canx: the controller state cannot be set (listen-only: canx.CAN(silent=True))")
 
     def shutdown(self) -> None:

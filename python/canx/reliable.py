@@ -44,6 +44,7 @@ an engine keeps its ``CAN`` open until then.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import concurrent.futures
@@ -153,7 +154,7 @@ def _seconds(name: str, value: float) -> float:
 # ---------------------------------------------------------------- senders
 
 
-class _SenderBase:
+class _SenderBase(abc.ABC):
     def __init__(self, native: Any, name: str) -> None:
         self._native = native
         self._lock = threading.Lock()
@@ -170,8 +171,9 @@ class _SenderBase:
             self._pending[ticket] = (fut, info(ret))
         return fut
 
+    @abc.abstractmethod
     def _make_outcome(self, ev: tuple, info: Any) -> Any:
-        raise NotImplementedError("abstract: each sender class builds its own outcome type")
+        """The outcome object of this sender class for an ``outcome`` event."""
 
     def _dispatch(self, ev: tuple) -> None:
         if ev[0] == "outcome":
@@ -355,7 +357,7 @@ class GuideSender(_SenderBase):
 # ---------------------------------------------------------------- receivers
 
 
-class _EventReceiver:
+class _EventReceiver(abc.ABC):
     """Shared by receivers and the CAN-X endpoint: either callbacks (a pump
     thread takes every event) or direct ``receive()``/iteration, not both."""
 
@@ -372,8 +374,9 @@ class _EventReceiver:
         #: Error reports seen by receive()/iteration (the last 100).
         self.errors: Deque[Any] = collections.deque(maxlen=100)
 
+    @abc.abstractmethod
     def _convert(self, ev: tuple) -> Any:
-        raise NotImplementedError("abstract: each receiver class converts its own event tuples")
+        """The message or error object of this receiver class for an event tuple."""
 
     def _dispatch(self, ev: tuple) -> None:
         obj = self._convert(ev)
