@@ -352,6 +352,8 @@ fn run_engines(shared: &Shared, batch: &[RxFrame]) -> Option<canx_core::Instant>
         return None;
     }
     let mut next: Option<canx_core::Instant> = None;
+    // Reused for every engine of this round (no allocation when none sends).
+    let mut out: Vec<Frame> = Vec::new();
     for e in engines.iter() {
         let mut e = e.lock();
         let now = engine::now();
@@ -362,7 +364,6 @@ fn run_engines(shared: &Shared, batch: &[RxFrame]) -> Option<canx_core::Instant>
         // Frames go out in batches (one sendmmsg on SocketCAN): a J1939
         // window is 255 DTs. A frame that fails is reported to the engine
         // and the rest of its batch still goes.
-        let mut out: Vec<Frame> = Vec::new();
         loop {
             out.clear();
             while out.len() < SEND_BATCH {
