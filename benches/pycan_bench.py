@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,66 +35,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from rx_flood import candump_receiver, run_cangen  # noqa: E402
+from rx_flood import candump_receiver, flood_receiver  # noqa: E402
 
 RX_MODES = {"a": "python-can socketcan recv()", "b": "python-can -i canx recv()",
             "c": "canx receive_many()"}
 
 
-def consume(mode: str, channel: str, expect: int, idle: float) -> None:
-    """One receiver process (called with --consume)."""
-    n = 0
-    t_first = t_last = 0.0
-    if mode in ("a", "b"):
-        import can
-
-        bus = can.Bus(interface="socketcan" if mode == "a" else "canx", channel=channel)
-        print("READY", flush=True)
-        recv = bus.recv
-        while n < expect:
-            if recv(idle) is None:
-                break
-            n += 1
-            if n == 1:
-                t_first = time.time()
-        t_last = time.time()
-        bus.shutdown()
-    else:
-        import canx
-
-        bus = canx.CAN(channel=channel)
-        lis = bus.listen(timeout=idle)
-        print("READY", flush=True)
-        while n < expect:
-            batch = lis.receive_many(4096)
-            if not batch:
-                break
-            if n == 0:
-                t_first = time.time()
-            n += len(batch)
-        t_last = time.time()
-        bus.deinit()
-    if n < expect:
-        t_last -= idle
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"received": n, "t_first": t_first, "t_last": t_last, "cpu_s": ru.ru_utime + ru.ru_stime}),
-          flush=True)
+#: This benchmark's receiver modes as rx_consumer.py modes.
+CONSUMER_MODE = {"a": "python-can", "b": "python-can-canx", "c": "canx-batch"}
 
 
 def receiver(mode: str, channel: str, n: int, idle: float) -> dict:
-    p = subprocess.Popen([sys.executable, __file__, "--consume", mode, "--channel", channel, "-n", str(n),
-                          "--idle", str(idle)], stdout=subprocess.PIPE, text=True)
-    assert p.stdout is not None
-    line = p.stdout.readline()
-    if line.strip() != "READY":
-        raise SystemExit(f"{mode}: receiver did not start: {line!r}")
-    time.sleep(0.2)
-    t0 = run_cangen(channel, n)
-    out = p.stdout.read()
-    p.wait(timeout=600)
-    r = json.loads(out.strip().splitlines()[-1])
-    r["t0"] = t0
-    return r
+    cmd = [sys.executable, str(HERE / "rx_consumer.py"), CONSUMER_MODE[mode], channel, str(n), str(idle)]
+    return flood_receiver(mode, cmd, channel, n)
 
 
 def send_rate(mode: str, channel: str, n: int) -> dict:
@@ -151,12 +102,7 @@ def main() -> None:
     ap.add_argument("--send-frames", type=int, default=50_000)
     ap.add_argument("--idle", type=float, default=3.0)
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--consume", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.consume:
-        consume(a.consume, a.channel, a.frames, a.idle)
-        return
-
     rx = {m: receiver(m, a.channel, a.frames, a.idle) for m in RX_MODES}
     rx["d"] = candump_receiver(a.channel, a.frames, a.idle)
     names = dict(RX_MODES, d="candump")

@@ -3,7 +3,8 @@
     rx_consumer.py MODE CHANNEL EXPECT IDLE_S
 
 MODE: canx (Listener.receive() per frame in a Python loop), canx-batch
-(Listener.receive_many()), python-can (can.Bus(interface="socketcan").recv()).
+(Listener.receive_many()), python-can (can.Bus(interface="socketcan").recv()),
+python-can-canx (can.Bus(interface="canx").recv(), canx as python-can plugin).
 Prints READY once listening, then one JSON line: received, t_first, t_last
 (wall clock of the first and last frame consumed), cpu_s (user+sys of this
 process), kernel_dropped (where the receiver can tell).
@@ -49,10 +50,10 @@ def main() -> None:
         st = bus.stats()
         dropped = st["backend_dropped"] + st["listener_dropped"]
         bus.deinit()
-    elif mode == "python-can":
+    elif mode in ("python-can", "python-can-canx"):
         import can
 
-        bus = can.Bus(interface="socketcan", channel=channel)
+        bus = can.Bus(interface="socketcan" if mode == "python-can" else "canx", channel=channel)
         print("READY", flush=True)
         while n < expect:
             m = bus.recv(timeout=idle)

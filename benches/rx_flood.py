@@ -32,8 +32,15 @@ def run_cangen(channel: str, n: int) -> float:
 
 
 def python_receiver(mode: str, channel: str, n: int, idle: float) -> dict:
-    p = subprocess.Popen([sys.executable, str(HERE / "rx_consumer.py"), mode, channel, str(n), str(idle)],
-                         stdout=subprocess.PIPE, text=True)
+    return flood_receiver(mode, [sys.executable, str(HERE / "rx_consumer.py"), mode, channel, str(n), str(idle)],
+                          channel, n)
+
+
+def flood_receiver(mode: str, cmd: list, channel: str, n: int) -> dict:
+    """Starts the receiver process `cmd` (it prints READY, then one JSON
+    line when done), floods `channel` with `n` frames, returns its JSON with
+    the flood's start time as ``t0``."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert p.stdout is not None
     line = p.stdout.readline()
     if line.strip() != "READY":
