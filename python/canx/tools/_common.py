@@ -3,10 +3,11 @@ text, field tuples (see ``canx._canx.RawBus``)."""
 
 from __future__ import annotations
 
+import select
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, TextIO, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from .. import errors
 from .._canx import RawBus, format_frame_text, parse_candump_filter, parse_frame_text
@@ -48,6 +49,21 @@ class ChannelSpec:
             return True
         key = f[0] | (EFF_FLAG if f[1] else 0) | (RTR_FLAG if f[2] else 0)
         return all((((key ^ fid) & mask) == 0) != inv for fid, mask, inv in self.filters)
+
+
+def receive_batches(buses: Sequence[RawBus], specs: Sequence["ChannelSpec"], idle: Optional[float],
+                    batch: int) -> Iterator[Tuple["ChannelSpec", List[Fields]]]:
+    """What the buses receive, as (spec, accepted frames) per read of up to
+    `batch` frames from a ready bus; ends after `idle` s without any bus
+    becoming readable (None: never)."""
+    fds = {b.fileno(): (b, s) for b, s in zip(buses, specs)}
+    while True:
+        ready, _, _ = select.select(list(fds), [], [], idle)
+        if not ready:
+            return
+        for fd in ready:
+            bus, spec = fds[fd]
+            yield spec, [f for f in bus.recv_many(batch, 0) if spec.accepts(f)]
 
 
 def parse_channel_spec(text: str) -> ChannelSpec:

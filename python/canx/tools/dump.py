@@ -8,13 +8,12 @@
 from __future__ import annotations
 
 import argparse
-import select
 import sys
 import time
 from typing import List, Optional, TextIO
 
 from .._canx import format_log_line
-from ._common import Fields, Progress, ToolError, bus_drops, open_bus, parse_channel_spec
+from ._common import Fields, Progress, ToolError, bus_drops, open_bus, parse_channel_spec, receive_batches
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -56,47 +55,40 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         buses.append(open_bus(s.channel, filters=s.kernel_filters(), error_frames=bool(s.error_mask),
                               receive_own=args.own))
     width = max(len(s.channel) for s in specs)
-    fds = {b.fileno(): (b, s) for b, s in zip(buses, specs)}
     n = 0
     progress = Progress("canx dump", bus_drops(buses), enabled=False if out is not sys.stdout or sys.stdout.isatty() else None)
     start: Optional[float] = None
     last: Optional[float] = None
     idle = args.timeout_ms / 1000 if args.timeout_ms else None
     try:
-        while True:
-            ready, _, _ = select.select(list(fds), [], [], idle)
-            if not ready:
-                return 0
-            for fd in ready:
-                bus, spec = fds[fd]
-                for f in bus.recv_many(1024, 0):
-                    if not spec.accepts(f):
-                        continue
-                    ts = f[9]
-                    if args.log:
-                        line = format_log_line(ts, spec.channel, *f[:9], (not f[10]) if args.extra else None)
-                    else:
-                        prefix = ""
-                        if args.ts == "a":
-                            prefix = f" ({ts:017.6f}) "
-                        elif args.ts == "A":
-                            lt = time.localtime(ts)
-                            prefix = f" ({time.strftime('%Y-%m-%d %H:%M:%S', lt)}.{int(ts % 1 * 1e6):06d}) "
-                        elif args.ts == "d":
-                            prefix = f" ({0.0 if last is None else ts - last:010.6f}) "
-                        elif args.ts == "z":
-                            start = ts if start is None else start
-                            prefix = f" ({ts - start:010.6f}) "
-                        direction = ("TX - -  " if f[10] else "RX - -  ") if args.extra else ""
-                        line = f"{prefix} {spec.channel:>{width}}  {direction}{_long(f)}"
-                    last = ts
-                    out.write(line + "\n")
-                    n += 1
-                    progress.add()
-                    if args.count and n >= args.count:
-                        out.flush()
-                        return 0
+        for spec, frames in receive_batches(buses, specs, idle, 1024):
+            for f in frames:
+                ts = f[9]
+                if args.log:
+                    line = format_log_line(ts, spec.channel, *f[:9], (not f[10]) if args.extra else None)
+                else:
+                    prefix = ""
+                    if args.ts == "a":
+                        prefix = f" ({ts:017.6f}) "
+                    elif args.ts == "A":
+                        lt = time.localtime(ts)
+                        prefix = f" ({time.strftime('%Y-%m-%d %H:%M:%S', lt)}.{int(ts % 1 * 1e6):06d}) "
+                    elif args.ts == "d":
+                        prefix = f" ({0.0 if last is None else ts - last:010.6f}) "
+                    elif args.ts == "z":
+                        start = ts if start is None else start
+                        prefix = f" ({ts - start:010.6f}) "
+                    direction = ("TX - -  " if f[10] else "RX - -  ") if args.extra else ""
+                    line = f"{prefix} {spec.channel:>{width}}  {direction}{_long(f)}"
+                last = ts
+                out.write(line + "\n")
+                n += 1
+                progress.add()
+                if args.count and n >= args.count:
+                    out.flush()
+                    return 0
             out.flush()
+        return 0
     except BrokenPipeError:
         return 0
     finally:

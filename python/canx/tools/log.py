@@ -10,13 +10,12 @@ Stops on Ctrl-C (exit 0), after ``-n`` frames or ``-T`` ms of silence.
 from __future__ import annotations
 
 import argparse
-import select
 import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 from .._canx import format_log_line
-from ._common import Fields, Progress, ToolError, bus_drops, open_bus, parse_channel_spec
+from ._common import Fields, Progress, ToolError, bus_drops, open_bus, parse_channel_spec, receive_batches
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -79,24 +78,18 @@ def run(args: argparse.Namespace) -> int:
             if args.errors:
                 s.error_mask = 0x1FFFFFFF
             buses.append(open_bus(s.channel, filters=s.kernel_filters(), error_frames=bool(s.error_mask)))
-        fds = {b.fileno(): (b, s) for b, s in zip(buses, specs)}
         idle: Optional[float] = args.timeout_ms / 1000 if args.timeout_ms else None
         n = 0
         progress = Progress("canx log", bus_drops(buses))
         try:
-            while True:
-                ready, _, _ = select.select(list(fds), [], [], idle)
-                if not ready:
-                    return 0
-                for fd in ready:
-                    bus, spec = fds[fd]
-                    for f in bus.recv_many(4096, 0):
-                        if spec.accepts(f):
-                            write(spec.channel, f)
-                            n += 1
-                            progress.add()
-                            if args.count and n >= args.count:
-                                return 0
+            for spec, frames in receive_batches(buses, specs, idle, 4096):
+                for f in frames:
+                    write(spec.channel, f)
+                    n += 1
+                    progress.add()
+                    if args.count and n >= args.count:
+                        return 0
+            return 0
         except KeyboardInterrupt:
             return 0
         finally:
