@@ -46,7 +46,7 @@ use super::name::Name;
 use super::request::{AckControl, Acknowledgment, Request};
 use super::transport::{
     self, AbortReason, ConfigError, Received, SendError, SessionHandle, TpCm, Transport, TransportConfig,
-    TransportEvent, TransportStats, MAX_TP_SIZE,
+    TransportEvent, TransportStats, Turnaround, MAX_TP_SIZE,
 };
 use super::Ring;
 use crate::frame::{CanFrame, Frame};
@@ -391,14 +391,24 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
         self.send(super::id::DEFAULT_PRIORITY, Pgn::COMMANDED_ADDRESS, destination, &payload)
     }
 
-    /// Feeds one bus frame.
+    /// Feeds one bus frame. A TP or ETP reception it opens waits the
+    /// configured turnaround before each CTS ([`Turnaround::Apply`]); see
+    /// [`Ecu::handle_frame_from`].
     pub fn handle_frame(&mut self, now: Instant, frame: &Frame) {
+        self.handle_frame_from(now, frame, Turnaround::Apply);
+    }
+
+    /// Feeds one bus frame whose sender the caller knows something of:
+    /// `turnaround` says whether a TP/ETP reception it opens (an RTS) waits
+    /// [`super::TransportConfig::cts_delay`] before each CTS (see
+    /// `transport`, "CTS turnaround").
+    pub fn handle_frame_from(&mut self, now: Instant, frame: &Frame, turnaround: Turnaround) {
         self.now = now;
         let Some((id, data)) = J1939Id::from_frame(frame) else { return };
         self.claimer.handle_j1939(now, &id, data);
         self.sync_address();
-        self.transport.handle_j1939(now, &id, data);
-        self.etp.handle_j1939(now, &id, data);
+        self.transport.handle_j1939(now, &id, data, turnaround);
+        self.etp.handle_j1939(now, &id, data, turnaround);
         let me = self.address();
         let for_us = id.is_global() || Some(id.destination) == me;
         match id.pgn {

@@ -26,8 +26,8 @@ use core::fmt;
 
 use super::id::{frame, J1939Id, Pgn, GLOBAL_ADDRESS, MAX_UNICAST_ADDRESS, NULL_ADDRESS};
 use super::transport::{
-    AbortReason, Direction, Received, SendError, SessionHandle, TransportEvent, TransportStats, BYTES_PER_PACKET,
-    DEFAULT_CTS_DELAY, MAX_CTS_DELAY, MAX_TP_SIZE, T1, T2, T3, T4,
+    AbortReason, Direction, Received, SendError, SessionHandle, TransportEvent, TransportStats, Turnaround,
+    BYTES_PER_PACKET, DEFAULT_CTS_DELAY, MAX_CTS_DELAY, MAX_TP_SIZE, T1, T2, T3, T4,
 };
 use super::Ring;
 use crate::frame::{CanFrame, Frame};
@@ -186,6 +186,8 @@ struct Slot<'a> {
     /// Offset of the current DPO (packet number = offset + sequence).
     offset: u32,
     dpo_pending: bool,
+    /// Receiver: turnaround before each CTS, fixed at the RTS.
+    cts_delay: Duration,
     order: u32,
     generation: u16,
     timers: [Option<Instant>; 2],
@@ -254,6 +256,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
                 window_end: 0,
                 offset: 0,
                 dpo_pending: false,
+                cts_delay: Duration::ZERO,
                 order: 0,
                 generation: 0,
                 timers: [None; 2],
@@ -347,12 +350,13 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
 
     pub fn handle_frame(&mut self, now: Instant, frame: &Frame) {
         if let Some((id, data)) = J1939Id::from_frame(frame) {
-            self.handle_j1939(now, &id, data);
+            self.handle_j1939(now, &id, data, Turnaround::Apply);
         }
     }
 
-    /// Looks only at ETP.CM / ETP.DT frames to a local address.
-    pub fn handle_j1939(&mut self, now: Instant, id: &J1939Id, data: &[u8]) {
+    /// Looks only at ETP.CM / ETP.DT frames to a local address; `turnaround`
+    /// applies if it is an RTS that opens a reception.
+    pub fn handle_j1939(&mut self, now: Instant, id: &J1939Id, data: &[u8], turnaround: Turnaround) {
         if id.pgn != Pgn::ETP_CM && id.pgn != Pgn::ETP_DT {
             return;
         }
@@ -371,7 +375,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         };
         let (peer, me) = (id.source, id.destination);
         match cm {
-            EtpCm::Rts { size, pgn } if self.is_local(id.destination) => self.on_rts(now, id, size, pgn),
+            EtpCm::Rts { size, pgn } if self.is_local(id.destination) => self.on_rts(now, id, size, pgn, turnaround),
             EtpCm::Rts { .. } => {}
             EtpCm::Cts { count, next, pgn } => self.on_cts(now, peer, me, count, next, pgn),
             EtpCm::Dpo { count, offset, pgn } => self.on_dpo(now, peer, me, count, offset, pgn),
@@ -481,7 +485,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
             .then(|| &s.buf[..s.size as usize])
     }
 
-    fn on_rts(&mut self, now: Instant, id: &J1939Id, size: u32, pgn: Pgn) {
+    fn on_rts(&mut self, now: Instant, id: &J1939Id, size: u32, pgn: Pgn, turnaround: Turnaround) {
         let (peer, me) = (id.source, id.destination);
         if let Some(i) = self.find(|s| s.is_rx_active() && s.source == peer && s.destination == me) {
             self.abort(i, AbortReason::AlreadyInSession);
@@ -518,14 +522,18 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         s.size = size;
         s.packets = size.div_ceil(BYTES_PER_PACKET as u32);
         s.next = 1;
+        s.cts_delay = match turnaround {
+            Turnaround::Apply => self.config.cts_delay,
+            Turnaround::Skip => Duration::ZERO,
+        };
         self.send_window_cts(now, i);
     }
 
     /// Opens the next window of receive slot `i`, arms T2 and queues its
     /// CTS, at once or after the configured turnaround.
     fn send_window_cts(&mut self, now: Instant, i: usize) {
-        let delay = self.config.cts_delay;
         let s = &mut self.slots[i];
+        let delay = s.cts_delay;
         let remaining = s.packets + 1 - s.next;
         let count = remaining.min(u32::from(self.config.packets_per_cts));
         s.window_end = s.next + count - 1;

@@ -85,7 +85,7 @@ pub use ecu::{Ecu, EcuConfig, EcuError, EcuEvent, RequestOutcome, Responder};
 pub use etp::{Etp, EtpConfig};
 pub use id::{IdError, J1939Id, Pgn, DEFAULT_PRIORITY, GLOBAL_ADDRESS, NULL_ADDRESS};
 pub use name::{Name, NameError, NameFields};
-pub use transport::{AbortReason, SessionHandle, Transport, TransportConfig, TransportEvent};
+pub use transport::{AbortReason, SessionHandle, Transport, TransportConfig, TransportEvent, Turnaround};
 
 /// xorshift32: the engines' deterministic pseudo-random source, seeded by
 /// the caller (never 0).

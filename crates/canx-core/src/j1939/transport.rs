@@ -48,7 +48,7 @@
 //! - BAM is never aborted on the wire; a broken BAM reception ends with a
 //!   local [`TransportEvent::Aborted`]. BAM DT gap: configurable 50..=200 ms,
 //!   default 50 ms as the kernel.
-//! - CTS turnaround: the receiver sends each CTS [`TransportConfig::cts_delay`]
+//! - CTS turnaround: the receiver may send each CTS [`TransportConfig::cts_delay`]
 //!   (default 2 ms) after the RTS or the window's last DT, not at once;
 //!   J1939-21 only bounds the response (Tr = 200 ms). The Linux kernel as
 //!   sender (net/can/j1939/transport.c) must have processed the loopback echo
@@ -58,7 +58,13 @@
 //!   without the CVE-2026-22997 fix leak the session, so closing the sending
 //!   socket hangs. A peer on another machine never overtakes an echo, but a
 //!   native receiver on the same vcan or CAN interface does (measured in the
-//!   qemu guest: 3 of 90 transfers lost with no delay). DTs that arrive before
+//!   qemu guest: 3 of 90 transfers lost with no delay). Whoever feeds the
+//!   RTS decides per reception with [`Turnaround`]: `handle_frame` applies
+//!   it; the SocketCAN runtime applies it only while the kernel's J1939
+//!   stack is active on the interface (a `CAN_J1939` socket bound there:
+//!   its receiver is listed in /proc/net/can/rcvlist_fil), since the kernel
+//!   marks none of its TP frames as locally sent (no `MSG_DONTROUTE` on a
+//!   raw socket), so the frame itself cannot tell. DTs that arrive before
 //!   the delayed CTS is sent are ignored and counted.
 //! - Frames of a sent session use the priority given to [`Transport::send`]
 //!   (kernel behaviour); CTS/EoMA/Abort sent as a receiver use
@@ -102,6 +108,20 @@ pub const DEFAULT_CTS_DELAY: Duration = Duration::from_millis(2);
 /// Largest [`TransportConfig::cts_delay`]: half of Tr, so a delayed CTS is
 /// still a timely response (J1939-21 5.10.2.4).
 pub const MAX_CTS_DELAY: Duration = Duration::from_millis(100);
+
+/// Whether the CTS of a reception waits [`TransportConfig::cts_delay`],
+/// decided per RTS by whoever feeds the frame (see the module doc, "CTS
+/// turnaround"). [`Transport::handle_frame`] uses [`Turnaround::Apply`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Turnaround {
+    /// The sender may be the Linux kernel's J1939 stack on this machine, or
+    /// nothing is known of it: every CTS of the session waits `cts_delay`.
+    #[default]
+    Apply,
+    /// The sender is known not to be (no kernel J1939 socket is bound to the
+    /// interface, or it is another engine of this process): CTS at once.
+    Skip,
+}
 
 /// TP.CM control byte values, J1939-21 5.10.3.
 pub mod control {
@@ -495,6 +515,8 @@ struct Session {
     /// Receiver: a retransmission was asked for; DTs other than `next` are
     /// the rest of the old window and are ignored.
     resync: bool,
+    /// Receiver: turnaround before each CTS, fixed at the RTS.
+    cts_delay: Duration,
     order: u32,
     generation: u16,
     timers: [Option<Instant>; TIMERS],
@@ -530,6 +552,7 @@ impl Session {
             max_per_cts: 255,
             retransmits: 0,
             resync: false,
+            cts_delay: Duration::ZERO,
             order: 0,
             generation: 0,
             timers: [None; TIMERS],
@@ -705,12 +728,13 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
     /// others are ignored, so every bus frame may be passed in.
     pub fn handle_frame(&mut self, now: Instant, frame: &Frame) {
         if let Some((id, data)) = J1939Id::from_frame(frame) {
-            self.handle_j1939(now, &id, data);
+            self.handle_j1939(now, &id, data, Turnaround::Apply);
         }
     }
 
-    /// As [`Transport::handle_frame`] for an already decoded J1939 message.
-    pub fn handle_j1939(&mut self, now: Instant, id: &J1939Id, data: &[u8]) {
+    /// As [`Transport::handle_frame`] for an already decoded J1939 message;
+    /// `turnaround` applies if it is an RTS that opens a reception.
+    pub fn handle_j1939(&mut self, now: Instant, id: &J1939Id, data: &[u8], turnaround: Turnaround) {
         if id.source > MAX_UNICAST_ADDRESS {
             if id.pgn == Pgn::TP_CM || id.pgn == Pgn::TP_DT {
                 self.ignored();
@@ -719,7 +743,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
         }
         if id.pgn == Pgn::TP_CM {
             match TpCm::parse(data) {
-                Ok(cm) => self.on_cm(now, id, cm),
+                Ok(cm) => self.on_cm(now, id, cm, turnaround),
                 Err(_) => self.ignored(),
             }
         } else if id.pgn == Pgn::TP_DT {
@@ -828,7 +852,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
 
     // ---- receive side ----
 
-    fn on_cm(&mut self, now: Instant, id: &J1939Id, cm: TpCm) {
+    fn on_cm(&mut self, now: Instant, id: &J1939Id, cm: TpCm, turnaround: Turnaround) {
         // CTS, EoMA and Abort only ever match sessions this engine opened,
         // so they need no local-address check (a send may use any SA).
         let specific = !id.is_global();
@@ -837,7 +861,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
                 self.on_bam(now, id, size, packets, pgn)
             }
             TpCm::Rts { size, packets, max_per_cts, pgn } if specific && self.is_local_address(id.destination) => {
-                self.on_rts(now, id, size, packets, max_per_cts, pgn)
+                self.on_rts(now, id, size, packets, max_per_cts, pgn, turnaround)
             }
             TpCm::Cts { count, next, pgn } if specific => self.on_cts(now, id, count, next, pgn),
             TpCm::EndOfMsgAck { pgn, .. } if specific => self.on_eoma(id, pgn),
@@ -866,7 +890,17 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
         self.sessions[i].timers[Timer::Timeout as usize] = Some(now + T1);
     }
 
-    fn on_rts(&mut self, now: Instant, id: &J1939Id, size: u16, packets: u8, max_per_cts: u8, pgn: Pgn) {
+    #[allow(clippy::too_many_arguments)]
+    fn on_rts(
+        &mut self,
+        now: Instant,
+        id: &J1939Id,
+        size: u16,
+        packets: u8,
+        max_per_cts: u8,
+        pgn: Pgn,
+        turnaround: Turnaround,
+    ) {
         let (peer, me) = (id.source, id.destination);
         if let Some(i) = self.find(|s| s.state == State::RxCmdt && s.source == peer && s.destination == me) {
             // Kernel (transport.c, j1939_xtp_rx_rts_session_active): a second
@@ -894,6 +928,10 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
             return;
         };
         self.open_rx(i, id, false, size, pgn, max_per_cts);
+        self.sessions[i].cts_delay = match turnaround {
+            Turnaround::Apply => self.config.cts_delay,
+            Turnaround::Skip => Duration::ZERO,
+        };
         self.send_window_cts(now, i);
     }
 
@@ -918,10 +956,10 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
     }
 
     /// Opens the next window of receive session `i`, arms T2 and queues its
-    /// CTS, at once or after [`TransportConfig::cts_delay`].
+    /// CTS, at once or after the session's turnaround.
     fn send_window_cts(&mut self, now: Instant, i: usize) {
-        let delay = self.config.cts_delay;
         let s = &mut self.sessions[i];
+        let delay = s.cts_delay;
         let remaining = s.packets + 1 - s.next;
         let count = remaining.min(u16::from(s.max_per_cts)).min(u16::from(self.config.packets_per_cts)).max(1);
         s.window_end = s.next + count - 1;

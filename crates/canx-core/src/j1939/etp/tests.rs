@@ -139,6 +139,18 @@ fn cts_turnaround() {
 }
 
 #[test]
+fn turnaround_skip_sends_cts_at_once() {
+    let mut rx = std::vec![0u8; 2000];
+    let mut b = Etp::<1>::new(EtpConfig::default(), [&mut rx[..]]);
+    b.set_local_address(B, true);
+    let rts = cm(A, B, EtpCm::Rts { size: 1800, pgn: PGN });
+    let (id, data) = J1939Id::from_frame(&rts).unwrap();
+    b.handle_j1939(t(0), &id, data, Turnaround::Skip);
+    assert_eq!(EtpCm::parse(b.poll_transmit(t(0)).unwrap().data()), Ok(EtpCm::Cts { count: 255, next: 1, pgn: PGN }));
+    assert_eq!(b.poll_timeout(), Some(t(1250)));
+}
+
+#[test]
 fn refusals_and_dpo_checks() {
     let mut rx = std::vec![0u8; 2000];
     let mut b = Etp::<1>::new(EtpConfig { cts_delay: Duration::ZERO, ..EtpConfig::default() }, [&mut rx[..]]);

@@ -291,6 +291,31 @@ fn cts_turnaround() {
 }
 
 #[test]
+fn turnaround_skip_sends_every_cts_at_once() {
+    // The same 5 ms turnaround as `cts_turnaround`, but the RTS is fed as
+    // from a sender known not to need it: both windows' CTS go out at once.
+    let cfg = TransportConfig { packets_per_cts: 2, cts_delay: Duration::from_millis(5), ..Default::default() };
+    let mut b = engine(B, cfg);
+    let rts = cm_frame(A, B, TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN });
+    let (id, data) = J1939Id::from_frame(&rts).unwrap();
+    b.handle_j1939(t(0), &id, data, Turnaround::Skip);
+    let f = drain_tx(&mut b, t(0));
+    assert_eq!(decode(&f[0]).1, Some(TpCm::Cts { count: 2, next: 1, pgn: PGN }));
+    assert_eq!(b.poll_timeout(), Some(t(0) + T2));
+    b.handle_frame(t(1), &dt_frame(A, B, 1, &[1; 7]));
+    b.handle_frame(t(1), &dt_frame(A, B, 2, &[2; 7]));
+    let f = drain_tx(&mut b, t(1));
+    assert_eq!(decode(&f[0]).1, Some(TpCm::Cts { count: 1, next: 3, pgn: PGN }));
+    b.handle_frame(t(2), &dt_frame(A, B, 3, &[3; 6]));
+    let f = drain_tx(&mut b, t(2));
+    assert_eq!(decode(&f[0]).1, Some(TpCm::EndOfMsgAck { size: 20, packets: 3, pgn: PGN }));
+    // The next RTS on the pair, fed with handle_frame, waits again.
+    b.handle_frame(t(10), &rts);
+    assert!(drain_tx(&mut b, t(10)).is_empty());
+    assert_eq!(b.poll_timeout(), Some(t(15)));
+}
+
+#[test]
 fn receiver_timeouts_t2_t1() {
     let mut b = engine(B, immediate());
     b.handle_frame(t(0), &cm_frame(A, B, TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: PGN }));
