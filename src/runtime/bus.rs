@@ -9,7 +9,7 @@ use canx_core::frame::BusState;
 use canx_core::{ErrorFrame, Filter, Frame};
 use parking_lot::{Mutex, RwLock};
 
-use super::engine::{self, EngineHandle, EngineRef};
+use super::engine::{self, Driven, EngineHandle, EngineRef};
 use super::listener::{DropPolicy, Listener, ListenerFilter};
 use super::{socketcan, virtual_bus, Error, Result, RxFrame, Target};
 
@@ -224,7 +224,14 @@ impl Bus {
         self.update_prefilter();
         let backend = self.shared.backend.clone();
         self.shared.backend.wake();
-        EngineHandle { engine, wake: Arc::new(move || backend.wake()) }
+        let bus = Arc::downgrade(&self.shared);
+        let flush = move |e: &mut dyn Driven| {
+            if let Some(shared) = bus.upgrade().filter(|s| !s.stop.load(Ordering::Relaxed)) {
+                transmit(&shared, e, engine::now(), &mut Vec::new());
+                e.flush_events();
+            }
+        };
+        EngineHandle { engine, wake: Arc::new(move || backend.wake()), flush: Arc::new(flush) }
     }
 
     /// Detaches an engine (its pending frames are not sent).
@@ -361,37 +368,42 @@ fn run_engines(shared: &Shared, batch: &[RxFrame]) -> Option<canx_core::Instant>
             e.handle_frame(now, f);
         }
         e.handle_timeout(now);
-        // Frames go out in batches (one sendmmsg on SocketCAN): a J1939
-        // window is 255 DTs. A frame that fails is reported to the engine
-        // and the rest of its batch still goes.
-        loop {
-            out.clear();
-            while out.len() < SEND_BATCH {
-                match e.poll_transmit(now) {
-                    Some(f) => out.push(f),
-                    None => break,
-                }
-            }
-            if out.is_empty() {
-                break;
-            }
-            let mut rest = &out[..];
-            while !rest.is_empty() {
-                let (n, r) = shared.backend.send_many(rest, SEND_TIMEOUT);
-                shared.sent.fetch_add(n as u64, Ordering::Relaxed);
-                match r {
-                    Ok(()) => break,
-                    Err(err) => {
-                        e.send_failed(&rest[n], &err);
-                        rest = &rest[n + 1..];
-                    }
-                }
-            }
-        }
+        transmit(shared, &mut *e, now, &mut out);
         e.flush_events();
         next = canx_core::time::earliest(next, e.poll_timeout());
     }
     next
+}
+
+/// Sends everything engine `e` wants to send at `now`, in batches (one
+/// sendmmsg on SocketCAN: a J1939 window is 255 DTs). A frame that fails is
+/// reported to the engine and the rest of its batch still goes. `out` is
+/// scratch space.
+fn transmit(shared: &Shared, e: &mut dyn Driven, now: canx_core::Instant, out: &mut Vec<Frame>) {
+    loop {
+        out.clear();
+        while out.len() < SEND_BATCH {
+            match e.poll_transmit(now) {
+                Some(f) => out.push(f),
+                None => break,
+            }
+        }
+        if out.is_empty() {
+            break;
+        }
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let (n, r) = shared.backend.send_many(rest, SEND_TIMEOUT);
+            shared.sent.fetch_add(n as u64, Ordering::Relaxed);
+            match r {
+                Ok(()) => break,
+                Err(err) => {
+                    e.send_failed(&rest[n], &err);
+                    rest = &rest[n + 1..];
+                }
+            }
+        }
+    }
 }
 
 /// How long an engine's frame may wait for room in the transmit queue.

@@ -6,8 +6,10 @@
 //! lets it move finished events to its application queue. The receive thread
 //! waits no longer than the earliest engine deadline, so timers fire on time
 //! without a thread per engine. Application calls (send a message, answer a
-//! request) lock the engine, change it, and [`EngineHandle::kick`] the
-//! receive thread so the new frames go out at once.
+//! request) lock the engine, change it, and [`EngineHandle::kick`] it: the
+//! frames it queued go out from the calling thread at once (no hand-over to
+//! the receive thread, which costs a thread wake-up per message), then the
+//! receive thread is woken to honour the engine's new deadline.
 
 use std::sync::{Arc, OnceLock};
 
@@ -53,6 +55,9 @@ pub type EngineRef = Arc<Mutex<dyn Driven>>;
 pub struct EngineHandle {
     pub(crate) engine: EngineRef,
     pub(crate) wake: Arc<dyn Fn() + Send + Sync>,
+    /// Sends what the (locked) engine wants to send now and moves its
+    /// events out; nothing once the bus is shut down.
+    pub(crate) flush: Arc<dyn Fn(&mut dyn Driven) + Send + Sync>,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -62,19 +67,25 @@ impl std::fmt::Debug for EngineHandle {
 }
 
 impl EngineHandle {
-    /// Runs `op` on the engine, then wakes the receive thread so frames the
-    /// engine queued are sent and its new deadline is honoured.
+    /// Runs `op` on the engine, sends the frames it queued from this
+    /// thread, then wakes the receive thread so the engine's new deadline is
+    /// honoured.
     pub fn with<R>(&self, op: impl FnOnce(&mut dyn Driven) -> R) -> R {
         let r = {
             let mut g = self.engine.lock();
-            op(&mut *g)
+            let r = op(&mut *g);
+            (self.flush)(&mut *g);
+            r
         };
         (self.wake)();
         r
     }
 
-    /// Wakes the receive thread.
+    /// After a change made with the engine unlocked again: sends the frames
+    /// it queued from this thread and wakes the receive thread. Must not be
+    /// called with the engine locked.
     pub fn kick(&self) {
+        (self.flush)(&mut *self.engine.lock());
         (self.wake)();
     }
 }
