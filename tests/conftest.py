@@ -36,6 +36,27 @@ TIMEOUT_SCALE = float(os.environ.get("CANX_TIMEOUT_SCALE") or (10.0 if IN_VM els
 _SKIP_HINT = "run scripts/test-vm"
 
 
+def rts_to_cts(channel: str, claim_timeout: float = 5.0, **receiver_kw) -> float:
+    """Seconds between the RTS of a 20-byte RTS/CTS transfer from a canx ECU
+    (0x10) to another (0x20, made with `receiver_kw`; each on a bus of its
+    own on `channel`) and the receiver's CTS, from bus_monitor timestamps."""
+    from canx import j1939
+
+    def claimed(ident: int, address: int, **kw) -> j1939.ECU:
+        e = j1939.ECU(channel=channel, name=j1939.Name(identity_number=ident), address=address, **kw)
+        assert e.claim_address(timeout=claim_timeout) == address
+        return e
+
+    with j1939.bus_monitor(channel, timeout=max(0.5, claim_timeout / 10)) as mon:
+        with claimed(1, 0x10) as a, claimed(2, 0x20, **receiver_kw):
+            a.send_pgn(0xEF00, bytes(range(20)), destination=0x20).result(claim_timeout)
+        frames = [f for f in mon if f.kind == "tp_cm"]
+    rts = next(f for f in frames if f.data[0] == 16)
+    cts = next(f for f in frames if f.data[0] == 17)
+    assert (cts.source, cts.destination) == (0x20, 0x10)
+    return cts.timestamp - rts.timestamp
+
+
 # Kernel misbehaviour the tests worked around (not canx failures), printed in
 # the terminal summary: see test_j1939_kernel.close_kernel_socket.
 KERNEL_NOTES: list[str] = []

@@ -14,6 +14,8 @@ import pytest
 import canx
 from canx import j1939
 
+from conftest import rts_to_cts
+
 _n = itertools.count()
 
 
@@ -242,6 +244,44 @@ def test_request_nack_and_timeout():
             a.request_pgn(65242, destination=0x44, timeout=0.05)
 
 
+def test_message_streams_filter_bound_and_close():
+    """ECU.messages() streams are native: filtered by PGN and SA in the
+    receive thread, bounded (drops counted), ended by close()."""
+    ch = chan()
+    with claimed(ch, 1, 0x10) as a, claimed(ch, 2, 0x20) as b, claimed(ch, 3, 0x30) as c:
+        every = b.messages()
+        by_pgn = b.messages(0xFF20)
+        by_source = b.messages(0xFF20, source=0x30)
+        small = b.messages(0xFF21, maxsize=2)
+        a.send_pgn(0xFF20, b"\x01")
+        c.send_pgn(0xFF20, b"\x02")
+        for i in range(3):
+            a.send_pgn(0xFF21, bytes([0x10 + i]))
+        a.send_pgn(0xEF00, data(20), destination=0x20).result(5)  # RTS/CTS, PDU1
+        last = b.messages(0xEF00)  # opened after: sees nothing of the above
+        got = [every.get(2.0) for _ in range(6)]
+        assert [(m.pgn, m.source, m.data) for m in got] == [
+            (0xFF20, 0x10, b"\x01"), (0xFF20, 0x30, b"\x02"), (0xFF21, 0x10, b"\x10"),
+            (0xFF21, 0x10, b"\x11"), (0xFF21, 0x10, b"\x12"), (0xEF00, 0x10, data(20))]
+        assert got[-1].via == "tp"
+        assert [m.source for m in (by_pgn.get(1.0), by_pgn.get(1.0))] == [0x10, 0x30]
+        assert by_source.get(1.0).source == 0x30 and by_source.get(0.1) is None
+        assert [m.data for m in (small.get(1.0), small.get(1.0))] == [b"\x10", b"\x11"]
+        assert small.get(0.1) is None and small.dropped == 1
+        assert last.get(0.1) is None
+        with pytest.raises(ValueError, match="maxsize"):
+            b.messages(maxsize=0)
+        c.send_pgn(0xFF20, b"\x03")
+        assert by_pgn.get(1.0).data == b"\x03"
+        by_pgn.close()
+        c.send_pgn(0xFF20, b"\x04")
+        # by_source is still open: delivery to it goes on.
+        assert [by_source.get(1.0).data, by_source.get(1.0).data] == [b"\x03", b"\x04"]
+        t0 = time.monotonic()
+        assert list(by_pgn) == [] and by_pgn.get(None) is None  # closed and empty: at once
+        assert time.monotonic() - t0 < 1.0
+
+
 def test_request_async_and_async_for():
     ch = chan()
 
@@ -334,20 +374,18 @@ def test_bus_monitor_sees_claims_and_tp_frames():
 
 
 def test_cts_delay_is_the_receivers_turnaround():
-    """cts_delay holds each CTS the receiver sends (the default 2 ms keeps the
-    kernel J1939 sender from seeing a CTS before its own RTS echo)."""
+    """cts_delay holds each CTS the receiver sends when cts_turnaround says
+    so. "auto" (the default) applies it only where the kernel's J1939 stack
+    may be the sender: never on the virtual bus."""
     ch = chan()
-    with j1939.bus_monitor(ch, timeout=0.5) as mon:
-        with claimed(ch, 1, 0x10) as a, claimed(ch, 2, 0x20, cts_delay=0.05):
-            a.send_pgn(0xEF00, data(20), destination=0x20).result(5)
-        frames = [f for f in mon if f.kind == "tp_cm"]
-    rts = next(f for f in frames if f.data[0] == 16)
-    cts = next(f for f in frames if f.data[0] == 17)
-    assert (cts.source, cts.destination) == (0x20, 0x10)
-    assert cts.timestamp - rts.timestamp >= 0.045
+    assert rts_to_cts(ch, cts_delay=0.1, cts_turnaround="always") >= 0.095
+    assert rts_to_cts(ch, cts_delay=0.1) < 0.095
+    assert rts_to_cts(ch, cts_delay=0.1, cts_turnaround="never") < 0.095
     for bad in (-0.001, 0.101):
         with pytest.raises(ValueError, match="cts_delay"):
             ecu(ch, 3, 0x30, cts_delay=bad)
+    with pytest.raises(ValueError, match="cts_turnaround"):
+        ecu(ch, 3, 0x30, cts_turnaround="sometimes")
 
 
 def test_closed_ecu_raises():

@@ -21,7 +21,7 @@ import pytest
 import canx
 from canx import j1939
 
-from conftest import KERNEL_NOTES
+from conftest import KERNEL_NOTES, rts_to_cts
 
 TIMEOUT_SCALE = float(os.environ.get("CANX_TIMEOUT_SCALE")
                       or (10.0 if os.environ.get("CANX_VM") == "1" else 1.0))
@@ -197,6 +197,21 @@ def test_kernel_refuses_an_etp_it_cannot_hold(vcan_channel, can_utils):
     aborts = [f for _, f in cap.frames
               if (int(f.split("#")[0], 16) & 0x00FFFFFF) == 0xC83E95 and f.split("#")[1].upper().startswith("FF02")]
     assert aborts, cap.lines
+
+
+def test_turnaround_follows_the_kernel_stack(vcan_pair):
+    """cts_turnaround="auto" (the default): a canx -> canx transfer on an
+    interface where no CAN_J1939 socket is bound gets its CTS at once; with
+    a kernel J1939 socket bound there (any address: the kernel's stack is
+    then active on the interface and may be the sender), the CTS waits
+    cts_delay. Uses vcan1, where no other test binds a kernel socket."""
+    channel = vcan_pair[1]
+    claim = 5.0 * TIMEOUT_SCALE
+    assert rts_to_cts(channel, claim, cts_delay=0.1) < 0.095
+    with kernel_socket(channel, 0x77):
+        assert rts_to_cts(channel, claim, cts_delay=0.1) >= 0.095
+        assert rts_to_cts(channel, claim, cts_delay=0.1, cts_turnaround="never") < 0.095
+    assert rts_to_cts(channel, claim, cts_delay=0.1) < 0.095
 
 
 # ------------------------------------------------------- kernel -> canx

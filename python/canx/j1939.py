@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import queue as _queue
 import threading
 import time
 from dataclasses import dataclass
@@ -262,31 +261,30 @@ _KINDS = {
 class PgnStream:
     """Messages of one PGN (or all) for one ECU, in arrival order: iterate
     it (``for m in s``) or ``async for m in s``. Iteration stops after
-    ``timeout`` seconds without a message (None: never). The queue holds
-    ``maxsize`` messages; more are dropped and counted in ``dropped``.
-    ``close()`` (or leaving ``with``) unsubscribes."""
+    ``timeout`` seconds without a message (None: never). The stream is
+    native: the bus's receive thread puts each message in it directly (no
+    callback thread between), up to ``maxsize``; more are dropped and
+    counted in ``dropped``. ``close()`` (or leaving ``with``) unsubscribes;
+    a closed stream ends iteration once drained."""
 
     def __init__(self, ecu: "ECU", pgn: Optional[int], source: Optional[int], timeout: Optional[float],
                  maxsize: int = 65536) -> None:
-        self._ecu = ecu
         self.pgn = pgn
         self.source = source
         self.timeout = timeout
-        self.dropped = 0
-        self._q: "_queue.Queue[J1939Message]" = _queue.Queue(maxsize)
+        self._native = ecu._native.subscribe(pgn, source, maxsize)
 
-    def _offer(self, m: J1939Message) -> None:
-        try:
-            self._q.put_nowait(m)
-        except _queue.Full:
-            self.dropped += 1
+    @property
+    def dropped(self) -> int:
+        """Messages lost because the stream was full."""
+        return int(self._native.dropped)
 
     def get(self, timeout: Optional[float] = None) -> Optional[J1939Message]:
-        """The next message, or None after ``timeout`` seconds."""
-        try:
-            return self._q.get(timeout=timeout)
-        except _queue.Empty:
-            return None
+        """The next message, waiting up to ``timeout`` seconds (None:
+        forever; Ctrl-C interrupts), or None after it or when the stream is
+        closed and empty. Raises ValueError when the ECU's bus was shut down."""
+        ev = self._native.get(timeout)
+        return None if ev is None else J1939Message(*ev[1:])
 
     def __iter__(self) -> Iterator[J1939Message]:
         while True:
@@ -299,23 +297,20 @@ class PgnStream:
         return self._agen()
 
     async def _agen(self) -> AsyncIterator[J1939Message]:
+        # Waits in an executor thread in slices of 0.1 s, so that a cancelled
+        # task leaves no thread blocked on the stream for long.
         loop = asyncio.get_running_loop()
         while True:
             deadline = None if self.timeout is None else time.monotonic() + self.timeout
-            m = None
+            m = self.get(0)
             while m is None:
-                try:
-                    m = self._q.get_nowait()
-                    break
-                except _queue.Empty:
-                    pass
-                if deadline is not None and time.monotonic() >= deadline:
+                if self._native.closed or (deadline is not None and time.monotonic() >= deadline):
                     return
                 m = await loop.run_in_executor(None, self.get, 0.1)
             yield m
 
     def close(self) -> None:
-        self._ecu._streams = [s for s in self._ecu._streams if s is not self]
+        self._native.close()
 
     def __enter__(self) -> "PgnStream":
         return self
@@ -335,7 +330,7 @@ class ECU:
 
     ``ECU(channel=None, *, name, address, bus=None, request_timeout=1.25,
     etp_buffer=1048576, queue_size=65536, address_range=(128, 247),
-    cts_delay=0.002)``:
+    cts_delay=0.002, cts_turnaround="auto")``:
     ``channel`` ("vcan0", "virtual:x") opens a bus for this ECU alone;
     ``bus`` shares an open ``canx.CAN`` with other ECUs of the process (they
     see each other's frames). ``name``: :class:`Name` or int. ``address``:
@@ -345,11 +340,16 @@ class ECU:
     of an answer (J1939-21 T3). ``etp_buffer``: bytes per ETP session (two
     sessions; caps ETP messages sent and received). ``cts_delay`` s
     (0..0.1): turnaround before each CTS this ECU sends as a TP/ETP
-    receiver. J1939-21 allows up to Tr = 200 ms; the 2 ms default keeps the
-    Linux kernel J1939 stack, as a sender on the same vcan or CAN interface,
-    from seeing our CTS before the echo of its own RTS (it then aborts the
-    transfer, and kernels without the CVE-2026-22997 fix leak the session so
-    its socket never closes). 0 answers at once.
+    receiver, when ``cts_turnaround`` says: ``"auto"`` (default) when the
+    sender may be the Linux kernel's J1939 stack, i.e. the RTS came over a
+    SocketCAN interface on which a ``CAN_J1939`` socket is bound at that
+    moment (read from /proc/net/can/rcvlist_fil; unreadable counts as
+    bound); never on the virtual bus or between ECUs sharing one ``bus``;
+    ``"always"``; ``"never"``. J1939-21 allows up to Tr = 200 ms. Without
+    it, the kernel as a sender on the same vcan or CAN interface can see our
+    CTS before the echo of its own RTS: it aborts the transfer, and kernels
+    without the CVE-2026-22997 fix leak the session so its socket never
+    closes. Source: transport module doc of canx_core, "CTS turnaround".
 
     Nothing is sent until :meth:`claim_address`. Raises ValueError for bad
     arguments, the errors of ``canx.CAN`` for the channel.
@@ -358,7 +358,7 @@ class ECU:
     def __init__(self, channel: Optional[str] = None, *, name: Union[Name, int], address: int,
                  bus: Optional[Bus] = None, request_timeout: float = 1.25, etp_buffer: int = 1 << 20,
                  queue_size: int = 65536, address_range: Tuple[int, int] = (128, 247),
-                 cts_delay: float = 0.002) -> None:
+                 cts_delay: float = 0.002, cts_turnaround: str = "auto") -> None:
         if (channel is None) == (bus is None):
             raise ValueError("give exactly one of channel= and bus=")
         if not 0 <= address <= 253:
@@ -366,7 +366,7 @@ class ECU:
         self._name = name if isinstance(name, Name) else Name(int(name))
         self._native = _canx.J1939Ecu(bus, channel, self._name.value, address, request_timeout=request_timeout,
                                       etp_buffer=etp_buffer, queue_size=queue_size, address_range=address_range,
-                                      cts_delay=cts_delay)
+                                      cts_delay=cts_delay, cts_turnaround=cts_turnaround)
         self._request_timeout = request_timeout
         self._lock = threading.Lock()
         self._handlers: Dict[Optional[int], List[Tuple[Callback, Optional[int]]]] = {}
@@ -374,7 +374,6 @@ class ECU:
         self._abort_handlers: List[Callable[[int, int, int, int, bool], Any]] = []
         self._pending: Dict[Tuple[int, int], Deque["concurrent.futures.Future[J1939Message]"]] = {}
         self._sends: Dict[Tuple[int, int], Deque["concurrent.futures.Future[int]"]] = {}
-        self._streams: List[PgnStream] = []
         self._last: Optional[J1939Message] = None
         self.aborts: Deque[Tuple[int, int, int, int, bool, bool]] = collections.deque(maxlen=256)
         self._pump = CallbackPump(f"canx-j1939-{address:#04x}", self._native.next_event, self._dispatch).start()
@@ -578,12 +577,13 @@ class ECU:
         self._abort_handlers.append(callback)
 
     def messages(self, pgn: Optional[int] = None, source: Optional[int] = None,
-                 timeout: Optional[float] = None) -> PgnStream:
-        """A :class:`PgnStream` of messages of ``pgn`` (None: all), for
-        ``for`` or ``async for``; it receives from now on."""
-        s = PgnStream(self, None if pgn is None else _normalize(pgn), source, timeout)
-        self._streams = self._streams + [s]
-        return s
+                 timeout: Optional[float] = None, maxsize: int = 65536) -> PgnStream:
+        """A :class:`PgnStream` of messages of ``pgn`` (None: all; a PDU1
+        PGN matches whatever its DA byte) from ``source`` (None: any SA),
+        for ``for`` or ``async for``; it receives from now on and holds at
+        most ``maxsize`` messages. Raises ValueError for maxsize < 1 or a
+        PGN above 0x3FFFF."""
+        return PgnStream(self, None if pgn is None else _normalize(pgn), source, timeout, maxsize)
 
     # ------------------------------------------------------------ plumbing
 
@@ -607,9 +607,6 @@ class ECU:
             m = J1939Message(pgn, sa, da, prio, data, ts, via)
             self._last = m
             key = _normalize(pgn)
-            for s in self._streams:
-                if (s.pgn is None or s.pgn == key) and (s.source is None or s.source == sa):
-                    s._offer(m)
             with self._lock:
                 hs = list(self._handlers.get(key, ())) + list(self._handlers.get(None, ()))
             errors: List[BaseException] = []

@@ -16,7 +16,9 @@ use pyo3::types::{PyBytes, PyDict};
 use super::can::{wait_for, CAN};
 use super::errors::{canx_err, deinit_error, to_py};
 use super::messages::buffer_bytes;
-use crate::runtime::drivers::j1939::{J1939Driver, J1939Error, J1939Event, NodeConfig, Via};
+use crate::runtime::drivers::j1939::{
+    CtsTurnaround, J1939Driver, J1939Error, J1939Event, MessageStream, NodeConfig, Via,
+};
 use crate::runtime::{Bus, BusConfig, EngineHandle, EventQueue, Target};
 
 /// Drivers attached to shared buses (`bus=`): one per bus, so that the ECUs
@@ -34,7 +36,7 @@ fn driver_for(bus: &Arc<Bus>) -> (Arc<Mutex<J1939Driver>>, EngineHandle) {
             }
         }
     }
-    let d = Arc::new(Mutex::new(J1939Driver::new()));
+    let d = Arc::new(Mutex::new(J1939Driver::for_target(&bus.config().target)));
     let h = bus.attach(d.clone());
     all.push((Arc::downgrade(bus), Arc::downgrade(&d), h.clone()));
     (d, h)
@@ -66,7 +68,9 @@ fn pgn_arg(pgn: u32) -> PyResult<Pgn> {
 /// (None: 128..=247) where an arbitrary-address-capable NAME may move; `request_timeout`
 /// seconds (J1939-21 T3 1.25 s); `etp_buffer` bytes per ETP session (2);
 /// `cts_delay` seconds between an RTS (or a window's last DT) and our CTS,
-/// 0..=0.1 (see canx_core::j1939::transport, "CTS turnaround").
+/// 0..=0.1, applied per `cts_turnaround`: "auto" (when the kernel's J1939
+/// stack is active on the SocketCAN interface), "always" or "never" (see
+/// canx_core::j1939::transport, "CTS turnaround").
 #[pyclass(module = "canx")]
 pub struct J1939Ecu {
     driver: Arc<Mutex<J1939Driver>>,
@@ -88,7 +92,10 @@ impl J1939Ecu {
             let mut d = self.driver.lock();
             f(&mut d, self.id)
         };
-        self.handle.kick();
+        // Sends what the operation queued (an RTS, a request) from this
+        // thread; the send may wait for room in the socket, so without the GIL.
+        let handle = &self.handle;
+        py.detach(|| handle.kick());
         r.map_err(|e| ecu_err(py, e))
     }
 }
@@ -126,7 +133,7 @@ fn event_to_py(py: Python<'_>, e: J1939Event) -> PyResult<Py<PyAny>> {
 #[pymethods]
 impl J1939Ecu {
     #[new]
-    #[pyo3(signature = (bus, channel, name, address, *, request_timeout=1.25, etp_buffer=1048576, queue_size=65536, address_range=None, cts_delay=0.002))]
+    #[pyo3(signature = (bus, channel, name, address, *, request_timeout=1.25, etp_buffer=1048576, queue_size=65536, address_range=None, cts_delay=0.002, cts_turnaround="auto"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -139,10 +146,21 @@ impl J1939Ecu {
         queue_size: usize,
         address_range: Option<(u8, u8)>,
         cts_delay: f64,
+        cts_turnaround: &str,
     ) -> PyResult<Self> {
         if !(0.0..=0.1).contains(&cts_delay) {
             return Err(PyValueError::new_err("cts_delay must be between 0 and 0.1 seconds"));
         }
+        let turnaround = match cts_turnaround {
+            "auto" => CtsTurnaround::Auto,
+            "always" => CtsTurnaround::Always,
+            "never" => CtsTurnaround::Never,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "cts_turnaround must be 'auto', 'always' or 'never', not {other:?}"
+                )))
+            }
+        };
         if !(request_timeout > 0.0 && request_timeout < 3600.0) {
             return Err(PyValueError::new_err("request_timeout must be between 0 and 3600 seconds"));
         }
@@ -170,9 +188,9 @@ impl J1939Ecu {
         }
         config.request_timeout = canx_core::Duration::from_micros((request_timeout * 1e6) as u64);
         config.transport.cts_delay = canx_core::Duration::from_micros((cts_delay * 1e6).round() as u64);
-        let cfg = NodeConfig { config, etp_buffer, queue: queue_size };
+        let cfg = NodeConfig { config, turnaround, etp_buffer, queue: queue_size };
         let (driver, handle) = if own_bus {
-            let d = Arc::new(Mutex::new(J1939Driver::new()));
+            let d = Arc::new(Mutex::new(J1939Driver::for_target(&bus.config().target)));
             let h = bus.attach(d.clone());
             (d, h)
         } else {
@@ -289,6 +307,19 @@ impl J1939Ecu {
             d.with_ecu(id, |e, _| e.command_address(Name::from_u64(target), new_address, destination))?
                 .map_err(J1939Error::Ecu)
         })
+    }
+
+    /// A native stream of this ECU's messages of `pgn` (None: all) from
+    /// `source` (None: any), holding at most `maxsize` (more are dropped and
+    /// counted). The receive thread fills it directly.
+    #[pyo3(signature = (pgn=None, source=None, maxsize=65536))]
+    fn subscribe(&self, py: Python<'_>, pgn: Option<u32>, source: Option<u8>, maxsize: usize) -> PyResult<J1939Stream> {
+        if maxsize == 0 {
+            return Err(PyValueError::new_err("maxsize must be at least 1"));
+        }
+        let pgn = pgn.map(pgn_arg).transpose()?;
+        let stream = self.op(py, |d, id| d.subscribe(id, pgn, source, maxsize))?;
+        Ok(J1939Stream { stream, bus: self.bus.clone() })
     }
 
     /// The bus's NAME <-> address table: [(address, NAME), ...].
@@ -444,8 +475,64 @@ fn j1939_decode_id(can_id: u32) -> PyResult<(u8, u32, u8, u8)> {
     Ok((j.priority, j.pgn.raw(), j.source, j.destination))
 }
 
+/// Native part of `canx.j1939.PgnStream` (made by `J1939Ecu.subscribe`).
+#[pyclass(module = "canx")]
+pub struct J1939Stream {
+    stream: Arc<MessageStream>,
+    bus: Arc<Bus>,
+}
+
+#[pymethods]
+impl J1939Stream {
+    /// The next ("message", pgn, source, destination, priority, data,
+    /// timestamp, via) tuple, waiting up to `timeout` s (None: forever) with
+    /// the GIL released; None after `timeout`, or at once when the stream is
+    /// closed and empty. Ctrl-C interrupts the wait; raises ValueError when
+    /// the bus was shut down.
+    #[pyo3(signature = (timeout=None))]
+    fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
+        let stream = &self.stream;
+        let bus = &self.bus;
+        let q = &stream.queue;
+        // Some(None): closed and drained, the wait ends without a message.
+        let got = wait_for(
+            py,
+            timeout,
+            || bus.is_shut_down(),
+            |slice| match q.try_recv() {
+                Some(e) => Some(Some(e)),
+                None if stream.is_closed() => Some(None),
+                None if slice.is_zero() => None,
+                None => q.recv_timeout(slice).map(Some),
+            },
+        )?;
+        match got.flatten() {
+            Some(e) => Ok(Some(event_to_py(py, e)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Messages lost because the stream was full.
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.stream.queue.dropped()
+    }
+
+    /// Stops delivery to this stream. Idempotent.
+    fn close(&self) {
+        self.stream.close();
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.stream.is_closed()
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<J1939Ecu>()?;
+    m.add_class::<J1939Stream>()?;
     m.add_function(wrap_pyfunction!(j1939_encode_eec1, m)?)?;
     m.add_function(wrap_pyfunction!(j1939_decode_eec1, m)?)?;
     m.add_function(wrap_pyfunction!(j1939_encode_et1, m)?)?;

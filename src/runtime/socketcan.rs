@@ -440,10 +440,46 @@ fn read_cmsgs(h: &libc::msghdr) -> (Option<f64>, Option<u32>) {
     (ts, drops)
 }
 
+/// Where the kernel lists its CAN receivers; the J1939 stack's entry
+/// (mask/value `80000000/c0000000`, ident `j1939`) is in the filter list.
+const RCVLIST_FIL: &str = "/proc/net/can/rcvlist_fil";
+
+/// Whether the Linux kernel's J1939 stack (net/can/j1939) is active on
+/// `ifname`: it registers one receiver per interface while any `CAN_J1939`
+/// socket is bound there (j1939_netdev_start), and only then can it send
+/// TP/ETP frames on it. Unknown (procfs unreadable): `true`, the safe answer
+/// for the CTS turnaround (canx_core::j1939::transport, "CTS turnaround").
+pub fn kernel_j1939_active(ifname: &str) -> bool {
+    match std::fs::read_to_string(RCVLIST_FIL) {
+        Ok(text) => rcvlist_has(&text, ifname, "j1939"),
+        Err(_) => true,
+    }
+}
+
+/// Whether a `/proc/net/can/rcvlist_*` listing has a receiver of `ident` on
+/// `ifname` (rows: device, can_id, can_mask, function, userdata, matches, ident).
+fn rcvlist_has(text: &str, ifname: &str, ident: &str) -> bool {
+    text.lines().any(|line| {
+        let mut cols = line.split_whitespace();
+        cols.next() == Some(ifname) && cols.next_back() == Some(ident)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use canx_core::frame::make_id;
+
+    #[test]
+    fn rcvlist_parsing() {
+        // As printed by a Debian 6.1 kernel with a CAN_J1939 socket bound to
+        // vcan0 (net/can/proc.c, can_print_rcvlist).
+        let text = "\nreceive list 'rx_fil':\n  (any: no entry)\n  device   can_id   can_mask      function          userdata       matches  ident\n   vcan0  80000000  c0000000  000000001fa65897  00000000439d53b4         0  j1939\n  (vcan1: no entry)\n";
+        assert!(rcvlist_has(text, "vcan0", "j1939"));
+        assert!(!rcvlist_has(text, "vcan1", "j1939"));
+        assert!(!rcvlist_has(text, "vcan", "j1939"));
+        assert!(!rcvlist_has(text, "vcan0", "raw"));
+    }
 
     #[test]
     fn encode_decode_roundtrip() {

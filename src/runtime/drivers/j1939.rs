@@ -20,18 +20,20 @@
 
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use canx_core::j1939::etp;
 use canx_core::j1939::request::AckControl;
-use canx_core::j1939::transport::Direction;
+use canx_core::j1939::transport::{self, Direction};
 use canx_core::j1939::{
     ClaimEvent, ClaimState, Ecu, EcuConfig, EcuError, EcuEvent, J1939Id, Name, Pgn, RequestOutcome, Responder,
-    TransportEvent,
+    TransportEvent, Turnaround,
 };
 use canx_core::{Frame, Instant};
 
 use crate::runtime::engine::Driven;
-use crate::runtime::{epoch_now, EventQueue, RxFrame};
+use crate::runtime::{epoch_now, socketcan, EventQueue, RxFrame, Target};
 
 /// TP sessions per ECU (each holds a 1785-byte buffer).
 pub const TP_SESSIONS: usize = 16;
@@ -75,6 +77,36 @@ pub enum J1939Event {
     Aborted { pgn: u32, source: u8, destination: u8, reason: u8, by_peer: bool, transmit: bool },
 }
 
+/// A subscription to an ECU's messages (`ECU.messages()` in Python): the
+/// receive thread pushes every matching [`J1939Event::Message`] straight into
+/// its bounded queue (full: dropped and counted), so a consumer waiting on it
+/// is woken by the receive thread itself, with no callback thread between.
+#[derive(Debug)]
+pub struct MessageStream {
+    /// Normalized PGN (PDU1 without its DA byte); `None`: every PGN.
+    pgn: Option<u32>,
+    /// `None`: any source address.
+    source: Option<u8>,
+    pub queue: EventQueue<J1939Event>,
+    closed: AtomicBool,
+}
+
+impl MessageStream {
+    /// Stops delivery; the driver forgets the stream at its next message.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    fn wants(&self, pgn: u32, source: u8) -> bool {
+        let pgn = Pgn::new(pgn).map_or(pgn, |p| p.normalized().raw());
+        self.pgn.is_none_or(|p| p == pgn) && self.source.is_none_or(|s| s == source)
+    }
+}
+
 /// Driver-level errors of ECU operations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum J1939Error {
@@ -95,10 +127,28 @@ impl std::fmt::Display for J1939Error {
 
 impl std::error::Error for J1939Error {}
 
+/// When an ECU's TP/ETP receptions wait the CTS turnaround
+/// ([`canx_core::j1939::TransportConfig::cts_delay`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CtsTurnaround {
+    /// When the sender may be the kernel's J1939 stack: the RTS came from
+    /// the bus (not from an ECU of this driver) of a SocketCAN interface on
+    /// which the stack is active at that moment
+    /// ([`crate::runtime::socketcan::kernel_j1939_active`]).
+    #[default]
+    Auto,
+    /// For every reception.
+    Always,
+    /// Never.
+    Never,
+}
+
 /// Settings of one ECU in the driver.
 #[derive(Clone, Copy, Debug)]
 pub struct NodeConfig {
     pub config: EcuConfig,
+    /// When the configured `cts_delay` applies.
+    pub turnaround: CtsTurnaround,
     /// Bytes of each of the [`ETP_SESSIONS`] ETP buffers (caps received and
     /// sent ETP messages). Pages are only touched when used.
     pub etp_buffer: usize,
@@ -120,6 +170,9 @@ struct Node {
     last: Option<(u32, u8, Vec<u8>)>,
     /// The address being claimed or held (kept after every drain).
     local: Option<u8>,
+    turnaround: CtsTurnaround,
+    /// Open [`MessageStream`]s (closed ones are dropped at the next message).
+    streams: Vec<Arc<MessageStream>>,
 }
 
 // The raw pointers are owned, unaliased heap buffers used only through `ecu`.
@@ -166,6 +219,8 @@ impl Node {
             stamp: 0.0,
             last: None,
             local: None,
+            turnaround: cfg.turnaround,
+            streams: Vec::new(),
         })
     }
 
@@ -257,6 +312,12 @@ impl Node {
                 EcuEvent::Transport(TransportEvent::Received(_)) => None,
             };
             if let Some(e) = out {
+                if let J1939Event::Message { pgn, source, .. } = e {
+                    self.streams.retain(|s| !s.is_closed());
+                    for s in self.streams.iter().filter(|s| s.wants(pgn, source)) {
+                        s.queue.push(e.clone());
+                    }
+                }
                 self.events.push(e);
             }
         }
@@ -278,6 +339,16 @@ impl Node {
 }
 
 /// The unicast DA of a PDU1 frame (None: to all, PDU2, or not J1939).
+/// A TP.CM or ETP.CM RTS (J1939-21 5.10.3.1, control bytes 16 and 20): the
+/// only frame that opens a reception, so the only one whose turnaround matters.
+fn is_rts(frame: &Frame) -> bool {
+    match J1939Id::from_frame(frame) {
+        Some((id, data)) if id.pgn == Pgn::TP_CM => data.first() == Some(&transport::control::RTS),
+        Some((id, data)) if id.pgn == Pgn::ETP_CM => data.first() == Some(&etp::control::RTS),
+        _ => false,
+    }
+}
+
 fn unicast_destination(frame: &Frame) -> Option<u8> {
     let (id, _) = J1939Id::from_frame(frame)?;
     (id.pgn.is_pdu1() && id.destination <= 253).then_some(id.destination)
@@ -300,11 +371,26 @@ pub struct J1939Driver {
     next_id: u64,
     /// Round-robin start of `poll_transmit`, so no ECU starves the others.
     turn: usize,
+    /// The SocketCAN interface of the bus, where the kernel's J1939 stack
+    /// may be a peer (`None`: the virtual bus, which has no kernel).
+    interface: Option<String>,
 }
 
 impl J1939Driver {
+    /// A driver for a bus without a kernel J1939 stack (the virtual bus).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A driver for the bus of `target`: on SocketCAN, receptions in
+    /// [`CtsTurnaround::Auto`] check whether the kernel's J1939 stack is
+    /// active on the interface.
+    pub fn for_target(target: &Target) -> Self {
+        let interface = match target {
+            Target::SocketCan(ifname) => Some(ifname.clone()),
+            Target::Virtual(_) => None,
+        };
+        J1939Driver { interface, ..Self::default() }
     }
 
     /// Adds an ECU (not started: silent until [`J1939Driver::start`]).
@@ -388,6 +474,28 @@ impl J1939Driver {
         .map_err(J1939Error::Ecu)
     }
 
+    /// Opens a [`MessageStream`] of ECU `id`'s messages of `pgn` (any PDU1
+    /// destination byte; `None`: all) from `source` (`None`: any), holding at
+    /// most `capacity` messages.
+    pub fn subscribe(
+        &mut self,
+        id: u64,
+        pgn: Option<Pgn>,
+        source: Option<u8>,
+        capacity: usize,
+    ) -> Result<Arc<MessageStream>, J1939Error> {
+        let n = self.nodes.iter_mut().find(|n| n.id == id).ok_or(J1939Error::Closed)?;
+        let s = Arc::new(MessageStream {
+            pgn: pgn.map(|p| p.normalized().raw()),
+            source,
+            queue: EventQueue::new(capacity),
+            closed: AtomicBool::new(false),
+        });
+        n.streams.retain(|s| !s.is_closed());
+        n.streams.push(s.clone());
+        Ok(s)
+    }
+
     /// The NAME <-> address table this ECU keeps from observed claims.
     pub fn table(&mut self, id: u64) -> Result<Vec<(u8, u64)>, J1939Error> {
         self.with_ecu(id, |e, _| e.table().iter().map(|(a, n)| (a, n.to_u64())).collect())
@@ -410,13 +518,16 @@ impl J1939Driver {
         ])
     }
 
-    /// Feeds `frame` (sent by node `from`) to every other node.
+    /// Feeds `frame` (sent by node `from`) to every other node. The sender
+    /// is a canx engine, so a reception it opens needs no turnaround unless
+    /// the receiver asks for it always.
     fn cross_feed(&mut self, from: usize, now: Instant, frame: &Frame, stamp: f64) {
         let dest = unicast_destination(frame);
         for (i, n) in self.nodes.iter_mut().enumerate() {
             if i != from && n.wants(dest) {
                 n.stamp = stamp;
-                n.ecu.handle_frame(now, frame);
+                let t = if n.turnaround == CtsTurnaround::Always { Turnaround::Apply } else { Turnaround::Skip };
+                n.ecu.handle_frame_from(now, frame, t);
                 n.drain();
             }
         }
@@ -429,9 +540,22 @@ impl Driven for J1939Driver {
             return;
         }
         let dest = unicast_destination(&rx.frame);
+        let opens = is_rts(&rx.frame);
+        // Asked at most once per frame, and only for an RTS (see CtsTurnaround::Auto).
+        let mut kernel: Option<bool> = None;
+        let interface = self.interface.as_deref();
         for n in self.nodes.iter_mut().filter(|n| n.wants(dest)) {
             n.stamp = rx.timestamp;
-            n.ecu.handle_frame(now, &rx.frame);
+            let apply = match n.turnaround {
+                _ if !opens => true,
+                CtsTurnaround::Always => true,
+                CtsTurnaround::Never => false,
+                CtsTurnaround::Auto => {
+                    *kernel.get_or_insert_with(|| interface.is_some_and(socketcan::kernel_j1939_active))
+                }
+            };
+            let t = if apply { Turnaround::Apply } else { Turnaround::Skip };
+            n.ecu.handle_frame_from(now, &rx.frame, t);
             n.drain();
         }
     }
@@ -490,7 +614,12 @@ mod tests {
     use std::time::Duration;
 
     fn cfg(name: u64, addr: u8) -> NodeConfig {
-        NodeConfig { config: EcuConfig::new(Name::from_u64(name), addr), etp_buffer: 200_000, queue: 1024 }
+        NodeConfig {
+            config: EcuConfig::new(Name::from_u64(name), addr),
+            turnaround: CtsTurnaround::Auto,
+            etp_buffer: 200_000,
+            queue: 1024,
+        }
     }
 
     fn wait_event(q: &EventQueue<J1939Event>, pred: impl Fn(&J1939Event) -> bool) -> J1939Event {
