@@ -50,6 +50,9 @@ pub trait Driven: Send {
 /// A shared engine.
 pub type EngineRef = Arc<Mutex<dyn Driven>>;
 
+/// Sends what a (locked) engine wants to send now and moves its events out.
+pub(crate) type Flush = Arc<dyn Fn(&mut dyn Driven) + Send + Sync>;
+
 /// What an application holds to poke its engine's bus.
 #[derive(Clone)]
 pub struct EngineHandle {
@@ -57,7 +60,7 @@ pub struct EngineHandle {
     pub(crate) wake: Arc<dyn Fn() + Send + Sync>,
     /// Sends what the (locked) engine wants to send now and moves its
     /// events out; nothing once the bus is shut down.
-    pub(crate) flush: Arc<dyn Fn(&mut dyn Driven) + Send + Sync>,
+    pub(crate) flush: Flush,
 }
 
 impl std::fmt::Debug for EngineHandle {

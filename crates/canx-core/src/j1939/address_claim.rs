@@ -156,7 +156,7 @@ impl<const N: usize> AddressTable<N> {
         match self.slot_of_address(address) {
             Some(i) => {
                 let held = Name::from_u64(self.names[i]);
-                if held != name && held >= name {
+                if held > name {
                     out(TableEvent::Removed { address, name: held });
                     self.names[i] = raw;
                     out(TableEvent::Added { address, name });
