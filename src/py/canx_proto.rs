@@ -132,7 +132,7 @@ impl NativeCanxEndpoint {
         let key = Key::new(self.direction, device, stream).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let body = buffer_bytes(body)?;
         loop {
-            match self.att.with(|d| d.send(priority, key, msg_id, &body))? {
+            match self.att.with(py, |d| d.send(priority, key, msg_id, &body))? {
                 Ok(()) => return Ok(()),
                 Err(CanxRefused::Invalid(e)) => return Err(PyValueError::new_err(e.to_string())),
                 Err(CanxRefused::Full) => {

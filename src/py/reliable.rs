@@ -54,13 +54,15 @@ impl<D: Driven + 'static> Attachment<D> {
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed) || self.bus.is_shut_down()
     }
-    /// Runs `op` on the engine and wakes the receive thread.
-    pub(crate) fn with<R>(&self, op: impl FnOnce(&mut D) -> R) -> PyResult<R> {
+    /// Runs `op` on the engine, then sends what it queued (without the GIL:
+    /// the send may wait for room in the socket) and wakes the receive thread.
+    pub(crate) fn with<R>(&self, py: Python<'_>, op: impl FnOnce(&mut D) -> R) -> PyResult<R> {
         if self.is_closed() {
             return Err(deinit_error());
         }
         let r = op(&mut self.engine.lock());
-        self.handle.kick();
+        let handle = &self.handle;
+        py.detach(|| handle.kick());
         Ok(r)
     }
     /// Reads the engine without waking anyone (works after close too).
@@ -244,7 +246,7 @@ impl NativeReliableSender {
     fn send(&self, py: Python<'_>, id: i64, data: &Bound<'_, PyAny>, extended: bool) -> PyResult<u64> {
         let id = py_id(id, extended)?;
         let data = buffer_bytes(data)?;
-        self.att.with(|d| d.send(id, &data))?.map_err(|r| refused(py, r))
+        self.att.with(py, |d| d.send(id, &data))?.map_err(|r| refused(py, r))
     }
 
     #[pyo3(signature = (timeout=None))]
@@ -374,7 +376,7 @@ impl NativeGuideSender {
     /// defaults to the previous one + 1. Returns `(ticket, count)`.
     #[pyo3(signature = (now_ms, count=None))]
     fn send(&self, py: Python<'_>, now_ms: u32, count: Option<u32>) -> PyResult<(u64, u32)> {
-        self.att.with(|d| d.send(count, now_ms))?.map_err(|r| refused(py, r))
+        self.att.with(py, |d| d.send(count, now_ms))?.map_err(|r| refused(py, r))
     }
 
     #[pyo3(signature = (timeout=None))]
