@@ -101,8 +101,8 @@ impl MessageStream {
         self.closed.load(Ordering::Relaxed)
     }
 
+    /// `pgn`: normalized.
     fn wants(&self, pgn: u32, source: u8) -> bool {
-        let pgn = Pgn::new(pgn).map_or(pgn, |p| p.normalized().raw());
         self.pgn.is_none_or(|p| p == pgn) && self.source.is_none_or(|s| s == source)
     }
 }
@@ -314,6 +314,7 @@ impl Node {
             if let Some(e) = out {
                 if let J1939Event::Message { pgn, source, .. } = e {
                     self.streams.retain(|s| !s.is_closed());
+                    let pgn = Pgn::new(pgn).map_or(pgn, |p| p.normalized().raw());
                     for s in self.streams.iter().filter(|s| s.wants(pgn, source)) {
                         s.queue.push(e.clone());
                     }
@@ -325,6 +326,23 @@ impl Node {
             ClaimState::Claiming { address, .. } | ClaimState::Claimed { address } => Some(address),
             _ => None,
         };
+    }
+
+    /// The turnaround for a frame fed to this node: `rts` whether it opens a
+    /// reception; `kernel_may_send` whether the kernel's J1939 stack may be
+    /// its sender (asked only in [`CtsTurnaround::Auto`] for an RTS).
+    fn turnaround_for(&self, rts: bool, kernel_may_send: impl FnOnce() -> bool) -> Turnaround {
+        let apply = match self.turnaround {
+            _ if !rts => true, // no reception opens: nothing to decide
+            CtsTurnaround::Always => true,
+            CtsTurnaround::Never => false,
+            CtsTurnaround::Auto => kernel_may_send(),
+        };
+        if apply {
+            Turnaround::Apply
+        } else {
+            Turnaround::Skip
+        }
     }
 
     /// Whether this node needs `frame`: everything but a frame to one other
@@ -339,19 +357,20 @@ impl Node {
 }
 
 /// The unicast DA of a PDU1 frame (None: to all, PDU2, or not J1939).
-/// A TP.CM or ETP.CM RTS (J1939-21 5.10.3.1, control bytes 16 and 20): the
-/// only frame that opens a reception, so the only one whose turnaround matters.
-fn is_rts(frame: &Frame) -> bool {
-    match J1939Id::from_frame(frame) {
-        Some((id, data)) if id.pgn == Pgn::TP_CM => data.first() == Some(&transport::control::RTS),
-        Some((id, data)) if id.pgn == Pgn::ETP_CM => data.first() == Some(&etp::control::RTS),
+/// What the driver needs of a frame before handing it to its ECUs, from one
+/// decode of the identifier: the unicast DA (PDU1 to one CA), and whether it
+/// is a TP.CM or ETP.CM RTS (J1939-21 5.10.3.1, control bytes 16 and 20), the
+/// only frame that opens a reception and so the only one whose turnaround
+/// matters.
+fn route(frame: &Frame) -> (Option<u8>, bool) {
+    let Some((id, data)) = J1939Id::from_frame(frame) else { return (None, false) };
+    let dest = (id.pgn.is_pdu1() && id.destination <= 253).then_some(id.destination);
+    let rts = match id.pgn {
+        Pgn::TP_CM => data.first() == Some(&transport::control::RTS),
+        Pgn::ETP_CM => data.first() == Some(&etp::control::RTS),
         _ => false,
-    }
-}
-
-fn unicast_destination(frame: &Frame) -> Option<u8> {
-    let (id, _) = J1939Id::from_frame(frame)?;
-    (id.pgn.is_pdu1() && id.destination <= 253).then_some(id.destination)
+    };
+    (dest, rts)
 }
 
 fn ack_code(c: AckControl) -> u8 {
@@ -522,11 +541,11 @@ impl J1939Driver {
     /// is a canx engine, so a reception it opens needs no turnaround unless
     /// the receiver asks for it always.
     fn cross_feed(&mut self, from: usize, now: Instant, frame: &Frame, stamp: f64) {
-        let dest = unicast_destination(frame);
+        let (dest, rts) = route(frame);
         for (i, n) in self.nodes.iter_mut().enumerate() {
             if i != from && n.wants(dest) {
                 n.stamp = stamp;
-                let t = if n.turnaround == CtsTurnaround::Always { Turnaround::Apply } else { Turnaround::Skip };
+                let t = n.turnaround_for(rts, || false);
                 n.ecu.handle_frame_from(now, frame, t);
                 n.drain();
             }
@@ -539,22 +558,15 @@ impl Driven for J1939Driver {
         if rx.own {
             return;
         }
-        let dest = unicast_destination(&rx.frame);
-        let opens = is_rts(&rx.frame);
+        let (dest, rts) = route(&rx.frame);
         // Asked at most once per frame, and only for an RTS (see CtsTurnaround::Auto).
         let mut kernel: Option<bool> = None;
         let interface = self.interface.as_deref();
         for n in self.nodes.iter_mut().filter(|n| n.wants(dest)) {
             n.stamp = rx.timestamp;
-            let apply = match n.turnaround {
-                _ if !opens => true,
-                CtsTurnaround::Always => true,
-                CtsTurnaround::Never => false,
-                CtsTurnaround::Auto => {
-                    *kernel.get_or_insert_with(|| interface.is_some_and(socketcan::kernel_j1939_active))
-                }
-            };
-            let t = if apply { Turnaround::Apply } else { Turnaround::Skip };
+            let t = n.turnaround_for(rts, || {
+                *kernel.get_or_insert_with(|| interface.is_some_and(socketcan::kernel_j1939_active))
+            });
             n.ecu.handle_frame_from(now, &rx.frame, t);
             n.drain();
         }
@@ -594,11 +606,6 @@ impl Driven for J1939Driver {
             n.drain();
         }
     }
-}
-
-/// Decodes a frame's 29-bit identifier (None for 11-bit, RTR or error frames).
-pub fn decode_id(frame: &Frame) -> Option<J1939Id> {
-    J1939Id::from_frame(frame).map(|(id, _)| id)
 }
 
 /// A NAME from its 64-bit value.
