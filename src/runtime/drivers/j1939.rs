@@ -366,8 +366,8 @@ fn route(frame: &Frame) -> (Option<u8>, bool) {
     let Some((id, data)) = J1939Id::from_frame(frame) else { return (None, false) };
     let dest = (id.pgn.is_pdu1() && id.destination <= 253).then_some(id.destination);
     let rts = match id.pgn {
-        Pgn::TP_CM => data.first() == Some(&transport::control::RTS),
-        Pgn::ETP_CM => data.first() == Some(&etp::control::RTS),
+        Pgn::TP_CM => matches!(data.first(), Some(&transport::control::RTS | &transport::control::CTS)),
+        Pgn::ETP_CM => matches!(data.first(), Some(&etp::control::RTS | &etp::control::CTS)),
         _ => false,
     };
     (dest, rts)

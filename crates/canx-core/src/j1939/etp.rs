@@ -377,7 +377,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         match cm {
             EtpCm::Rts { size, pgn } if self.is_local(id.destination) => self.on_rts(now, id, size, pgn, turnaround),
             EtpCm::Rts { .. } => {}
-            EtpCm::Cts { count, next, pgn } => self.on_cts(now, peer, me, count, next, pgn),
+            EtpCm::Cts { count, next, pgn } => self.on_cts(now, peer, me, count, next, pgn, turnaround),
             EtpCm::Dpo { count, offset, pgn } => self.on_dpo(now, peer, me, count, offset, pgn),
             EtpCm::EndOfMsgAck { pgn, .. } => {
                 match self
@@ -644,7 +644,8 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         }
     }
 
-    fn on_cts(&mut self, now: Instant, peer: u8, me: u8, count: u8, next: u32, pgn: Pgn) {
+    #[allow(clippy::too_many_arguments)]
+    fn on_cts(&mut self, now: Instant, peer: u8, me: u8, count: u8, next: u32, pgn: Pgn, turnaround: Turnaround) {
         let Some(i) = self.find(|s| s.is_tx_active() && s.source == me && s.destination == peer) else {
             self.ignored();
             return;
@@ -674,6 +675,11 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         s.dpo_pending = true;
         s.state = State::TxSending;
         s.timers[TIMEOUT] = None;
+        // Sender turnaround before the DPO (see Transport's on_cts).
+        s.timers[CTS_DUE] = match turnaround {
+            Turnaround::Apply if self.config.cts_delay > Duration::ZERO => Some(now + self.config.cts_delay),
+            _ => None,
+        };
     }
 
     fn start_queued(&mut self, now: Instant) {
@@ -715,6 +721,11 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         let s = &mut self.slots[i];
         if s.state != State::TxSending {
             return None;
+        }
+        match s.timers[CTS_DUE] {
+            Some(t) if t > now => return None,
+            Some(_) => s.timers[CTS_DUE] = None,
+            None => {}
         }
         if s.dpo_pending {
             s.dpo_pending = false;

@@ -65,7 +65,10 @@
 //!   its receiver is listed in /proc/net/can/rcvlist_fil), since the kernel
 //!   marks none of its TP frames as locally sent (no `MSG_DONTROUTE` on a
 //!   raw socket), so the frame itself cannot tell. DTs that arrive before
-//!   the delayed CTS is sent are ignored and counted.
+//!   the delayed CTS is sent are ignored and counted. The same holds in the
+//!   other direction: a kernel receiver aborts with reason 5 when our first
+//!   DT overtakes the echo of its own CTS, so a sender fed a CTS with
+//!   [`Turnaround::Apply`] waits `cts_delay` before its DTs (ETP: its DPO).
 //! - Frames of a sent session use the priority given to [`Transport::send`]
 //!   (kernel behaviour); CTS/EoMA/Abort sent as a receiver use
 //!   [`TransportConfig::priority`] (default 7, J1939-21).
@@ -863,7 +866,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
             TpCm::Rts { size, packets, max_per_cts, pgn } if specific && self.is_local_address(id.destination) => {
                 self.on_rts(now, id, size, packets, max_per_cts, pgn, turnaround)
             }
-            TpCm::Cts { count, next, pgn } if specific => self.on_cts(now, id, count, next, pgn),
+            TpCm::Cts { count, next, pgn } if specific => self.on_cts(now, id, count, next, pgn, turnaround),
             TpCm::EndOfMsgAck { pgn, .. } if specific => self.on_eoma(id, pgn),
             TpCm::Abort { reason, pgn } if specific => self.on_abort(id, reason, pgn),
             _ => {}
@@ -1074,7 +1077,7 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
 
     // ---- transmit side ----
 
-    fn on_cts(&mut self, now: Instant, id: &J1939Id, count: u8, next: u8, pgn: Pgn) {
+    fn on_cts(&mut self, now: Instant, id: &J1939Id, count: u8, next: u8, pgn: Pgn, turnaround: Turnaround) {
         let Some(i) = self.find(|s| {
             !s.bam
                 && matches!(s.state, State::TxWaitCts | State::TxSending | State::TxWaitEoma)
@@ -1107,6 +1110,14 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
         s.window_end = (next + u16::from(count) - 1).min(s.packets);
         s.state = State::TxSending;
         s.timers[Timer::Timeout as usize] = None;
+        // The mirror of the receiver's turnaround: a kernel receiver must
+        // have handled the echo of its own CTS before our first DT arrives,
+        // else it aborts with reason 5 (transport.c, j1939_xtp_rx_dat_one:
+        // a DT while its last command is not CTS).
+        s.timers[Timer::Send as usize] = match turnaround {
+            Turnaround::Apply if self.config.cts_delay > Duration::ZERO => Some(now + self.config.cts_delay),
+            _ => None,
+        };
     }
 
     fn on_eoma(&mut self, id: &J1939Id, pgn: Pgn) {
@@ -1194,7 +1205,11 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
         let gap = self.config.bam_gap;
         let s = &mut self.sessions[i];
         match s.state {
-            State::TxSending => {}
+            State::TxSending => match s.timers[Timer::Send as usize] {
+                Some(t) if t > now => return None,
+                Some(_) => s.timers[Timer::Send as usize] = None,
+                None => {}
+            },
             State::TxBam if s.timers[Timer::Send as usize].is_some_and(|t| t <= now) => {}
             _ => return None,
         }

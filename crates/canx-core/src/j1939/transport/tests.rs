@@ -179,7 +179,7 @@ fn rts_cts_1785_bytes() {
 #[test]
 fn cts_window_and_sender_limit() {
     let cfg = TransportConfig { packets_per_cts: 4, ..immediate() };
-    let mut a = engine(A, TransportConfig { max_packets_per_cts: 3, ..Default::default() });
+    let mut a = engine(A, TransportConfig { max_packets_per_cts: 3, ..immediate() });
     let mut b = engine(B, cfg);
     let data = payload(100); // 15 packets
     a.send(6, PGN, A, B, &data).unwrap();
@@ -313,6 +313,29 @@ fn turnaround_skip_sends_every_cts_at_once() {
     b.handle_frame(t(10), &rts);
     assert!(drain_tx(&mut b, t(10)).is_empty());
     assert_eq!(b.poll_timeout(), Some(t(15)));
+}
+
+#[test]
+fn sender_turnaround_before_the_first_dt() {
+    // A kernel receiver must have handled the echo of its own CTS before our
+    // first DT: fed with Apply, the DTs wait cts_delay after the CTS; with
+    // Skip they go at once.
+    let cts = cm_frame(B, A, TpCm::Cts { count: 5, next: 1, pgn: PGN });
+    let mut a = engine(A, TransportConfig { cts_delay: Duration::from_millis(5), ..Default::default() });
+    a.send(6, PGN, A, B, &payload(30)).unwrap();
+    a.poll_transmit(t(0)).unwrap();
+    a.handle_frame(t(1), &cts);
+    assert!(drain_tx(&mut a, t(1)).is_empty());
+    assert_eq!(a.poll_timeout(), Some(t(6)));
+    assert!(drain_tx(&mut a, t(5)).is_empty());
+    assert_eq!(drain_tx(&mut a, t(6)).len(), 5);
+    assert_eq!(a.poll_timeout(), Some(t(6) + T3));
+    let mut a = engine(A, TransportConfig { cts_delay: Duration::from_millis(5), ..Default::default() });
+    a.send(6, PGN, A, B, &payload(30)).unwrap();
+    a.poll_transmit(t(0)).unwrap();
+    let (id, data) = J1939Id::from_frame(&cts).unwrap();
+    a.handle_j1939(t(1), &id, data, Turnaround::Skip);
+    assert_eq!(drain_tx(&mut a, t(1)).len(), 5);
 }
 
 #[test]
@@ -466,7 +489,7 @@ fn queued_sends_to_busy_pair_complete_in_order() {
 
 #[test]
 fn peer_abort_and_hold() {
-    let mut a = engine(A, TransportConfig::default());
+    let mut a = engine(A, immediate());
     a.send(6, PGN, A, B, &payload(30)).unwrap();
     a.poll_transmit(t(0)).unwrap();
     // CTS(0): hold, T4.
@@ -488,7 +511,7 @@ fn peer_abort_and_hold() {
 
 #[test]
 fn cts_during_transfer_and_retransmit() {
-    let mut a = engine(A, TransportConfig::default());
+    let mut a = engine(A, immediate());
     a.send(6, PGN, A, B, &payload(30)).unwrap();
     a.poll_transmit(t(0)).unwrap();
     a.handle_frame(t(1), &cm_frame(B, A, TpCm::Cts { count: 5, next: 1, pgn: PGN }));
