@@ -282,10 +282,9 @@ impl Backend for SocketCanBackend {
             };
         }
         let fallback_ts = epoch_now();
-        for i in 0..n as usize {
-            let m = &msgs[i];
+        for (m, buf) in msgs.iter().zip(bufs.frames.iter()).take(n as usize) {
             let len = m.msg_len as usize;
-            let Some(frame) = decode(&bufs.frames[i][..len.min(CANFD_MTU)]) else {
+            let Some(frame) = decode(&buf[..len.min(CANFD_MTU)]) else {
                 continue;
             };
             let (ts, drops) = read_cmsgs(&m.msg_hdr);
