@@ -10,7 +10,7 @@
 //! (`drivers::periodic`) instead.
 
 use std::io;
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,29 @@ struct BcmMsgHead {
     ival2: BcmTimeval,
     can_id: u32,
     nframes: u32,
+}
+
+impl BcmMsgHead {
+    /// The header as the kernel reads it: each field written with
+    /// `to_ne_bytes` at its `offset_of!`, the padding after `count` (and
+    /// any other gap) left zero. Copying the struct's own bytes would read
+    /// that padding uninitialised.
+    fn to_bytes(self) -> [u8; size_of::<BcmMsgHead>()] {
+        fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        let mut out = [0u8; size_of::<BcmMsgHead>()];
+        put(&mut out, offset_of!(BcmMsgHead, opcode), &self.opcode.to_ne_bytes());
+        put(&mut out, offset_of!(BcmMsgHead, flags), &self.flags.to_ne_bytes());
+        put(&mut out, offset_of!(BcmMsgHead, count), &self.count.to_ne_bytes());
+        for (at, t) in [(offset_of!(BcmMsgHead, ival1), self.ival1), (offset_of!(BcmMsgHead, ival2), self.ival2)] {
+            put(&mut out, at + offset_of!(BcmTimeval, tv_sec), &t.tv_sec.to_ne_bytes());
+            put(&mut out, at + offset_of!(BcmTimeval, tv_usec), &t.tv_usec.to_ne_bytes());
+        }
+        put(&mut out, offset_of!(BcmMsgHead, can_id), &self.can_id.to_ne_bytes());
+        put(&mut out, offset_of!(BcmMsgHead, nframes), &self.nframes.to_ne_bytes());
+        out
+    }
 }
 
 fn timeval(d: Duration) -> BcmTimeval {
@@ -132,10 +155,7 @@ impl BcmTask {
             nframes: nframes as u32,
         };
         let mut buf = vec![0u8; size_of::<BcmMsgHead>() + nframes * frame_size];
-        // SAFETY: BcmMsgHead is repr(C) plain data; copying its bytes is sound.
-        let head_bytes =
-            unsafe { std::slice::from_raw_parts((&head as *const BcmMsgHead).cast::<u8>(), size_of::<BcmMsgHead>()) };
-        buf[..head_bytes.len()].copy_from_slice(head_bytes);
+        buf[..size_of::<BcmMsgHead>()].copy_from_slice(&head.to_bytes());
         for (i, f) in self.frames.iter().take(nframes).enumerate() {
             let mut one = [0u8; 72];
             encode(f, &mut one).ok_or_else(|| Error::Unsupported("error frames cannot be sent".into()))?;
@@ -248,6 +268,47 @@ mod tests {
         assert_eq!(size_of::<BcmMsgHead>(), 56);
         assert_eq!(std::mem::offset_of!(BcmMsgHead, ival1), 16);
         assert_eq!(std::mem::offset_of!(BcmMsgHead, can_id), 48);
+    }
+
+    /// Fills a stretch of stack with 0xA5 so that uninitialised bytes of a
+    /// later frame show up as 0xA5 rather than as zeros.
+    #[inline(never)]
+    fn dirty_stack() -> u8 {
+        let junk = std::hint::black_box([0xA5u8; 4096]);
+        junk[std::hint::black_box(7)]
+    }
+
+    #[inline(never)]
+    fn head_for_test(opcode: u32) -> [u8; size_of::<BcmMsgHead>()] {
+        let head = BcmMsgHead {
+            opcode,
+            flags: SETTIMER | STARTTIMER,
+            count: 3,
+            ival1: timeval(Duration::from_micros(1_500_000)),
+            ival2: timeval(Duration::from_millis(20)),
+            can_id: 0x8000_0123,
+            nframes: 2,
+        };
+        std::hint::black_box(head).to_bytes()
+    }
+
+    /// B2: the header is written field by field at the kernel's offsets and
+    /// the padding after `count` is zero (it was copied from the struct's
+    /// uninitialised padding before).
+    #[test]
+    fn head_bytes_are_fields_and_zero_padding() {
+        dirty_stack();
+        let b = head_for_test(TX_SETUP);
+        let u32_at = |at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
+        let i64_at = |at: usize| i64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
+        assert_eq!(u32_at(0), TX_SETUP);
+        assert_eq!(u32_at(4), SETTIMER | STARTTIMER);
+        assert_eq!(u32_at(8), 3);
+        assert_eq!(&b[12..16], &[0, 0, 0, 0], "padding must be zero, not stack garbage");
+        assert_eq!((i64_at(16), i64_at(24)), (1, 500_000));
+        assert_eq!((i64_at(32), i64_at(40)), (0, 20_000));
+        assert_eq!(u32_at(48), 0x8000_0123);
+        assert_eq!(u32_at(52), 2);
     }
 
     #[test]
