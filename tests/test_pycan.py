@@ -238,6 +238,39 @@ class BackToBack:
         assert b.recv(self.TIMEOUT) is not None
         task.stop()
 
+    def test_send_periodic_autostart_false_sends_nothing(self, buses) -> None:
+        """Review B1: a task made with autostart=False sends nothing before
+        start() (it used to be started natively and stopped afterwards, so
+        one frame went out, always with BCM and racing the timer natively)."""
+        a, b = buses
+        tasks = [a.send_periodic(can.Message(arbitration_id=0x60 + k, is_extended_id=False), 0.001,
+                                 autostart=False, store_task=False) for k in range(10)]
+        assert b.recv(0.2 * self.TIMEOUT) is None, "a frame went out before start()"
+        assert all(t._task.sent == 0 and not t._task.running for t in tasks)
+        tasks[3].start()
+        got = b.recv(self.TIMEOUT)
+        assert got is not None and got.arbitration_id == 0x63
+        for t in tasks:
+            t.stop()
+
+    def test_send_periodic_infinite_duration_runs_until_stopped(self, buses) -> None:
+        """Review B7: duration=float("inf") means "until stopped" (as with
+        python-can's own tasks) instead of raising PanicException; NaN is a
+        ValueError."""
+        a, b = buses
+        msg = can.Message(arbitration_id=0x59, is_extended_id=False, data=[7])
+        task = a.send_periodic(msg, 0.01, duration=float("inf"), store_task=False)
+        assert b.recv(self.TIMEOUT) is not None
+        assert task._task.running
+        task.stop()
+        task.start()  # start() passes the task's duration (inf) again
+        assert task._task.running
+        for _ in range(5):
+            assert b.recv(self.TIMEOUT) is not None, "still sending after a restart"
+        task.stop()
+        with pytest.raises(ValueError, match="duration"):
+            a.send_periodic(msg, 0.01, duration=float("nan"), store_task=False)
+
     def test_send_periodic_with_modifier_callback(self, buses) -> None:
         a, b = buses
         seen = []

@@ -11,7 +11,7 @@ use super::engine::Driven;
 use super::*;
 
 fn open(name: &str, own: bool) -> Bus {
-    let mut c = BusConfig::new(Target::Virtual(name.into()));
+    let mut c = BusConfig::virtual_bus(name);
     c.receive_own = own;
     Bus::open(c).unwrap()
 }

@@ -6,8 +6,9 @@
 //! kernel's hrtimer sends them in turn with no user-space thread involved (the
 //! lowest jitter Linux offers). `duration` becomes a frame count (`ival1` x
 //! `count`, then stop); `modify` re-sends `TX_SETUP` with the new frames;
-//! `stop` is `TX_DELETE`. The virtual bus uses the runtime's native timer
-//! (`drivers::periodic`) instead.
+//! `stop` is `TX_DELETE`. This is the SocketCAN backend's
+//! [`Backend::periodic`](super::Backend::periodic) offload; backends without
+//! one use the runtime's native timer (`drivers::periodic`) instead.
 
 use std::io;
 use std::mem::{offset_of, size_of};
@@ -17,7 +18,8 @@ use std::time::{Duration, Instant};
 use canx_core::Frame;
 
 use super::socketcan::encode;
-use super::{Error, Result};
+use super::PeriodicOffload;
+use crate::runtime::{Error, Result};
 
 const TX_SETUP: u32 = 1;
 const TX_DELETE: u32 = 2;
@@ -92,12 +94,12 @@ impl std::fmt::Debug for BcmTask {
 }
 
 impl BcmTask {
-    /// Opens a BCM socket on `ifname` and starts sending `frames` in turn,
-    /// one every `period`; stops after `duration` (None: until stopped).
+    /// Opens a BCM socket on `ifname` for sending `frames` in turn, one
+    /// every `period`; nothing is sent until [`BcmTask::restart`].
     /// Errors: [`Error::Os`] (no BCM in the kernel: `modprobe can-bcm`; no
     /// such interface), [`Error::Unsupported`] (no frames, more than 256,
     /// error frames, mixed classic and FD frames).
-    pub fn start(ifname: &str, frames: Vec<Frame>, period: Duration, duration: Option<Duration>) -> Result<BcmTask> {
+    pub fn open(ifname: &str, frames: Vec<Frame>, period: Duration) -> Result<BcmTask> {
         check_frames(&frames)?;
         // SAFETY: plain socket(2) call; the result is checked.
         let raw = unsafe { libc::socket(libc::PF_CAN, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, CAN_BCM) };
@@ -136,9 +138,7 @@ impl BcmTask {
                 source: io::Error::last_os_error(),
             });
         }
-        let mut task = BcmTask { fd, ifname: ifname.to_string(), frames, period, started: None };
-        task.restart(duration)?;
-        Ok(task)
+        Ok(BcmTask { fd, ifname: ifname.to_string(), frames, period, started: None })
     }
 
     fn write_op(&self, opcode: u32, flags: u32, count: u32, ival1: Duration, ival2: Duration) -> Result<()> {
@@ -234,6 +234,27 @@ impl BcmTask {
             Some((_, None)) => true,
             None => false,
         }
+    }
+}
+
+impl PeriodicOffload for BcmTask {
+    fn start(&mut self, duration: Option<Duration>) -> Result<()> {
+        self.restart(duration)
+    }
+    fn set_frames(&mut self, frames: Vec<Frame>) -> Result<()> {
+        BcmTask::set_frames(self, frames)
+    }
+    fn stop(&mut self) {
+        BcmTask::stop(self)
+    }
+    fn sent(&self) -> u64 {
+        self.sent_estimate()
+    }
+    fn is_running(&self) -> bool {
+        BcmTask::is_running(self)
+    }
+    fn mechanism(&self) -> &'static str {
+        "bcm"
     }
 }
 
