@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import select
+import sys
 import threading
 import time
 from typing import Iterator, Tuple
@@ -144,6 +145,7 @@ class BackToBack:
             assert m is not None and m.arbitration_id == 0x42
             assert b.recv(0.1) is None
 
+    @pytest.mark.skipif(sys.platform == "win32", reason="no readiness descriptor on Windows")
     def test_fileno_is_readable_while_messages_are_queued(self, buses) -> None:
         a, b = buses
         fd = b.fileno()
@@ -162,6 +164,14 @@ class BackToBack:
         assert select.select([fd], [], [], 0)[0] == []
         b.set_filters([{"can_id": 9, "can_mask": 0x7FF}])
         assert b.fileno() == fd, "the descriptor survives a filter change"
+
+    @pytest.mark.skipif(sys.platform != "win32", reason="Windows only")
+    def test_fileno_is_not_implemented_on_windows(self, buses) -> None:
+        """python-can's contract: a bus without a descriptor raises
+        NotImplementedError (its Notifier then uses a thread)."""
+        _, b = buses
+        with pytest.raises(NotImplementedError):
+            b.fileno()
 
     def test_asyncio_notifier(self, buses) -> None:
         a, b = buses

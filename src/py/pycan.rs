@@ -10,7 +10,7 @@ use std::time::Duration;
 use canx_core::frame::{fd_padded_len, make_id, BusState as CoreState, EFF_FLAG, EFF_MASK};
 use canx_core::{CanFrame, ErrorFrame, FdFrame, Filter, Frame};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyNotImplementedError, PyOSError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple, PyType};
@@ -394,18 +394,24 @@ impl RawBus {
 
     /// A file descriptor readable while frames are queued (may be readable
     /// spuriously: `recv(0)` then returns None). Stays the same for the
-    /// life of the bus. Raises OSError if no eventfd can be made.
+    /// life of the bus. Raises OSError if no descriptor can be made, and
+    /// NotImplementedError where there is none to wait on (Windows), as
+    /// python-can's `BusABC.fileno` does.
     fn fileno(&self) -> PyResult<i32> {
         self.live()?;
         let mut n = self.notify.lock();
-        if let Some(n) = n.as_ref() {
-            return Ok(n.raw_fd());
+        if n.is_none() {
+            let new = Arc::new(Notify::new().map_err(|e| match e.kind() {
+                std::io::ErrorKind::Unsupported => PyNotImplementedError::new_err(e.to_string()),
+                _ => PyOSError::new_err(format!("readiness descriptor: {e}")),
+            })?);
+            self.queues.lock().current.set_notify(new.clone());
+            *n = Some(new);
         }
-        let new = Arc::new(Notify::new().map_err(|e| PyOSError::new_err(format!("eventfd: {e}")))?);
-        self.queues.lock().current.set_notify(new.clone());
-        let fd = new.raw_fd();
-        *n = Some(new);
-        Ok(fd)
+        #[cfg(unix)]
+        return Ok(n.as_ref().map_or(-1, |n| n.raw_fd()));
+        #[cfg(not(unix))]
+        return Err(PyNotImplementedError::new_err("fileno: no readiness descriptor on this platform"));
     }
 
     /// `(state, tec, rec)`: state is `"ERROR_ACTIVE"`, `"ERROR_WARNING"`,

@@ -164,6 +164,7 @@ fn periodic_task_sends_natively_on_time() {
     assert!((mean - 0.010).abs() < 0.001, "mean gap {mean}");
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn notify_fd_is_readable_exactly_while_frames_are_queued() {
     let a = open("rt-notify", false);
