@@ -1,8 +1,9 @@
 //! `RawBus`: the native side of the python-can plugin (`canx.pycan.CanxBus`)
 //! and the command-line tools. Frames cross as flat tuples of python-can
 //! field values, so building a `can.Message` costs one constructor call;
-//! filters are kernel-style `(can_id, can_mask, inverted)`; `fileno()` is an
-//! eventfd readable while frames are queued; periodic sends run natively.
+//! filters are kernel-style `(can_id, can_mask, inverted)`; `fileno()` is a
+//! descriptor readable while frames are queued (`runtime::Notify`; none on
+//! Windows); periodic sends run in the backend (BCM) or natively.
 
 use std::sync::Arc;
 use std::time::Duration;
