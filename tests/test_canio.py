@@ -1073,6 +1073,7 @@ class _Interrupted(Exception):
     pass
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="no SIGUSR1 (Windows)")
 def test_blocking_receive_interrupted_by_signal(make_can, threads):
     listener = make_can(object(), object()).listen(timeout=30)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,24 @@ def test_run_single_script_stops_after_duration(tmp_path: Path) -> None:
     r = canx("run", str(script), "--duration", "1")
     assert r.returncode == 0, r.stderr
     assert "got 0x123 0102" in r.stdout
+
+
+def test_run_duration_without_sigalrm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where there is no SIGALRM/setitimer (Windows), --duration stops the
+    script through a timer thread: exit 0, and Ctrl-C still means 130."""
+    from canx import run
+
+    monkeypatch.setattr(run, "_HAVE_SETITIMER", False)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # run_script sets both
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    script = tmp_path / "code.py"
+    script.write_text("import time\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.01)\n")
+    t0 = time.monotonic()
+    assert run.run_script(str(script), [], duration=0.5) == 0
+    assert time.monotonic() - t0 < 30
+    interrupted = tmp_path / "ctrl_c.py"
+    interrupted.write_text("raise KeyboardInterrupt\n")
+    assert run.run_script(str(interrupted), [], duration=30) == 130
 
 
 def test_run_reports_script_errors(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import select
+import sys
 import threading
 import time
 from typing import Iterator, Tuple
@@ -144,6 +145,7 @@ class BackToBack:
             assert m is not None and m.arbitration_id == 0x42
             assert b.recv(0.1) is None
 
+    @pytest.mark.skipif(sys.platform == "win32", reason="no readiness descriptor on Windows")
     def test_fileno_is_readable_while_messages_are_queued(self, buses) -> None:
         a, b = buses
         fd = b.fileno()
@@ -162,6 +164,14 @@ class BackToBack:
         assert select.select([fd], [], [], 0)[0] == []
         b.set_filters([{"can_id": 9, "can_mask": 0x7FF}])
         assert b.fileno() == fd, "the descriptor survives a filter change"
+
+    @pytest.mark.skipif(sys.platform != "win32", reason="Windows only")
+    def test_fileno_is_not_implemented_on_windows(self, buses) -> None:
+        """python-can's contract: a bus without a descriptor raises
+        NotImplementedError (its Notifier then uses a thread)."""
+        _, b = buses
+        with pytest.raises(NotImplementedError):
+            b.fileno()
 
     def test_asyncio_notifier(self, buses) -> None:
         a, b = buses
@@ -237,6 +247,39 @@ class BackToBack:
         time.sleep(0.15)
         assert b.recv(self.TIMEOUT) is not None
         task.stop()
+
+    def test_send_periodic_autostart_false_sends_nothing(self, buses) -> None:
+        """Review B1: a task made with autostart=False sends nothing before
+        start() (it used to be started natively and stopped afterwards, so
+        one frame went out, always with BCM and racing the timer natively)."""
+        a, b = buses
+        tasks = [a.send_periodic(can.Message(arbitration_id=0x60 + k, is_extended_id=False), 0.001,
+                                 autostart=False, store_task=False) for k in range(10)]
+        assert b.recv(0.2 * self.TIMEOUT) is None, "a frame went out before start()"
+        assert all(t._task.sent == 0 and not t._task.running for t in tasks)
+        tasks[3].start()
+        got = b.recv(self.TIMEOUT)
+        assert got is not None and got.arbitration_id == 0x63
+        for t in tasks:
+            t.stop()
+
+    def test_send_periodic_infinite_duration_runs_until_stopped(self, buses) -> None:
+        """Review B7: duration=float("inf") means "until stopped" (as with
+        python-can's own tasks) instead of raising PanicException; NaN is a
+        ValueError."""
+        a, b = buses
+        msg = can.Message(arbitration_id=0x59, is_extended_id=False, data=[7])
+        task = a.send_periodic(msg, 0.01, duration=float("inf"), store_task=False)
+        assert b.recv(self.TIMEOUT) is not None
+        assert task._task.running
+        task.stop()
+        task.start()  # start() passes the task's duration (inf) again
+        assert task._task.running
+        for _ in range(5):
+            assert b.recv(self.TIMEOUT) is not None, "still sending after a restart"
+        task.stop()
+        with pytest.raises(ValueError, match="duration"):
+            a.send_periodic(msg, 0.01, duration=float("nan"), store_task=False)
 
     def test_send_periodic_with_modifier_callback(self, buses) -> None:
         a, b = buses

@@ -21,19 +21,24 @@ import sys
 from typing import List, Optional
 
 
+#: What a channel argument may be: the schemes of the native backend registry
+#: (runtime::backend::SCHEMES); SocketCAN interfaces exist on Linux only.
+CHANNEL_HELP = "vcan0, can0 (SocketCAN, Linux) or virtual:NAME"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="canx", description="CAN bus toolkit (canx)")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="run a sender and a listener that exchange ACKed messages")
-    d.add_argument("--channel", default="virtual:demo", help="vcan0, can0 or virtual:NAME (default: virtual:demo)")
+    d.add_argument("--channel", default="virtual:demo", help=f"{CHANNEL_HELP} (default: virtual:demo)")
     d.add_argument("--count", type=int, default=10, help="messages to send (default 10)")
 
     r = sub.add_parser("run", help="run a CircuitPython CAN script (canio, board, digitalio stand-ins)")
     r.add_argument("scripts", nargs="+", metavar="SCRIPT",
                    help="the script (code.py); several scripts run at once as boards on one bus")
-    r.add_argument("--channel", help="where canio.CAN goes: vcan0, can0 or virtual:NAME (default: virtual:default)")
+    r.add_argument("--channel", help=f"where canio.CAN goes: {CHANNEL_HELP} (default: virtual:default)")
     r.add_argument("--duration", type=float, help="stop the script after this many seconds (exit 0)")
 
     import importlib

@@ -19,7 +19,6 @@ python-can is an optional dependency of canx: importing this module needs it.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import can
@@ -31,12 +30,9 @@ from can.broadcastmanager import (
 )
 
 from . import errors
-from ._canx import RawBus, pycan_filter, virtual_channels
+from ._canx import RawBus, pycan_filter
 
 __all__ = ["CanxBus", "CanxCyclicSendTask"]
-
-#: ARPHRD_CAN: /sys/class/net/*/type of CAN interfaces.
-_ARPHRD_CAN = 280
 
 _STATES = {
     "ERROR_ACTIVE": can.BusState.ACTIVE,
@@ -188,36 +184,29 @@ class CanxBus(BusABC):
 
     @staticmethod
     def _detect_available_configs() -> List[Dict[str, Any]]:
-        """CAN interfaces in /sys/class/net (type 280: vcan, can) and the open
+        """Every channel canx can open now, as the native backend registry
+        lists them: CAN network interfaces (SocketCAN, Linux), then the open
         canx virtual channels."""
-        out: List[Dict[str, Any]] = []
-        try:
-            for d in sorted(Path("/sys/class/net").iterdir()):
-                try:
-                    if int((d / "type").read_text().strip()) == _ARPHRD_CAN:
-                        out.append({"interface": "canx", "channel": d.name})
-                except (OSError, ValueError):
-                    continue
-        except OSError:
-            pass
-        out.extend({"interface": "canx", "channel": f"virtual:{name}"} for name in virtual_channels())
-        return out
+        return [{"interface": "canx", "channel": ch} for ch in RawBus.available_channels()]
 
 
 class CanxCyclicSendTask(LimitedDurationCyclicSendTaskABC, ModifiableCyclicTaskABC, RestartableCyclicTaskABC):
     """A ``send_periodic`` task run in native code: on SocketCAN by the
     kernel's broadcast manager (``CAN_BCM``), on the virtual bus by canx's
     timer on the bus's receive thread. The frames go out in turn, one every
-    ``period`` seconds; ``duration`` (seconds) ends it. ``modify_data`` takes
-    effect at the next period; ``stop`` / ``start`` pause and resume."""
+    ``period`` seconds; ``duration`` (seconds) ends it (None or
+    ``float("inf")``: it runs until stopped, as with python-can's own tasks).
+    With ``autostart=False`` nothing is sent before ``start()``.
+    ``modify_data`` takes effect at the next period; ``stop`` / ``start``
+    pause and resume. Raises ``ValueError`` for a NaN ``duration``."""
 
     def __init__(self, raw: RawBus, messages: Union[Sequence[Message], Message], period: float,
                  duration: Optional[float], autostart: bool = True) -> None:
         super().__init__(messages, period, duration)
         self._raw = raw
-        self._task = raw.send_periodic([_fields(m) for m in self.messages], period, duration)
-        if not autostart:
-            self._task.stop()
+        # Created stopped when autostart is False: not even one frame goes out.
+        self._task = raw.send_periodic([_fields(m) for m in self.messages], period, duration,
+                                       autostart=autostart)
 
     def modify_data(self, messages: Union[Sequence[Message], Message]) -> None:
         super().modify_data(messages)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import os
 import runpy
 import signal
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from .circuitpython import board, canio, digitalio
 
@@ -18,6 +19,47 @@ STANDINS = {"canio": canio, "board": board, "digitalio": digitalio}
 
 class _Stop(BaseException):
     """Raised in the script when --duration runs out."""
+
+
+#: SIGALRM + setitimer (unix): the timer interrupts even a blocking system
+#: call at once. Elsewhere (Windows) a timer thread interrupts the main
+#: thread as Ctrl-C would (``_thread.interrupt_main``).
+_HAVE_SETITIMER = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
+
+
+def _arm_stop_timer(duration: float) -> Callable[[], bool]:
+    """Makes the main thread stop the script after `duration` seconds.
+    Returns ``disarm()``, which cancels the timer and says whether it fired
+    (so a KeyboardInterrupt can be told apart from the end of --duration)."""
+    if _HAVE_SETITIMER and threading.current_thread() is threading.main_thread():
+        def _alarm(signum: int, frame: object) -> None:
+            raise _Stop()
+
+        old_handler = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, duration)
+
+        def disarm_alarm() -> bool:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old_handler)
+            return False
+
+        return disarm_alarm
+
+    fired = threading.Event()
+
+    def _expire() -> None:
+        fired.set()
+        _thread.interrupt_main()  # a KeyboardInterrupt in the main thread
+
+    timer = threading.Timer(duration, _expire)
+    timer.daemon = True
+    timer.start()
+
+    def disarm_timer() -> bool:
+        timer.cancel()
+        return fired.is_set()
+
+    return disarm_timer
 
 
 def run_script(path: str, argv: List[str], channel: Optional[str] = None, duration: Optional[float] = None) -> int:
@@ -36,27 +78,21 @@ def run_script(path: str, argv: List[str], channel: Optional[str] = None, durati
     sys.modules.update(STANDINS)
     sys.argv = [path, *argv]
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-    old_handler = None
-    if duration is not None:
-        def _alarm(signum: int, frame: object) -> None:
-            raise _Stop()
-
-        old_handler = signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, duration)
+    disarm = _arm_stop_timer(duration) if duration is not None else None
     try:
         runpy.run_path(path, run_name="__main__")
         return 0
     except _Stop:
         return 0
     except KeyboardInterrupt:
-        return 130
+        # The timer thread's interrupt (no SIGALRM) ends --duration: exit 0.
+        return 0 if disarm is not None and disarm() else 130
     except SystemExit as e:
         code = e.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:
-        if duration is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old_handler)
+        if disarm is not None:
+            disarm()
         for k, v in saved.items():
             if v is None:
                 sys.modules.pop(k, None)

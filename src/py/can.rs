@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::errors::{deinit_error, to_py};
 use super::messages::{py_to_frame, rx_to_py, type_name, BusState, Match};
-use crate::runtime::{Bus, BusConfig, DropPolicy, Listener as NativeListener, ListenerFilter, RxFrame, Target};
+use crate::runtime::{Bus, BusConfig, Channel, DropPolicy, Listener as NativeListener, ListenerFilter, RxFrame};
 
 /// How long a blocking call sleeps with the GIL released before it checks
 /// for signals (Ctrl-C).
@@ -158,7 +158,7 @@ impl CAN {
             None if interface.as_deref() == Some("virtual") => "virtual:default".into(),
             None => default_channel(py)?,
         };
-        let target = Target::parse(&channel, interface.as_deref()).map_err(|e| to_py(py, e))?;
+        let target = Channel::parse(&channel, interface.as_deref()).map_err(|e| to_py(py, e))?;
         let mut cfg = BusConfig::new(target);
         cfg.receive_own = loopback;
         cfg.fd = fd;

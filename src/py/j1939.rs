@@ -19,7 +19,7 @@ use super::messages::buffer_bytes;
 use crate::runtime::drivers::j1939::{
     CtsTurnaround, J1939Driver, J1939Error, J1939Event, MessageStream, NodeConfig, Via,
 };
-use crate::runtime::{Bus, BusConfig, EngineHandle, EventQueue, Target};
+use crate::runtime::{Bus, BusConfig, Channel, EngineHandle, EventQueue};
 
 /// Drivers attached to shared buses (`bus=`): one per bus, so that the ECUs
 /// of one socket see each other's frames.
@@ -36,7 +36,7 @@ fn driver_for(bus: &Arc<Bus>) -> (Arc<Mutex<J1939Driver>>, EngineHandle) {
             }
         }
     }
-    let d = Arc::new(Mutex::new(J1939Driver::for_target(&bus.config().target)));
+    let d = Arc::new(Mutex::new(J1939Driver::for_bus(bus)));
     let h = bus.attach(d.clone());
     all.push((Arc::downgrade(bus), Arc::downgrade(&d), h.clone()));
     (d, h)
@@ -176,7 +176,7 @@ impl J1939Ecu {
                 (can.borrow().bus_arc()?, false)
             }
             (None, Some(ch)) => {
-                let target = Target::parse(&ch, None).map_err(|e| to_py(py, e))?;
+                let target = Channel::parse(&ch, None).map_err(|e| to_py(py, e))?;
                 let b = py.detach(|| Bus::open(BusConfig::new(target))).map_err(|e| to_py(py, e))?;
                 (Arc::new(b), true)
             }
@@ -190,7 +190,7 @@ impl J1939Ecu {
         config.transport.cts_delay = canx_core::Duration::from_micros((cts_delay * 1e6).round() as u64);
         let cfg = NodeConfig { config, turnaround, etp_buffer, queue: queue_size };
         let (driver, handle) = if own_bus {
-            let d = Arc::new(Mutex::new(J1939Driver::for_target(&bus.config().target)));
+            let d = Arc::new(Mutex::new(J1939Driver::for_bus(&bus)));
             let h = bus.attach(d.clone());
             (d, h)
         } else {

@@ -1,8 +1,9 @@
 //! `RawBus`: the native side of the python-can plugin (`canx.pycan.CanxBus`)
 //! and the command-line tools. Frames cross as flat tuples of python-can
 //! field values, so building a `can.Message` costs one constructor call;
-//! filters are kernel-style `(can_id, can_mask, inverted)`; `fileno()` is an
-//! eventfd readable while frames are queued; periodic sends run natively.
+//! filters are kernel-style `(can_id, can_mask, inverted)`; `fileno()` is a
+//! descriptor readable while frames are queued (`runtime::Notify`; none on
+//! Windows); periodic sends run in the backend (BCM) or natively.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use canx_core::frame::{fd_padded_len, make_id, BusState as CoreState, EFF_FLAG, EFF_MASK};
 use canx_core::{CanFrame, ErrorFrame, FdFrame, Filter, Frame};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyNotImplementedError, PyOSError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple, PyType};
@@ -18,9 +19,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple, PyType};
 use super::can::{wait_for, DEFAULT_QUEUE};
 use super::errors::{deinit_error, to_py};
 use super::messages::buffer_bytes;
-use crate::runtime::bcm::BcmTask;
-use crate::runtime::drivers::PeriodicTask;
-use crate::runtime::{Bus, BusConfig, DropPolicy, Listener, ListenerFilter, Notify, RxFrame, Target};
+use crate::runtime::{Bus, BusConfig, Channel, DropPolicy, Listener, ListenerFilter, Notify, PeriodicSender, RxFrame};
 
 /// `(arbitration_id, is_extended_id, is_remote_frame, is_error_frame, is_fd,
 /// bitrate_switch, error_state_indicator, dlc, data, timestamp, own)`: the
@@ -211,7 +210,7 @@ impl RawBus {
         if queue_size == 0 {
             return Err(PyValueError::new_err("queue_size must be at least 1"));
         }
-        let target = Target::parse(channel, None).map_err(|e| to_py(py, e))?;
+        let target = Channel::parse(channel, None).map_err(|e| to_py(py, e))?;
         let mut cfg = BusConfig::new(target);
         cfg.receive_own = receive_own;
         cfg.fd = fd;
@@ -396,18 +395,24 @@ impl RawBus {
 
     /// A file descriptor readable while frames are queued (may be readable
     /// spuriously: `recv(0)` then returns None). Stays the same for the
-    /// life of the bus. Raises OSError if no eventfd can be made.
+    /// life of the bus. Raises OSError if no descriptor can be made, and
+    /// NotImplementedError where there is none to wait on (Windows), as
+    /// python-can's `BusABC.fileno` does.
     fn fileno(&self) -> PyResult<i32> {
         self.live()?;
         let mut n = self.notify.lock();
-        if let Some(n) = n.as_ref() {
-            return Ok(n.raw_fd());
+        if n.is_none() {
+            let new = Arc::new(Notify::new().map_err(|e| match e.kind() {
+                std::io::ErrorKind::Unsupported => PyNotImplementedError::new_err(e.to_string()),
+                _ => PyOSError::new_err(format!("readiness descriptor: {e}")),
+            })?);
+            self.queues.lock().current.set_notify(new.clone());
+            *n = Some(new);
         }
-        let new = Arc::new(Notify::new().map_err(|e| PyOSError::new_err(format!("eventfd: {e}")))?);
-        self.queues.lock().current.set_notify(new.clone());
-        let fd = new.raw_fd();
-        *n = Some(new);
-        Ok(fd)
+        #[cfg(unix)]
+        return Ok(n.as_ref().map_or(-1, |n| n.raw_fd()));
+        #[cfg(not(unix))]
+        return Err(PyNotImplementedError::new_err("fileno: no readiness descriptor on this platform"));
     }
 
     /// `(state, tec, rec)`: state is `"ERROR_ACTIVE"`, `"ERROR_WARNING"`,
@@ -460,16 +465,28 @@ impl RawBus {
     /// Starts sending `frames` (list of field tuples `(arbitration_id,
     /// is_extended_id, is_remote_frame, is_fd, bitrate_switch,
     /// error_state_indicator, dlc, data)`) in turn, one every `period`
-    /// seconds; stops after `duration` s (None: until stopped). On SocketCAN
-    /// the kernel's broadcast manager sends them (`CAN_BCM`, no user-space
-    /// timer); on the virtual bus the runtime's native timer does.
-    #[pyo3(signature = (frames, period, duration=None))]
-    fn send_periodic(&self, frames: &Bound<'_, PyAny>, period: f64, duration: Option<f64>) -> PyResult<PeriodicSend> {
+    /// seconds; stops after `duration` s (None, or a duration too long to
+    /// count such as `float("inf")`: until stopped). With `autostart=False`
+    /// nothing is sent until `start()`. Where the backend offers periodic
+    /// offload (SocketCAN: the kernel's broadcast manager, `CAN_BCM`, no
+    /// user-space timer) it runs there; elsewhere (the virtual bus) the
+    /// runtime's native timer does. Raises ValueError (period not a positive
+    /// number of seconds, duration NaN, an FD frame on a classic bus).
+    #[pyo3(signature = (frames, period, duration=None, *, autostart=true))]
+    fn send_periodic(
+        &self,
+        frames: &Bound<'_, PyAny>,
+        period: f64,
+        duration: Option<f64>,
+        autostart: bool,
+    ) -> PyResult<PeriodicSend> {
         let py = frames.py();
         let bus = self.live()?;
-        if !period.is_finite() || period <= 0.0 {
-            return Err(PyValueError::new_err("period must be a positive number of seconds"));
-        }
+        let period = match Duration::try_from_secs_f64(period) {
+            Ok(p) if !p.is_zero() => p,
+            _ => return Err(PyValueError::new_err("period must be a positive number of seconds")),
+        };
+        let duration = periodic_duration(duration)?;
         if bus.config().silent {
             return Err(to_py(py, crate::runtime::Error::Silent));
         }
@@ -477,17 +494,18 @@ impl RawBus {
         if fs.iter().any(|f| matches!(f, Frame::Fd(_))) && !bus.config().fd {
             return Err(PyValueError::new_err("CAN FD frame on a bus opened without fd=True"));
         }
-        let task = match &bus.config().target {
-            Target::SocketCan(ifname) => {
-                let d = duration.map(|d| Duration::from_secs_f64(d.max(0.0)));
-                let t = BcmTask::start(ifname, fs, Duration::from_secs_f64(period), d).map_err(|e| to_py(py, e))?;
-                Periodic::Bcm(t)
-            }
-            Target::Virtual(_) => {
-                Periodic::Native(PeriodicTask::start(bus, fs, core_duration(period), duration.map(core_duration)))
-            }
-        };
+        let mut task = PeriodicSender::new(bus, fs, period).map_err(|e| to_py(py, e))?;
+        if autostart {
+            task.start(duration).map_err(|e| to_py(py, e))?;
+        }
         Ok(PeriodicSend { bus: bus.clone(), task: Mutex::new(task) })
+    }
+
+    /// Channels that can be opened now, as `channel=` strings: CAN network
+    /// interfaces (Linux), then the virtual channels that have nodes.
+    #[staticmethod]
+    fn available_channels() -> Vec<String> {
+        crate::runtime::available_channels()
     }
 
     /// Stops the receive thread and releases the interface. Idempotent.
@@ -514,10 +532,6 @@ fn send_frame(py: Python<'_>, bus: &Bus, frame: &Frame, timeout: Option<f64>) ->
     }
 }
 
-fn core_duration(s: f64) -> canx_core::Duration {
-    canx_core::Duration::from_micros((s.max(0.0) * 1e6).min(u64::MAX as f64 / 2.0) as u64)
-}
-
 fn timeout_duration(t: Option<f64>) -> Duration {
     match t {
         None => Duration::from_secs(3600),
@@ -542,19 +556,24 @@ fn frames_from(frames: &Bound<'_, PyAny>) -> PyResult<Vec<Frame>> {
         .collect()
 }
 
-enum Periodic {
-    /// The runtime's timer engine (virtual bus).
-    Native(PeriodicTask),
-    /// The kernel's broadcast manager (SocketCAN).
-    Bcm(BcmTask),
+/// A `send_periodic` duration in seconds: None and durations too long to
+/// represent (`float("inf")`, python-can's "forever") run until stopped;
+/// negative ones are zero. Raises ValueError for NaN.
+fn periodic_duration(d: Option<f64>) -> PyResult<Option<Duration>> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.is_nan() => Err(PyValueError::new_err("duration must be a number of seconds or None")),
+        Some(d) => Ok(Duration::try_from_secs_f64(d.max(0.0)).ok()),
+    }
 }
 
-/// A periodic transmission (from `RawBus.send_periodic`): kernel BCM on
-/// SocketCAN, the runtime's native timer on the virtual bus.
+/// A periodic transmission (from `RawBus.send_periodic`): offloaded to the
+/// backend where it can (kernel BCM on SocketCAN), else the runtime's native
+/// timer (the virtual bus).
 #[pyclass(module = "canx._canx", frozen)]
 pub struct PeriodicSend {
     bus: Arc<Bus>,
-    task: Mutex<Periodic>,
+    task: Mutex<PeriodicSender>,
 }
 
 #[pymethods]
@@ -562,67 +581,42 @@ impl PeriodicSend {
     /// Replaces the frames (same shape as for `send_periodic`); takes effect at the next period.
     fn modify(&self, py: Python<'_>, frames: &Bound<'_, PyAny>) -> PyResult<()> {
         let fs = frames_from(frames)?;
-        match &mut *self.task.lock() {
-            Periodic::Native(t) => t.with(|p| p.set_frames(fs)),
-            Periodic::Bcm(t) => t.set_frames(fs).map_err(|e| to_py(py, e))?,
-        }
-        Ok(())
+        self.task.lock().set_frames(fs).map_err(|e| to_py(py, e))
     }
     /// Stops sending; `start` resumes.
     fn stop(&self) {
-        match &mut *self.task.lock() {
-            Periodic::Native(t) => t.stop(),
-            Periodic::Bcm(t) => t.stop(),
-        }
+        self.task.lock().stop();
     }
-    /// (Re)starts: the first frame goes out now; stops after `duration` s (None: never).
+    /// (Re)starts: the first frame goes out now; stops after `duration` s
+    /// (None or too long to represent, such as `float("inf")`: never).
+    /// Raises ValueError for a NaN duration.
     #[pyo3(signature = (duration=None))]
     fn start(&self, py: Python<'_>, duration: Option<f64>) -> PyResult<()> {
-        match &mut *self.task.lock() {
-            Periodic::Native(t) => t.restart(duration.map(core_duration)),
-            Periodic::Bcm(t) => {
-                t.restart(duration.map(|d| Duration::from_secs_f64(d.max(0.0)))).map_err(|e| to_py(py, e))?
-            }
-        }
-        Ok(())
+        let d = periodic_duration(duration)?;
+        self.task.lock().start(d).map_err(|e| to_py(py, e))
     }
     /// Stops and releases the timer (cannot be restarted).
     fn close(&self) {
-        match &mut *self.task.lock() {
-            Periodic::Native(t) => t.detach(&self.bus),
-            Periodic::Bcm(t) => t.stop(),
-        }
+        self.task.lock().close(&self.bus);
     }
     /// Frames sent so far (with BCM: estimated from the clock; the kernel does not report it).
     #[getter]
     fn sent(&self) -> u64 {
-        match &*self.task.lock() {
-            Periodic::Native(t) => t.peek(|p| p.sent()),
-            Periodic::Bcm(t) => t.sent_estimate(),
-        }
+        self.task.lock().sent()
     }
     #[getter]
     fn running(&self) -> bool {
-        match &*self.task.lock() {
-            Periodic::Native(t) => t.peek(|p| p.is_running()),
-            Periodic::Bcm(t) => t.is_running(),
-        }
+        self.task.lock().is_running()
     }
     /// `(count, last_error)` of frames the bus refused (BCM: the kernel reports none).
     #[getter]
     fn failed(&self) -> (u64, Option<String>) {
-        match &*self.task.lock() {
-            Periodic::Native(t) => t.peek(|p| p.failed()),
-            Periodic::Bcm(_) => (0, None),
-        }
+        self.task.lock().failed()
     }
     /// `"bcm"` (kernel broadcast manager) or `"native"` (runtime timer).
     #[getter]
     fn mechanism(&self) -> &'static str {
-        match &*self.task.lock() {
-            Periodic::Native(_) => "native",
-            Periodic::Bcm(_) => "bcm",
-        }
+        self.task.lock().mechanism()
     }
 }
 

@@ -9,74 +9,14 @@ use canx_core::frame::BusState;
 use canx_core::{ErrorFrame, Filter, Frame};
 use parking_lot::{Mutex, RwLock};
 
+use super::backend::{Backend, BusConfig, Capabilities, PeerHints};
 use super::engine::{self, Driven, EngineHandle, EngineRef};
 use super::listener::{DropPolicy, Listener, ListenerFilter};
-use super::{socketcan, virtual_bus, Error, Result, RxFrame, Target};
+use super::{Error, Result, RxFrame};
 
 /// How the receive thread waits when nothing arrives (also how often a
 /// downed SocketCAN interface is re-checked).
 pub(crate) const IDLE_WAIT: Duration = Duration::from_millis(100);
-
-/// What a backend does. Implemented by the SocketCAN socket and the virtual
-/// bus node; the receive thread and the binding only see this.
-pub(crate) trait Backend: Send + Sync {
-    /// Blocks until at least one frame arrived, `timeout` passed or
-    /// [`Backend::wake`] was called; appends what arrived to `out`.
-    fn recv_batch(&self, out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()>;
-    /// Queues one frame for transmission; `timeout` bounds the wait for room.
-    fn send(&self, frame: &Frame, timeout: Duration) -> Result<()>;
-    /// Queues `frames` in order. Returns how many were queued before the
-    /// first one that failed, and that failure (`Ok` when all were queued).
-    fn send_many(&self, frames: &[Frame], timeout: Duration) -> (usize, Result<()>) {
-        for (i, f) in frames.iter().enumerate() {
-            if let Err(e) = self.send(f, timeout) {
-                return (i, Err(e));
-            }
-        }
-        (frames.len(), Ok(()))
-    }
-    /// Makes a blocked `recv_batch` return soon.
-    fn wake(&self);
-    /// Applies the union of the listeners' filters where the backend can
-    /// filter before the receive thread (the kernel). `None`: accept all.
-    fn set_prefilter(&self, _filters: Option<&[Filter]>) {}
-    /// Frames the backend itself lost (kernel `SO_RXQ_OVFL`, full virtual inbox).
-    fn backend_drops(&self) -> u64;
-    /// `Some(reason)` while the link is down.
-    fn link_down(&self) -> Option<String> {
-        None
-    }
-    /// Brings the controller back from BUS_OFF.
-    fn restart(&self) -> Result<()> {
-        Ok(())
-    }
-    /// Virtual bus only: makes the controller report `state` with counters.
-    fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
-        Err(Error::Unsupported("error states can only be injected on a virtual bus".into()))
-    }
-}
-
-/// How to open a bus.
-#[derive(Clone, Debug)]
-pub struct BusConfig {
-    pub target: Target,
-    /// Receive frames this node sent (canio `loopback`, python-can `receive_own_messages`).
-    pub receive_own: bool,
-    /// Open for CAN FD.
-    pub fd: bool,
-    /// Listen-only: `send` fails with [`Error::Silent`].
-    pub silent: bool,
-    /// Leave BUS_OFF by itself before the next send.
-    pub auto_restart: bool,
-    /// Nominal bit rate, bit/s (informational on SocketCAN and virtual).
-    pub bitrate: u32,
-}
-
-impl BusConfig {
-    pub fn new(target: Target) -> Self {
-        BusConfig { target, receive_own: false, fd: false, silent: false, auto_restart: false, bitrate: 250_000 }
-    }
-}
 
 /// Counters of one bus.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,12 +72,16 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    /// Opens the backend and starts the receive thread.
+    /// Opens the backend of `config.channel` (its scheme's `open`) and
+    /// starts the receive thread.
     pub fn open(config: BusConfig) -> Result<Bus> {
-        let backend: Arc<dyn Backend> = match &config.target {
-            Target::SocketCan(ifname) => Arc::new(socketcan::SocketCanBackend::open(ifname, &config)?),
-            Target::Virtual(name) => Arc::new(virtual_bus::VirtualNode::join(name, &config)),
-        };
+        let backend = config.channel.open(&config)?;
+        Bus::with_backend(backend, config)
+    }
+
+    /// Starts the receive thread on an open backend (one not in the scheme
+    /// registry, or a test double). `config.channel` names the bus.
+    pub fn with_backend(backend: Arc<dyn Backend>, config: BusConfig) -> Result<Bus> {
         let shared = Arc::new(Shared {
             backend,
             listeners: RwLock::new(Vec::new()),
@@ -152,7 +96,7 @@ impl Bus {
             thread_error: Mutex::new(None),
         });
         let s2 = shared.clone();
-        let name = format!("canx-rx-{}", config_name(&config.target));
+        let name = format!("canx-rx-{}", config.channel);
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || receive_loop(&s2))
@@ -164,6 +108,20 @@ impl Bus {
 
     pub fn config(&self) -> &BusConfig {
         &self.config
+    }
+
+    /// What the backend can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.shared.backend.capabilities()
+    }
+
+    /// What engines may ask about the bus's other nodes (kernel stacks).
+    pub fn peer_hints(&self) -> PeerHints {
+        PeerHints::new(&self.shared.backend)
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.shared.backend
     }
 
     /// Sends one frame. Errors: [`Error::Silent`], [`Error::BusOff`] (unless
@@ -283,7 +241,8 @@ impl Bus {
         self.shared.auto_restart.store(on, Ordering::Relaxed);
     }
 
-    /// Virtual bus only: the controller reports `state` with the counters.
+    /// Where [`Capabilities::state_injection`] (the virtual bus): the
+    /// controller reports `state` with the counters; else [`Error::Unsupported`].
     pub fn inject_state(&self, state: BusState, tec: u8, rec: u8) -> Result<()> {
         let e = ErrorFrame::from_state(state, tec, rec);
         self.shared.backend.inject_state(e)?;
@@ -328,13 +287,6 @@ impl Bus {
 impl Drop for Bus {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-fn config_name(t: &Target) -> String {
-    match t {
-        Target::SocketCan(s) => s.clone(),
-        Target::Virtual(s) => format!("virtual:{s}"),
     }
 }
 

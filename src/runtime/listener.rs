@@ -1,6 +1,5 @@
 //! Listener queues: bounded, filtered, counting what they drop.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -52,40 +51,121 @@ pub struct Listener {
 }
 
 /// A file descriptor that is readable while frames are queued (for
-/// `select`/`epoll` users such as python-can's asyncio Notifier): an
-/// eventfd the receive thread signals when a listener queue goes from empty
-/// to non-empty; the reader calls [`Listener::rearm`] after taking frames.
+/// `select`/`epoll` users such as python-can's asyncio Notifier): the
+/// receive thread signals it when a listener queue goes from empty to
+/// non-empty; the reader calls [`Listener::rearm`] after taking frames.
 /// Readiness may be spurious (a reader must tolerate an empty queue), never
 /// missing while a frame is queued.
+///
+/// Linux: an eventfd. Other unix (macOS, BSD): a non-blocking socket pair,
+/// readable end exposed. Windows: [`Notify::new`] fails with
+/// [`std::io::ErrorKind::Unsupported`] (no descriptor `select` can wait on;
+/// python-can then sees `fileno()` raise NotImplementedError).
 #[derive(Debug)]
 pub struct Notify {
-    fd: OwnedFd,
+    #[cfg(target_os = "linux")]
+    fd: std::os::fd::OwnedFd,
+    #[cfg(all(unix, not(target_os = "linux")))]
+    pair: SocketPair,
 }
 
 impl Notify {
+    /// Errors: the OS refused a descriptor; `Unsupported` on Windows.
     pub fn new() -> std::io::Result<Notify> {
-        // SAFETY: eventfd has no memory arguments; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::FromRawFd;
+            // SAFETY: eventfd has no memory arguments; the result is checked.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: fd is a fresh descriptor we own.
+            Ok(Notify { fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) } })
         }
-        // SAFETY: fd is a fresh descriptor we own.
-        Ok(Notify { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        #[cfg(all(unix, not(target_os = "linux")))]
+        {
+            Ok(Notify { pair: SocketPair::new()? })
+        }
+        #[cfg(not(unix))]
+        {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "no readiness descriptor on this platform (fileno needs unix)",
+            ))
+        }
     }
     /// Makes the descriptor readable.
     pub fn signal(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64; a full counter (EAGAIN) is still readable.
-        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a valid u64; a full counter (EAGAIN) is still readable.
+            unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+        #[cfg(all(unix, not(target_os = "linux")))]
+        self.pair.signal();
     }
     /// Makes the descriptor unreadable (until the next signal).
     pub fn clear(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64; EAGAIN (already clear) is fine.
-        unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let mut v: u64 = 0;
+            // SAFETY: reads 8 bytes into a valid u64; EAGAIN (already clear) is fine.
+            unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        }
+        #[cfg(all(unix, not(target_os = "linux")))]
+        self.pair.clear();
     }
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// The descriptor to wait on (readable while signalled).
+    #[cfg(unix)]
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            self.fd.as_raw_fd()
+        }
+        #[cfg(not(target_os = "linux"))]
+        self.pair.raw_fd()
+    }
+}
+
+/// The portable unix readiness pair: `signal` writes a byte into one end
+/// (a full buffer is still readable), `clear` drains the other end, whose
+/// descriptor is the one to wait on. Used off Linux; compiled on every unix
+/// so that its test runs on Linux too.
+#[cfg(unix)]
+#[derive(Debug)]
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+struct SocketPair {
+    read: std::os::unix::net::UnixStream,
+    write: std::os::unix::net::UnixStream,
+}
+
+#[cfg(unix)]
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+impl SocketPair {
+    fn new() -> std::io::Result<SocketPair> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        Ok(SocketPair { read, write })
+    }
+    fn signal(&self) {
+        use std::io::Write;
+        // WouldBlock: the buffer is full, so the read end is readable anyway.
+        let _ = (&self.write).write(&[1]);
+    }
+    fn clear(&self) {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        while matches!((&self.read).read(&mut buf), Ok(n) if n > 0) {}
+    }
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.read.as_raw_fd()
     }
 }
 
@@ -183,5 +263,42 @@ impl Listener {
     }
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Whether `fd` is readable now, without blocking.
+    #[cfg(target_os = "linux")]
+    fn readable(fd: std::os::fd::RawFd) -> bool {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    /// The socket-pair Notify used off Linux behaves like the eventfd one:
+    /// readable after any number of signals, unreadable after one clear.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn socket_pair_readiness() {
+        let p = super::SocketPair::new().unwrap();
+        assert!(!readable(p.raw_fd()));
+        p.signal();
+        assert!(readable(p.raw_fd()));
+        for _ in 0..100_000 {
+            p.signal(); // far more than the socket buffer holds: never blocks
+        }
+        assert!(readable(p.raw_fd()));
+        p.clear();
+        assert!(!readable(p.raw_fd()));
+        p.clear();
+        assert!(!readable(p.raw_fd()));
+    }
+
+    #[cfg(not(unix))]
+    #[test]
+    fn notify_is_unsupported_without_unix() {
+        let e = super::Notify::new().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
     }
 }

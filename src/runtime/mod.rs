@@ -1,5 +1,6 @@
-//! The native runtime: backends (SocketCAN, virtual bus), one receive thread
-//! per bus, bounded listener queues. No Python here; `crate::py` binds it.
+//! The native runtime: backends (SocketCAN, virtual bus: [`backend`]), one
+//! receive thread per bus, bounded listener queues. No Python here;
+//! `crate::py` binds it.
 //!
 //! Frame flow: backend `recv_batch` (a `recvmmsg` batch from the kernel, or a
 //! batch from the virtual channel's inbox) -> receive thread updates
@@ -8,18 +9,21 @@
 //! dropped and counted) -> the Python side pops from the queue with the GIL
 //! released.
 
-pub mod bcm;
+pub mod backend;
 pub mod bus;
 pub mod drivers;
 pub mod engine;
 pub mod events;
 pub mod listener;
-pub mod socketcan;
-pub mod virtual_bus;
+
+pub use backend::virtual_bus;
+#[cfg(target_os = "linux")]
+pub use backend::{bcm, socketcan};
 
 use std::fmt;
 
-pub use bus::{Bus, BusConfig, BusStats, StateInfo};
+pub use backend::{available_channels, Backend, BusConfig, Capabilities, Channel, PeerHints, PeriodicSender};
+pub use bus::{Bus, BusStats, StateInfo};
 pub use engine::{Driven, EngineHandle, EngineRef};
 pub use events::EventQueue;
 pub use listener::{DropPolicy, Listener, ListenerFilter, Notify};
@@ -82,64 +86,6 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Seconds since the Unix epoch, now.
 pub fn epoch_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// Where a bus goes: parsed from `channel=` and `interface=`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    SocketCan(String),
-    Virtual(String),
-}
-
-impl Target {
-    /// `channel`: `"vcan0"`, `"can0"` (SocketCAN), `"virtual:name"` (virtual);
-    /// `interface`: `None`, `"socketcan"` or `"virtual"`.
-    pub fn parse(channel: &str, interface: Option<&str>) -> Result<Target> {
-        let (iface, name) = match channel.split_once(':') {
-            Some((scheme, rest)) => (Some(scheme), rest),
-            None => (None, channel),
-        };
-        let kind = match (interface, iface) {
-            (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => {
-                return Err(Error::BadChannel(format!(
-                    "channel {channel:?} names interface {b:?} but interface={a:?} was given"
-                )))
-            }
-            (Some(a), _) | (None, Some(a)) => a.to_ascii_lowercase(),
-            (None, None) => "socketcan".to_string(),
-        };
-        if name.is_empty() {
-            return Err(Error::BadChannel(format!("empty channel name in {channel:?}")));
-        }
-        match kind.as_str() {
-            "socketcan" => {
-                if name.len() >= libc::IFNAMSIZ || name.contains('/') || name.contains(char::is_whitespace) {
-                    return Err(Error::BadChannel(format!("{name:?} is not a network interface name")));
-                }
-                Ok(Target::SocketCan(name.to_string()))
-            }
-            "virtual" => Ok(Target::Virtual(name.to_string())),
-            other => {
-                Err(Error::BadChannel(format!("unknown interface {other:?}: canx knows \"socketcan\" and \"virtual\"")))
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn target_parse() {
-        assert_eq!(Target::parse("vcan0", None).unwrap(), Target::SocketCan("vcan0".into()));
-        assert_eq!(Target::parse("virtual:x", None).unwrap(), Target::Virtual("x".into()));
-        assert_eq!(Target::parse("x", Some("virtual")).unwrap(), Target::Virtual("x".into()));
-        assert!(Target::parse("virtual:x", Some("socketcan")).is_err());
-        assert!(Target::parse("pcan:x", None).is_err());
-        assert!(Target::parse("virtual:", None).is_err());
-        assert!(Target::parse("averyveryverylongname", None).is_err());
-    }
 }
 
 #[cfg(test)]

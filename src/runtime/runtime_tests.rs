@@ -11,7 +11,7 @@ use super::engine::Driven;
 use super::*;
 
 fn open(name: &str, own: bool) -> Bus {
-    let mut c = BusConfig::new(Target::Virtual(name.into()));
+    let mut c = BusConfig::virtual_bus(name);
     c.receive_own = own;
     Bus::open(c).unwrap()
 }
@@ -164,6 +164,7 @@ fn periodic_task_sends_natively_on_time() {
     assert!((mean - 0.010).abs() < 0.001, "mean gap {mean}");
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn notify_fd_is_readable_exactly_while_frames_are_queued() {
     let a = open("rt-notify", false);

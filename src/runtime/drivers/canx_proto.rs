@@ -324,10 +324,10 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
-    use crate::runtime::{Bus, BusConfig, DropPolicy, ListenerFilter, Target};
+    use crate::runtime::{Bus, BusConfig, DropPolicy, ListenerFilter};
 
     fn open(name: &str) -> Bus {
-        Bus::open(BusConfig::new(Target::Virtual(name.into()))).unwrap()
+        Bus::open(BusConfig::virtual_bus(name)).unwrap()
     }
 
     #[test]

@@ -33,7 +33,7 @@ use canx_core::j1939::{
 use canx_core::{Frame, Instant};
 
 use crate::runtime::engine::Driven;
-use crate::runtime::{epoch_now, socketcan, EventQueue, RxFrame, Target};
+use crate::runtime::{epoch_now, Bus, EventQueue, PeerHints, RxFrame};
 
 /// TP sessions per ECU (each holds a 1785-byte buffer).
 pub const TP_SESSIONS: usize = 16;
@@ -134,7 +134,7 @@ pub enum CtsTurnaround {
     /// When the sender may be the kernel's J1939 stack: the RTS came from
     /// the bus (not from an ECU of this driver) of a SocketCAN interface on
     /// which the stack is active at that moment
-    /// ([`crate::runtime::socketcan::kernel_j1939_active`]).
+    /// ([`crate::runtime::Backend::kernel_j1939_active`]).
     #[default]
     Auto,
     /// For every reception.
@@ -390,9 +390,9 @@ pub struct J1939Driver {
     next_id: u64,
     /// Round-robin start of `poll_transmit`, so no ECU starves the others.
     turn: usize,
-    /// The SocketCAN interface of the bus, where the kernel's J1939 stack
-    /// may be a peer (`None`: the virtual bus, which has no kernel).
-    interface: Option<String>,
+    /// Asks the bus's backend whether the kernel's J1939 stack may be a
+    /// peer (`None`: no bus, no kernel).
+    peers: Option<PeerHints>,
 }
 
 impl J1939Driver {
@@ -401,15 +401,10 @@ impl J1939Driver {
         Self::default()
     }
 
-    /// A driver for the bus of `target`: on SocketCAN, receptions in
-    /// [`CtsTurnaround::Auto`] check whether the kernel's J1939 stack is
-    /// active on the interface.
-    pub fn for_target(target: &Target) -> Self {
-        let interface = match target {
-            Target::SocketCan(ifname) => Some(ifname.clone()),
-            Target::Virtual(_) => None,
-        };
-        J1939Driver { interface, ..Self::default() }
+    /// A driver for `bus`: receptions in [`CtsTurnaround::Auto`] ask its
+    /// backend whether the kernel's J1939 stack is active there.
+    pub fn for_bus(bus: &Bus) -> Self {
+        J1939Driver { peers: Some(bus.peer_hints()), ..Self::default() }
     }
 
     /// Adds an ECU (not started: silent until [`J1939Driver::start`]).
@@ -561,11 +556,11 @@ impl Driven for J1939Driver {
         let (dest, rts) = route(&rx.frame);
         // Asked at most once per frame, and only for an RTS (see CtsTurnaround::Auto).
         let mut kernel: Option<bool> = None;
-        let interface = self.interface.as_deref();
+        let peers = self.peers.as_ref();
         for n in self.nodes.iter_mut().filter(|n| n.wants(dest)) {
             n.stamp = rx.timestamp;
             let t = n.turnaround_for(rts, || {
-                *kernel.get_or_insert_with(|| interface.is_some_and(socketcan::kernel_j1939_active))
+                *kernel.get_or_insert_with(|| peers.is_some_and(PeerHints::kernel_j1939_active))
             });
             n.ecu.handle_frame_from(now, &rx.frame, t);
             n.drain();
@@ -616,7 +611,7 @@ pub fn name(raw: u64) -> Name {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{Bus, BusConfig, Target};
+    use crate::runtime::{Bus, BusConfig};
     use parking_lot::Mutex;
     use std::time::Duration;
 
@@ -649,8 +644,8 @@ mod tests {
     /// class of `send` arrives whole (single, RTS/CTS, ETP; BAM to all).
     #[test]
     fn sizes_cross_two_buses() {
-        let a = Bus::open(BusConfig::new(Target::Virtual("j1939-drv-sizes".into()))).unwrap();
-        let b = Bus::open(BusConfig::new(Target::Virtual("j1939-drv-sizes".into()))).unwrap();
+        let a = Bus::open(BusConfig::virtual_bus("j1939-drv-sizes")).unwrap();
+        let b = Bus::open(BusConfig::virtual_bus("j1939-drv-sizes")).unwrap();
         let da = Arc::new(Mutex::new(J1939Driver::new()));
         let db = Arc::new(Mutex::new(J1939Driver::new()));
         let ha = a.attach(da.clone());
@@ -688,7 +683,7 @@ mod tests {
     /// Two ECUs on one bus see each other through the driver (no loopback).
     #[test]
     fn ecus_of_one_driver_talk() {
-        let a = Bus::open(BusConfig::new(Target::Virtual("j1939-drv-shared".into()))).unwrap();
+        let a = Bus::open(BusConfig::virtual_bus("j1939-drv-shared")).unwrap();
         let d = Arc::new(Mutex::new(J1939Driver::new()));
         let h = a.attach(d.clone());
         let (i1, q1) = d.lock().add(cfg(1, 0x10)).unwrap();

@@ -789,10 +789,10 @@ impl Drop for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{BusConfig, DropPolicy, ListenerFilter, Target};
+    use crate::runtime::{BusConfig, DropPolicy, ListenerFilter};
 
     fn open(name: &str) -> Arc<Bus> {
-        Arc::new(Bus::open(BusConfig::new(Target::Virtual(name.into()))).unwrap())
+        Arc::new(Bus::open(BusConfig::virtual_bus(name)).unwrap())
     }
 
     fn node(bus: &Arc<Bus>, id: u8) -> Node {
@@ -898,7 +898,7 @@ mod tests {
 
     #[test]
     fn two_nodes_on_one_loopback_bus() {
-        let mut c = BusConfig::new(Target::Virtual("ms-rt-6".into()));
+        let mut c = BusConfig::virtual_bus("ms-rt-6");
         c.receive_own = true;
         let bus = Arc::new(Bus::open(c).unwrap());
         let ecu = node(&bus, 0);

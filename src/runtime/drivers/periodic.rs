@@ -157,6 +157,13 @@ impl PeriodicTask {
         PeriodicTask { engine, handle: Some(handle) }
     }
 
+    /// Attaches a stopped task to `bus` ([`PeriodicTask::restart`] starts it).
+    pub fn attach(bus: &Bus, frames: Vec<Frame>, period: Duration) -> PeriodicTask {
+        let engine = Arc::new(Mutex::new(Periodic::new(frames, period)));
+        let handle = bus.attach(engine.clone());
+        PeriodicTask { engine, handle: Some(handle) }
+    }
+
     /// Runs `op` on the timer, then wakes the receive thread.
     pub fn with<R>(&self, op: impl FnOnce(&mut Periodic) -> R) -> R {
         let r = op(&mut self.engine.lock());

@@ -628,10 +628,10 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
-    use crate::runtime::{Bus, BusConfig, Target};
+    use crate::runtime::{Bus, BusConfig};
 
     fn open(name: &str) -> Bus {
-        Bus::open(BusConfig::new(Target::Virtual(name.into()))).unwrap()
+        Bus::open(BusConfig::virtual_bus(name)).unwrap()
     }
 
     fn wait<E>(q: &EventQueue<E>) -> E {

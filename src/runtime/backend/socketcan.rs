@@ -7,7 +7,13 @@
 //! kernel's `SO_RXQ_OVFL` drop counter, and a `poll(2)` on the socket plus an
 //! eventfd lets `shutdown` wake the receive thread at once. `socketcan`'s
 //! reader returns one frame per system call and has no drop counter, which is
-//! why the batch path is written here (see ARCHITECTURE.md, "Receive path").
+//! why the batch path is written here (see ARCHITECTURE.md, "Runtime").
+//!
+//! Scheme `socketcan`: channels without a prefix (`"vcan0"`, `"can0"`), any
+//! network interface name (shorter than `IFNAMSIZ`); listed from
+//! `/sys/class/net` (interfaces of type `ARPHRD_CAN`). Periodic sends are
+//! offloaded to the kernel's broadcast manager ([`super::bcm`]); the kernel's
+//! J1939 stack may share the interface ([`kernel_j1939_active`]).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -20,8 +26,46 @@ use canx_core::{CanFrame, ErrorFrame, FdFrame, Filter, Frame};
 use parking_lot::Mutex;
 use socketcan::{CanFilter, CanSocket, Socket, SocketOptions};
 
-use super::bus::{Backend, BusConfig};
-use super::{epoch_now, Error, Result, RxFrame};
+use super::bcm::BcmTask;
+use super::{Backend, BusConfig, Capabilities, KernelStacks, PeriodicOffload, Scheme};
+use crate::runtime::{epoch_now, Error, Result, RxFrame};
+
+/// The `socketcan` entry of [`super::SCHEMES`].
+pub(super) const SCHEME: Scheme = Scheme {
+    name: "socketcan",
+    default: true,
+    check: check_name,
+    open: |name, config| Ok(std::sync::Arc::new(SocketCanBackend::open(name, config)?)),
+    available: can_interfaces,
+};
+
+/// A network interface name: shorter than `IFNAMSIZ`, no `/`, no whitespace.
+fn check_name(name: &str) -> Result<()> {
+    if name.len() >= libc::IFNAMSIZ || name.contains('/') || name.contains(char::is_whitespace) {
+        return Err(Error::BadChannel(format!("{name:?} is not a network interface name")));
+    }
+    Ok(())
+}
+
+/// `ARPHRD_CAN`: `/sys/class/net/*/type` of CAN interfaces (vcan, can, slcan, ...).
+const ARPHRD_CAN: u32 = 280;
+
+/// Names of the CAN network interfaces, sorted (none if sysfs is unreadable).
+fn can_interfaces() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("type")).ok().and_then(|t| t.trim().parse::<u32>().ok())
+                == Some(ARPHRD_CAN)
+        })
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    out.sort();
+    out
+}
 
 /// Frames taken per `recvmmsg` call.
 pub const BATCH: usize = 64;
@@ -282,10 +326,9 @@ impl Backend for SocketCanBackend {
             };
         }
         let fallback_ts = epoch_now();
-        for i in 0..n as usize {
-            let m = &msgs[i];
+        for (m, buf) in msgs.iter().zip(bufs.frames.iter()).take(n as usize) {
             let len = m.msg_len as usize;
-            let Some(frame) = decode(&bufs.frames[i][..len.min(CANFD_MTU)]) else {
+            let Some(frame) = decode(&buf[..len.min(CANFD_MTU)]) else {
                 continue;
             };
             let (ts, drops) = read_cmsgs(&m.msg_hdr);
@@ -402,6 +445,27 @@ impl Backend for SocketCanBackend {
 
     fn link_down(&self) -> Option<String> {
         self.link.lock().clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            fd: true,
+            // SO_TIMESTAMPNS: the kernel's receive time, not the controller's.
+            hardware_timestamps: false,
+            // The rate is set with `ip link ... bitrate` (netlink, root).
+            bitrate_control: false,
+            periodic_offload: true,
+            state_injection: false,
+            kernel_stacks: KernelStacks { j1939: true, isotp: true },
+        }
+    }
+
+    fn periodic(&self, frames: &[Frame], period: Duration) -> Option<Result<Box<dyn PeriodicOffload>>> {
+        Some(BcmTask::open(&self.ifname, frames.to_vec(), period).map(|t| Box::new(t) as Box<dyn PeriodicOffload>))
+    }
+
+    fn kernel_j1939_active(&self) -> bool {
+        kernel_j1939_active(&self.ifname)
     }
 }
 

@@ -6,18 +6,20 @@
 //! kernel's hrtimer sends them in turn with no user-space thread involved (the
 //! lowest jitter Linux offers). `duration` becomes a frame count (`ival1` x
 //! `count`, then stop); `modify` re-sends `TX_SETUP` with the new frames;
-//! `stop` is `TX_DELETE`. The virtual bus uses the runtime's native timer
-//! (`drivers::periodic`) instead.
+//! `stop` is `TX_DELETE`. This is the SocketCAN backend's
+//! [`Backend::periodic`](super::Backend::periodic) offload; backends without
+//! one use the runtime's native timer (`drivers::periodic`) instead.
 
 use std::io;
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use canx_core::Frame;
 
 use super::socketcan::encode;
-use super::{Error, Result};
+use super::PeriodicOffload;
+use crate::runtime::{Error, Result};
 
 const TX_SETUP: u32 = 1;
 const TX_DELETE: u32 = 2;
@@ -48,6 +50,29 @@ struct BcmMsgHead {
     nframes: u32,
 }
 
+impl BcmMsgHead {
+    /// The header as the kernel reads it: each field written with
+    /// `to_ne_bytes` at its `offset_of!`, the padding after `count` (and
+    /// any other gap) left zero. Copying the struct's own bytes would read
+    /// that padding uninitialised.
+    fn to_bytes(self) -> [u8; size_of::<BcmMsgHead>()] {
+        fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        let mut out = [0u8; size_of::<BcmMsgHead>()];
+        put(&mut out, offset_of!(BcmMsgHead, opcode), &self.opcode.to_ne_bytes());
+        put(&mut out, offset_of!(BcmMsgHead, flags), &self.flags.to_ne_bytes());
+        put(&mut out, offset_of!(BcmMsgHead, count), &self.count.to_ne_bytes());
+        for (at, t) in [(offset_of!(BcmMsgHead, ival1), self.ival1), (offset_of!(BcmMsgHead, ival2), self.ival2)] {
+            put(&mut out, at + offset_of!(BcmTimeval, tv_sec), &t.tv_sec.to_ne_bytes());
+            put(&mut out, at + offset_of!(BcmTimeval, tv_usec), &t.tv_usec.to_ne_bytes());
+        }
+        put(&mut out, offset_of!(BcmMsgHead, can_id), &self.can_id.to_ne_bytes());
+        put(&mut out, offset_of!(BcmMsgHead, nframes), &self.nframes.to_ne_bytes());
+        out
+    }
+}
+
 fn timeval(d: Duration) -> BcmTimeval {
     BcmTimeval { tv_sec: d.as_secs() as libc::c_long, tv_usec: d.subsec_micros() as libc::c_long }
 }
@@ -69,12 +94,12 @@ impl std::fmt::Debug for BcmTask {
 }
 
 impl BcmTask {
-    /// Opens a BCM socket on `ifname` and starts sending `frames` in turn,
-    /// one every `period`; stops after `duration` (None: until stopped).
+    /// Opens a BCM socket on `ifname` for sending `frames` in turn, one
+    /// every `period`; nothing is sent until [`BcmTask::restart`].
     /// Errors: [`Error::Os`] (no BCM in the kernel: `modprobe can-bcm`; no
     /// such interface), [`Error::Unsupported`] (no frames, more than 256,
     /// error frames, mixed classic and FD frames).
-    pub fn start(ifname: &str, frames: Vec<Frame>, period: Duration, duration: Option<Duration>) -> Result<BcmTask> {
+    pub fn open(ifname: &str, frames: Vec<Frame>, period: Duration) -> Result<BcmTask> {
         check_frames(&frames)?;
         // SAFETY: plain socket(2) call; the result is checked.
         let raw = unsafe { libc::socket(libc::PF_CAN, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, CAN_BCM) };
@@ -113,9 +138,7 @@ impl BcmTask {
                 source: io::Error::last_os_error(),
             });
         }
-        let mut task = BcmTask { fd, ifname: ifname.to_string(), frames, period, started: None };
-        task.restart(duration)?;
-        Ok(task)
+        Ok(BcmTask { fd, ifname: ifname.to_string(), frames, period, started: None })
     }
 
     fn write_op(&self, opcode: u32, flags: u32, count: u32, ival1: Duration, ival2: Duration) -> Result<()> {
@@ -132,10 +155,7 @@ impl BcmTask {
             nframes: nframes as u32,
         };
         let mut buf = vec![0u8; size_of::<BcmMsgHead>() + nframes * frame_size];
-        // SAFETY: BcmMsgHead is repr(C) plain data; copying its bytes is sound.
-        let head_bytes =
-            unsafe { std::slice::from_raw_parts((&head as *const BcmMsgHead).cast::<u8>(), size_of::<BcmMsgHead>()) };
-        buf[..head_bytes.len()].copy_from_slice(head_bytes);
+        buf[..size_of::<BcmMsgHead>()].copy_from_slice(&head.to_bytes());
         for (i, f) in self.frames.iter().take(nframes).enumerate() {
             let mut one = [0u8; 72];
             encode(f, &mut one).ok_or_else(|| Error::Unsupported("error frames cannot be sent".into()))?;
@@ -217,6 +237,27 @@ impl BcmTask {
     }
 }
 
+impl PeriodicOffload for BcmTask {
+    fn start(&mut self, duration: Option<Duration>) -> Result<()> {
+        self.restart(duration)
+    }
+    fn set_frames(&mut self, frames: Vec<Frame>) -> Result<()> {
+        BcmTask::set_frames(self, frames)
+    }
+    fn stop(&mut self) {
+        BcmTask::stop(self)
+    }
+    fn sent(&self) -> u64 {
+        self.sent_estimate()
+    }
+    fn is_running(&self) -> bool {
+        BcmTask::is_running(self)
+    }
+    fn mechanism(&self) -> &'static str {
+        "bcm"
+    }
+}
+
 impl Drop for BcmTask {
     fn drop(&mut self) {
         self.stop();
@@ -248,6 +289,47 @@ mod tests {
         assert_eq!(size_of::<BcmMsgHead>(), 56);
         assert_eq!(std::mem::offset_of!(BcmMsgHead, ival1), 16);
         assert_eq!(std::mem::offset_of!(BcmMsgHead, can_id), 48);
+    }
+
+    /// Fills a stretch of stack with 0xA5 so that uninitialised bytes of a
+    /// later frame show up as 0xA5 rather than as zeros.
+    #[inline(never)]
+    fn dirty_stack() -> u8 {
+        let junk = std::hint::black_box([0xA5u8; 4096]);
+        junk[std::hint::black_box(7)]
+    }
+
+    #[inline(never)]
+    fn head_for_test(opcode: u32) -> [u8; size_of::<BcmMsgHead>()] {
+        let head = BcmMsgHead {
+            opcode,
+            flags: SETTIMER | STARTTIMER,
+            count: 3,
+            ival1: timeval(Duration::from_micros(1_500_000)),
+            ival2: timeval(Duration::from_millis(20)),
+            can_id: 0x8000_0123,
+            nframes: 2,
+        };
+        std::hint::black_box(head).to_bytes()
+    }
+
+    /// B2: the header is written field by field at the kernel's offsets and
+    /// the padding after `count` is zero (it was copied from the struct's
+    /// uninitialised padding before).
+    #[test]
+    fn head_bytes_are_fields_and_zero_padding() {
+        dirty_stack();
+        let b = head_for_test(TX_SETUP);
+        let u32_at = |at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
+        let i64_at = |at: usize| i64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
+        assert_eq!(u32_at(0), TX_SETUP);
+        assert_eq!(u32_at(4), SETTIMER | STARTTIMER);
+        assert_eq!(u32_at(8), 3);
+        assert_eq!(&b[12..16], &[0, 0, 0, 0], "padding must be zero, not stack garbage");
+        assert_eq!((i64_at(16), i64_at(24)), (1, 500_000));
+        assert_eq!((i64_at(32), i64_at(40)), (0, 20_000));
+        assert_eq!(u32_at(48), 0x8000_0123);
+        assert_eq!(u32_at(52), 2);
     }
 
     #[test]

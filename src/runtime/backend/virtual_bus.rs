@@ -6,6 +6,10 @@
 //! order of `send` calls. An inbox is bounded (like a socket buffer); a full
 //! inbox drops the frame and counts it at that node. A node in BUS_OFF
 //! neither sends nor receives, like a controller that has left the bus.
+//!
+//! Scheme `virtual`: channels `"virtual:NAME"`, any non-empty name, on every
+//! platform; listed while they have nodes ([`channels`]). Error states can be
+//! injected ([`Backend::inject_state`]); periodic sends use the runtime's timer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,8 +21,17 @@ use canx_core::{ErrorFrame, Frame};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 
-use super::bus::{Backend, BusConfig};
-use super::{epoch_now, Error, Result, RxFrame};
+use super::{Backend, BusConfig, Capabilities, Scheme};
+use crate::runtime::{epoch_now, Error, Result, RxFrame};
+
+/// The `virtual` entry of [`super::SCHEMES`].
+pub(super) const SCHEME: Scheme = Scheme {
+    name: "virtual",
+    default: false,
+    check: |_| Ok(()),
+    open: |name, config| Ok(Arc::new(VirtualNode::join(name, config))),
+    available: channels,
+};
 
 /// Frames a node's inbox holds before it drops (like a socket receive buffer).
 pub const INBOX_CAPACITY: usize = 65_536;
@@ -38,12 +51,12 @@ struct NodeEntry {
 }
 
 #[derive(Default)]
-struct Channel {
+struct VirtualChannel {
     nodes: Mutex<Vec<NodeEntry>>,
 }
 
-fn registry() -> &'static Mutex<HashMap<String, Weak<Channel>>> {
-    static R: OnceLock<Mutex<HashMap<String, Weak<Channel>>>> = OnceLock::new();
+fn registry() -> &'static Mutex<HashMap<String, Weak<VirtualChannel>>> {
+    static R: OnceLock<Mutex<HashMap<String, Weak<VirtualChannel>>>> = OnceLock::new();
     R.get_or_init(Default::default)
 }
 
@@ -58,7 +71,7 @@ pub fn channels() -> Vec<String> {
 /// One node on a virtual channel.
 pub(crate) struct VirtualNode {
     id: u64,
-    channel: Arc<Channel>,
+    channel: Arc<VirtualChannel>,
     inbox: Receiver<Inbound>,
     self_tx: Sender<Inbound>,
     off: Arc<AtomicBool>,
@@ -74,7 +87,7 @@ impl VirtualNode {
             match reg.get(name).and_then(Weak::upgrade) {
                 Some(c) => c,
                 None => {
-                    let c = Arc::new(Channel::default());
+                    let c = Arc::new(VirtualChannel::default());
                     reg.insert(name.to_string(), Arc::downgrade(&c));
                     c
                 }
@@ -154,6 +167,10 @@ impl Backend for VirtualNode {
     fn restart(&self) -> Result<()> {
         self.off.store(false, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { fd: true, state_injection: true, ..Capabilities::default() }
     }
 
     fn inject_state(&self, e: ErrorFrame) -> Result<()> {

@@ -1,0 +1,490 @@
+//! Backends: what a [`Bus`] sends and receives through, and the registry of
+//! channel schemes that turns `channel=`/`interface=` into one.
+//!
+//! A backend implements [`Backend`] (receive a batch, send, wake, drop
+//! counter; optionally kernel prefilters, link state, restart, periodic
+//! offload) and says what it can do in [`Capabilities`]. A channel scheme is
+//! one [`Scheme`] entry in [`SCHEMES`]: its name (the `interface=` value and
+//! the `NAME:` prefix of a channel), how a channel name of it is checked, how
+//! it is opened, and which channels of it exist now. Nothing outside this
+//! module knows which backend a bus runs on; it asks the backend (through
+//! [`Bus::capabilities`], [`Bus::peer_hints`], [`PeriodicSender`]).
+//!
+//! | scheme | channels | platforms | module |
+//! | --- | --- | --- | --- |
+//! | `socketcan` | `vcan0`, `can0` (no prefix) | Linux | [`socketcan`] (+ [`bcm`] for periodic offload) |
+//! | `virtual` | `virtual:NAME` | all | [`virtual_bus`] |
+//!
+//! Adding a backend (an `slcan:/dev/ttyACM0` serial adapter, a
+//! `gs_usb:SERIAL` USB adapter) is one file with a `Backend` impl and a
+//! `SCHEME` constant, and one line in [`SCHEMES`] (ARCHITECTURE.md,
+//! "Backends").
+
+#[cfg(target_os = "linux")]
+pub mod bcm;
+#[cfg(target_os = "linux")]
+pub mod socketcan;
+pub mod virtual_bus;
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use canx_core::{ErrorFrame, Filter, Frame};
+
+use super::drivers::PeriodicTask;
+use super::{Bus, Error, Result, RxFrame};
+
+/// What a backend can do. Asked by the runtime and the bindings instead of
+/// asking which backend it is (smoltcp's `DeviceCapabilities`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Can carry CAN FD frames when opened with `fd`.
+    pub fd: bool,
+    /// Receive timestamps come from the controller, not from the host's
+    /// clock at reception.
+    pub hardware_timestamps: bool,
+    /// [`BusConfig::bitrate`] programs the controller (otherwise it is
+    /// informational, as on SocketCAN, where `ip link` sets the rate).
+    pub bitrate_control: bool,
+    /// [`Backend::periodic`] can run a periodic transmission itself.
+    pub periodic_offload: bool,
+    /// [`Backend::inject_state`] works (a simulated controller).
+    pub state_injection: bool,
+    /// Kernel protocol stacks that can be other nodes on this bus.
+    pub kernel_stacks: KernelStacks,
+}
+
+/// Protocol stacks of the operating system that may share the interface
+/// with canx (and so be the peer of a canx engine).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStacks {
+    /// Linux `CAN_J1939` (net/can/j1939).
+    pub j1939: bool,
+    /// Linux `CAN_ISOTP` (net/can/isotp).
+    pub isotp: bool,
+}
+
+/// What a backend does. Implemented by the SocketCAN socket and the virtual
+/// bus node; the receive thread and the bindings only see this.
+pub trait Backend: Send + Sync {
+    /// Blocks until at least one frame arrived, `timeout` passed or
+    /// [`Backend::wake`] was called; appends what arrived to `out`.
+    fn recv_batch(&self, out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()>;
+    /// Queues one frame for transmission; `timeout` bounds the wait for room.
+    fn send(&self, frame: &Frame, timeout: Duration) -> Result<()>;
+    /// Queues `frames` in order. Returns how many were queued before the
+    /// first one that failed, and that failure (`Ok` when all were queued).
+    fn send_many(&self, frames: &[Frame], timeout: Duration) -> (usize, Result<()>) {
+        for (i, f) in frames.iter().enumerate() {
+            if let Err(e) = self.send(f, timeout) {
+                return (i, Err(e));
+            }
+        }
+        (frames.len(), Ok(()))
+    }
+    /// Makes a blocked `recv_batch` return soon.
+    fn wake(&self);
+    /// Applies the union of the listeners' filters where the backend can
+    /// filter before the receive thread (the kernel). `None`: accept all.
+    fn set_prefilter(&self, _filters: Option<&[Filter]>) {}
+    /// Frames the backend itself lost (kernel `SO_RXQ_OVFL`, full virtual inbox).
+    fn backend_drops(&self) -> u64;
+    /// `Some(reason)` while the link is down.
+    fn link_down(&self) -> Option<String> {
+        None
+    }
+    /// Brings the controller back from BUS_OFF.
+    fn restart(&self) -> Result<()> {
+        Ok(())
+    }
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+    /// A periodic transmission of `frames` in turn, one every `period`, run
+    /// by the backend itself (SocketCAN: the kernel's broadcast manager),
+    /// created stopped. `None`: no offload, the runtime uses its own timer
+    /// engine ([`crate::runtime::drivers::Periodic`]).
+    fn periodic(&self, _frames: &[Frame], _period: Duration) -> Option<Result<Box<dyn PeriodicOffload>>> {
+        None
+    }
+    /// Whether the kernel's J1939 stack is active on this bus now (it may
+    /// then be the sender of a TP/ETP transfer: see
+    /// `canx_core::j1939::transport`, "CTS turnaround"). `false` where no
+    /// kernel stack can be present.
+    fn kernel_j1939_active(&self) -> bool {
+        false
+    }
+    /// Where [`Capabilities::state_injection`]: makes the controller report
+    /// the state of `e` with its counters.
+    fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
+        Err(Error::Unsupported("error states can only be injected on a virtual bus".into()))
+    }
+}
+
+/// A periodic transmission run by the backend ([`Backend::periodic`]).
+pub trait PeriodicOffload: Send {
+    /// (Re)starts: the first frame goes out now; stops after `duration`
+    /// (None: until stopped).
+    fn start(&mut self, duration: Option<Duration>) -> Result<()>;
+    /// Replaces the frames; they go out from the next period on.
+    fn set_frames(&mut self, frames: Vec<Frame>) -> Result<()>;
+    /// Stops sending. Idempotent.
+    fn stop(&mut self);
+    /// Frames sent by the current run (may be an estimate).
+    fn sent(&self) -> u64;
+    /// Whether it is (probably) still sending.
+    fn is_running(&self) -> bool;
+    /// A short name of the mechanism (`"bcm"`).
+    fn mechanism(&self) -> &'static str;
+}
+
+/// A `send_periodic` task: run by the backend where it offers that
+/// ([`Backend::periodic`]), else by the runtime's timer engine on the bus's
+/// receive thread ([`PeriodicTask`]). Created stopped.
+#[derive(Debug)]
+pub struct PeriodicSender {
+    inner: PeriodicInner,
+}
+
+enum PeriodicInner {
+    Offloaded(Box<dyn PeriodicOffload>),
+    Native(PeriodicTask),
+}
+
+impl fmt::Debug for PeriodicInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeriodicInner::Offloaded(t) => write!(f, "Offloaded({})", t.mechanism()),
+            PeriodicInner::Native(t) => write!(f, "Native({t:?})"),
+        }
+    }
+}
+
+impl PeriodicSender {
+    /// A stopped task sending `frames` in turn every `period` (> 0) on
+    /// `bus`. Errors: those of the backend's offload (SocketCAN: no
+    /// `can-bcm` module, more than 256 frames, classic and FD mixed).
+    pub fn new(bus: &Bus, frames: Vec<Frame>, period: Duration) -> Result<PeriodicSender> {
+        let inner = match bus.backend().periodic(&frames, period) {
+            Some(task) => PeriodicInner::Offloaded(task?),
+            None => PeriodicInner::Native(PeriodicTask::attach(bus, frames, period.into())),
+        };
+        Ok(PeriodicSender { inner })
+    }
+
+    /// (Re)starts: the first frame goes out now; stops after `duration`
+    /// (None: until stopped).
+    pub fn start(&mut self, duration: Option<Duration>) -> Result<()> {
+        match &mut self.inner {
+            PeriodicInner::Offloaded(t) => t.start(duration),
+            PeriodicInner::Native(t) => {
+                t.restart(duration.map(Into::into));
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces the frames; they go out from the next period on.
+    pub fn set_frames(&mut self, frames: Vec<Frame>) -> Result<()> {
+        match &mut self.inner {
+            PeriodicInner::Offloaded(t) => t.set_frames(frames),
+            PeriodicInner::Native(t) => {
+                t.with(|p| p.set_frames(frames));
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops sending; [`PeriodicSender::start`] resumes.
+    pub fn stop(&mut self) {
+        match &mut self.inner {
+            PeriodicInner::Offloaded(t) => t.stop(),
+            PeriodicInner::Native(t) => t.stop(),
+        }
+    }
+
+    /// Stops and releases the timer (the native one is detached from `bus`).
+    pub fn close(&mut self, bus: &Bus) {
+        match &mut self.inner {
+            PeriodicInner::Offloaded(t) => t.stop(),
+            PeriodicInner::Native(t) => t.detach(bus),
+        }
+    }
+
+    /// Frames sent so far by the current run (offloaded: may be estimated).
+    pub fn sent(&self) -> u64 {
+        match &self.inner {
+            PeriodicInner::Offloaded(t) => t.sent(),
+            PeriodicInner::Native(t) => t.peek(|p| p.sent()),
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        match &self.inner {
+            PeriodicInner::Offloaded(t) => t.is_running(),
+            PeriodicInner::Native(t) => t.peek(|p| p.is_running()),
+        }
+    }
+
+    /// `(count, last_error)` of frames the bus refused (an offload reports none).
+    pub fn failed(&self) -> (u64, Option<String>) {
+        match &self.inner {
+            PeriodicInner::Offloaded(_) => (0, None),
+            PeriodicInner::Native(t) => t.peek(|p| p.failed()),
+        }
+    }
+
+    /// The backend's mechanism (`"bcm"`) or `"native"` (the runtime's timer).
+    pub fn mechanism(&self) -> &'static str {
+        match &self.inner {
+            PeriodicInner::Offloaded(t) => t.mechanism(),
+            PeriodicInner::Native(_) => "native",
+        }
+    }
+}
+
+/// What a protocol engine may ask about the other nodes of its bus (kernel
+/// protocol stacks) without knowing the backend. Holds the backend weakly:
+/// after the bus is gone every answer is `false`.
+#[derive(Clone)]
+pub struct PeerHints(Weak<dyn Backend>);
+
+impl fmt::Debug for PeerHints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PeerHints")
+    }
+}
+
+impl PeerHints {
+    pub(crate) fn new(backend: &Arc<dyn Backend>) -> PeerHints {
+        PeerHints(Arc::downgrade(backend))
+    }
+
+    /// [`Backend::kernel_j1939_active`] of the bus's backend.
+    pub fn kernel_j1939_active(&self) -> bool {
+        self.0.upgrade().is_some_and(|b| b.kernel_j1939_active())
+    }
+}
+
+/// How to open a bus.
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    pub channel: Channel,
+    /// Receive frames this node sent (canio `loopback`, python-can `receive_own_messages`).
+    pub receive_own: bool,
+    /// Open for CAN FD.
+    pub fd: bool,
+    /// Listen-only: `send` fails with [`Error::Silent`].
+    pub silent: bool,
+    /// Leave BUS_OFF by itself before the next send.
+    pub auto_restart: bool,
+    /// Nominal bit rate, bit/s (programs the controller only where
+    /// [`Capabilities::bitrate_control`]; informational on SocketCAN and virtual).
+    pub bitrate: u32,
+}
+
+impl BusConfig {
+    pub fn new(channel: Channel) -> Self {
+        BusConfig { channel, receive_own: false, fd: false, silent: false, auto_restart: false, bitrate: 250_000 }
+    }
+
+    /// A configuration for the in-process virtual channel `name` (tests,
+    /// simulations).
+    pub fn virtual_bus(name: &str) -> Self {
+        BusConfig::new(Channel::virtual_bus(name))
+    }
+}
+
+/// One channel scheme: an entry of [`SCHEMES`].
+pub struct Scheme {
+    /// The `interface=` value and the `NAME:` prefix of its channels.
+    pub name: &'static str,
+    /// Channels without a `NAME:` prefix belong to this scheme (one scheme:
+    /// SocketCAN, so `"vcan0"` works as on python-can).
+    pub default: bool,
+    /// Checks a channel name of this scheme (the part after the prefix).
+    /// Errors: [`Error::BadChannel`], or [`Error::Unsupported`] where the
+    /// scheme does not exist on this platform.
+    pub check: fn(&str) -> Result<()>,
+    /// Opens a backend on a checked name.
+    pub open: fn(&str, &BusConfig) -> Result<Arc<dyn Backend>>,
+    /// Names of the channels of this scheme that exist now (without prefix).
+    pub available: fn() -> Vec<String>,
+}
+
+/// Every channel scheme canx knows, in the order they are listed.
+pub static SCHEMES: &[Scheme] = &[socketcan::SCHEME, virtual_bus::SCHEME];
+
+/// Off Linux: the `socketcan` scheme exists only to say why it cannot work.
+#[cfg(not(target_os = "linux"))]
+mod socketcan {
+    use super::*;
+
+    fn needs_linux(name: &str) -> Error {
+        Error::Unsupported(format!(
+            "channel {name:?} is a SocketCAN interface, and SocketCAN needs Linux (this is {}); \
+             use a virtual channel such as \"virtual:test\"",
+            std::env::consts::OS
+        ))
+    }
+
+    pub(super) const SCHEME: Scheme = Scheme {
+        name: "socketcan",
+        default: true,
+        check: |name| Err(needs_linux(name)),
+        open: |name, _| Err(needs_linux(name)),
+        available: Vec::new,
+    };
+}
+
+/// Where a bus goes: a scheme of [`SCHEMES`] and a channel name in it.
+/// Displayed as the user writes it (`"vcan0"`, `"virtual:test"`).
+#[derive(Clone)]
+pub struct Channel {
+    scheme: &'static Scheme,
+    name: String,
+}
+
+impl Channel {
+    /// Parses `channel` (`"vcan0"`, `"can0"`, `"virtual:name"`, `"SCHEME:name"`)
+    /// with `interface` (None, or a scheme name, which must agree with a
+    /// prefix). Errors: [`Error::BadChannel`] (unknown scheme, empty or
+    /// invalid name), [`Error::Unsupported`] (a scheme this platform lacks,
+    /// such as SocketCAN off Linux).
+    pub fn parse(channel: &str, interface: Option<&str>) -> Result<Channel> {
+        let (prefix, name) = match channel.split_once(':') {
+            Some((scheme, rest)) => (Some(scheme), rest),
+            None => (None, channel),
+        };
+        let scheme = match (interface, prefix) {
+            (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => {
+                return Err(Error::BadChannel(format!(
+                    "channel {channel:?} names interface {b:?} but interface={a:?} was given"
+                )))
+            }
+            (Some(a), _) | (None, Some(a)) => {
+                SCHEMES.iter().find(|s| s.name.eq_ignore_ascii_case(a)).ok_or_else(|| {
+                    let known: Vec<String> = SCHEMES.iter().map(|s| format!("{:?}", s.name)).collect();
+                    Error::BadChannel(format!("unknown interface {a:?}: canx knows {}", known.join(" and ")))
+                })?
+            }
+            (None, None) => SCHEMES
+                .iter()
+                .find(|s| s.default)
+                .ok_or_else(|| Error::BadChannel(format!("channel {channel:?} needs a scheme prefix")))?,
+        };
+        if name.is_empty() {
+            return Err(Error::BadChannel(format!("empty channel name in {channel:?}")));
+        }
+        (scheme.check)(name)?;
+        Ok(Channel { scheme, name: name.to_string() })
+    }
+
+    /// The in-process virtual channel `name`.
+    pub fn virtual_bus(name: &str) -> Channel {
+        Channel { scheme: &virtual_bus::SCHEME, name: name.to_string() }
+    }
+
+    /// The scheme's name (`"socketcan"`, `"virtual"`).
+    pub fn scheme(&self) -> &'static str {
+        self.scheme.name
+    }
+
+    /// The name within the scheme (`"vcan0"`, `"test"` for `"virtual:test"`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Opens the backend of this channel.
+    pub(crate) fn open(&self, config: &BusConfig) -> Result<Arc<dyn Backend>> {
+        (self.scheme.open)(&self.name, config)
+    }
+}
+
+impl PartialEq for Channel {
+    fn eq(&self, other: &Channel) -> bool {
+        self.scheme.name == other.scheme.name && self.name == other.name
+    }
+}
+
+impl Eq for Channel {}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.scheme.default {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}:{}", self.scheme.name, self.name)
+        }
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Channel({self})")
+    }
+}
+
+/// Every channel that can be opened now, as `channel=` strings, scheme by
+/// scheme (SocketCAN interfaces of type CAN, then open virtual channels).
+pub fn available_channels() -> Vec<String> {
+    let mut out = Vec::new();
+    for s in SCHEMES {
+        for name in (s.available)() {
+            out.push(if s.default { name } else { format!("{}:{name}", s.name) });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_parse() {
+        let v = Channel::parse("virtual:x", None).unwrap();
+        assert_eq!((v.scheme(), v.name(), v.to_string()), ("virtual", "x", "virtual:x".to_string()));
+        assert_eq!(Channel::parse("x", Some("virtual")).unwrap(), Channel::virtual_bus("x"));
+        assert_eq!(Channel::parse("x", Some("VIRTUAL")).unwrap(), Channel::virtual_bus("x"));
+        assert!(matches!(Channel::parse("virtual:x", Some("socketcan")), Err(Error::BadChannel(_))));
+        assert!(matches!(Channel::parse("pcan:x", None), Err(Error::BadChannel(_))));
+        assert!(matches!(Channel::parse("virtual:", None), Err(Error::BadChannel(_))));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn socketcan_channels_on_linux() {
+        let c = Channel::parse("vcan0", None).unwrap();
+        assert_eq!((c.scheme(), c.name(), c.to_string()), ("socketcan", "vcan0", "vcan0".to_string()));
+        assert_eq!(Channel::parse("socketcan:vcan0", None).unwrap(), c);
+        assert_eq!(Channel::parse("vcan0", Some("socketcan")).unwrap(), c);
+        assert!(matches!(Channel::parse("averyveryverylongname", None), Err(Error::BadChannel(_))));
+        assert!(matches!(Channel::parse("a/b", None), Err(Error::BadChannel(_))));
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn socketcan_needs_linux() {
+        for (ch, iface) in [("vcan0", None), ("can0", Some("socketcan")), ("socketcan:can0", None)] {
+            match Channel::parse(ch, iface) {
+                Err(Error::Unsupported(m)) => assert!(m.contains("SocketCAN needs Linux"), "{m}"),
+                other => panic!("{ch}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn open_virtual_channels_are_listed() {
+        let _bus = Bus::open(BusConfig::virtual_bus("backend-listing")).unwrap();
+        assert!(available_channels().contains(&"virtual:backend-listing".to_string()));
+    }
+
+    #[test]
+    fn capabilities_of_the_virtual_bus() {
+        let bus = Bus::open(BusConfig::virtual_bus("backend-caps")).unwrap();
+        let c = bus.capabilities();
+        assert!(c.fd && c.state_injection && !c.periodic_offload && !c.kernel_stacks.j1939);
+        assert!(!bus.peer_hints().kernel_j1939_active());
+    }
+}
