@@ -138,6 +138,12 @@ impl Bus {
             Target::SocketCan(ifname) => Arc::new(socketcan::SocketCanBackend::open(ifname, &config)?),
             Target::Virtual(name) => Arc::new(virtual_bus::VirtualNode::join(name, &config)),
         };
+        Bus::with_backend(backend, config)
+    }
+
+    /// Starts the receive thread on an already open backend (tests use a
+    /// double; `config.target` only names the thread).
+    pub(crate) fn with_backend(backend: Arc<dyn Backend>, config: BusConfig) -> Result<Bus> {
         let shared = Arc::new(Shared {
             backend,
             listeners: RwLock::new(Vec::new()),
@@ -377,8 +383,13 @@ fn run_engines(shared: &Shared, batch: &[RxFrame]) -> Option<canx_core::Instant>
 
 /// Sends everything engine `e` wants to send at `now`, in batches (one
 /// sendmmsg on SocketCAN: a J1939 window is 255 DTs). A frame that fails is
-/// reported to the engine and the rest of its batch still goes. `out` is
-/// scratch space.
+/// reported to the engine and the rest of its batch still goes, except after
+/// [`Error::SendTimeout`]: the transmit queue stayed full for a whole
+/// [`SEND_TIMEOUT`], so the rest of the batch fails at once (each frame
+/// reported to the engine) and the engine's further frames wait for the next
+/// round. The engine is locked while this runs, so one stalled queue costs
+/// its callers one timeout per round, not one per frame. `out` is scratch
+/// space.
 fn transmit(shared: &Shared, e: &mut dyn Driven, now: canx_core::Instant, out: &mut Vec<Frame>) {
     loop {
         out.clear();
@@ -397,6 +408,12 @@ fn transmit(shared: &Shared, e: &mut dyn Driven, now: canx_core::Instant, out: &
             shared.sent.fetch_add(n as u64, Ordering::Relaxed);
             match r {
                 Ok(()) => break,
+                Err(Error::SendTimeout) => {
+                    for f in &rest[n..] {
+                        e.send_failed(f, &Error::SendTimeout);
+                    }
+                    return;
+                }
                 Err(err) => {
                     e.send_failed(&rest[n], &err);
                     rest = &rest[n + 1..];

@@ -193,3 +193,66 @@ fn notify_fd_is_readable_exactly_while_frames_are_queued() {
     a.send(&frame(1, &[3]), T).unwrap();
     assert!(readable(2000));
 }
+
+/// A backend whose transmit queue never has room: every send "waits" its
+/// whole timeout (counted, not slept) and fails with `SendTimeout`. Nothing
+/// is ever received.
+#[derive(Default)]
+struct Jammed {
+    timeouts: std::sync::atomic::AtomicUsize,
+}
+
+impl bus::Backend for Jammed {
+    fn recv_batch(&self, _out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()> {
+        std::thread::sleep(timeout.min(Duration::from_millis(5)));
+        Ok(())
+    }
+    fn send(&self, _frame: &Frame, _timeout: Duration) -> Result<()> {
+        self.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(Error::SendTimeout)
+    }
+    fn wake(&self) {}
+    fn backend_drops(&self) -> u64 {
+        0
+    }
+}
+
+/// An engine that sends `n` frames when asked and records what failed.
+struct Burst {
+    out: Vec<Frame>,
+    failed: Vec<(Frame, String)>,
+}
+
+impl Driven for Burst {
+    fn handle_frame(&mut self, _now: Instant, _rx: &RxFrame) {}
+    fn handle_timeout(&mut self, _now: Instant) {}
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Frame> {
+        (!self.out.is_empty()).then(|| self.out.remove(0))
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn flush_events(&mut self) {}
+    fn send_failed(&mut self, frame: &Frame, error: &Error) {
+        self.failed.push((*frame, error.to_string()));
+    }
+}
+
+/// B3: with a transmit queue that never drains, one engine call waits for
+/// one send timeout, not one per frame: the rest of the batch fails at once
+/// and every frame is reported to the engine.
+#[test]
+fn send_timeout_fails_the_rest_of_the_batch_at_once() {
+    let jam = Arc::new(Jammed::default());
+    let bus = Bus::with_backend(jam.clone(), BusConfig::new(Target::Virtual("rt-jammed".into()))).unwrap();
+    let engine = Arc::new(Mutex::new(Burst { out: vec![], failed: vec![] }));
+    let handle = bus.attach(engine.clone());
+    let frames: Vec<Frame> = (0..40u8).map(|i| frame(0x200, &[i])).collect();
+    engine.lock().out = frames.clone();
+    handle.kick();
+    let e = engine.lock();
+    assert_eq!(jam.timeouts.load(std::sync::atomic::Ordering::Relaxed), 1, "one wait for the whole batch");
+    assert_eq!(e.failed.iter().map(|(f, _)| *f).collect::<Vec<_>>(), frames, "every frame reported, in order");
+    assert!(e.failed.iter().all(|(_, err)| err.contains("timed out")));
+    assert!(e.out.is_empty());
+}
