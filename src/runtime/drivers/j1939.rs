@@ -19,7 +19,6 @@
 //! application is doing.
 
 use std::collections::HashMap;
-use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -158,9 +157,8 @@ pub struct NodeConfig {
 
 struct Node {
     id: u64,
-    /// Borrows `bufs`; dropped first (see `Drop`).
-    ecu: ManuallyDrop<CoreEcu>,
-    bufs: Vec<*mut [u8]>,
+    /// Owns its ETP buffers (`ManagedSlice::Owned`).
+    ecu: CoreEcu,
     responses: HashMap<u32, Vec<u8>>,
     events: Arc<EventQueue<J1939Event>>,
     /// Timestamp of the frame being handled (events it causes carry it).
@@ -175,45 +173,13 @@ struct Node {
     streams: Vec<Arc<MessageStream>>,
 }
 
-// The raw pointers are owned, unaliased heap buffers used only through `ecu`.
-unsafe impl Send for Node {}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // SAFETY: the engine that borrows the buffers goes first; each buffer
-        // came from Box::into_raw and is freed once.
-        unsafe {
-            ManuallyDrop::drop(&mut self.ecu);
-            for b in self.bufs.drain(..) {
-                drop(Box::from_raw(b));
-            }
-        }
-    }
-}
-
 impl Node {
     fn new(id: u64, cfg: NodeConfig) -> Result<Node, EcuError> {
-        let bufs: Vec<*mut [u8]> =
-            (0..ETP_SESSIONS).map(|_| Box::into_raw(vec![0u8; cfg.etp_buffer].into_boxed_slice())).collect();
-        // SAFETY: the buffers live until Node::drop, after the engine.
-        let slices: [&'static mut [u8]; ETP_SESSIONS] = core::array::from_fn(|i| {
-            let p = bufs[i];
-            unsafe { &mut *p }
-        });
-        let ecu = match CoreEcu::with_etp_buffers(cfg.config, slices) {
-            Ok(e) => e,
-            Err(e) => {
-                for b in bufs {
-                    // SAFETY: as in Drop; the failed engine is gone.
-                    unsafe { drop(Box::from_raw(b)) };
-                }
-                return Err(e);
-            }
-        };
+        let bufs: [Box<[u8]>; ETP_SESSIONS] = core::array::from_fn(|_| vec![0u8; cfg.etp_buffer].into_boxed_slice());
+        let ecu = CoreEcu::with_etp_buffers(cfg.config, bufs)?;
         Ok(Node {
             id,
-            ecu: ManuallyDrop::new(ecu),
-            bufs,
+            ecu,
             responses: HashMap::new(),
             events: Arc::new(EventQueue::new(cfg.queue)),
             stamp: 0.0,
