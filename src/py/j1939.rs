@@ -2,6 +2,7 @@
 //! driven by the bus's receive thread, see `runtime::drivers::j1939`) and the
 //! J1939-71/-73 codecs. The friendly API is `python/canx/j1939.py`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use pyo3::types::{PyBytes, PyDict};
 use super::can::{wait_for, CAN};
 use super::errors::{canx_err, deinit_error, to_py};
 use super::messages::buffer_bytes;
+use super::reliable::released;
 use crate::runtime::drivers::j1939::{
     CtsTurnaround, J1939Driver, J1939Error, J1939Event, MessageStream, NodeConfig, Via,
 };
@@ -71,7 +73,11 @@ fn pgn_arg(pgn: u32) -> PyResult<Pgn> {
 /// 0..=0.1, applied per `cts_turnaround`: "auto" (when the kernel's J1939
 /// stack is active on the SocketCAN interface), "always" or "never" (see
 /// canx_core::j1939::transport, "CTS turnaround").
-#[pyclass(module = "canx")]
+///
+/// Frozen: every method takes `&self` (closing sets an atomic flag), so a
+/// `close()` racing a call that waits with the GIL released is safe. The
+/// driver lock is only ever taken with the GIL released.
+#[pyclass(module = "canx", frozen)]
 pub struct J1939Ecu {
     driver: Arc<Mutex<J1939Driver>>,
     handle: EngineHandle,
@@ -80,22 +86,31 @@ pub struct J1939Ecu {
     id: u64,
     events: Arc<EventQueue<J1939Event>>,
     name: u64,
-    closed: bool,
+    closed: AtomicBool,
 }
 
 impl J1939Ecu {
-    fn op<R>(&self, py: Python<'_>, f: impl FnOnce(&mut J1939Driver, u64) -> Result<R, J1939Error>) -> PyResult<R> {
-        if self.closed || self.bus.is_shut_down() {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed) || self.bus.is_shut_down()
+    }
+
+    /// Runs `f` on the driver, then sends what it queued (an RTS, a request)
+    /// from this thread: both without the GIL (the receive thread may hold
+    /// the driver lock while a send waits for room in the socket).
+    fn op<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut J1939Driver, u64) -> Result<R, J1939Error> + Send,
+    ) -> PyResult<R> {
+        if self.is_closed() {
             return Err(deinit_error());
         }
-        let r = {
-            let mut d = self.driver.lock();
-            f(&mut d, self.id)
-        };
-        // Sends what the operation queued (an RTS, a request) from this
-        // thread; the send may wait for room in the socket, so without the GIL.
-        let handle = &self.handle;
-        py.detach(|| handle.kick());
+        let (driver, handle, id) = (&self.driver, &self.handle, self.id);
+        let r = py.detach(|| {
+            let r = f(&mut driver.lock(), id);
+            handle.kick();
+            r
+        });
         r.map_err(|e| ecu_err(py, e))
     }
 }
@@ -189,15 +204,19 @@ impl J1939Ecu {
         config.request_timeout = canx_core::Duration::from_micros((request_timeout * 1e6) as u64);
         config.transport.cts_delay = canx_core::Duration::from_micros((cts_delay * 1e6).round() as u64);
         let cfg = NodeConfig { config, turnaround, etp_buffer, queue: queue_size };
-        let (driver, handle) = if own_bus {
-            let d = Arc::new(Mutex::new(J1939Driver::for_target(&bus.config().target)));
-            let h = bus.attach(d.clone());
-            (d, h)
-        } else {
-            driver_for(&bus)
-        };
-        let (id, events) = driver.lock().add(cfg).map_err(|e| ecu_err(py, e))?;
-        Ok(J1939Ecu { driver, handle, bus, own_bus, id, events, name, closed: false })
+        let attached = py.detach(|| {
+            let (driver, handle) = if own_bus {
+                let d = Arc::new(Mutex::new(J1939Driver::for_target(&bus.config().target)));
+                let h = bus.attach(d.clone());
+                (d, h)
+            } else {
+                driver_for(&bus)
+            };
+            let added = driver.lock().add(cfg);
+            added.map(|(id, events)| (driver, handle, id, events))
+        });
+        let (driver, handle, id, events) = attached.map_err(|e| ecu_err(py, e))?;
+        Ok(J1939Ecu { driver, handle, bus, own_bus, id, events, name, closed: AtomicBool::new(false) })
     }
 
     /// The 64-bit NAME.
@@ -223,12 +242,16 @@ impl J1939Ecu {
     fn wait_claim(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(&'static str, Option<u8>)> {
         let driver = self.driver.clone();
         let id = self.id;
-        let bus = self.bus.clone();
         let got = wait_for(
             py,
             timeout,
-            || bus.is_shut_down(),
+            || self.is_closed(),
             |slice| {
+                // The first poll (zero slice) runs with the GIL held: skip it,
+                // the driver is only locked without the GIL.
+                if slice.is_zero() {
+                    return None;
+                }
                 let s = driver.lock().state(id).ok()?;
                 if matches!(s.0, "claimed" | "cannot_claim") {
                     return Some(s);
@@ -329,15 +352,14 @@ impl J1939Ecu {
 
     /// The next event tuple, waiting up to `timeout` s (GIL released), or None.
     fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
-        if self.closed {
+        if self.closed.load(Ordering::Relaxed) {
             return Err(deinit_error());
         }
         let q = self.events.clone();
-        let bus = self.bus.clone();
         match wait_for(
             py,
             timeout,
-            || bus.is_shut_down(),
+            || self.is_closed(),
             |slice| q.try_recv().or_else(|| if slice.is_zero() { None } else { q.recv_timeout(slice) }),
         )? {
             Some(e) => Ok(Some(event_to_py(py, e)?)),
@@ -357,38 +379,41 @@ impl J1939Ecu {
 
     /// Removes the ECU from the bus (and closes the bus if it opened it).
     /// Idempotent.
-    fn close(&mut self, py: Python<'_>) {
-        if self.closed {
-            return;
+    fn close(&self, py: Python<'_>) {
+        if !self.closed.swap(true, Ordering::Relaxed) {
+            py.detach(|| self.leave());
         }
-        self.closed = true;
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+impl J1939Ecu {
+    /// Removes this ECU from its driver; shuts its own bus down, or detaches
+    /// the shared driver once its last ECU left. Called once, without the GIL.
+    fn leave(&self) {
         let empty = {
             let mut d = self.driver.lock();
             d.remove(self.id);
             d.is_empty()
         };
         if self.own_bus {
-            let b = self.bus.clone();
-            py.detach(|| b.shutdown());
+            self.bus.shutdown();
         } else if empty {
             self.bus.detach(&self.handle);
             DRIVERS.lock().retain(|(_, d, _)| d.upgrade().is_some_and(|d| !Arc::ptr_eq(&d, &self.driver)));
         }
     }
-
-    #[getter]
-    fn closed(&self) -> bool {
-        self.closed
-    }
 }
 
 impl Drop for J1939Ecu {
     fn drop(&mut self) {
-        if !self.closed {
-            self.driver.lock().remove(self.id);
-            if self.own_bus {
-                self.bus.shutdown();
-            }
+        if !self.closed.swap(true, Ordering::Relaxed) {
+            let me = &*self;
+            released(|| me.leave());
         }
     }
 }
