@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use socketcan::{CanFilter, CanSocket, Socket, SocketOptions};
 
 use super::bus::{Backend, BusConfig};
-use super::{epoch_now, Error, Result, RxFrame};
+use super::{epoch_now, Error, Origin, Result, RxFrame};
 
 /// Frames taken per `recvmmsg` call.
 pub const BATCH: usize = 64;
@@ -295,7 +295,7 @@ impl Backend for SocketCanBackend {
             out.push(RxFrame {
                 frame,
                 timestamp: ts.unwrap_or(fallback_ts),
-                own: m.msg_hdr.msg_flags & libc::MSG_CONFIRM != 0,
+                origin: if m.msg_hdr.msg_flags & libc::MSG_CONFIRM != 0 { Origin::Own } else { Origin::Bus },
             });
         }
         Ok(())

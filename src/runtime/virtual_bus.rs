@@ -18,7 +18,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use parking_lot::Mutex;
 
 use super::bus::{Backend, BusConfig};
-use super::{epoch_now, Error, Result, RxFrame};
+use super::{epoch_now, Error, Origin, Result, RxFrame};
 
 /// Frames a node's inbox holds before it drops (like a socket receive buffer).
 pub const INBOX_CAPACITY: usize = 65_536;
@@ -135,7 +135,8 @@ impl Backend for VirtualNode {
             if matches!(frame, Frame::Fd(_)) && !n.fd {
                 continue; // a classic controller does not see FD frames
             }
-            let rx = RxFrame { frame: *frame, timestamp, own };
+            let origin = if own { Origin::Own } else { Origin::Bus };
+            let rx = RxFrame { frame: *frame, timestamp, origin };
             if let Err(TrySendError::Full(_)) = n.inbox.try_send(Inbound::Frame(rx)) {
                 n.drops.fetch_add(1, Ordering::Relaxed);
             }
@@ -158,7 +159,7 @@ impl Backend for VirtualNode {
 
     fn inject_state(&self, e: ErrorFrame) -> Result<()> {
         self.off.store(e.bus_state() == Some(BusState::BusOff), Ordering::Relaxed);
-        let rx = RxFrame { frame: Frame::Error(e), timestamp: epoch_now(), own: true };
+        let rx = RxFrame { frame: Frame::Error(e), timestamp: epoch_now(), origin: Origin::Own };
         if self.self_tx.try_send(Inbound::Frame(rx)).is_err() {
             self.drops.fetch_add(1, Ordering::Relaxed);
         }

@@ -254,7 +254,7 @@ impl CanxDriver {
 
 impl Driven for CanxDriver {
     fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own || self.refuse_head(&rx.frame) {
+        if rx.own() || self.refuse_head(&rx.frame) {
             return;
         }
         self.core.handle_frame(now, &rx.frame);

@@ -521,7 +521,7 @@ impl J1939Driver {
 
 impl Driven for J1939Driver {
     fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own {
+        if rx.own() {
             return;
         }
         let (dest, rts) = route(&rx.frame);

@@ -270,7 +270,7 @@ impl SenderDriver {
 
 impl Driven for SenderDriver {
     fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own {
+        if rx.own() {
             return;
         }
         self.core.handle_frame(now, &rx.frame);
@@ -363,7 +363,7 @@ impl ReceiverDriver {
 
 impl Driven for ReceiverDriver {
     fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own {
+        if rx.own() {
             return;
         }
         let Some(i) = self.filters.iter().position(|f| f.matches(&rx.frame)) else { return };
@@ -510,7 +510,7 @@ impl GuideSenderDriver {
 
 impl Driven for GuideSenderDriver {
     fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own {
+        if rx.own() {
             return;
         }
         self.core.handle_frame(now, &rx.frame);
@@ -578,7 +578,7 @@ impl GuideListenerDriver {
 
 impl Driven for GuideListenerDriver {
     fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own || rx.frame.id() != Some(self.data_id) {
+        if rx.own() || rx.frame.id() != Some(self.data_id) {
             return;
         }
         if self.events.len() >= self.capacity {
