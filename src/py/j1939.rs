@@ -3,7 +3,7 @@
 //! J1939-71/-73 codecs. The friendly API is `python/canx/j1939.py`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use canx_core::j1939::dm::{emit_dm, DmMessage, Dtc, Lamps};
@@ -22,27 +22,6 @@ use crate::runtime::drivers::j1939::{
     CtsTurnaround, J1939Driver, J1939Error, J1939Event, MessageStream, NodeConfig, Via,
 };
 use crate::runtime::{Bus, BusConfig, EngineHandle, EventQueue, Target};
-
-/// Drivers attached to shared buses (`bus=`): one per bus, so that the ECUs
-/// of one socket see each other's frames.
-type Shared = (Weak<Bus>, Weak<Mutex<J1939Driver>>, EngineHandle);
-static DRIVERS: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
-
-fn driver_for(bus: &Arc<Bus>) -> (Arc<Mutex<J1939Driver>>, EngineHandle) {
-    let mut all = DRIVERS.lock();
-    all.retain(|(b, d, _)| b.strong_count() > 0 && d.strong_count() > 0);
-    for (b, d, h) in all.iter() {
-        if let (Some(b), Some(d)) = (b.upgrade(), d.upgrade()) {
-            if Arc::ptr_eq(&b, bus) {
-                return (d, h.clone());
-            }
-        }
-    }
-    let d = Arc::new(Mutex::new(J1939Driver::for_target(&bus.config().target)));
-    let h = bus.attach(d.clone());
-    all.push((Arc::downgrade(bus), Arc::downgrade(&d), h.clone()));
-    (d, h)
-}
 
 fn ecu_err(py: Python<'_>, e: J1939Error) -> PyErr {
     match e {
@@ -83,7 +62,6 @@ pub struct J1939Ecu {
     handle: EngineHandle,
     bus: Arc<Bus>,
     own_bus: bool,
-    id: u64,
     events: Arc<EventQueue<J1939Event>>,
     name: u64,
     closed: AtomicBool,
@@ -100,14 +78,14 @@ impl J1939Ecu {
     fn op<R: Send>(
         &self,
         py: Python<'_>,
-        f: impl FnOnce(&mut J1939Driver, u64) -> Result<R, J1939Error> + Send,
+        f: impl FnOnce(&mut J1939Driver) -> Result<R, J1939Error> + Send,
     ) -> PyResult<R> {
         if self.is_closed() {
             return Err(deinit_error());
         }
-        let (driver, handle, id) = (&self.driver, &self.handle, self.id);
+        let (driver, handle) = (&self.driver, &self.handle);
         let r = py.detach(|| {
-            let r = f(&mut driver.lock(), id);
+            let r = f(&mut driver.lock());
             handle.kick();
             r
         });
@@ -204,19 +182,13 @@ impl J1939Ecu {
         config.request_timeout = canx_core::Duration::from_micros((request_timeout * 1e6) as u64);
         config.transport.cts_delay = canx_core::Duration::from_micros((cts_delay * 1e6).round() as u64);
         let cfg = NodeConfig { config, turnaround, etp_buffer, queue: queue_size };
-        let attached = py.detach(|| {
-            let (driver, handle) = if own_bus {
-                let d = Arc::new(Mutex::new(J1939Driver::for_target(&bus.config().target)));
-                let h = bus.attach(d.clone());
-                (d, h)
-            } else {
-                driver_for(&bus)
-            };
-            let added = driver.lock().add(cfg);
-            added.map(|(id, events)| (driver, handle, id, events))
-        });
-        let (driver, handle, id, events) = attached.map_err(|e| ecu_err(py, e))?;
-        Ok(J1939Ecu { driver, handle, bus, own_bus, id, events, name, closed: AtomicBool::new(false) })
+        // One engine per ECU; ECUs sharing a bus see each other through the
+        // runtime's local echo. attach() reads every engine's filters (their
+        // locks): without the GIL.
+        let (driver, events) = J1939Driver::new(cfg).map_err(|e| ecu_err(py, e))?;
+        let driver = Arc::new(Mutex::new(driver));
+        let handle = py.detach(|| bus.attach(driver.clone()));
+        Ok(J1939Ecu { driver, handle, bus, own_bus, events, name, closed: AtomicBool::new(false) })
     }
 
     /// The 64-bit NAME.
@@ -228,20 +200,19 @@ impl J1939Ecu {
     /// Starts the address claim (J1939-81 4.5): Address Claimed goes out now,
     /// the address is usable 250 ms later unless a lower NAME contends.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
-        self.op(py, |d, id| d.start(id))
+        self.op(py, |d| d.start())
     }
 
     /// (state, address): state "idle", "claiming", "claimed" or
     /// "cannot_claim"; address being claimed or held, else None.
     fn state(&self, py: Python<'_>) -> PyResult<(&'static str, Option<u8>)> {
-        self.op(py, |d, id| d.state(id))
+        self.op(py, |d| d.state())
     }
 
     /// Waits up to `timeout` s (GIL released) until the claim ends; returns
     /// `state()`.
     fn wait_claim(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(&'static str, Option<u8>)> {
         let driver = self.driver.clone();
-        let id = self.id;
         let got = wait_for(
             py,
             timeout,
@@ -252,7 +223,7 @@ impl J1939Ecu {
                 if slice.is_zero() {
                     return None;
                 }
-                let s = driver.lock().state(id).ok()?;
+                let s = driver.lock().state().ok()?;
                 if matches!(s.0, "claimed" | "cannot_claim") {
                     return Some(s);
                 }
@@ -277,14 +248,14 @@ impl J1939Ecu {
         if data.is_empty() {
             return Err(PyValueError::new_err("a J1939 message has at least 1 byte"));
         }
-        self.op(py, |d, id| d.send(id, priority, pgn, destination, &data))
+        self.op(py, |d| d.send(priority, pgn, destination, &data))
     }
 
     /// Sends a Request (PGN 59904) for `pgn` to `destination` (255: all);
     /// the end comes as a ("request_done", ...) event.
     fn request(&self, py: Python<'_>, pgn: u32, destination: u8) -> PyResult<()> {
         let pgn = pgn_arg(pgn)?;
-        self.op(py, |d, id| d.request(id, pgn, destination))
+        self.op(py, |d| d.request(pgn, destination))
     }
 
     /// Registers the answer to requests for `pgn`: bytes (answered natively),
@@ -293,7 +264,7 @@ impl J1939Ecu {
     fn set_response(&self, py: Python<'_>, pgn: u32, data: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let pgn = pgn_arg(pgn)?;
         let data = data.map(buffer_bytes).transpose()?;
-        self.op(py, |d, id| d.set_response(id, pgn, data))
+        self.op(py, |d| d.set_response(pgn, data))
     }
 
     /// Answers a request (see `respond` in J1939-21 5.4.2: to the requester
@@ -301,7 +272,7 @@ impl J1939Ecu {
     fn respond(&self, py: Python<'_>, pgn: u32, requester: u8, global_: bool, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let pgn = pgn_arg(pgn)?;
         let data = buffer_bytes(data)?;
-        self.op(py, |d, id| d.with_ecu(id, |e, _| e.respond(pgn, requester, global_, &data))?.map_err(J1939Error::Ecu))
+        self.op(py, |d| d.with_ecu(|e, _| e.respond(pgn, requester, global_, &data))?.map_err(J1939Error::Ecu))
     }
 
     /// Sends an Acknowledgment (PGN 59392): control 0 ACK, 1 NACK, 2 access
@@ -315,19 +286,19 @@ impl J1939Ecu {
             3 => AckControl::CannotRespond,
             c => AckControl::Other(c),
         };
-        self.op(py, |d, id| d.with_ecu(id, |e, _| e.acknowledge(c, pgn, requester))?.map_err(J1939Error::Ecu))
+        self.op(py, |d| d.with_ecu(|e, _| e.acknowledge(c, pgn, requester))?.map_err(J1939Error::Ecu))
     }
 
     /// Sends a Request for Address Claimed to all (J1939-81 4.5.1).
     fn request_address_claims(&self, py: Python<'_>) -> PyResult<()> {
-        self.op(py, |d, id| d.with_ecu(id, |e, _| e.request_address_claims())?.map_err(J1939Error::Ecu))
+        self.op(py, |d| d.with_ecu(|e, _| e.request_address_claims())?.map_err(J1939Error::Ecu))
     }
 
     /// Commanded Address (PGN 65240, J1939-81 4.6): tells the CA named
     /// `target` to move to `new_address`; sent by TP to `destination`.
     fn command_address(&self, py: Python<'_>, target: u64, new_address: u8, destination: u8) -> PyResult<()> {
-        self.op(py, |d, id| {
-            d.with_ecu(id, |e, _| e.command_address(Name::from_u64(target), new_address, destination))?
+        self.op(py, |d| {
+            d.with_ecu(|e, _| e.command_address(Name::from_u64(target), new_address, destination))?
                 .map_err(J1939Error::Ecu)
         })
     }
@@ -341,13 +312,13 @@ impl J1939Ecu {
             return Err(PyValueError::new_err("maxsize must be at least 1"));
         }
         let pgn = pgn.map(pgn_arg).transpose()?;
-        let stream = self.op(py, |d, id| d.subscribe(id, pgn, source, maxsize))?;
+        let stream = self.op(py, |d| d.subscribe(pgn, source, maxsize))?;
         Ok(J1939Stream { stream, bus: self.bus.clone() })
     }
 
     /// The bus's NAME <-> address table: [(address, NAME), ...].
     fn table(&self, py: Python<'_>) -> PyResult<Vec<(u8, u64)>> {
-        self.op(py, |d, id| d.table(id))
+        self.op(py, |d| d.table())
     }
 
     /// The next event tuple, waiting up to `timeout` s (GIL released), or None.
@@ -369,7 +340,7 @@ impl J1939Ecu {
 
     /// Counters (dict): queue and engine drops, refused sessions, ...
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.op(py, |d, id| d.stats(id))?;
+        let s = self.op(py, |d| d.stats())?;
         let out = PyDict::new(py);
         for (k, v) in s {
             out.set_item(k, v)?;
@@ -392,19 +363,13 @@ impl J1939Ecu {
 }
 
 impl J1939Ecu {
-    /// Removes this ECU from its driver; shuts its own bus down, or detaches
-    /// the shared driver once its last ECU left. Called once, without the GIL.
+    /// Detaches and closes this ECU's engine; shuts its own bus down.
+    /// Called once, without the GIL.
     fn leave(&self) {
-        let empty = {
-            let mut d = self.driver.lock();
-            d.remove(self.id);
-            d.is_empty()
-        };
+        self.bus.detach(&self.handle);
+        self.driver.lock().close();
         if self.own_bus {
             self.bus.shutdown();
-        } else if empty {
-            self.bus.detach(&self.handle);
-            DRIVERS.lock().retain(|(_, d, _)| d.upgrade().is_some_and(|d| !Arc::ptr_eq(&d, &self.driver)));
         }
     }
 }

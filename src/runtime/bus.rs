@@ -10,7 +10,7 @@ use canx_core::frame::BusState;
 use canx_core::{ErrorFrame, Filter, Frame};
 use parking_lot::{Mutex, RwLock};
 
-use super::engine::{self, Driven, EngineHandle, EngineRef};
+use super::engine::{self, BusHints, Driven, EngineHandle, EngineRef};
 use super::listener::{DropPolicy, Listener, ListenerFilter};
 use super::{epoch_now, socketcan, virtual_bus, Error, Origin, Result, RxFrame, Target};
 
@@ -50,6 +50,12 @@ pub(crate) trait Backend: Send + Sync {
     /// Brings the controller back from BUS_OFF.
     fn restart(&self) -> Result<()> {
         Ok(())
+    }
+    /// Whether the kernel's J1939 stack is active on this bus at the moment
+    /// (a peer whose TP/ETP sender needs the CTS turnaround). Only a
+    /// SocketCAN interface can have one.
+    fn kernel_j1939_active(&self) -> bool {
+        false
     }
     /// Virtual bus only: makes the controller report `state` with counters.
     fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
@@ -250,6 +256,7 @@ impl Bus {
     /// frames and timeouts and sends what it produces. What it sends is
     /// also handed to the bus's other engines ([`Origin::Sibling`]).
     pub fn attach(&self, engine: EngineRef) -> EngineHandle {
+        engine.lock().attached(BusHints { backend: Arc::downgrade(&self.shared.backend) });
         {
             let mut es = self.shared.engines.write();
             es.push(engine.clone());

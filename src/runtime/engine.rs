@@ -11,11 +11,12 @@
 //! the receive thread, which costs a thread wake-up per message), then the
 //! receive thread is woken to honour the engine's new deadline.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use canx_core::{Filter, Frame, Instant};
 use parking_lot::Mutex;
 
+use super::bus::Backend;
 use super::RxFrame;
 
 /// The runtime's clock for engines: microseconds since the first call in
@@ -45,6 +46,34 @@ pub trait Driven: Send {
     }
     /// A frame it produced could not be sent (bus off, interface down).
     fn send_failed(&mut self, _frame: &Frame, _error: &super::Error) {}
+    /// Called once by [`super::Bus::attach`], before the first frame: what
+    /// the engine may ask about its bus.
+    fn attached(&mut self, _hints: BusHints) {}
+}
+
+/// What an engine may ask about the bus it is attached to, without knowing
+/// which kind of backend that is.
+#[derive(Clone)]
+pub struct BusHints {
+    pub(crate) backend: Weak<dyn Backend>,
+}
+
+impl BusHints {
+    /// Hints of no bus (every answer `false`): an engine not attached yet.
+    pub fn none() -> Self {
+        BusHints { backend: Weak::<super::virtual_bus::VirtualNode>::new() }
+    }
+    /// Whether the kernel's J1939 stack is active on the bus now (so a TP/ETP
+    /// sender on [`super::Origin::Bus`] may be the kernel's).
+    pub fn kernel_j1939_active(&self) -> bool {
+        self.backend.upgrade().is_some_and(|b| b.kernel_j1939_active())
+    }
+}
+
+impl std::fmt::Debug for BusHints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BusHints")
+    }
 }
 
 /// A shared engine.

@@ -228,6 +228,10 @@ pub(crate) fn encode(frame: &Frame, out: &mut [u8; CANFD_MTU]) -> Option<usize> 
 }
 
 impl Backend for SocketCanBackend {
+    fn kernel_j1939_active(&self) -> bool {
+        kernel_j1939_active(&self.ifname)
+    }
+
     fn recv_batch(&self, out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()> {
         if self.link.lock().is_some() {
             if self.is_up() {
