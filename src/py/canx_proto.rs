@@ -220,8 +220,8 @@ impl NativeCanxEndpoint {
         out.set_item("frames_received", r.frames)?;
         out.set_item("frames_ignored", r.ignored)?;
         out.set_item("messages_received", r.delivered)?;
-        out.set_item("errors", u64::from(r.errors) + d.refused_open)?;
-        out.set_item("refused_open", d.refused_open + u64::from(r.refused))?;
+        out.set_item("errors", r.errors)?;
+        out.set_item("refused_open", r.refused)?;
         out.set_item("open_envelopes", open)?;
         out.set_item("events_dropped", u64::from(r.events_dropped) + self.events.dropped())?;
         Ok(out)

@@ -14,16 +14,18 @@
 //!   event queue (full: dropped and counted).
 //! - Memory bound: at most `max_open` envelopes (1..=[`MAX_OPEN_LIMIT`]) are
 //!   reassembled at once, each with a 2036-byte buffer. A head that would
-//!   open one more is refused: reported as an error event with reason
-//!   [`RxError::NoFreeSlot`] and counted (`refused_open`); its following
-//!   frames are then reported as stray.
+//!   open one more is refused by the core receiver
+//!   (`ReceiverConfig::max_open`, so boards enforce it too): reported as an
+//!   error event with reason [`RxError::NoFreeSlot`] and counted
+//!   (`ReceiverStats::refused`); its following frames are then reported as
+//!   stray.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use canx_core::canx_proto::{
-    CanxId, Direction, Endpoint, ErrorEvent, Event, Key, ReceiverConfig, ReceiverStats, RxError, SendError,
-    SenderConfig, SenderStats, MAX_BODY, MAX_PRIORITY,
+    Direction, Endpoint, ErrorEvent, Event, Key, ReceiverConfig, ReceiverStats, RxError, SendError, SenderConfig,
+    SenderStats, MAX_BODY, MAX_PRIORITY,
 };
 use canx_core::filter::Filter;
 use canx_core::{Duration, Frame, Instant};
@@ -91,8 +93,6 @@ pub enum CanxRefused {
 /// Counters of the driver beyond the core's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CanxDriverStats {
-    /// Heads refused because `max_open` envelopes were open.
-    pub refused_open: u64,
     /// Frames the bus refused to send (bus off, interface down).
     pub send_failed: u64,
     /// Messages waiting in the driver's FIFO.
@@ -123,12 +123,6 @@ impl std::fmt::Debug for CanxDriver {
     }
 }
 
-/// `true` for the data of an envelope head (`can-x.md` "Messages"; the
-/// same test as the core receiver's).
-fn is_head(data: &[u8]) -> bool {
-    matches!(data, [_, 0, 0, n, _, _, _, _] if *n >= 2)
-}
-
 impl CanxDriver {
     pub fn new(mut config: CanxConfig) -> Self {
         config.max_open = config.max_open.clamp(1, MAX_OPEN_LIMIT);
@@ -137,6 +131,7 @@ impl CanxDriver {
             reassembly_timeout: config.reassembly_timeout,
             direction: config.receive_direction,
             device: config.device,
+            max_open: config.max_open,
             ..ReceiverConfig::default()
         };
         CanxDriver {
@@ -227,34 +222,11 @@ impl CanxDriver {
     pub fn open_envelopes(&self) -> usize {
         self.core.receiver.open_envelopes()
     }
-
-    /// Refuses a head when `max_open` envelopes are open; `true` if refused.
-    fn refuse_head(&mut self, frame: &Frame) -> bool {
-        let Frame::Can(f) = frame else { return false };
-        let Some(id) = CanxId::from_id(f.id()) else { return false };
-        let key = id.key();
-        if id.cont()
-            || f.is_remote()
-            || !is_head(f.data())
-            || self.config.receive_direction.is_some_and(|d| d != key.direction())
-            || self.config.device.is_some_and(|d| d != key.device())
-            || self.core.receiver.open_envelopes() < self.config.max_open
-        {
-            return false;
-        }
-        self.stats.refused_open += 1;
-        self.events.push(CanxEvent::Error(ErrorEvent {
-            key,
-            msg_id: f.data().first().copied(),
-            reason: RxError::NoFreeSlot,
-        }));
-        true
-    }
 }
 
 impl Driven for CanxDriver {
     fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own() || self.refuse_head(&rx.frame) {
+        if rx.own() {
             return;
         }
         self.core.handle_frame(now, &rx.frame);
@@ -324,6 +296,8 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
+    use canx_core::canx_proto::CanxId;
+
     use crate::runtime::{Bus, BusConfig, DropPolicy, ListenerFilter, Target};
 
     fn open(name: &str) -> Bus {
@@ -395,7 +369,7 @@ mod tests {
             }
             e => panic!("unexpected {e:?}"),
         }
-        assert_eq!(rx.lock().stats().2.refused_open, 1);
+        assert_eq!(rx.lock().stats().1.refused, 1);
         assert_eq!(rx.lock().open_envelopes(), 2);
     }
 }
