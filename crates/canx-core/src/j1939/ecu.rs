@@ -638,5 +638,15 @@ fn matches_source(requested_from: u8, source: u8) -> bool {
     requested_from == GLOBAL_ADDRESS || requested_from == source
 }
 
+impl<const S: usize, const R: usize, const E: usize, const T: usize> crate::driver::Events for Ecu<'_, S, R, E, T> {
+    type Event<'b>
+        = EcuEvent
+    where
+        Self: 'b;
+    fn poll_event(&mut self) -> Option<EcuEvent> {
+        Ecu::poll_event(self)
+    }
+}
+
 #[cfg(test)]
 mod tests;

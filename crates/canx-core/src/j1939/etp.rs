@@ -810,5 +810,15 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
     }
 }
 
+impl<const S: usize, const Q: usize> crate::driver::Events for Etp<'_, S, Q> {
+    type Event<'b>
+        = TransportEvent
+    where
+        Self: 'b;
+    fn poll_event(&mut self) -> Option<TransportEvent> {
+        Etp::poll_event(self)
+    }
+}
+
 #[cfg(test)]
 mod tests;
