@@ -360,6 +360,37 @@ def test_ecus_sharing_one_can_object():
         bus.deinit()
 
 
+def test_close_racing_claim_address_never_raises_already_borrowed():
+    # B6: close() on one thread while claim_address() waits on another (GIL
+    # released) raised RuntimeError("Already borrowed"); it must end the wait
+    # with a canx error (or the claim), for own and shared buses.
+    for shared in (False, True):
+        for _ in range(5):
+            ch = chan()
+            bus = canx.CAN(channel=ch) if shared else None
+            name = j1939.Name(identity_number=1)
+            e = j1939.ECU(bus=bus, name=name, address=0x10) if shared else j1939.ECU(channel=ch, name=name,
+                                                                                   address=0x10)
+            errors: List[BaseException] = []
+
+            def claim() -> None:
+                try:
+                    e.claim_address(timeout=5)
+                except BaseException as x:  # noqa: BLE001 - the test inspects it
+                    errors.append(x)
+
+            t = threading.Thread(target=claim)
+            t.start()
+            assert wait_until(lambda: e.state == "claiming" or errors or not t.is_alive())
+            e.close()
+            t.join(5)
+            assert not t.is_alive(), "close() ends the claim wait"
+            assert not [x for x in errors if "borrowed" in str(x)], errors
+            assert all(isinstance(x, (canx.errors.CanxError, ValueError)) for x in errors), errors
+            if bus is not None:
+                bus.deinit()
+
+
 def test_bus_monitor_sees_claims_and_tp_frames():
     ch = chan()
     with j1939.bus_monitor(ch, timeout=0.5) as mon:

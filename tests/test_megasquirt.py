@@ -438,6 +438,19 @@ def test_several_nodes_on_one_loopback_can(channel):
         ecu.close()
 
 
+def test_several_nodes_on_one_can_without_loopback(channel):
+    # The runtime echoes each engine's frames to the other engines of its
+    # bus, so nodes sharing one CAN talk without loopback=True.
+    with canx.CAN(channel=channel) as can:
+        ecu = ms.Node(can, can_id=0)
+        gpio = ms.Node(can, can_id=1)
+        ecu.serve_table(7, bytes(range(32)))
+        assert gpio.read(0, 7, 4, 12) == bytes(range(4, 16))
+        assert ecu.stats()["refused"] == gpio.stats()["refused"] == 0
+        gpio.close()
+        ecu.close()
+
+
 def test_operations_after_the_bus_closed(channel):
     can = canx.CAN(channel=channel)
     node = ms.Node(can, can_id=2)

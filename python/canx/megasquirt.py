@@ -178,8 +178,9 @@ class Node:
     - ``can``: an open :class:`canx.CAN` (the node does not close it), or
       ``channel="vcan0"`` / ``"virtual:ms"`` to open one (closed with the
       node; neither: ``$CANX_CHANNEL``, else ``"virtual:default"``). Several
-      nodes may share one ``CAN``; to talk to each other it needs
-      ``loopback=True`` (a socket does not receive its own frames otherwise).
+      nodes may share one ``CAN`` and talk to each other: the runtime hands
+      each node's frames to the other engines of that ``CAN`` (with or
+      without ``loopback=True``).
     - ``can_id``: this board's id, 0-14.
     - ``reply_blk``: the table (0-31) this node's read replies are addressed
       to; it cannot also be served (default 6, the MS3 scratch table).

@@ -142,7 +142,9 @@ impl NativeCanxEndpoint {
                         timeout,
                         || self.att.is_closed(),
                         |slice| {
-                            if !engine.lock().is_full() {
+                            // The zero-slice poll runs with the GIL held: the
+                            // engine is only locked without it.
+                            if !slice.is_zero() && !engine.lock().is_full() {
                                 return Some(());
                             }
                             std::thread::sleep(slice.min(StdDuration::from_micros(500)));
@@ -174,7 +176,8 @@ impl NativeCanxEndpoint {
             timeout,
             || self.att.is_closed(),
             |slice| {
-                if engine.lock().unsent() == 0 {
+                // The zero-slice poll runs with the GIL held: skip it.
+                if !slice.is_zero() && engine.lock().unsent() == 0 {
                     return Some(());
                 }
                 std::thread::sleep(slice.min(StdDuration::from_millis(1)));
@@ -205,8 +208,8 @@ impl NativeCanxEndpoint {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (s, r, d) = self.att.peek(|e| e.stats());
-        let open = self.att.peek(|e| e.open_envelopes());
+        let (s, r, d) = self.att.peek(py, |e| e.stats());
+        let open = self.att.peek(py, |e| e.open_envelopes());
         let out = PyDict::new(py);
         out.set_item("messages_queued", s.queued)?;
         out.set_item("messages_sent", s.sent)?;
@@ -217,8 +220,8 @@ impl NativeCanxEndpoint {
         out.set_item("frames_received", r.frames)?;
         out.set_item("frames_ignored", r.ignored)?;
         out.set_item("messages_received", r.delivered)?;
-        out.set_item("errors", u64::from(r.errors) + d.refused_open)?;
-        out.set_item("refused_open", d.refused_open + u64::from(r.refused))?;
+        out.set_item("errors", r.errors)?;
+        out.set_item("refused_open", r.refused)?;
         out.set_item("open_envelopes", open)?;
         out.set_item("events_dropped", u64::from(r.events_dropped) + self.events.dropped())?;
         Ok(out)

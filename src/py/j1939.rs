@@ -2,7 +2,8 @@
 //! driven by the bus's receive thread, see `runtime::drivers::j1939`) and the
 //! J1939-71/-73 codecs. The friendly API is `python/canx/j1939.py`.
 
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use canx_core::j1939::dm::{emit_dm, DmMessage, Dtc, Lamps};
@@ -16,31 +17,12 @@ use pyo3::types::{PyBytes, PyDict};
 use super::can::{wait_for, CAN};
 use super::errors::{canx_err, deinit_error, to_py};
 use super::messages::buffer_bytes;
+use super::reliable::released;
 use crate::runtime::drivers::j1939::{
     CtsTurnaround, J1939Driver, J1939Error, J1939Event, MessageStream, NodeConfig, Via,
 };
-use crate::runtime::{Bus, BusConfig, Channel, EngineHandle, EventQueue};
-
-/// Drivers attached to shared buses (`bus=`): one per bus, so that the ECUs
-/// of one socket see each other's frames.
-type Shared = (Weak<Bus>, Weak<Mutex<J1939Driver>>, EngineHandle);
-static DRIVERS: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
-
-fn driver_for(bus: &Arc<Bus>) -> (Arc<Mutex<J1939Driver>>, EngineHandle) {
-    let mut all = DRIVERS.lock();
-    all.retain(|(b, d, _)| b.strong_count() > 0 && d.strong_count() > 0);
-    for (b, d, h) in all.iter() {
-        if let (Some(b), Some(d)) = (b.upgrade(), d.upgrade()) {
-            if Arc::ptr_eq(&b, bus) {
-                return (d, h.clone());
-            }
-        }
-    }
-    let d = Arc::new(Mutex::new(J1939Driver::for_bus(bus)));
-    let h = bus.attach(d.clone());
-    all.push((Arc::downgrade(bus), Arc::downgrade(&d), h.clone()));
-    (d, h)
-}
+use crate::runtime::Channel;
+use crate::runtime::{Bus, BusConfig, EngineHandle, EventQueue};
 
 fn ecu_err(py: Python<'_>, e: J1939Error) -> PyErr {
     match e {
@@ -71,31 +53,43 @@ fn pgn_arg(pgn: u32) -> PyResult<Pgn> {
 /// 0..=0.1, applied per `cts_turnaround`: "auto" (when the kernel's J1939
 /// stack is active on the SocketCAN interface), "always" or "never" (see
 /// canx_core::j1939::transport, "CTS turnaround").
-#[pyclass(module = "canx")]
+///
+/// Frozen: every method takes `&self` (closing sets an atomic flag), so a
+/// `close()` racing a call that waits with the GIL released is safe. The
+/// driver lock is only ever taken with the GIL released.
+#[pyclass(module = "canx", frozen)]
 pub struct J1939Ecu {
     driver: Arc<Mutex<J1939Driver>>,
     handle: EngineHandle,
     bus: Arc<Bus>,
     own_bus: bool,
-    id: u64,
     events: Arc<EventQueue<J1939Event>>,
     name: u64,
-    closed: bool,
+    closed: AtomicBool,
 }
 
 impl J1939Ecu {
-    fn op<R>(&self, py: Python<'_>, f: impl FnOnce(&mut J1939Driver, u64) -> Result<R, J1939Error>) -> PyResult<R> {
-        if self.closed || self.bus.is_shut_down() {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed) || self.bus.is_shut_down()
+    }
+
+    /// Runs `f` on the driver, then sends what it queued (an RTS, a request)
+    /// from this thread: both without the GIL (the receive thread may hold
+    /// the driver lock while a send waits for room in the socket).
+    fn op<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut J1939Driver) -> Result<R, J1939Error> + Send,
+    ) -> PyResult<R> {
+        if self.is_closed() {
             return Err(deinit_error());
         }
-        let r = {
-            let mut d = self.driver.lock();
-            f(&mut d, self.id)
-        };
-        // Sends what the operation queued (an RTS, a request) from this
-        // thread; the send may wait for room in the socket, so without the GIL.
-        let handle = &self.handle;
-        py.detach(|| handle.kick());
+        let (driver, handle) = (&self.driver, &self.handle);
+        let r = py.detach(|| {
+            let r = f(&mut driver.lock());
+            handle.kick();
+            r
+        });
         r.map_err(|e| ecu_err(py, e))
     }
 }
@@ -189,15 +183,13 @@ impl J1939Ecu {
         config.request_timeout = canx_core::Duration::from_micros((request_timeout * 1e6) as u64);
         config.transport.cts_delay = canx_core::Duration::from_micros((cts_delay * 1e6).round() as u64);
         let cfg = NodeConfig { config, turnaround, etp_buffer, queue: queue_size };
-        let (driver, handle) = if own_bus {
-            let d = Arc::new(Mutex::new(J1939Driver::for_bus(&bus)));
-            let h = bus.attach(d.clone());
-            (d, h)
-        } else {
-            driver_for(&bus)
-        };
-        let (id, events) = driver.lock().add(cfg).map_err(|e| ecu_err(py, e))?;
-        Ok(J1939Ecu { driver, handle, bus, own_bus, id, events, name, closed: false })
+        // One engine per ECU; ECUs sharing a bus see each other through the
+        // runtime's local echo. attach() reads every engine's filters (their
+        // locks): without the GIL.
+        let (driver, events) = J1939Driver::new(cfg).map_err(|e| ecu_err(py, e))?;
+        let driver = Arc::new(Mutex::new(driver));
+        let handle = py.detach(|| bus.attach(driver.clone()));
+        Ok(J1939Ecu { driver, handle, bus, own_bus, events, name, closed: AtomicBool::new(false) })
     }
 
     /// The 64-bit NAME.
@@ -209,27 +201,30 @@ impl J1939Ecu {
     /// Starts the address claim (J1939-81 4.5): Address Claimed goes out now,
     /// the address is usable 250 ms later unless a lower NAME contends.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
-        self.op(py, |d, id| d.start(id))
+        self.op(py, |d| d.start())
     }
 
     /// (state, address): state "idle", "claiming", "claimed" or
     /// "cannot_claim"; address being claimed or held, else None.
     fn state(&self, py: Python<'_>) -> PyResult<(&'static str, Option<u8>)> {
-        self.op(py, |d, id| d.state(id))
+        self.op(py, |d| d.state())
     }
 
     /// Waits up to `timeout` s (GIL released) until the claim ends; returns
     /// `state()`.
     fn wait_claim(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(&'static str, Option<u8>)> {
         let driver = self.driver.clone();
-        let id = self.id;
-        let bus = self.bus.clone();
         let got = wait_for(
             py,
             timeout,
-            || bus.is_shut_down(),
+            || self.is_closed(),
             |slice| {
-                let s = driver.lock().state(id).ok()?;
+                // The first poll (zero slice) runs with the GIL held: skip it,
+                // the driver is only locked without the GIL.
+                if slice.is_zero() {
+                    return None;
+                }
+                let s = driver.lock().state().ok()?;
                 if matches!(s.0, "claimed" | "cannot_claim") {
                     return Some(s);
                 }
@@ -254,14 +249,14 @@ impl J1939Ecu {
         if data.is_empty() {
             return Err(PyValueError::new_err("a J1939 message has at least 1 byte"));
         }
-        self.op(py, |d, id| d.send(id, priority, pgn, destination, &data))
+        self.op(py, |d| d.send(priority, pgn, destination, &data))
     }
 
     /// Sends a Request (PGN 59904) for `pgn` to `destination` (255: all);
     /// the end comes as a ("request_done", ...) event.
     fn request(&self, py: Python<'_>, pgn: u32, destination: u8) -> PyResult<()> {
         let pgn = pgn_arg(pgn)?;
-        self.op(py, |d, id| d.request(id, pgn, destination))
+        self.op(py, |d| d.request(pgn, destination))
     }
 
     /// Registers the answer to requests for `pgn`: bytes (answered natively),
@@ -270,7 +265,7 @@ impl J1939Ecu {
     fn set_response(&self, py: Python<'_>, pgn: u32, data: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let pgn = pgn_arg(pgn)?;
         let data = data.map(buffer_bytes).transpose()?;
-        self.op(py, |d, id| d.set_response(id, pgn, data))
+        self.op(py, |d| d.set_response(pgn, data))
     }
 
     /// Answers a request (see `respond` in J1939-21 5.4.2: to the requester
@@ -278,7 +273,7 @@ impl J1939Ecu {
     fn respond(&self, py: Python<'_>, pgn: u32, requester: u8, global_: bool, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let pgn = pgn_arg(pgn)?;
         let data = buffer_bytes(data)?;
-        self.op(py, |d, id| d.with_ecu(id, |e, _| e.respond(pgn, requester, global_, &data))?.map_err(J1939Error::Ecu))
+        self.op(py, |d| d.with_ecu(|e, _| e.respond(pgn, requester, global_, &data))?.map_err(J1939Error::Ecu))
     }
 
     /// Sends an Acknowledgment (PGN 59392): control 0 ACK, 1 NACK, 2 access
@@ -292,19 +287,19 @@ impl J1939Ecu {
             3 => AckControl::CannotRespond,
             c => AckControl::Other(c),
         };
-        self.op(py, |d, id| d.with_ecu(id, |e, _| e.acknowledge(c, pgn, requester))?.map_err(J1939Error::Ecu))
+        self.op(py, |d| d.with_ecu(|e, _| e.acknowledge(c, pgn, requester))?.map_err(J1939Error::Ecu))
     }
 
     /// Sends a Request for Address Claimed to all (J1939-81 4.5.1).
     fn request_address_claims(&self, py: Python<'_>) -> PyResult<()> {
-        self.op(py, |d, id| d.with_ecu(id, |e, _| e.request_address_claims())?.map_err(J1939Error::Ecu))
+        self.op(py, |d| d.with_ecu(|e, _| e.request_address_claims())?.map_err(J1939Error::Ecu))
     }
 
     /// Commanded Address (PGN 65240, J1939-81 4.6): tells the CA named
     /// `target` to move to `new_address`; sent by TP to `destination`.
     fn command_address(&self, py: Python<'_>, target: u64, new_address: u8, destination: u8) -> PyResult<()> {
-        self.op(py, |d, id| {
-            d.with_ecu(id, |e, _| e.command_address(Name::from_u64(target), new_address, destination))?
+        self.op(py, |d| {
+            d.with_ecu(|e, _| e.command_address(Name::from_u64(target), new_address, destination))?
                 .map_err(J1939Error::Ecu)
         })
     }
@@ -318,26 +313,25 @@ impl J1939Ecu {
             return Err(PyValueError::new_err("maxsize must be at least 1"));
         }
         let pgn = pgn.map(pgn_arg).transpose()?;
-        let stream = self.op(py, |d, id| d.subscribe(id, pgn, source, maxsize))?;
+        let stream = self.op(py, |d| d.subscribe(pgn, source, maxsize))?;
         Ok(J1939Stream { stream, bus: self.bus.clone() })
     }
 
     /// The bus's NAME <-> address table: [(address, NAME), ...].
     fn table(&self, py: Python<'_>) -> PyResult<Vec<(u8, u64)>> {
-        self.op(py, |d, id| d.table(id))
+        self.op(py, |d| d.table())
     }
 
     /// The next event tuple, waiting up to `timeout` s (GIL released), or None.
     fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
-        if self.closed {
+        if self.closed.load(Ordering::Relaxed) {
             return Err(deinit_error());
         }
         let q = self.events.clone();
-        let bus = self.bus.clone();
         match wait_for(
             py,
             timeout,
-            || bus.is_shut_down(),
+            || self.is_closed(),
             |slice| q.try_recv().or_else(|| if slice.is_zero() { None } else { q.recv_timeout(slice) }),
         )? {
             Some(e) => Ok(Some(event_to_py(py, e)?)),
@@ -347,7 +341,7 @@ impl J1939Ecu {
 
     /// Counters (dict): queue and engine drops, refused sessions, ...
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.op(py, |d, id| d.stats(id))?;
+        let s = self.op(py, |d| d.stats())?;
         let out = PyDict::new(py);
         for (k, v) in s {
             out.set_item(k, v)?;
@@ -357,38 +351,35 @@ impl J1939Ecu {
 
     /// Removes the ECU from the bus (and closes the bus if it opened it).
     /// Idempotent.
-    fn close(&mut self, py: Python<'_>) {
-        if self.closed {
-            return;
-        }
-        self.closed = true;
-        let empty = {
-            let mut d = self.driver.lock();
-            d.remove(self.id);
-            d.is_empty()
-        };
-        if self.own_bus {
-            let b = self.bus.clone();
-            py.detach(|| b.shutdown());
-        } else if empty {
-            self.bus.detach(&self.handle);
-            DRIVERS.lock().retain(|(_, d, _)| d.upgrade().is_some_and(|d| !Arc::ptr_eq(&d, &self.driver)));
+    fn close(&self, py: Python<'_>) {
+        if !self.closed.swap(true, Ordering::Relaxed) {
+            py.detach(|| self.leave());
         }
     }
 
     #[getter]
     fn closed(&self) -> bool {
-        self.closed
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+impl J1939Ecu {
+    /// Detaches and closes this ECU's engine; shuts its own bus down.
+    /// Called once, without the GIL.
+    fn leave(&self) {
+        self.bus.detach(&self.handle);
+        self.driver.lock().close();
+        if self.own_bus {
+            self.bus.shutdown();
+        }
     }
 }
 
 impl Drop for J1939Ecu {
     fn drop(&mut self) {
-        if !self.closed {
-            self.driver.lock().remove(self.id);
-            if self.own_bus {
-                self.bus.shutdown();
-            }
+        if !self.closed.swap(true, Ordering::Relaxed) {
+            let me = &*self;
+            released(|| me.leave());
         }
     }
 }

@@ -126,18 +126,18 @@ impl MegasquirtNode {
         match got {
             Ok(Some(o)) => self.outcome_to_py(py, key, o),
             Ok(None) => {
-                self.abandon(key);
+                self.abandon(py, key);
                 Err(timeout_err(py, format!("{what}: no reply within {:.3} s", timeout.unwrap_or(0.0))))
             }
             Err(e) => {
-                self.abandon(key);
+                self.abandon(py, key);
                 Err(e)
             }
         }
     }
 
-    fn abandon(&self, key: u64) {
-        self.node.abandon(key);
+    fn abandon(&self, py: Python<'_>, key: u64) {
+        py.detach(|| self.node.abandon(key));
         self.what.lock().remove(&key);
     }
 }
@@ -173,7 +173,7 @@ impl MegasquirtNode {
         cfg.realtime_blk = realtime_blk;
         cfg.auto_burn_ack = auto_burn_ack;
         cfg.event_capacity = event_capacity.max(1);
-        let node = Node::attach(bus, cfg).map_err(|e| ms_err(py, e))?;
+        let node = py.detach(|| Node::attach(bus, cfg)).map_err(|e| ms_err(py, e))?;
         Ok(MegasquirtNode { node: Arc::new(node), what: Mutex::new(HashMap::new()) })
     }
 
@@ -201,29 +201,30 @@ impl MegasquirtNode {
         writable: bool,
     ) -> PyResult<MegasquirtTable> {
         let bytes = buffer_bytes(data)?;
-        self.node.serve_table(blk, Access { read: readable, write: writable }, bytes).map_err(|e| ms_err(py, e))?;
+        py.detach(|| self.node.serve_table(blk, Access { read: readable, write: writable }, bytes))
+            .map_err(|e| ms_err(py, e))?;
         Ok(MegasquirtTable { node: self.node.clone(), blk })
     }
 
     /// The served table `blk`. Raises KeyError if it is not served.
-    fn table(&self, blk: u8) -> PyResult<MegasquirtTable> {
-        match self.node.table_info(blk) {
+    fn table(&self, py: Python<'_>, blk: u8) -> PyResult<MegasquirtTable> {
+        match py.detach(|| self.node.table_info(blk)) {
             Some(_) => Ok(MegasquirtTable { node: self.node.clone(), blk }),
             None => Err(pyo3::exceptions::PyKeyError::new_err(format!("table {blk} is not served by this node"))),
         }
     }
 
     /// Numbers of the served tables, ascending.
-    fn tables(&self) -> Vec<u16> {
-        self.node.tables().into_iter().map(u16::from).collect()
+    fn tables(&self, py: Python<'_>) -> Vec<u16> {
+        py.detach(|| self.node.tables()).into_iter().map(u16::from).collect()
     }
 
     fn set_outmsg(&self, py: Python<'_>, number: u8, offsets: Vec<u16>) -> PyResult<()> {
-        self.node.set_outmsg(number, &offsets).map_err(|e| ms_err(py, e))
+        py.detach(|| self.node.set_outmsg(number, &offsets)).map_err(|e| ms_err(py, e))
     }
 
     fn ack_burn(&self, py: Python<'_>, to: u8, ok: bool) -> PyResult<()> {
-        self.node.ack_burn(to, ok).map_err(|e| ms_err(py, e))
+        py.detach(|| self.node.ack_burn(to, ok)).map_err(|e| ms_err(py, e))
     }
 
     #[pyo3(signature = (board, blk, offset, length, timeout=None))]
@@ -299,28 +300,31 @@ impl MegasquirtNode {
             "read" => {
                 let (b, blk, off, len): (u8, u8, u16, usize) = args.extract()?;
                 (
-                    self.node.start_read(b, blk, off, len),
+                    py.detach(|| self.node.start_read(b, blk, off, len)),
                     format!("read of {len} bytes at table {blk} offset {off} of board {b}"),
                 )
             }
             "write" => {
                 let (b, blk, off, data): (u8, u8, u16, Bound<'_, PyAny>) = args.extract()?;
                 let d = buffer_bytes(&data)?;
-                (self.node.start_write(b, blk, off, &d), format!("write at table {blk} offset {off} of board {b}"))
+                (
+                    py.detach(|| self.node.start_write(b, blk, off, &d)),
+                    format!("write at table {blk} offset {off} of board {b}"),
+                )
             }
             "crc" => {
                 let (b, blk): (u8, u8) = args.extract()?;
-                (self.node.start_crc(b, blk), format!("CRC of table {blk} of board {b}"))
+                (py.detach(|| self.node.start_crc(b, blk)), format!("CRC of table {blk} of board {b}"))
             }
             "burn" => {
                 let (b, blk, ack): (u8, u8, bool) = args.extract()?;
-                (self.node.start_burn(b, blk, ack), format!("burn of table {blk} of board {b}"))
+                (py.detach(|| self.node.start_burn(b, blk, ack)), format!("burn of table {blk} of board {b}"))
             }
             "outmsg" => {
                 let (b, num, len, into): (u8, u8, Option<usize>, Option<(u8, u16)>) = args.extract()?;
                 let k = match (into, len) {
-                    (Some((blk, off)), len) => self.node.start_outmsg_into(b, num, blk, off, len),
-                    (None, Some(len)) => self.node.start_outmsg(b, num, len),
+                    (Some((blk, off)), len) => py.detach(|| self.node.start_outmsg_into(b, num, blk, off, len)),
+                    (None, Some(len)) => py.detach(|| self.node.start_outmsg(b, num, len)),
                     (None, None) => {
                         return Err(PyValueError::new_err(
                             "request_outmsg: give length= (the outmsg's byte count) or into=(blk, offset)",
@@ -347,13 +351,13 @@ impl MegasquirtNode {
     }
 
     /// Gives up on operation `key`.
-    fn _abandon(&self, key: u64) {
-        self.abandon(key);
+    fn _abandon(&self, py: Python<'_>, key: u64) {
+        self.abandon(py, key);
     }
 
     /// Starts queueing server events for `_next_event`.
-    fn _enable_events(&self) {
-        self.node.enable_events();
+    fn _enable_events(&self, py: Python<'_>) {
+        py.detach(|| self.node.enable_events());
     }
 
     /// The next server event as a tuple, or None after `timeout` s. Raises
@@ -388,7 +392,7 @@ impl MegasquirtNode {
     /// Counters (ints): server frames/replies/refused/tx_dropped/events_dropped,
     /// client_*, events_dropped (application queue), send_failed.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.node.stats();
+        let s = py.detach(|| self.node.stats());
         let d = PyDict::new(py);
         d.set_item("frames", s.server.frames)?;
         d.set_item("replies", s.server.replies)?;
@@ -407,8 +411,8 @@ impl MegasquirtNode {
     }
 
     /// Detaches the node from its bus (the bus stays open). Idempotent.
-    fn close(&self) {
-        self.node.detach();
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.node.detach());
     }
 }
 
@@ -420,15 +424,14 @@ pub struct MegasquirtTable {
 }
 
 impl MegasquirtTable {
-    fn len_now(&self) -> PyResult<usize> {
-        self.node
-            .table_info(self.blk)
+    fn len_now(&self, py: Python<'_>) -> PyResult<usize> {
+        py.detach(|| self.node.table_info(self.blk))
             .map(|(n, _)| n)
             .ok_or_else(|| PyValueError::new_err(format!("table {} is not served", self.blk)))
     }
 
-    fn index(&self, i: isize) -> PyResult<usize> {
-        let n = self.len_now()? as isize;
+    fn index(&self, py: Python<'_>, i: isize) -> PyResult<usize> {
+        let n = self.len_now(py)? as isize;
         let j = if i < 0 { i + n } else { i };
         if j < 0 || j >= n {
             return Err(PyIndexError::new_err("table index out of range"));
@@ -445,21 +448,25 @@ impl MegasquirtTable {
         self.blk
     }
     #[getter]
-    fn readable(&self) -> PyResult<bool> {
-        self.node.table_info(self.blk).map(|(_, a)| a.read).ok_or_else(|| PyValueError::new_err("not served"))
+    fn readable(&self, py: Python<'_>) -> PyResult<bool> {
+        py.detach(|| self.node.table_info(self.blk))
+            .map(|(_, a)| a.read)
+            .ok_or_else(|| PyValueError::new_err("not served"))
     }
     #[getter]
-    fn writable(&self) -> PyResult<bool> {
-        self.node.table_info(self.blk).map(|(_, a)| a.write).ok_or_else(|| PyValueError::new_err("not served"))
+    fn writable(&self, py: Python<'_>) -> PyResult<bool> {
+        py.detach(|| self.node.table_info(self.blk))
+            .map(|(_, a)| a.write)
+            .ok_or_else(|| PyValueError::new_err("not served"))
     }
 
-    fn __len__(&self) -> PyResult<usize> {
-        self.len_now()
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        self.len_now(py)
     }
 
     /// A copy of the whole table.
     fn bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let d = self.node.table_read(self.blk, 0, None).map_err(|e| ms_err(py, e))?;
+        let d = py.detach(|| self.node.table_read(self.blk, 0, None)).map_err(|e| ms_err(py, e))?;
         Ok(PyBytes::new(py, &d))
     }
 
@@ -469,33 +476,33 @@ impl MegasquirtTable {
 
     /// `n` bytes from `offset`. Raises ValueError outside the table.
     fn read<'py>(&self, py: Python<'py>, offset: usize, n: usize) -> PyResult<Bound<'py, PyBytes>> {
-        let d = self.node.table_read(self.blk, offset, Some(n)).map_err(|e| ms_err(py, e))?;
+        let d = py.detach(|| self.node.table_read(self.blk, offset, Some(n))).map_err(|e| ms_err(py, e))?;
         Ok(PyBytes::new(py, &d))
     }
 
     /// Writes bytes at `offset` (atomically with respect to the bus).
     fn write(&self, py: Python<'_>, offset: usize, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let d = buffer_bytes(data)?;
-        self.node.table_write(self.blk, offset, &d).map_err(|e| ms_err(py, e))
+        py.detach(|| self.node.table_write(self.blk, offset, &d)).map_err(|e| ms_err(py, e))
     }
 
     fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         if let Ok(s) = key.cast::<PySlice>() {
-            let all = self.node.table_read(self.blk, 0, None).map_err(|e| ms_err(py, e))?;
+            let all = py.detach(|| self.node.table_read(self.blk, 0, None)).map_err(|e| ms_err(py, e))?;
             let ind = s.indices(all.len() as isize)?;
             let out: Vec<u8> =
                 (0..ind.slicelength).map(|k| all[(ind.start + k as isize * ind.step) as usize]).collect();
             return Ok(PyBytes::new(py, &out).into_any());
         }
         let i: isize = key.extract().map_err(|_| PyTypeError::new_err("table indices must be integers or slices"))?;
-        let j = self.index(i)?;
-        let v = self.node.table_read(self.blk, j, Some(1)).map_err(|e| ms_err(py, e))?;
+        let j = self.index(py, i)?;
+        let v = py.detach(|| self.node.table_read(self.blk, j, Some(1))).map_err(|e| ms_err(py, e))?;
         Ok(v[0].into_pyobject(py)?.into_any())
     }
 
     fn __setitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Ok(s) = key.cast::<PySlice>() {
-            let n = self.len_now()?;
+            let n = self.len_now(py)?;
             let ind = s.indices(n as isize)?;
             let data = buffer_bytes(value)?;
             if data.len() != ind.slicelength {
@@ -507,22 +514,24 @@ impl MegasquirtTable {
                 )));
             }
             if ind.step == 1 {
-                return self.node.table_write(self.blk, ind.start as usize, &data).map_err(|e| ms_err(py, e));
+                return py
+                    .detach(|| self.node.table_write(self.blk, ind.start as usize, &data))
+                    .map_err(|e| ms_err(py, e));
             }
-            let mut all = self.node.table_read(self.blk, 0, None).map_err(|e| ms_err(py, e))?;
+            let mut all = py.detach(|| self.node.table_read(self.blk, 0, None)).map_err(|e| ms_err(py, e))?;
             for (k, b) in data.iter().enumerate() {
                 all[(ind.start + k as isize * ind.step) as usize] = *b;
             }
-            return self.node.table_write(self.blk, 0, &all).map_err(|e| ms_err(py, e));
+            return py.detach(|| self.node.table_write(self.blk, 0, &all)).map_err(|e| ms_err(py, e));
         }
         let i: isize = key.extract().map_err(|_| PyTypeError::new_err("table indices must be integers or slices"))?;
         let v: u8 = value.extract().map_err(|_| PyValueError::new_err("byte must be in range(0, 256)"))?;
-        let j = self.index(i)?;
-        self.node.table_write(self.blk, j, &[v]).map_err(|e| ms_err(py, e))
+        let j = self.index(py, i)?;
+        py.detach(|| self.node.table_write(self.blk, j, &[v])).map_err(|e| ms_err(py, e))
     }
 
-    fn __repr__(&self) -> String {
-        match self.node.table_info(self.blk) {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        match py.detach(|| self.node.table_info(self.blk)) {
             Some((n, a)) => format!(
                 "<canx.megasquirt.Table blk={} {} bytes {}{}>",
                 self.blk,

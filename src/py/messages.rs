@@ -481,7 +481,7 @@ pub fn rx_to_py(py: Python<'_>, rx: &RxFrame) -> PyResult<Py<PyAny>> {
                 length: f.dlc() as usize,
                 extended: f.is_extended(),
                 timestamp: Some(rx.timestamp),
-                own: rx.own,
+                own: rx.own(),
             },
         )?
         .into_any(),
@@ -495,7 +495,7 @@ pub fn rx_to_py(py: Python<'_>, rx: &RxFrame) -> PyResult<Py<PyAny>> {
                 brs: false,
                 esi: false,
                 timestamp: Some(rx.timestamp),
-                own: rx.own,
+                own: rx.own(),
             },
         )?
         .into_any(),
@@ -509,7 +509,7 @@ pub fn rx_to_py(py: Python<'_>, rx: &RxFrame) -> PyResult<Py<PyAny>> {
                 brs: f.brs(),
                 esi: f.esi(),
                 timestamp: Some(rx.timestamp),
-                own: rx.own,
+                own: rx.own(),
             },
         )?
         .into_any(),

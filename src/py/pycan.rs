@@ -62,7 +62,7 @@ fn build_message<'py>(py: Python<'py>, mc: &MessageClass, rx: &RxFrame) -> PyRes
     m.setattr(intern!(py, "dlc"), dlc)?;
     m.setattr(intern!(py, "data"), PyByteArray::new(py, rx.frame.data()))?;
     m.setattr(intern!(py, "is_fd"), fd)?;
-    m.setattr(intern!(py, "is_rx"), !rx.own)?;
+    m.setattr(intern!(py, "is_rx"), !rx.own())?;
     m.setattr(intern!(py, "bitrate_switch"), brs)?;
     m.setattr(intern!(py, "error_state_indicator"), esi)?;
     Ok(m)
@@ -237,7 +237,7 @@ impl RawBus {
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         self.live()?;
         match self.wait(py, timeout)? {
-            Some(f) => Ok(Some(frame_tuple(py, &f.frame, f.timestamp, f.own)?)),
+            Some(f) => Ok(Some(frame_tuple(py, &f.frame, f.timestamp, f.own())?)),
             None => Ok(None),
         }
     }
@@ -310,10 +310,10 @@ impl RawBus {
             return Ok(out);
         }
         if let Some(f) = self.wait(py, timeout)? {
-            out.append(frame_tuple(py, &f.frame, f.timestamp, f.own)?)?;
+            out.append(frame_tuple(py, &f.frame, f.timestamp, f.own())?)?;
             while out.len() < max {
                 match self.try_take() {
-                    Some(f) => out.append(frame_tuple(py, &f.frame, f.timestamp, f.own)?)?,
+                    Some(f) => out.append(frame_tuple(py, &f.frame, f.timestamp, f.own())?)?,
                     None => break,
                 }
             }

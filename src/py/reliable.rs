@@ -33,7 +33,25 @@ use crate::runtime::drivers::reliable::{
 use crate::runtime::engine::{Driven, EngineHandle, EngineRef};
 use crate::runtime::{Bus, EventQueue};
 
-/// An engine attached to a bus, detached on `close()` or drop.
+/// Runs `f` with the GIL released when this thread holds it (drop paths run
+/// with or without it); while the interpreter shuts down `f` just runs.
+pub(crate) fn released(f: impl FnOnce() + Send) {
+    let mut f = Some(f);
+    let _ = Python::try_attach(|py| {
+        py.detach(|| {
+            if let Some(f) = f.take() {
+                f()
+            }
+        })
+    });
+    if let Some(f) = f {
+        f()
+    }
+}
+
+/// An engine attached to a bus, detached on `close()` or drop. The engine
+/// lock is only ever taken with the GIL released: the receive thread holds
+/// it while a send waits for room in the socket.
 pub(crate) struct Attachment<D: Driven + 'static> {
     /// The Python `CAN` object: keeps it (and so the bus) alive while the engine is.
     _can: Py<CAN>,
@@ -47,34 +65,43 @@ impl<D: Driven + 'static> Attachment<D> {
     pub(crate) fn new(can: &Bound<'_, CAN>, driver: D) -> PyResult<Self> {
         let bus = can.borrow().bus_arc()?;
         let engine = Arc::new(Mutex::new(driver));
-        let handle = bus.attach(engine.clone() as EngineRef);
+        // attach() reads every engine's filters (their locks): without the GIL.
+        let handle = can.py().detach(|| bus.attach(engine.clone() as EngineRef));
         Ok(Attachment { _can: can.clone().unbind(), bus, engine, handle, closed: AtomicBool::new(false) })
     }
     /// `true` after `close()` or when the bus was shut down (`CAN.deinit()`).
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed) || self.bus.is_shut_down()
     }
-    /// Runs `op` on the engine, then sends what it queued (without the GIL:
-    /// the send may wait for room in the socket) and wakes the receive thread.
-    pub(crate) fn with<R>(&self, py: Python<'_>, op: impl FnOnce(&mut D) -> R) -> PyResult<R> {
+    /// Runs `op` on the engine, then sends what it queued and wakes the
+    /// receive thread, all without the GIL (the send may wait for room in
+    /// the socket).
+    pub(crate) fn with<R: Send>(&self, py: Python<'_>, op: impl FnOnce(&mut D) -> R + Send) -> PyResult<R> {
         if self.is_closed() {
             return Err(deinit_error());
         }
-        let r = op(&mut self.engine.lock());
-        let handle = &self.handle;
-        py.detach(|| handle.kick());
-        Ok(r)
+        let (engine, handle) = (&self.engine, &self.handle);
+        Ok(py.detach(|| {
+            let r = op(&mut engine.lock());
+            handle.kick();
+            r
+        }))
     }
-    /// Reads the engine without waking anyone (works after close too).
-    pub(crate) fn peek<R>(&self, op: impl FnOnce(&D) -> R) -> R {
-        op(&self.engine.lock())
+    /// Reads the engine (GIL released) without waking anyone; works after
+    /// close too.
+    pub(crate) fn peek<R: Send>(&self, py: Python<'_>, op: impl FnOnce(&D) -> R + Send) -> R {
+        let engine = &self.engine;
+        py.detach(|| op(&engine.lock()))
     }
     pub(crate) fn engine(&self) -> &Arc<Mutex<D>> {
         &self.engine
     }
+    /// Detaches the engine (once); `detach` reads the other engines'
+    /// filters, so the GIL is released.
     pub(crate) fn close(&self) {
         if !self.closed.swap(true, Ordering::Relaxed) {
-            self.bus.detach(&self.handle);
+            let (bus, handle) = (&self.bus, &self.handle);
+            released(|| bus.detach(handle));
         }
     }
 }
@@ -260,9 +287,9 @@ impl NativeReliableSender {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (s, d) = self.att.peek(|e| e.stats());
+        let (s, d) = self.att.peek(py, |e| e.stats());
         let out = stats_dict(py, s, d, &self.events, true)?;
-        out.set_item("in_flight", self.att.peek(|e| e.pending()) - d.waiting)?;
+        out.set_item("in_flight", self.att.peek(py, |e| e.pending()) - d.waiting)?;
         Ok(out)
     }
 
@@ -320,7 +347,7 @@ impl NativeReliableReceiver {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (s, d) = self.att.peek(|e| e.stats());
+        let (s, d) = self.att.peek(py, |e| e.stats());
         stats_dict(py, s, d, &self.events, false)
     }
 
@@ -389,7 +416,7 @@ impl NativeGuideSender {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (s, d) = self.att.peek(|e| e.stats());
+        let (s, d) = self.att.peek(py, |e| e.stats());
         stats_dict(py, s, d, &self.events, true)
     }
 
@@ -435,7 +462,7 @@ impl NativeGuideListener {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (s, d) = self.att.peek(|e| e.stats());
+        let (s, d) = self.att.peek(py, |e| e.stats());
         stats_dict(py, s, d, &self.events, false)
     }
 

@@ -1,6 +1,7 @@
 //! A bus: one backend, one native receive thread, any number of listeners.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use super::backend::{Backend, BusConfig, Capabilities, PeerHints};
 use super::engine::{self, Driven, EngineHandle, EngineRef};
 use super::listener::{DropPolicy, Listener, ListenerFilter};
-use super::{Error, Result, RxFrame};
+use super::{epoch_now, Error, Origin, Result, RxFrame};
 
 /// How the receive thread waits when nothing arrives (also how often a
 /// downed SocketCAN interface is re-checked).
@@ -31,6 +32,8 @@ pub struct BusStats {
     pub listener_dropped: u64,
     /// Error frames seen.
     pub error_frames: u64,
+    /// Frames of the local echo between engines lost to a full echo queue.
+    pub echo_dropped: u64,
 }
 
 /// Controller state as last reported.
@@ -56,6 +59,23 @@ struct Shared {
     sent: AtomicU64,
     error_frames: AtomicU64,
     thread_error: Mutex<Option<String>>,
+    /// Local echo: frames engines sent, each with its sender's id
+    /// ([`engine_id`]), for the bus's other engines ([`Origin::Sibling`]).
+    /// Drained by the receive thread every round; bounded by [`ECHO_CAPACITY`].
+    echo: Mutex<VecDeque<(usize, RxFrame)>>,
+    /// Frames the full echo queue dropped.
+    echo_dropped: AtomicU64,
+    /// Attached engines (read without the engine list's lock: `transmit`
+    /// runs with an engine locked).
+    engine_count: AtomicUsize,
+}
+
+/// Most frames waiting in the local echo between two receive rounds.
+const ECHO_CAPACITY: usize = 16_384;
+
+/// Identifies an attached engine (its allocation) for the local echo.
+fn engine_id(e: &EngineRef) -> usize {
+    Arc::as_ptr(e).cast::<()>() as usize
 }
 
 /// An open bus. Dropping it (or [`Bus::shutdown`]) stops the receive thread.
@@ -94,6 +114,9 @@ impl Bus {
             sent: AtomicU64::new(0),
             error_frames: AtomicU64::new(0),
             thread_error: Mutex::new(None),
+            echo: Mutex::new(VecDeque::new()),
+            echo_dropped: AtomicU64::new(0),
+            engine_count: AtomicUsize::new(0),
         });
         let s2 = shared.clone();
         let name = format!("canx-rx-{}", config.channel);
@@ -176,16 +199,23 @@ impl Bus {
     }
 
     /// Attaches a protocol engine: from now on the receive thread feeds it
-    /// frames and timeouts and sends what it produces.
+    /// frames and timeouts and sends what it produces. What it sends is
+    /// also handed to the bus's other engines ([`Origin::Sibling`]).
     pub fn attach(&self, engine: EngineRef) -> EngineHandle {
-        self.shared.engines.write().push(engine.clone());
+        engine.lock().attached(PeerHints::new(&self.shared.backend));
+        {
+            let mut es = self.shared.engines.write();
+            es.push(engine.clone());
+            self.shared.engine_count.store(es.len(), Ordering::Relaxed);
+        }
         self.update_prefilter();
         let backend = self.shared.backend.clone();
         self.shared.backend.wake();
         let bus = Arc::downgrade(&self.shared);
+        let id = engine_id(&engine);
         let flush = move |e: &mut dyn Driven| {
             if let Some(shared) = bus.upgrade().filter(|s| !s.stop.load(Ordering::Relaxed)) {
-                transmit(&shared, e, engine::now(), &mut Vec::new());
+                transmit(&shared, id, e, engine::now(), &mut Vec::new());
                 e.flush_events();
             }
         };
@@ -194,7 +224,11 @@ impl Bus {
 
     /// Detaches an engine (its pending frames are not sent).
     pub fn detach(&self, handle: &EngineHandle) {
-        self.shared.engines.write().retain(|e| !Arc::ptr_eq(e, &handle.engine));
+        {
+            let mut es = self.shared.engines.write();
+            es.retain(|e| !Arc::ptr_eq(e, &handle.engine));
+            self.shared.engine_count.store(es.len(), Ordering::Relaxed);
+        }
         self.update_prefilter();
     }
 
@@ -259,6 +293,7 @@ impl Bus {
             backend_dropped: self.shared.backend.backend_drops(),
             listener_dropped,
             error_frames: self.shared.error_frames.load(Ordering::Relaxed),
+            echo_dropped: self.shared.echo_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -303,10 +338,18 @@ fn apply_error_frame(shared: &Shared, e: &ErrorFrame) {
     }
 }
 
-/// Runs every engine: frames of this batch in, timeouts, frames out, events out.
-/// Returns the earliest engine deadline.
-fn run_engines(shared: &Shared, batch: &[RxFrame]) -> Option<canx_core::Instant> {
+/// Runs every engine: the local echo (frames the bus's other engines sent
+/// since the last round), then the frames of this batch in, timeouts, frames
+/// out, events out. `echo` is scratch space. Returns the earliest engine
+/// deadline.
+fn run_engines(
+    shared: &Shared,
+    batch: &[RxFrame],
+    echo: &mut VecDeque<(usize, RxFrame)>,
+) -> Option<canx_core::Instant> {
     let engines = shared.engines.read();
+    echo.clear();
+    std::mem::swap(&mut *shared.echo.lock(), echo);
     if engines.is_empty() {
         return None;
     }
@@ -314,13 +357,17 @@ fn run_engines(shared: &Shared, batch: &[RxFrame]) -> Option<canx_core::Instant>
     // Reused for every engine of this round (no allocation when none sends).
     let mut out: Vec<Frame> = Vec::new();
     for e in engines.iter() {
+        let id = engine_id(e);
         let mut e = e.lock();
         let now = engine::now();
+        for (_, f) in echo.iter().filter(|(from, _)| *from != id) {
+            e.handle_frame(now, f);
+        }
         for f in batch {
             e.handle_frame(now, f);
         }
         e.handle_timeout(now);
-        transmit(shared, &mut *e, now, &mut out);
+        transmit(shared, id, &mut *e, now, &mut out);
         e.flush_events();
         next = canx_core::time::earliest(next, e.poll_timeout());
     }
@@ -329,9 +376,15 @@ fn run_engines(shared: &Shared, batch: &[RxFrame]) -> Option<canx_core::Instant>
 
 /// Sends everything engine `e` wants to send at `now`, in batches (one
 /// sendmmsg on SocketCAN: a J1939 window is 255 DTs). A frame that fails is
-/// reported to the engine and the rest of its batch still goes. `out` is
-/// scratch space.
-fn transmit(shared: &Shared, e: &mut dyn Driven, now: canx_core::Instant, out: &mut Vec<Frame>) {
+/// reported to the engine and the rest of its batch still goes, except after
+/// [`Error::SendTimeout`]: the transmit queue stayed full for a whole
+/// [`SEND_TIMEOUT`], so the rest of the batch fails at once (each frame
+/// reported to the engine) and the engine's further frames wait for the next
+/// round. The engine is locked while this runs, so one stalled queue costs
+/// its callers one timeout per round, not one per frame. Frames sent are
+/// queued for the bus's other engines (local echo; `id` is the sender's
+/// [`engine_id`]). `out` is scratch space.
+fn transmit(shared: &Shared, id: usize, e: &mut dyn Driven, now: canx_core::Instant, out: &mut Vec<Frame>) {
     loop {
         out.clear();
         while out.len() < SEND_BATCH {
@@ -347,14 +400,37 @@ fn transmit(shared: &Shared, e: &mut dyn Driven, now: canx_core::Instant, out: &
         while !rest.is_empty() {
             let (n, r) = shared.backend.send_many(rest, SEND_TIMEOUT);
             shared.sent.fetch_add(n as u64, Ordering::Relaxed);
+            echo(shared, id, &rest[..n]);
             match r {
                 Ok(()) => break,
+                Err(Error::SendTimeout) => {
+                    for f in &rest[n..] {
+                        e.send_failed(f, &Error::SendTimeout);
+                    }
+                    return;
+                }
                 Err(err) => {
                     e.send_failed(&rest[n], &err);
                     rest = &rest[n + 1..];
                 }
             }
         }
+    }
+}
+
+/// Queues `frames`, just sent by engine `id`, for the bus's other engines.
+fn echo(shared: &Shared, id: usize, frames: &[Frame]) {
+    if frames.is_empty() || shared.engine_count.load(Ordering::Relaxed) < 2 {
+        return;
+    }
+    let timestamp = epoch_now();
+    let mut q = shared.echo.lock();
+    for f in frames {
+        if q.len() >= ECHO_CAPACITY {
+            shared.echo_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        q.push_back((id, RxFrame { frame: *f, timestamp, origin: Origin::Sibling }));
     }
 }
 
@@ -365,11 +441,14 @@ const SEND_BATCH: usize = 64;
 
 fn receive_loop(shared: &Shared) {
     let mut batch: Vec<RxFrame> = Vec::with_capacity(64);
+    let mut echo: VecDeque<(usize, RxFrame)> = VecDeque::new();
     let mut failures = 0u32;
     let mut deadline: Option<canx_core::Instant> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         batch.clear();
         let wait = match deadline {
+            // Echoed frames wait for the engines: only look for what arrived.
+            _ if !shared.echo.lock().is_empty() => Duration::ZERO,
             Some(d) => Duration::from_micros((d - engine::now()).total_micros()).min(IDLE_WAIT),
             None => IDLE_WAIT,
         };
@@ -395,7 +474,7 @@ fn receive_loop(shared: &Shared) {
                     shared.error_frames.fetch_add(1, Ordering::Relaxed);
                     // An injected (own) error frame was applied when it was injected;
                     // applying it again here could undo a restart() made since.
-                    if !f.own {
+                    if f.origin != Origin::Own {
                         apply_error_frame(shared, e);
                     }
                 }
@@ -404,6 +483,6 @@ fn receive_loop(shared: &Shared) {
                 }
             }
         }
-        deadline = run_engines(shared, &batch);
+        deadline = run_engines(shared, &batch, &mut echo);
     }
 }

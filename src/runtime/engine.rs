@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use canx_core::{Filter, Frame, Instant};
 use parking_lot::Mutex;
 
+use super::backend::PeerHints;
 use super::RxFrame;
 
 /// The runtime's clock for engines: microseconds since the first call in
@@ -45,6 +46,9 @@ pub trait Driven: Send {
     }
     /// A frame it produced could not be sent (bus off, interface down).
     fn send_failed(&mut self, _frame: &Frame, _error: &super::Error) {}
+    /// Called once by [`super::Bus::attach`], before the first frame: what
+    /// the engine may ask about its bus.
+    fn attached(&mut self, _hints: PeerHints) {}
 }
 
 /// A shared engine.

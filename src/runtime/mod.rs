@@ -30,15 +30,37 @@ pub use listener::{DropPolicy, Listener, ListenerFilter, Notify};
 
 use canx_core::Frame;
 
+/// Where a received frame comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Another node on the bus (or another socket on this host).
+    Bus,
+    /// This bus's own socket sent it (loopback / own-message receive, or an
+    /// injected error frame).
+    Own,
+    /// Another engine attached to this bus sent it: the runtime's local echo
+    /// (engines only; listeners never see these).
+    Sibling,
+}
+
 /// A received frame with its metadata.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RxFrame {
     pub frame: Frame,
     /// Receive time, seconds since the Unix epoch (kernel `SO_TIMESTAMPNS` on
-    /// SocketCAN, the sender's clock on the virtual bus).
+    /// SocketCAN, the sender's clock on the virtual bus, the send time for
+    /// [`Origin::Sibling`]).
     pub timestamp: f64,
-    /// `true` if this node sent the frame (loopback / own-message receive).
-    pub own: bool,
+    /// Who sent it.
+    pub origin: Origin,
+}
+
+impl RxFrame {
+    /// `true` if this bus's socket sent the frame (loopback / own-message
+    /// receive): python-can's `is_rx == False`, canio's own message.
+    pub fn own(&self) -> bool {
+        self.origin == Origin::Own
+    }
 }
 
 /// Errors of the runtime. Mapped to Python exceptions in one place:

@@ -106,6 +106,19 @@ pub trait Engine {
     fn poll_timeout(&self) -> Option<Instant>;
 }
 
+/// The events half of an engine: what it reports to its application.
+/// Each engine module implements it next to the engine. An event may borrow
+/// the engine (a reassembled CAN-X message points into its slot) until the
+/// next call, hence the lifetime; a host copies what it keeps.
+pub trait Events {
+    /// One event, possibly borrowing the engine.
+    type Event<'a>
+    where
+        Self: 'a;
+    /// The next event, if any (the engine's own `poll_event`).
+    fn poll_event(&mut self) -> Option<Self::Event<'_>>;
+}
+
 impl<E: Engine + ?Sized> Engine for &mut E {
     fn handle_frame(&mut self, now: Instant, frame: &Frame) {
         (**self).handle_frame(now, frame)

@@ -25,12 +25,19 @@
 //!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
 //!
 //! ## Features
-//! - `std` (off by default): conversions to `std::time::Duration`. The engines
-//!   never need it; the runtime crate turns it on.
+//! - `std` (off by default, implies `alloc`): conversions to
+//!   `std::time::Duration`. The engines never need it; the runtime crate
+//!   turns it on.
+//! - `alloc` (off by default): [`managed::ManagedSlice`] can also own a
+//!   `Box<[T]>`, so an engine with large buffers (J1939 ETP) can be held
+//!   without a borrow. Without it every buffer is borrowed and the crate
+//!   never touches a heap.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
@@ -40,6 +47,7 @@ pub mod filter;
 pub mod frame;
 pub mod j1939;
 pub mod log;
+pub mod managed;
 pub mod megasquirt;
 pub mod reliable;
 mod ring;

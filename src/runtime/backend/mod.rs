@@ -260,6 +260,11 @@ impl PeerHints {
         PeerHints(Arc::downgrade(backend))
     }
 
+    /// Hints of no bus (every answer `false`): an engine not attached yet.
+    pub fn none() -> PeerHints {
+        PeerHints(Weak::<virtual_bus::VirtualNode>::new())
+    }
+
     /// [`Backend::kernel_j1939_active`] of the bus's backend.
     pub fn kernel_j1939_active(&self) -> bool {
         self.0.upgrade().is_some_and(|b| b.kernel_j1939_active())

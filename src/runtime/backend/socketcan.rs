@@ -28,7 +28,7 @@ use socketcan::{CanFilter, CanSocket, Socket, SocketOptions};
 
 use super::bcm::BcmTask;
 use super::{Backend, BusConfig, Capabilities, KernelStacks, PeriodicOffload, Scheme};
-use crate::runtime::{epoch_now, Error, Result, RxFrame};
+use crate::runtime::{epoch_now, Error, Origin, Result, RxFrame};
 
 /// The `socketcan` entry of [`super::SCHEMES`].
 pub(super) const SCHEME: Scheme = Scheme {
@@ -338,7 +338,7 @@ impl Backend for SocketCanBackend {
             out.push(RxFrame {
                 frame,
                 timestamp: ts.unwrap_or(fallback_ts),
-                own: m.msg_hdr.msg_flags & libc::MSG_CONFIRM != 0,
+                origin: if m.msg_hdr.msg_flags & libc::MSG_CONFIRM != 0 { Origin::Own } else { Origin::Bus },
             });
         }
         Ok(())

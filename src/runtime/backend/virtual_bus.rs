@@ -22,7 +22,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use parking_lot::Mutex;
 
 use super::{Backend, BusConfig, Capabilities, Scheme};
-use crate::runtime::{epoch_now, Error, Result, RxFrame};
+use crate::runtime::{epoch_now, Error, Origin, Result, RxFrame};
 
 /// The `virtual` entry of [`super::SCHEMES`].
 pub(super) const SCHEME: Scheme = Scheme {
@@ -148,7 +148,8 @@ impl Backend for VirtualNode {
             if matches!(frame, Frame::Fd(_)) && !n.fd {
                 continue; // a classic controller does not see FD frames
             }
-            let rx = RxFrame { frame: *frame, timestamp, own };
+            let origin = if own { Origin::Own } else { Origin::Bus };
+            let rx = RxFrame { frame: *frame, timestamp, origin };
             if let Err(TrySendError::Full(_)) = n.inbox.try_send(Inbound::Frame(rx)) {
                 n.drops.fetch_add(1, Ordering::Relaxed);
             }
@@ -175,7 +176,7 @@ impl Backend for VirtualNode {
 
     fn inject_state(&self, e: ErrorFrame) -> Result<()> {
         self.off.store(e.bus_state() == Some(BusState::BusOff), Ordering::Relaxed);
-        let rx = RxFrame { frame: Frame::Error(e), timestamp: epoch_now(), own: true };
+        let rx = RxFrame { frame: Frame::Error(e), timestamp: epoch_now(), origin: Origin::Own };
         if self.self_tx.try_send(Inbound::Frame(rx)).is_err() {
             self.drops.fetch_add(1, Ordering::Relaxed);
         }

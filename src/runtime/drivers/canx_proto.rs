@@ -14,22 +14,21 @@
 //!   event queue (full: dropped and counted).
 //! - Memory bound: at most `max_open` envelopes (1..=[`MAX_OPEN_LIMIT`]) are
 //!   reassembled at once, each with a 2036-byte buffer. A head that would
-//!   open one more is refused: reported as an error event with reason
-//!   [`RxError::NoFreeSlot`] and counted (`refused_open`); its following
-//!   frames are then reported as stray.
-
-use std::collections::VecDeque;
-use std::sync::Arc;
+//!   open one more is refused by the core receiver
+//!   (`ReceiverConfig::max_open`, so boards enforce it too): reported as an
+//!   error event with reason [`RxError::NoFreeSlot`] and counted
+//!   (`ReceiverStats::refused`); its following frames are then reported as
+//!   stray.
 
 use canx_core::canx_proto::{
-    CanxId, Direction, Endpoint, ErrorEvent, Event, Key, ReceiverConfig, ReceiverStats, RxError, SendError,
-    SenderConfig, SenderStats, MAX_BODY, MAX_PRIORITY,
+    Direction, Endpoint, ErrorEvent, Event, Key, ReceiverConfig, ReceiverStats, RxError, SendError, SenderConfig,
+    SenderStats, MAX_BODY, MAX_PRIORITY,
 };
 use canx_core::filter::Filter;
-use canx_core::{Duration, Frame, Instant};
+use canx_core::Duration;
 
-use crate::runtime::engine::{self, Driven};
-use crate::runtime::{EventQueue, RxFrame};
+use super::host::{Adapter, Backlog, Hosted, Offer};
+use crate::runtime::EventQueue;
 
 /// Largest `max_open` (envelopes reassembled at once).
 pub const MAX_OPEN_LIMIT: usize = 64;
@@ -91,8 +90,6 @@ pub enum CanxRefused {
 /// Counters of the driver beyond the core's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CanxDriverStats {
-    /// Heads refused because `max_open` envelopes were open.
-    pub refused_open: u64,
     /// Frames the bus refused to send (bus off, interface down).
     pub send_failed: u64,
     /// Messages waiting in the driver's FIFO.
@@ -107,179 +104,51 @@ struct TxMsg {
     body: Vec<u8>,
 }
 
-/// A CAN-X endpoint driven by the receive thread.
-pub struct CanxDriver {
-    core: Box<Core>,
+/// A CAN-X endpoint driven by the receive thread: the core endpoint hosted
+/// with [`CanxAdapter`].
+pub type CanxDriver = Hosted<Core, CanxAdapter>;
+
+/// The backlog in front of the core's transmit slots, owned messages out.
+#[derive(Debug)]
+pub struct CanxAdapter {
     config: CanxConfig,
-    waiting: VecDeque<TxMsg>,
-    budget: usize,
-    events: Arc<EventQueue<CanxEvent>>,
-    stats: CanxDriverStats,
+    backlog: Backlog<TxMsg>,
 }
 
-impl std::fmt::Debug for CanxDriver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CanxDriver").field("config", &self.config).field("stats", &self.stats).finish()
+impl Adapter<Core> for CanxAdapter {
+    type Event = CanxEvent;
+    const TX_PER_ROUND: usize = FRAMES_PER_ROUND;
+    fn event(&mut self, ev: Event<'_>, at: f64, out: &EventQueue<CanxEvent>) {
+        out.push(match ev {
+            Event::Message(m) => CanxEvent::Message {
+                key: m.key,
+                priority: m.priority,
+                msg_id: m.msg_id,
+                body: m.body.to_vec(),
+                timestamp: at,
+            },
+            Event::Error(e) => CanxEvent::Error(e),
+        });
     }
-}
-
-/// `true` for the data of an envelope head (`can-x.md` "Messages"; the
-/// same test as the core receiver's).
-fn is_head(data: &[u8]) -> bool {
-    matches!(data, [_, 0, 0, n, _, _, _, _] if *n >= 2)
-}
-
-impl CanxDriver {
-    pub fn new(mut config: CanxConfig) -> Self {
-        config.max_open = config.max_open.clamp(1, MAX_OPEN_LIMIT);
-        config.max_waiting = config.max_waiting.max(1);
-        let rx = ReceiverConfig {
-            reassembly_timeout: config.reassembly_timeout,
-            direction: config.receive_direction,
-            device: config.device,
-            ..ReceiverConfig::default()
-        };
-        CanxDriver {
-            core: Box::new(Core::new(SenderConfig::default(), rx)),
-            config,
-            waiting: VecDeque::new(),
-            budget: FRAMES_PER_ROUND,
-            events: Arc::new(EventQueue::new(config.queue_size.max(1))),
-            stats: CanxDriverStats::default(),
-        }
-    }
-
-    pub fn events(&self) -> Arc<EventQueue<CanxEvent>> {
-        self.events.clone()
-    }
-
-    pub fn config(&self) -> CanxConfig {
-        self.config
-    }
-
-    /// Queues one message (`can-x.md` "Messages"): `body` 0..=2032 bytes,
-    /// `priority` 0..=3. Errors: [`CanxRefused::Invalid`] for a caller error,
-    /// [`CanxRefused::Full`] when `max_waiting` messages wait.
-    pub fn send(&mut self, priority: u8, key: Key, msg_id: u8, body: &[u8]) -> Result<(), CanxRefused> {
-        if body.len() > MAX_BODY {
-            return Err(CanxRefused::Invalid(SendError::BodyTooLong));
-        }
-        if priority > MAX_PRIORITY {
-            return Err(CanxRefused::Invalid(SendError::PriorityOutOfRange));
-        }
-        if self.waiting.len() >= self.config.max_waiting {
-            return Err(CanxRefused::Full);
-        }
-        self.waiting.push_back(TxMsg { priority, key, msg_id, body: body.to_vec() });
-        self.feed();
-        Ok(())
-    }
-
-    /// Messages not completely sent (in the core or waiting).
-    pub fn unsent(&self) -> usize {
-        self.core.sender.queued() + self.waiting.len()
-    }
-
-    /// `true` when `max_waiting` messages wait.
-    pub fn is_full(&self) -> bool {
-        self.waiting.len() >= self.config.max_waiting
-    }
-
     /// Moves waiting messages into free core slots, in order.
-    fn feed(&mut self) {
-        while self.core.sender.queued() < TX_SLOTS {
-            let Some(m) = self.waiting.pop_front() else { break };
-            match self.core.send(m.priority, m.key, m.msg_id, &m.body) {
-                Ok(()) => {}
-                Err(SendError::QueueFull | SendError::KeyTableFull) => {
-                    self.waiting.push_front(m);
-                    break;
+    fn refill(&mut self, core: &mut Core, _out: &EventQueue<CanxEvent>) {
+        self.backlog.feed(
+            |_| (),
+            |m| {
+                if core.sender.queued() >= TX_SLOTS {
+                    return Offer::Full;
                 }
-                // Validated in `send`; never expected. Drop it rather than stall.
-                Err(_) => {}
-            }
-        }
-        self.stats.waiting = self.waiting.len();
+                match core.send(m.priority, m.key, m.msg_id, &m.body) {
+                    Err(SendError::QueueFull | SendError::KeyTableFull) => Offer::Full,
+                    // Validated in `send`; another error is never expected: drop it rather than stall.
+                    Ok(()) | Err(_) => Offer::Done,
+                }
+            },
+        );
     }
-
-    fn drain(&mut self, timestamp: f64) {
-        while let Some(ev) = self.core.poll_event() {
-            let e = match ev {
-                Event::Message(m) => CanxEvent::Message {
-                    key: m.key,
-                    priority: m.priority,
-                    msg_id: m.msg_id,
-                    body: m.body.to_vec(),
-                    timestamp,
-                },
-                Event::Error(e) => CanxEvent::Error(e),
-            };
-            self.events.push(e);
-        }
+    fn pending(&self, core: &Core) -> bool {
+        core.sender.queued() + self.backlog.len() > 0
     }
-
-    pub fn stats(&self) -> (SenderStats, ReceiverStats, CanxDriverStats) {
-        let (s, r) = self.core.stats();
-        (s, r, self.stats)
-    }
-
-    /// Envelopes being reassembled now.
-    pub fn open_envelopes(&self) -> usize {
-        self.core.receiver.open_envelopes()
-    }
-
-    /// Refuses a head when `max_open` envelopes are open; `true` if refused.
-    fn refuse_head(&mut self, frame: &Frame) -> bool {
-        let Frame::Can(f) = frame else { return false };
-        let Some(id) = CanxId::from_id(f.id()) else { return false };
-        let key = id.key();
-        if id.cont()
-            || f.is_remote()
-            || !is_head(f.data())
-            || self.config.receive_direction.is_some_and(|d| d != key.direction())
-            || self.config.device.is_some_and(|d| d != key.device())
-            || self.core.receiver.open_envelopes() < self.config.max_open
-        {
-            return false;
-        }
-        self.stats.refused_open += 1;
-        self.events.push(CanxEvent::Error(ErrorEvent {
-            key,
-            msg_id: f.data().first().copied(),
-            reason: RxError::NoFreeSlot,
-        }));
-        true
-    }
-}
-
-impl Driven for CanxDriver {
-    fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own || self.refuse_head(&rx.frame) {
-            return;
-        }
-        self.core.handle_frame(now, &rx.frame);
-        self.drain(rx.timestamp);
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.budget = FRAMES_PER_ROUND;
-        self.core.handle_timeout(now);
-        self.drain(crate::runtime::epoch_now());
-    }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
-        if self.budget == 0 {
-            return None;
-        }
-        self.feed();
-        let f = self.core.poll_transmit(now)?;
-        self.budget -= 1;
-        Some(Frame::Can(f))
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        // More to send: come back at once (after a look at received frames).
-        let more = (self.unsent() > 0).then(engine::now);
-        canx_core::time::earliest(self.core.poll_timeout(), more)
-    }
-    fn flush_events(&mut self) {}
     fn filters(&self) -> Option<Vec<Filter>> {
         let mut id = 0u32;
         let mut mask = 0u32;
@@ -296,8 +165,67 @@ impl Driven for CanxDriver {
         // CAN-X is extended ids only (`can-x.md` "Identifier").
         Some(vec![Filter::canio_match(id, Some(mask), true).unwrap_or(Filter::ACCEPT_ALL)])
     }
-    fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
-        self.stats.send_failed += 1;
+}
+
+impl CanxDriver {
+    pub fn new(mut config: CanxConfig) -> Self {
+        config.max_open = config.max_open.clamp(1, MAX_OPEN_LIMIT);
+        config.max_waiting = config.max_waiting.max(1);
+        let rx = ReceiverConfig {
+            reassembly_timeout: config.reassembly_timeout,
+            direction: config.receive_direction,
+            device: config.device,
+            max_open: config.max_open,
+            ..ReceiverConfig::default()
+        };
+        let core = Box::new(Core::new(SenderConfig::default(), rx));
+        Hosted::host(core, CanxAdapter { config, backlog: Backlog::default() }, config.queue_size)
+    }
+
+    pub fn config(&self) -> CanxConfig {
+        self.adapter.config
+    }
+
+    /// Queues one message (`can-x.md` "Messages"): `body` 0..=2032 bytes,
+    /// `priority` 0..=3. Errors: [`CanxRefused::Invalid`] for a caller error,
+    /// [`CanxRefused::Full`] when `max_waiting` messages wait.
+    pub fn send(&mut self, priority: u8, key: Key, msg_id: u8, body: &[u8]) -> Result<(), CanxRefused> {
+        if body.len() > MAX_BODY {
+            return Err(CanxRefused::Invalid(SendError::BodyTooLong));
+        }
+        if priority > MAX_PRIORITY {
+            return Err(CanxRefused::Invalid(SendError::PriorityOutOfRange));
+        }
+        if self.is_full() {
+            return Err(CanxRefused::Full);
+        }
+        let m = TxMsg { priority, key, msg_id, body: body.to_vec() };
+        self.with(|core, a, out| {
+            a.backlog.push(m);
+            a.refill(core, out);
+        });
+        Ok(())
+    }
+
+    /// Messages not completely sent (in the core or waiting).
+    pub fn unsent(&self) -> usize {
+        self.engine.sender.queued() + self.adapter.backlog.len()
+    }
+
+    /// `true` when `max_waiting` messages wait.
+    pub fn is_full(&self) -> bool {
+        self.adapter.backlog.len() >= self.adapter.config.max_waiting
+    }
+
+    pub fn stats(&self) -> (SenderStats, ReceiverStats, CanxDriverStats) {
+        let (s, r) = self.engine.stats();
+        let h = self.host_stats();
+        (s, r, CanxDriverStats { send_failed: h.send_failed, waiting: self.adapter.backlog.len() })
+    }
+
+    /// Envelopes being reassembled now.
+    pub fn open_envelopes(&self) -> usize {
+        self.engine.receiver.open_envelopes()
     }
 }
 
@@ -324,6 +252,10 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
+    use canx_core::canx_proto::CanxId;
+    use canx_core::Frame;
+    use std::sync::Arc;
+
     use crate::runtime::{Bus, BusConfig, DropPolicy, ListenerFilter};
 
     fn open(name: &str) -> Bus {
@@ -395,7 +327,7 @@ mod tests {
             }
             e => panic!("unexpected {e:?}"),
         }
-        assert_eq!(rx.lock().stats().2.refused_open, 1);
+        assert_eq!(rx.lock().stats().1.refused, 1);
         assert_eq!(rx.lock().open_envelopes(), 2);
     }
 }

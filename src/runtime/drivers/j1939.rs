@@ -1,13 +1,18 @@
 //! The SAE J1939 driver: `canx_core::j1939::Ecu` engines driven by a bus's
 //! receive thread.
 //!
-//! One [`J1939Driver`] per bus holds every ECU (controller application) the
-//! process runs on that bus. The receive thread feeds each ECU every frame
-//! from the bus (frames this node sent, `rx.own`, are skipped: an engine must
-//! never see its own frames), runs their timers and sends what they produce.
-//! ECUs of the same driver share one socket, so the kernel does not loop
-//! their frames to each other: the driver hands every frame one ECU sends to
-//! the others itself, as the bus would.
+//! One [`J1939Driver`] per ECU (controller application), attached to its bus
+//! like any engine. The receive thread feeds it every frame from the bus
+//! (the socket's own loopback copies, [`Origin::Own`], are skipped: an engine
+//! must never see its own frames), runs its timers and sends what it
+//! produces. ECUs attached to one bus share one socket, so the kernel does
+//! not loop their frames to each other: the runtime's local echo hands them
+//! over ([`Origin::Sibling`]), as the bus would.
+//!
+//! CTS turnaround ([`CtsTurnaround::Auto`]): a reception waits
+//! `cts_delay` when its RTS came from the bus ([`Origin::Bus`], never a
+//! sibling engine) and the bus reports the kernel's J1939 stack active
+//! ([`PeerHints::kernel_j1939_active`], asked of the backend at that moment).
 //!
 //! Events leave the engine at once, with their data: a reassembled TP/ETP
 //! message is copied out of the session buffer (`received_data`, valid only
@@ -19,7 +24,6 @@
 //! application is doing.
 
 use std::collections::HashMap;
-use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -27,13 +31,14 @@ use canx_core::j1939::etp;
 use canx_core::j1939::request::AckControl;
 use canx_core::j1939::transport::{self, Direction};
 use canx_core::j1939::{
-    ClaimEvent, ClaimState, Ecu, EcuConfig, EcuError, EcuEvent, J1939Id, Name, Pgn, RequestOutcome, Responder,
+    ClaimEvent, ClaimState, Ecu, EcuConfig, EcuError, EcuEvent, J1939Id, Pgn, RequestOutcome, Responder,
     TransportEvent, Turnaround,
 };
 use canx_core::{Frame, Instant};
 
 use crate::runtime::engine::Driven;
-use crate::runtime::{epoch_now, Bus, EventQueue, PeerHints, RxFrame};
+use crate::runtime::PeerHints;
+use crate::runtime::{epoch_now, EventQueue, Origin, RxFrame};
 
 /// TP sessions per ECU (each holds a 1785-byte buffer).
 pub const TP_SESSIONS: usize = 16;
@@ -132,9 +137,9 @@ impl std::error::Error for J1939Error {}
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CtsTurnaround {
     /// When the sender may be the kernel's J1939 stack: the RTS came from
-    /// the bus (not from an ECU of this driver) of a SocketCAN interface on
-    /// which the stack is active at that moment
-    /// ([`crate::runtime::Backend::kernel_j1939_active`]).
+    /// the bus ([`Origin::Bus`], not from another engine of this bus) and the
+    /// backend reports the stack active at that moment
+    /// ([`PeerHints::kernel_j1939_active`]; only SocketCAN has one).
     #[default]
     Auto,
     /// For every reception.
@@ -157,10 +162,8 @@ pub struct NodeConfig {
 }
 
 struct Node {
-    id: u64,
-    /// Borrows `bufs`; dropped first (see `Drop`).
-    ecu: ManuallyDrop<CoreEcu>,
-    bufs: Vec<*mut [u8]>,
+    /// Owns its ETP buffers (`ManagedSlice::Owned`).
+    ecu: CoreEcu,
     responses: HashMap<u32, Vec<u8>>,
     events: Arc<EventQueue<J1939Event>>,
     /// Timestamp of the frame being handled (events it causes carry it).
@@ -175,45 +178,12 @@ struct Node {
     streams: Vec<Arc<MessageStream>>,
 }
 
-// The raw pointers are owned, unaliased heap buffers used only through `ecu`.
-unsafe impl Send for Node {}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // SAFETY: the engine that borrows the buffers goes first; each buffer
-        // came from Box::into_raw and is freed once.
-        unsafe {
-            ManuallyDrop::drop(&mut self.ecu);
-            for b in self.bufs.drain(..) {
-                drop(Box::from_raw(b));
-            }
-        }
-    }
-}
-
 impl Node {
-    fn new(id: u64, cfg: NodeConfig) -> Result<Node, EcuError> {
-        let bufs: Vec<*mut [u8]> =
-            (0..ETP_SESSIONS).map(|_| Box::into_raw(vec![0u8; cfg.etp_buffer].into_boxed_slice())).collect();
-        // SAFETY: the buffers live until Node::drop, after the engine.
-        let slices: [&'static mut [u8]; ETP_SESSIONS] = core::array::from_fn(|i| {
-            let p = bufs[i];
-            unsafe { &mut *p }
-        });
-        let ecu = match CoreEcu::with_etp_buffers(cfg.config, slices) {
-            Ok(e) => e,
-            Err(e) => {
-                for b in bufs {
-                    // SAFETY: as in Drop; the failed engine is gone.
-                    unsafe { drop(Box::from_raw(b)) };
-                }
-                return Err(e);
-            }
-        };
+    fn new(cfg: NodeConfig) -> Result<Node, EcuError> {
+        let bufs: [Box<[u8]>; ETP_SESSIONS] = core::array::from_fn(|_| vec![0u8; cfg.etp_buffer].into_boxed_slice());
+        let ecu = CoreEcu::with_etp_buffers(cfg.config, bufs)?;
         Ok(Node {
-            id,
-            ecu: ManuallyDrop::new(ecu),
-            bufs,
+            ecu,
             responses: HashMap::new(),
             events: Arc::new(EventQueue::new(cfg.queue)),
             stamp: 0.0,
@@ -383,56 +353,45 @@ fn ack_code(c: AckControl) -> u8 {
     }
 }
 
-/// The J1939 engines of one bus (see the module doc).
-#[derive(Default)]
+/// One J1939 ECU on a bus (see the module doc). Closed (every operation
+/// [`J1939Error::Closed`]) after [`J1939Driver::close`].
 pub struct J1939Driver {
-    nodes: Vec<Node>,
-    next_id: u64,
-    /// Round-robin start of `poll_transmit`, so no ECU starves the others.
-    turn: usize,
-    /// Asks the bus's backend whether the kernel's J1939 stack may be a
-    /// peer (`None`: no bus, no kernel).
-    peers: Option<PeerHints>,
+    node: Option<Node>,
+    /// Asked whether the kernel's J1939 stack is active on the bus
+    /// ([`CtsTurnaround::Auto`]); set by [`Bus::attach`](crate::runtime::Bus::attach).
+    hints: PeerHints,
+}
+
+impl std::fmt::Debug for J1939Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("J1939Driver").field("open", &self.node.is_some()).finish()
+    }
 }
 
 impl J1939Driver {
-    /// A driver for a bus without a kernel J1939 stack (the virtual bus).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A driver for `bus`: receptions in [`CtsTurnaround::Auto`] ask its
-    /// backend whether the kernel's J1939 stack is active there.
-    pub fn for_bus(bus: &Bus) -> Self {
-        J1939Driver { peers: Some(bus.peer_hints()), ..Self::default() }
-    }
-
-    /// Adds an ECU (not started: silent until [`J1939Driver::start`]).
-    /// Returns its id and event queue.
-    pub fn add(&mut self, cfg: NodeConfig) -> Result<(u64, Arc<EventQueue<J1939Event>>), J1939Error> {
-        self.next_id += 1;
-        let node = Node::new(self.next_id, cfg).map_err(J1939Error::Ecu)?;
+    /// An ECU (not started: silent until [`J1939Driver::start`]) and its
+    /// event queue. Errors: the engine's config errors.
+    pub fn new(cfg: NodeConfig) -> Result<(Self, Arc<EventQueue<J1939Event>>), J1939Error> {
+        let node = Node::new(cfg).map_err(J1939Error::Ecu)?;
         let q = node.events.clone();
-        self.nodes.push(node);
-        Ok((self.next_id, q))
+        Ok((J1939Driver { node: Some(node), hints: PeerHints::none() }, q))
     }
 
-    /// Removes an ECU; its pending frames are not sent.
-    pub fn remove(&mut self, id: u64) {
-        self.nodes.retain(|n| n.id != id);
+    /// Closes the ECU; its pending frames are not sent. Idempotent.
+    pub fn close(&mut self) {
+        self.node = None;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+    fn node(&mut self) -> Result<&mut Node, J1939Error> {
+        self.node.as_mut().ok_or(J1939Error::Closed)
     }
 
-    /// Runs `op` on the ECU `id`, then moves its events out.
+    /// Runs `op` on the ECU, then moves its events out.
     pub fn with_ecu<R>(
         &mut self,
-        id: u64,
         op: impl FnOnce(&mut CoreEcu, &mut HashMap<u32, Vec<u8>>) -> R,
     ) -> Result<R, J1939Error> {
-        let n = self.nodes.iter_mut().find(|n| n.id == id).ok_or(J1939Error::Closed)?;
+        let n = self.node()?;
         n.stamp = epoch_now();
         let r = op(&mut n.ecu, &mut n.responses);
         n.drain();
@@ -440,14 +399,14 @@ impl J1939Driver {
     }
 
     /// Starts the address claim (J1939-81).
-    pub fn start(&mut self, id: u64) -> Result<(), J1939Error> {
+    pub fn start(&mut self) -> Result<(), J1939Error> {
         let now = crate::runtime::engine::now();
-        self.with_ecu(id, |e, _| e.start(now))
+        self.with_ecu(|e, _| e.start(now))
     }
 
     /// The claim state: (state name, address being claimed or held).
-    pub fn state(&mut self, id: u64) -> Result<(&'static str, Option<u8>), J1939Error> {
-        self.with_ecu(id, |e, _| match e.claim_state() {
+    pub fn state(&mut self) -> Result<(&'static str, Option<u8>), J1939Error> {
+        self.with_ecu(|e, _| match e.claim_state() {
             ClaimState::Idle => ("idle", None),
             ClaimState::Claiming { address, .. } => ("claiming", Some(address)),
             ClaimState::Claimed { address } => ("claimed", Some(address)),
@@ -456,20 +415,20 @@ impl J1939Driver {
     }
 
     /// Sends `data` as `pgn` (the engine picks single frame, BAM, RTS/CTS or ETP).
-    pub fn send(&mut self, id: u64, priority: u8, pgn: Pgn, destination: u8, data: &[u8]) -> Result<(), J1939Error> {
-        self.with_ecu(id, |e, _| e.send(priority, pgn, destination, data))?.map_err(J1939Error::Ecu)
+    pub fn send(&mut self, priority: u8, pgn: Pgn, destination: u8, data: &[u8]) -> Result<(), J1939Error> {
+        self.with_ecu(|e, _| e.send(priority, pgn, destination, data))?.map_err(J1939Error::Ecu)
     }
 
     /// Requests `pgn`; the end comes as [`J1939Event::RequestDone`].
-    pub fn request(&mut self, id: u64, pgn: Pgn, destination: u8) -> Result<(), J1939Error> {
+    pub fn request(&mut self, pgn: Pgn, destination: u8) -> Result<(), J1939Error> {
         let now = crate::runtime::engine::now();
-        self.with_ecu(id, |e, _| e.request(now, pgn, destination))?.map_err(J1939Error::Ecu)
+        self.with_ecu(|e, _| e.request(now, pgn, destination))?.map_err(J1939Error::Ecu)
     }
 
     /// Registers the answer to requests for `pgn` (None: unregister;
     /// `Some(empty)`: the application answers through events).
-    pub fn set_response(&mut self, id: u64, pgn: Pgn, data: Option<Vec<u8>>) -> Result<(), J1939Error> {
-        self.with_ecu(id, |e, responses| match data {
+    pub fn set_response(&mut self, pgn: Pgn, data: Option<Vec<u8>>) -> Result<(), J1939Error> {
+        self.with_ecu(|e, responses| match data {
             Some(d) => {
                 e.register(pgn, Responder::Application)?;
                 if d.is_empty() {
@@ -488,17 +447,16 @@ impl J1939Driver {
         .map_err(J1939Error::Ecu)
     }
 
-    /// Opens a [`MessageStream`] of ECU `id`'s messages of `pgn` (any PDU1
+    /// Opens a [`MessageStream`] of the ECU's messages of `pgn` (any PDU1
     /// destination byte; `None`: all) from `source` (`None`: any), holding at
     /// most `capacity` messages.
     pub fn subscribe(
         &mut self,
-        id: u64,
         pgn: Option<Pgn>,
         source: Option<u8>,
         capacity: usize,
     ) -> Result<Arc<MessageStream>, J1939Error> {
-        let n = self.nodes.iter_mut().find(|n| n.id == id).ok_or(J1939Error::Closed)?;
+        let n = self.node()?;
         let s = Arc::new(MessageStream {
             pgn: pgn.map(|p| p.normalized().raw()),
             source,
@@ -511,13 +469,13 @@ impl J1939Driver {
     }
 
     /// The NAME <-> address table this ECU keeps from observed claims.
-    pub fn table(&mut self, id: u64) -> Result<Vec<(u8, u64)>, J1939Error> {
-        self.with_ecu(id, |e, _| e.table().iter().map(|(a, n)| (a, n.to_u64())).collect())
+    pub fn table(&mut self) -> Result<Vec<(u8, u64)>, J1939Error> {
+        self.with_ecu(|e, _| e.table().iter().map(|(a, n)| (a, n.to_u64())).collect())
     }
 
     /// Counters: (tp dropped events, engine dropped frames, queue drops, ...).
-    pub fn stats(&mut self, id: u64) -> Result<Vec<(&'static str, u64)>, J1939Error> {
-        let n = self.nodes.iter().find(|n| n.id == id).ok_or(J1939Error::Closed)?;
+    pub fn stats(&mut self) -> Result<Vec<(&'static str, u64)>, J1939Error> {
+        let n = self.node()?;
         let s = n.ecu.stats();
         Ok(vec![
             ("event_queue_dropped", n.events.dropped()),
@@ -531,87 +489,59 @@ impl J1939Driver {
             ("etp_refused_sessions", u64::from(s.etp.refused_sessions)),
         ])
     }
-
-    /// Feeds `frame` (sent by node `from`) to every other node. The sender
-    /// is a canx engine, so a reception it opens needs no turnaround unless
-    /// the receiver asks for it always.
-    fn cross_feed(&mut self, from: usize, now: Instant, frame: &Frame, stamp: f64) {
-        let (dest, rts) = route(frame);
-        for (i, n) in self.nodes.iter_mut().enumerate() {
-            if i != from && n.wants(dest) {
-                n.stamp = stamp;
-                let t = n.turnaround_for(rts, || false);
-                n.ecu.handle_frame_from(now, frame, t);
-                n.drain();
-            }
-        }
-    }
 }
 
 impl Driven for J1939Driver {
     fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own {
+        let Some(n) = self.node.as_mut() else { return };
+        if rx.own() {
             return;
         }
         let (dest, rts) = route(&rx.frame);
-        // Asked at most once per frame, and only for an RTS (see CtsTurnaround::Auto).
-        let mut kernel: Option<bool> = None;
-        let peers = self.peers.as_ref();
-        for n in self.nodes.iter_mut().filter(|n| n.wants(dest)) {
-            n.stamp = rx.timestamp;
-            let t = n.turnaround_for(rts, || {
-                *kernel.get_or_insert_with(|| peers.is_some_and(PeerHints::kernel_j1939_active))
-            });
-            n.ecu.handle_frame_from(now, &rx.frame, t);
-            n.drain();
+        if !n.wants(dest) {
+            return;
         }
+        n.stamp = rx.timestamp;
+        // Only a frame from the bus may come from the kernel's stack; another
+        // ECU of this bus (the runtime's local echo) is a canx engine.
+        let hints = &self.hints;
+        let t = n.turnaround_for(rts, || rx.origin == Origin::Bus && hints.kernel_j1939_active());
+        n.ecu.handle_frame_from(now, &rx.frame, t);
+        n.drain();
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let stamp = epoch_now();
-        for n in self.nodes.iter_mut() {
-            n.stamp = stamp;
+        if let Some(n) = self.node.as_mut() {
+            n.stamp = epoch_now();
             n.ecu.handle_timeout(now);
             n.drain();
         }
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
-        let count = self.nodes.len();
-        for k in 0..count {
-            let i = (self.turn + k) % count;
-            if let Some(f) = self.nodes[i].ecu.poll_transmit(now) {
-                self.turn = (i + 1) % count;
-                let frame = Frame::Can(f);
-                if count > 1 {
-                    self.cross_feed(i, now, &frame, epoch_now());
-                }
-                return Some(frame);
-            }
-        }
-        None
+        self.node.as_mut()?.ecu.poll_transmit(now).map(Frame::Can)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.nodes.iter().fold(None, |acc, n| canx_core::time::earliest(acc, n.ecu.poll_timeout()))
+        self.node.as_ref()?.ecu.poll_timeout()
     }
 
     fn flush_events(&mut self) {
-        for n in self.nodes.iter_mut() {
+        if let Some(n) = self.node.as_mut() {
             n.drain();
         }
     }
-}
 
-/// A NAME from its 64-bit value.
-pub fn name(raw: u64) -> Name {
-    Name::from_u64(raw)
+    fn attached(&mut self, hints: PeerHints) {
+        self.hints = hints;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::{Bus, BusConfig};
+    use canx_core::j1939::Name;
     use parking_lot::Mutex;
     use std::time::Duration;
 
@@ -640,32 +570,33 @@ mod tests {
         wait_event(q, |e| matches!(e, J1939Event::Claimed { .. }));
     }
 
+    type Attached = (Arc<Mutex<J1939Driver>>, crate::runtime::EngineHandle, Arc<EventQueue<J1939Event>>);
+
+    /// An ECU attached to `bus`, claim started.
+    fn ecu(bus: &Bus, name: u64, addr: u8) -> Attached {
+        let (d, q) = J1939Driver::new(cfg(name, addr)).unwrap();
+        let d = Arc::new(Mutex::new(d));
+        let h = bus.attach(d.clone());
+        h.with(|_| ());
+        d.lock().start().unwrap();
+        h.kick();
+        (d, h, q)
+    }
+
     /// Two buses (two nodes of a virtual channel), one ECU each: every size
     /// class of `send` arrives whole (single, RTS/CTS, ETP; BAM to all).
     #[test]
     fn sizes_cross_two_buses() {
         let a = Bus::open(BusConfig::virtual_bus("j1939-drv-sizes")).unwrap();
         let b = Bus::open(BusConfig::virtual_bus("j1939-drv-sizes")).unwrap();
-        let da = Arc::new(Mutex::new(J1939Driver::new()));
-        let db = Arc::new(Mutex::new(J1939Driver::new()));
-        let ha = a.attach(da.clone());
-        let hb = b.attach(db.clone());
-        let (ia, qa) = da.lock().add(cfg(1, 0x10)).unwrap();
-        let (ib, qb) = db.lock().add(cfg(2, 0x20)).unwrap();
-        {
-            da.lock().start(ia).unwrap();
-        }
-        ha.kick();
-        {
-            db.lock().start(ib).unwrap();
-        }
-        hb.kick();
+        let (da, ha, qa) = ecu(&a, 1, 0x10);
+        let (_db, _hb, qb) = ecu(&b, 2, 0x20);
         claimed(&qa);
         claimed(&qb);
         for (size, dest) in [(8usize, 0x20u8), (9, 0x20), (1785, 0x20), (1786, 0x20), (100_000, 0x20), (100, 0xFF)] {
             let data: Vec<u8> = (0..size).map(|i| (i * 31 + size) as u8).collect();
             {
-                da.lock().send(ia, 6, Pgn::PROPRIETARY_A, dest, &data).unwrap();
+                da.lock().send(6, Pgn::PROPRIETARY_A, dest, &data).unwrap();
             }
             ha.kick();
             let e = wait_event(&qb, |e| matches!(e, J1939Event::Message { .. }));
@@ -680,30 +611,23 @@ mod tests {
         }
     }
 
-    /// Two ECUs on one bus see each other through the driver (no loopback).
+    /// Two ECUs attached to one bus see each other through the runtime's
+    /// local echo (no loopback, no driver-level cross feed), TP and ETP too.
     #[test]
-    fn ecus_of_one_driver_talk() {
+    fn ecus_of_one_bus_talk() {
         let a = Bus::open(BusConfig::virtual_bus("j1939-drv-shared")).unwrap();
-        let d = Arc::new(Mutex::new(J1939Driver::new()));
-        let h = a.attach(d.clone());
-        let (i1, q1) = d.lock().add(cfg(1, 0x10)).unwrap();
-        let (i2, q2) = d.lock().add(cfg(2, 0x20)).unwrap();
-        {
-            let mut g = d.lock();
-            g.start(i1).unwrap();
-            g.start(i2).unwrap();
-        }
-        h.kick();
+        let (d1, h1, q1) = ecu(&a, 1, 0x10);
+        let (d2, h2, q2) = ecu(&a, 2, 0x20);
         claimed(&q1);
         claimed(&q2);
         {
-            d.lock().set_response(i2, Pgn::VEHICLE_IDENTIFICATION, Some(b"VIN12345678*".to_vec())).unwrap();
+            d2.lock().set_response(Pgn::VEHICLE_IDENTIFICATION, Some(b"VIN12345678*".to_vec())).unwrap();
         }
-        h.kick();
+        h2.kick();
         {
-            d.lock().request(i1, Pgn::VEHICLE_IDENTIFICATION, 0x20).unwrap();
+            d1.lock().request(Pgn::VEHICLE_IDENTIFICATION, 0x20).unwrap();
         }
-        h.kick();
+        h1.kick();
         let e = wait_event(&q1, |e| matches!(e, J1939Event::RequestDone { .. }));
         assert_eq!(
             e,
@@ -718,12 +642,85 @@ mod tests {
         );
         // An unregistered PGN asked of one CA: NACK (J1939-21 5.4.4).
         {
-            d.lock().request(i1, Pgn::new(65259).unwrap(), 0x20).unwrap();
+            d1.lock().request(Pgn::new(65259).unwrap(), 0x20).unwrap();
         }
-        h.kick();
+        h1.kick();
         let e = wait_event(&q1, |e| matches!(e, J1939Event::RequestDone { .. }));
         assert!(matches!(e, J1939Event::RequestDone { outcome: "ack", code: 1, .. }), "{e:?}");
-        d.lock().remove(i2);
-        assert!(matches!(d.lock().state(i2), Err(J1939Error::Closed)));
+        for size in [1000usize, 5000] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
+            {
+                d1.lock().send(6, Pgn::PROPRIETARY_A, 0x20, &data).unwrap();
+            }
+            h1.kick();
+            let e = wait_event(&q2, |e| matches!(e, J1939Event::Message { .. }));
+            assert!(matches!(e, J1939Event::Message { data: ref got, source: 0x10, .. } if *got == data), "{size}");
+        }
+        d2.lock().close();
+        assert!(matches!(d2.lock().state(), Err(J1939Error::Closed)));
+    }
+
+    /// A backend that only answers the kernel-stack question.
+    struct KernelHere(bool);
+
+    impl crate::runtime::Backend for KernelHere {
+        fn capabilities(&self) -> crate::runtime::Capabilities {
+            crate::runtime::Capabilities::default()
+        }
+        fn recv_batch(&self, _out: &mut Vec<RxFrame>, _timeout: Duration) -> crate::runtime::Result<()> {
+            Ok(())
+        }
+        fn send(&self, _frame: &Frame, _timeout: Duration) -> crate::runtime::Result<()> {
+            Ok(())
+        }
+        fn wake(&self) {}
+        fn backend_drops(&self) -> u64 {
+            0
+        }
+        fn kernel_j1939_active(&self) -> bool {
+            self.0
+        }
+    }
+
+    /// In `CtsTurnaround::Auto` the CTS to an RTS waits `cts_delay` exactly
+    /// when the RTS came from the bus and the backend reports the kernel's
+    /// J1939 stack active; an RTS from a sibling engine never waits.
+    #[test]
+    fn cts_turnaround_reads_origin_and_backend_hint() {
+        let delay = canx_core::Duration::from_millis(2);
+        for (kernel, origin, waits) in [
+            (true, Origin::Bus, true),
+            (true, Origin::Sibling, false),
+            (false, Origin::Bus, false),
+            (false, Origin::Sibling, false),
+        ] {
+            let mut c = cfg(2, 0x20);
+            c.config.transport.cts_delay = delay;
+            let (mut d, _q) = J1939Driver::new(c).unwrap();
+            let backend: Arc<dyn crate::runtime::Backend> = Arc::new(KernelHere(kernel));
+            d.attached(PeerHints::new(&backend));
+            let t0 = Instant::ZERO;
+            d.with_ecu(|e, _| e.start(t0)).unwrap();
+            let claimed_at = t0 + canx_core::Duration::from_millis(300);
+            d.handle_timeout(claimed_at);
+            while d.poll_transmit(claimed_at).is_some() {}
+            assert_eq!(d.state().unwrap(), ("claimed", Some(0x20)));
+            // TP.CM RTS from 0x10: 20 bytes, 3 packets, PGN 0xEF00.
+            let id = J1939Id::new(7, Pgn::TP_CM, 0x10, 0x20).unwrap();
+            let rts = id.frame(&[transport::control::RTS, 20, 0, 3, 0xFF, 0x00, 0xEF, 0x00]).unwrap();
+            d.handle_frame(claimed_at, &RxFrame { frame: Frame::Can(rts), timestamp: 0.0, origin });
+            let first = d.poll_transmit(claimed_at);
+            let case = format!("kernel={kernel} origin={origin:?}");
+            if waits {
+                assert!(first.is_none(), "{case}: the CTS waits the turnaround");
+                assert_eq!(d.poll_timeout(), Some(claimed_at + delay), "{case}");
+                d.handle_timeout(claimed_at + delay);
+                let cts = d.poll_transmit(claimed_at + delay).expect("CTS after the turnaround");
+                assert_eq!(cts.data()[0], transport::control::CTS, "{case}");
+            } else {
+                let cts = first.expect("CTS at once");
+                assert_eq!(cts.data()[0], transport::control::CTS, "{case}");
+            }
+        }
     }
 }

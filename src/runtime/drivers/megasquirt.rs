@@ -26,8 +26,9 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use canx_core::megasquirt::{
-    Access, Client, ClientConfig, ClientError, ClientEvent, Header, MsgType, OutmsgDef, Server, ServerConfig,
-    ServerError, ServerEvent, ServerStats, Tables, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_VAR_BLK, MAX_VAR_OFFSET,
+    Access, Client, ClientConfig, ClientError, ClientEvent, Header, IntoError, IntoEvent, IntoKey, MsgType, OutmsgDef,
+    OutmsgInto, Server, ServerConfig, ServerError, ServerEvent, ServerStats, Tables, XtndType, BROADCAST_ID,
+    MAX_CAN_ID, MAX_VAR_BLK, MAX_VAR_OFFSET,
 };
 use canx_core::{CanFrame, Duration, Filter, Frame, Instant};
 use parking_lot::{Condvar, Mutex};
@@ -47,6 +48,10 @@ const SERVER_TXQ: usize = 256;
 const SERVER_EVQ: usize = 256;
 /// OUTMSG_REQ frames with a caller-chosen reply target, queued.
 const RAW_TXQ: usize = 64;
+/// Operation keys: client handles below, `outmsg into` waits from here
+/// (plus the core's `IntoKey`), `outmsg into` without a wait from `RAW_KEYS`.
+const INTO_KEYS: u64 = 1 << 32;
+const RAW_KEYS: u64 = 1 << 40;
 
 type NodeClient = Client<CLIENT_OPS, MAX_TRANSFER>;
 type NodeServer = Server<MemTables, SERVER_TXQ, SERVER_EVQ>;
@@ -208,18 +213,6 @@ pub struct NodeStats {
     pub raw_dropped: u64,
 }
 
-/// An outmsg whose reply goes into a served table: done when `len` bytes
-/// from `board` have been written at `blk`/`start..`.
-#[derive(Debug)]
-struct IntoWait {
-    key: u64,
-    board: u8,
-    blk: u8,
-    start: u16,
-    got: Vec<bool>,
-    deadline: Instant,
-}
-
 /// The engine the receive thread drives.
 pub struct MsEngine {
     can_id: u8,
@@ -228,8 +221,11 @@ pub struct MsEngine {
     server: NodeServer,
     client: Box<NodeClient>,
     raw_tx: VecDeque<CanFrame>,
-    into: Vec<IntoWait>,
-    next_into: u64,
+    /// OUTMSG_REQs whose replies go into a served table (the core tracks
+    /// the bytes and deadlines; keys offset by [`INTO_KEYS`]).
+    into: OutmsgInto<CLIENT_OPS, CLIENT_OPS>,
+    /// Keys of `outmsg into` requests that wait for nothing.
+    next_raw: u64,
     /// Keys someone waits for; outcomes of others are dropped.
     waiting: HashSet<u64>,
     completions: Arc<Completions>,
@@ -249,28 +245,7 @@ impl MsEngine {
     fn on_written(&mut self, from: u8, msg: MsgType, var_blk: u8, var_offset: u16, len: u8) {
         let (off, n) = (usize::from(var_offset), usize::from(len));
         let data = self.server.tables().get(var_blk).and_then(|t| t.data.get(off..off + n)).unwrap_or(&[]).to_vec();
-        if msg == MsgType::OutmsgRsp {
-            let mut done = Vec::new();
-            for (i, w) in self.into.iter_mut().enumerate() {
-                if w.board != from || w.blk != var_blk || off < usize::from(w.start) {
-                    continue;
-                }
-                let rel = off - usize::from(w.start);
-                for k in rel..(rel + n).min(w.got.len()) {
-                    w.got[k] = true;
-                }
-                if w.got.iter().all(|&g| g) {
-                    done.push(i);
-                }
-            }
-            for i in done.into_iter().rev() {
-                let w = self.into.swap_remove(i);
-                let s = usize::from(w.start);
-                let bytes = self.server.tables().get(w.blk).and_then(|t| t.data.get(s..s + w.got.len()));
-                let o = Outcome::Data(bytes.unwrap_or(&[]).to_vec());
-                self.complete(w.key, o);
-            }
-        }
+        self.into.handle_written(from, msg, var_blk, var_offset, len);
         self.event(NodeEvent::Written { from, msg, var_blk, var_offset, data });
     }
 
@@ -283,10 +258,13 @@ impl MsEngine {
 
 impl Driven for MsEngine {
     fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        // Own frames (a bus opened with loopback) are not skipped: another
-        // node on the same bus object may be their addressee. This node's
-        // own requests and replies never address itself, and the server
-        // ignores frames whose from_id is its own id.
+        // Another node on the same bus object sees this node's frames
+        // through the runtime's local echo (`Origin::Sibling`), so frames
+        // the socket loops back (a bus opened with loopback) are skipped:
+        // they would reach that node twice.
+        if rx.own() {
+            return;
+        }
         let Some(hdr) = Header::from_frame(&rx.frame) else { return };
         if hdr.to_id() == self.can_id {
             let data = rx.frame.data();
@@ -305,18 +283,7 @@ impl Driven for MsEngine {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.client.handle_timeout(now);
-        let mut expired = Vec::new();
-        self.into.retain(|w| {
-            if w.deadline <= now {
-                expired.push(w.key);
-                false
-            } else {
-                true
-            }
-        });
-        for k in expired {
-            self.complete(k, Outcome::TimedOut);
-        }
+        self.into.handle_timeout(now);
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
@@ -330,8 +297,7 @@ impl Driven for MsEngine {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let into = self.into.iter().map(|w| w.deadline).min();
-        canx_core::time::earliest(self.client.poll_timeout(), into)
+        canx_core::time::earliest(self.client.poll_timeout(), self.into.poll_timeout())
     }
 
     fn flush_events(&mut self) {
@@ -371,6 +337,17 @@ impl Driven for MsEngine {
                 ServerEvent::Refused { from, msg, var_blk, var_offset, reason } => {
                     self.event(NodeEvent::Refused { from, msg, var_blk, var_offset, reason: reason.to_string() })
                 }
+            }
+        }
+        while let Some(ev) = self.into.poll_event() {
+            match ev {
+                IntoEvent::Done { key, var_blk, offset, len } => {
+                    let (s, n) = (usize::from(offset), usize::from(len));
+                    let bytes = self.server.tables().get(var_blk).and_then(|t| t.data.get(s..s + n));
+                    let o = Outcome::Data(bytes.unwrap_or(&[]).to_vec());
+                    self.complete(INTO_KEYS + u64::from(key.0), o);
+                }
+                IntoEvent::TimedOut { key } => self.complete(INTO_KEYS + u64::from(key.0), Outcome::TimedOut),
             }
         }
     }
@@ -486,8 +463,8 @@ impl Node {
             server,
             client,
             raw_tx: VecDeque::new(),
-            into: Vec::new(),
-            next_into: 1 << 32,
+            into: OutmsgInto::default(),
+            next_raw: RAW_KEYS,
             waiting: HashSet::new(),
             completions: completions.clone(),
             events: events.clone(),
@@ -686,50 +663,48 @@ impl Node {
         len: Option<usize>,
     ) -> Result<u64, MsError> {
         self.live()?;
-        if board >= MAX_CAN_ID || board == self.config.can_id {
-            return Err(MsError::Invalid("outmsg: board must be 0-14 and not this node's own id".into()));
-        }
-        if usize::from(number) >= canx_core::megasquirt::MAX_OUTMSGS {
-            return Err(MsError::Invalid("outmsg: number must be 0-19".into()));
-        }
-        if let Some(n) = len {
-            if n == 0 || n > canx_core::megasquirt::MAX_OUTMSG_BYTES {
-                return Err(MsError::Invalid("outmsg: length must be 1-24".into()));
-            }
-        }
-        let hdr = Header::new(MsgType::OutmsgReq, self.config.can_id, board, var_blk, offset)
-            .map_err(|_| MsError::Invalid("outmsg into: table must be 0-31 and offset 0-2047".into()))?;
-        let frame = hdr.frame(&[number]).map_err(|e| MsError::Invalid(e.to_string()))?;
         let key = {
             let mut e = self.engine.lock();
-            match e.server.tables().get(var_blk) {
-                None => {
-                    return Err(MsError::Invalid(format!("outmsg into: table {var_blk} is not served by this node")))
-                }
-                Some(t) if !t.access.write => {
-                    return Err(MsError::Invalid(format!("outmsg into: table {var_blk} is not writable by the bus")))
-                }
+            let deadline = engine::now() + e.op_timeout;
+            let (frame, waits) = e
+                .into
+                .request(self.config.can_id, board, number, var_blk, offset, len, deadline)
+                .map_err(|err| match err {
+                    IntoError::Busy => MsError::Busy,
+                    err => MsError::Invalid(err.to_string()),
+                })?;
+            let refuse = match e.server.tables().get(var_blk) {
+                None => Some(format!("outmsg into: table {var_blk} is not served by this node")),
+                Some(t) if !t.access.write => Some(format!("outmsg into: table {var_blk} is not writable by the bus")),
                 Some(t) if usize::from(offset) + len.unwrap_or(1) > t.data.len() => {
-                    return Err(MsError::Invalid(format!("outmsg into: the reply does not fit table {var_blk}")))
+                    Some(format!("outmsg into: the reply does not fit table {var_blk}"))
                 }
-                Some(_) => {}
-            }
-            if e.raw_tx.len() >= RAW_TXQ {
-                e.raw_dropped += 1;
-                return Err(MsError::Busy);
+                Some(_) => None,
+            };
+            let full = e.raw_tx.len() >= RAW_TXQ;
+            if refuse.is_some() || full {
+                if let Some(k) = waits {
+                    e.into.cancel(k);
+                }
+                if full {
+                    e.raw_dropped += 1;
+                }
+                return Err(refuse.map_or(MsError::Busy, MsError::Invalid));
             }
             e.raw_tx.push_back(frame);
-            let key = e.next_into;
-            e.next_into += 1;
-            match len {
-                Some(n) => {
-                    let deadline = engine::now() + e.op_timeout;
+            match waits {
+                Some(k) => {
+                    let key = INTO_KEYS + u64::from(k.0);
                     e.waiting.insert(key);
-                    e.into.push(IntoWait { key, board, blk: var_blk, start: offset, got: vec![false; n], deadline });
+                    key
                 }
-                None => e.completions.put(key, Outcome::Done),
+                None => {
+                    let key = e.next_raw;
+                    e.next_raw += 1;
+                    e.completions.put(key, Outcome::Done);
+                    key
+                }
             }
-            key
         };
         self.handle.kick();
         Ok(key)
@@ -744,7 +719,9 @@ impl Node {
     pub fn abandon(&self, key: u64) {
         let mut e = self.engine.lock();
         e.waiting.remove(&key);
-        e.into.retain(|w| w.key != key);
+        if let Some(k) = key.checked_sub(INTO_KEYS).filter(|k| *k < RAW_KEYS - INTO_KEYS) {
+            e.into.cancel(IntoKey(k as u32));
+        }
         drop(e);
         self.completions.map.lock().remove(&key);
     }
@@ -896,17 +873,23 @@ mod tests {
         assert_eq!(wait(&dash, k), Outcome::Burn(Some(true)));
     }
 
+    /// Two nodes on one bus object see each other through the runtime's
+    /// local echo, with or without loopback, and each frame arrives once.
     #[test]
-    fn two_nodes_on_one_loopback_bus() {
-        let mut c = BusConfig::virtual_bus("ms-rt-6");
-        c.receive_own = true;
-        let bus = Arc::new(Bus::open(c).unwrap());
-        let ecu = node(&bus, 0);
-        let dash = node(&bus, 3);
-        ecu.serve_table(7, RO, vec![7; 16]).unwrap();
-        let k = dash.start_read(0, 7, 0, 12).unwrap();
-        assert_eq!(wait(&dash, k), Outcome::Data(vec![7; 12]));
-        assert_eq!(ecu.stats().server.refused, 0);
+    fn two_nodes_on_one_bus_with_and_without_loopback() {
+        for (name, loopback) in [("ms-rt-6", true), ("ms-rt-7", false)] {
+            let mut c = BusConfig::virtual_bus(name);
+            c.receive_own = loopback;
+            let bus = Arc::new(Bus::open(c).unwrap());
+            let ecu = node(&bus, 0);
+            let dash = node(&bus, 3);
+            ecu.serve_table(7, RO, vec![7; 16]).unwrap();
+            // 8 bytes: one request frame, one reply frame.
+            let k = dash.start_read(0, 7, 0, 8).unwrap();
+            assert_eq!(wait(&dash, k), Outcome::Data(vec![7; 8]), "loopback={loopback}");
+            let s = ecu.stats().server;
+            assert_eq!((s.frames, s.replies, s.refused), (1, 1, 0), "one request, seen once (loopback={loopback})");
+        }
     }
 
     #[test]

@@ -7,9 +7,13 @@
 //! free engine slot), back-pressure against the application's event queue,
 //! and owned event values (bodies copied out of the engine's buffers);
 //! finished events go to a bounded [`EventQueue`](super::EventQueue) that the
-//! application (the Python binding) drains.
+//! application (the Python binding) drains. What every engine needs lives
+//! once in [`host`] (`Hosted<E, Adapter>`, one `Driven` impl); reliable
+//! delivery and CAN-X are hosted, J1939 and MegaSquirt still implement
+//! `Driven` by hand.
 
 pub mod canx_proto;
+pub mod host;
 pub mod j1939;
 pub mod megasquirt;
 pub mod periodic;

@@ -24,10 +24,11 @@
 //! event queue is full the data frame is dropped unACKed (counted in
 //! `dropped_no_room`) and the sender's resend brings it again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use canx_core::driver::{Engine, Events};
 use canx_core::filter::Filter;
 use canx_core::frame::{id_is_extended, id_raw, CanFrame};
 use canx_core::reliable::{
@@ -37,7 +38,7 @@ use canx_core::reliable::{
 };
 use canx_core::{Frame, Id, Instant};
 
-use crate::runtime::engine::Driven;
+use super::host::{Accept, Adapter, Backlog, HostStats, Hosted, Offer};
 use crate::runtime::{EventQueue, RxFrame};
 
 /// Messages in flight at once in a general-mode sender (core slots).
@@ -134,159 +135,62 @@ struct Waiting {
     payload: [u8; MAX_PAYLOAD],
 }
 
-/// The general-mode sender.
-pub struct SenderDriver {
-    core: Box<ReliableSender<SENDER_SLOTS, SENDER_PEERS>>,
+type SenderCore = ReliableSender<SENDER_SLOTS, SENDER_PEERS>;
+
+/// The general-mode sender: the core sender hosted with [`SenderAdapter`].
+pub type SenderDriver = Hosted<SenderCore, SenderAdapter>;
+
+/// Tickets, the per-peer backlog and the outstanding bound of a general sender.
+#[derive(Debug)]
+pub struct SenderAdapter {
     ack: AckMapping,
-    waiting: VecDeque<Waiting>,
+    backlog: Backlog<Waiting>,
+    /// Backlog entries may fit now (a slot freed, a message queued).
+    dirty: bool,
     known_ids: HashSet<Id>,
     tickets: HashMap<Handle, u64>,
     next_ticket: u64,
     max_outstanding: usize,
     outstanding: Arc<Outstanding>,
-    events: Arc<EventQueue<Event>>,
-    stats: DriverStats,
 }
 
-impl std::fmt::Debug for SenderDriver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SenderDriver").field("stats", &self.stats).finish()
-    }
-}
-
-impl SenderDriver {
-    /// `max_outstanding`: messages accepted and not yet collected (>= 1).
-    pub fn new(config: ReliableSenderConfig, max_outstanding: usize) -> Self {
-        let max_outstanding = max_outstanding.max(1);
-        SenderDriver {
-            core: Box::new(ReliableSender::new(config)),
-            ack: config.ack,
-            waiting: VecDeque::new(),
-            known_ids: HashSet::new(),
-            tickets: HashMap::new(),
-            next_ticket: 0,
-            max_outstanding,
-            outstanding: Arc::new(Outstanding::default()),
-            // Outcomes are bounded by max_outstanding; room for malformed reports too.
-            events: Arc::new(EventQueue::new(max_outstanding + 256)),
-            stats: DriverStats::default(),
-        }
-    }
-
-    pub fn events(&self) -> Arc<EventQueue<Event>> {
-        self.events.clone()
-    }
-    pub fn outstanding(&self) -> Arc<Outstanding> {
-        self.outstanding.clone()
-    }
-
-    /// Accepts `payload` (0..=7 bytes) for data id `id`; returns its ticket.
-    /// The outcome comes as [`Event::Outcome`] with that ticket.
-    pub fn send(&mut self, id: Id, payload: &[u8]) -> Result<u64, Refused> {
-        if payload.len() > MAX_PAYLOAD {
-            return Err(Refused::Invalid(SendError::PayloadTooLong));
-        }
-        if self.ack.ack_id(id).is_none() {
-            return Err(Refused::Invalid(SendError::NoAckId));
-        }
-        if self.outstanding.get() >= self.max_outstanding {
-            return Err(Refused::TooManyOutstanding);
-        }
-        if !self.known_ids.contains(&id) {
-            if self.known_ids.len() >= SENDER_PEERS {
-                return Err(Refused::PeerTableFull);
-            }
-            self.known_ids.insert(id);
-        }
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        let mut w = Waiting { ticket, id, len: payload.len() as u8, payload: [0; MAX_PAYLOAD] };
-        w.payload[..payload.len()].copy_from_slice(payload);
-        self.outstanding.accepted();
-        self.waiting.push_back(w);
-        self.submit_waiting();
-        Ok(ticket)
-    }
-
-    /// Moves waiting messages into the core, in order per data id.
-    fn submit_waiting(&mut self) {
-        let mut blocked: HashSet<Id> = HashSet::new();
-        let mut i = 0;
-        while i < self.waiting.len() {
-            let w = self.waiting[i];
-            if blocked.contains(&w.id) {
-                i += 1;
-                continue;
-            }
-            match self.core.send(w.id, &w.payload[..usize::from(w.len)]) {
-                Ok(h) => {
-                    self.tickets.insert(h, w.ticket);
-                    self.waiting.remove(i);
-                }
-                Err(SendError::NoFreeSlot) => break,
-                Err(SendError::PeerBusy) => {
-                    blocked.insert(w.id);
-                    i += 1;
-                }
-                Err(_) => {
-                    // Validated in `send`; never expected. Fail the message, never stall.
-                    self.waiting.remove(i);
-                    self.events.push(Event::Outcome { ticket: w.ticket, delivered: false, tries: 0, count: 0 });
+impl Adapter<SenderCore> for SenderAdapter {
+    type Event = Event;
+    fn event(&mut self, ev: ReliableEvent, _at: f64, out: &EventQueue<Event>) {
+        match ev {
+            ReliableEvent::Delivered { handle, tries } | ReliableEvent::Failed { handle, tries } => {
+                self.dirty = true;
+                let delivered = matches!(ev, ReliableEvent::Delivered { .. });
+                if let Some(ticket) = self.tickets.remove(&handle) {
+                    out.push(Event::Outcome { ticket, delivered, tries, count: 0 });
                 }
             }
-        }
-        self.stats.waiting = self.waiting.len();
-    }
-
-    fn drain(&mut self) {
-        let mut freed = false;
-        while let Some(ev) = self.core.poll_event() {
-            match ev {
-                ReliableEvent::Delivered { handle, tries } | ReliableEvent::Failed { handle, tries } => {
-                    freed = true;
-                    let delivered = matches!(ev, ReliableEvent::Delivered { .. });
-                    if let Some(ticket) = self.tickets.remove(&handle) {
-                        self.events.push(Event::Outcome { ticket, delivered, tries, count: 0 });
-                    }
-                }
-                ReliableEvent::Malformed(m) => self.events.push(malformed(m)),
-                ReliableEvent::Message { .. } => {}
-            }
-        }
-        if freed && !self.waiting.is_empty() {
-            self.submit_waiting();
+            ReliableEvent::Malformed(m) => out.push(malformed(m)),
+            ReliableEvent::Message { .. } => {}
         }
     }
-
-    pub fn stats(&self) -> (Stats, DriverStats) {
-        (self.core.stats(), self.stats)
-    }
-
-    /// Messages in the core (in flight) plus those waiting in the FIFO.
-    pub fn pending(&self) -> usize {
-        self.core.in_flight() + self.waiting.len()
-    }
-}
-
-impl Driven for SenderDriver {
-    fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own {
+    fn refill(&mut self, core: &mut SenderCore, out: &EventQueue<Event>) {
+        if !std::mem::take(&mut self.dirty) {
             return;
         }
-        self.core.handle_frame(now, &rx.frame);
-        self.drain();
+        let tickets = &mut self.tickets;
+        self.backlog.feed(
+            |w| w.id,
+            |w| match core.send(w.id, &w.payload[..usize::from(w.len)]) {
+                Ok(h) => {
+                    tickets.insert(h, w.ticket);
+                    Offer::Done
+                }
+                Err(SendError::NoFreeSlot) => Offer::Full,
+                Err(SendError::PeerBusy) => Offer::Busy,
+                Err(_) => {
+                    // Validated in `send`; never expected. Fail the message, never stall.
+                    out.push(Event::Outcome { ticket: w.ticket, delivered: false, tries: 0, count: 0 });
+                    Offer::Done
+                }
+            },
+        );
     }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.core.handle_timeout(now);
-        self.drain();
-    }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
-        self.core.poll_transmit(now).map(Frame::Can)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.core.poll_timeout()
-    }
-    fn flush_events(&mut self) {}
     fn filters(&self) -> Option<Vec<Filter>> {
         match self.ack {
             AckMapping::Fixed(id) => Some(vec![id_filter(id)]),
@@ -294,12 +198,71 @@ impl Driven for SenderDriver {
             AckMapping::Offset(_) => None,
         }
     }
-    fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
-        self.stats.send_failed += 1;
+}
+
+impl SenderDriver {
+    pub fn new(config: ReliableSenderConfig, max_outstanding: usize) -> Self {
+        let max_outstanding = max_outstanding.max(1);
+        let adapter = SenderAdapter {
+            ack: config.ack,
+            backlog: Backlog::default(),
+            dirty: false,
+            known_ids: HashSet::new(),
+            tickets: HashMap::new(),
+            next_ticket: 0,
+            max_outstanding,
+            outstanding: Arc::new(Outstanding::default()),
+        };
+        // Outcomes are bounded by max_outstanding; room for malformed reports too.
+        Hosted::host(Box::new(ReliableSender::new(config)), adapter, max_outstanding + 256)
+    }
+
+    pub fn outstanding(&self) -> Arc<Outstanding> {
+        self.adapter.outstanding.clone()
+    }
+
+    pub fn send(&mut self, id: Id, payload: &[u8]) -> Result<u64, Refused> {
+        let a = &mut self.adapter;
+        if payload.len() > MAX_PAYLOAD {
+            return Err(Refused::Invalid(SendError::PayloadTooLong));
+        }
+        if a.ack.ack_id(id).is_none() {
+            return Err(Refused::Invalid(SendError::NoAckId));
+        }
+        if a.outstanding.get() >= a.max_outstanding {
+            return Err(Refused::TooManyOutstanding);
+        }
+        if !a.known_ids.contains(&id) {
+            if a.known_ids.len() >= SENDER_PEERS {
+                return Err(Refused::PeerTableFull);
+            }
+            a.known_ids.insert(id);
+        }
+        let ticket = a.next_ticket;
+        a.next_ticket += 1;
+        let mut w = Waiting { ticket, id, len: payload.len() as u8, payload: [0; MAX_PAYLOAD] };
+        w.payload[..payload.len()].copy_from_slice(payload);
+        a.outstanding.accepted();
+        self.with(|_, a, _| {
+            a.backlog.push(w);
+            a.dirty = true;
+        });
+        Ok(ticket)
+    }
+
+    pub fn stats(&self) -> (Stats, DriverStats) {
+        (self.engine.stats(), driver_stats(self.host_stats(), self.adapter.backlog.len()))
+    }
+
+    pub fn pending(&self) -> usize {
+        self.engine.in_flight() + self.adapter.backlog.len()
     }
 }
 
-/// A filter that passes exactly `id` (data and remote frames).
+fn driver_stats(h: HostStats, waiting: usize) -> DriverStats {
+    DriverStats { send_failed: h.send_failed, waiting, app_queue_full: h.declined }
+}
+
 pub fn id_filter(id: Id) -> Filter {
     Filter::canio_match(id_raw(id), None, id_is_extended(id)).unwrap_or(Filter::ACCEPT_ALL)
 }
@@ -308,47 +271,86 @@ pub fn id_filter(id: Id) -> Filter {
 
 type Rx = ReliableReceiver<RECEIVER_PEERS, 16, 8>;
 
-/// The general-mode receiver: ACKs natively, delivers each message once.
-/// One core receiver per accept filter (a frame goes to the first filter
-/// that matches it).
-pub struct ReceiverDriver {
-    cores: Vec<Box<Rx>>,
-    filters: Vec<Filter>,
-    acks: VecDeque<CanFrame>,
-    events: Arc<EventQueue<Event>>,
-    capacity: usize,
-    stats: DriverStats,
+/// One core receiver per accept filter; a frame goes to the first whose
+/// filter matches.
+#[derive(Debug)]
+pub struct Receivers {
+    cores: Vec<(Filter, Box<Rx>)>,
 }
 
-impl std::fmt::Debug for ReceiverDriver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReceiverDriver").field("filters", &self.filters).field("stats", &self.stats).finish()
+impl Engine for Receivers {
+    fn handle_frame(&mut self, now: Instant, frame: &Frame) {
+        if let Some((_, c)) = self.cores.iter_mut().find(|(f, _)| f.matches(frame)) {
+            c.handle_frame(now, frame);
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        for (_, c) in self.cores.iter_mut() {
+            c.handle_timeout(now);
+        }
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
+        self.cores.iter_mut().find_map(|(_, c)| c.poll_transmit(now))
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.cores.iter().fold(None, |acc, (_, c)| canx_core::time::earliest(acc, c.poll_timeout()))
+    }
+}
+
+impl Events for Receivers {
+    type Event<'a> = ReliableEvent;
+    fn poll_event(&mut self) -> Option<ReliableEvent> {
+        self.cores.iter_mut().find_map(|(_, c)| c.poll_event())
+    }
+}
+
+/// The general-mode receiver: [`Receivers`] hosted with [`ReceiverAdapter`].
+pub type ReceiverDriver = Hosted<Receivers, ReceiverAdapter>;
+
+/// No ACK without room; messages copied out.
+#[derive(Debug)]
+pub struct ReceiverAdapter {
+    filters: Vec<Filter>,
+}
+
+impl Adapter<Receivers> for ReceiverAdapter {
+    type Event = Event;
+    const EAGER_TX: bool = true;
+    fn accept(&mut self, rx: &RxFrame, room: bool) -> Accept {
+        if !self.filters.iter().any(|f| f.matches(&rx.frame)) {
+            Accept::Ignore
+        } else if room {
+            Accept::Take
+        } else {
+            // No ACK without delivery: the sender resends.
+            Accept::Decline
+        }
+    }
+    fn event(&mut self, ev: ReliableEvent, at: f64, out: &EventQueue<Event>) {
+        match ev {
+            ReliableEvent::Message { id, seq, .. } => {
+                let data = ev.payload().to_vec();
+                out.push(Event::Message { id, seq, data, timestamp: at });
+            }
+            ReliableEvent::Malformed(m) => out.push(malformed(m)),
+            _ => {}
+        }
+    }
+    fn filters(&self) -> Option<Vec<Filter>> {
+        Some(self.filters.clone())
     }
 }
 
 impl ReceiverDriver {
-    /// `accept`: data frames this receiver owns (must not match ACK ids);
-    /// `queue_size`: application event queue length.
     pub fn new(accept: &[Filter], ack: AckMapping, queue_size: usize) -> Self {
-        let capacity = queue_size.max(1);
-        ReceiverDriver {
-            cores: accept.iter().map(|f| Box::new(Rx::new(ReliableReceiverConfig { accept: *f, ack }))).collect(),
-            filters: accept.to_vec(),
-            acks: VecDeque::new(),
-            events: Arc::new(EventQueue::new(capacity)),
-            capacity,
-            stats: DriverStats::default(),
-        }
+        let cores =
+            accept.iter().map(|f| (*f, Box::new(Rx::new(ReliableReceiverConfig { accept: *f, ack })))).collect();
+        Hosted::host(Box::new(Receivers { cores }), ReceiverAdapter { filters: accept.to_vec() }, queue_size)
     }
 
-    pub fn events(&self) -> Arc<EventQueue<Event>> {
-        self.events.clone()
-    }
-
-    /// The core counters summed over the filters.
     pub fn stats(&self) -> (Stats, DriverStats) {
         let mut s = Stats::default();
-        for c in &self.cores {
+        for (_, c) in &self.engine.cores {
             let c = c.stats();
             s.delivered = s.delivered.wrapping_add(c.delivered);
             s.duplicates_dropped = s.duplicates_dropped.wrapping_add(c.duplicates_dropped);
@@ -357,50 +359,7 @@ impl ReceiverDriver {
             s.peers_evicted = s.peers_evicted.wrapping_add(c.peers_evicted);
             s.malformed = s.malformed.wrapping_add(c.malformed);
         }
-        (s, self.stats)
-    }
-}
-
-impl Driven for ReceiverDriver {
-    fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own {
-            return;
-        }
-        let Some(i) = self.filters.iter().position(|f| f.matches(&rx.frame)) else { return };
-        if self.events.len() >= self.capacity {
-            // No ACK without delivery: the sender resends.
-            self.stats.app_queue_full += 1;
-            return;
-        }
-        let core = &mut self.cores[i];
-        core.handle_frame(now, &rx.frame);
-        while let Some(ack) = core.poll_transmit(now) {
-            self.acks.push_back(ack);
-        }
-        while let Some(ev) = core.poll_event() {
-            match ev {
-                ReliableEvent::Message { id, seq, .. } => {
-                    let data = ev.payload().to_vec();
-                    self.events.push(Event::Message { id, seq, data, timestamp: rx.timestamp });
-                }
-                ReliableEvent::Malformed(m) => self.events.push(malformed(m)),
-                _ => {}
-            }
-        }
-    }
-    fn handle_timeout(&mut self, _now: Instant) {}
-    fn poll_transmit(&mut self, _now: Instant) -> Option<Frame> {
-        self.acks.pop_front().map(Frame::Can)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-    fn flush_events(&mut self) {}
-    fn filters(&self) -> Option<Vec<Filter>> {
-        Some(self.filters.clone())
-    }
-    fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
-        self.stats.send_failed += 1;
+        (s, driver_stats(self.host_stats(), 0))
     }
 }
 
@@ -413,209 +372,133 @@ struct GuideWaiting {
     now_ms: u32,
 }
 
-/// The canio guide's `sender-ack` (one message in flight at a time; more
-/// wait in order).
-pub struct GuideSenderDriver {
-    core: CompatSender,
+/// The canio guide sender: one message in flight, the rest in a backlog.
+pub type GuideSenderDriver = Hosted<CompatSender, GuideSenderAdapter>;
+
+#[derive(Debug)]
+pub struct GuideSenderAdapter {
     ack_id: Id,
-    waiting: VecDeque<GuideWaiting>,
+    backlog: Backlog<GuideWaiting>,
     current: Option<u64>,
     next_count: u32,
     next_ticket: u64,
     max_outstanding: usize,
     outstanding: Arc<Outstanding>,
-    events: Arc<EventQueue<Event>>,
-    stats: DriverStats,
 }
 
-impl std::fmt::Debug for GuideSenderDriver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuideSenderDriver").field("stats", &self.stats).finish()
+impl Adapter<CompatSender> for GuideSenderAdapter {
+    type Event = Event;
+    fn event(&mut self, ev: CompatEvent, _at: f64, out: &EventQueue<Event>) {
+        match ev {
+            CompatEvent::Delivered { count, tries } | CompatEvent::Failed { count, tries } => {
+                let delivered = matches!(ev, CompatEvent::Delivered { .. });
+                if let Some(ticket) = self.current.take() {
+                    out.push(Event::Outcome { ticket, delivered, tries, count });
+                }
+            }
+            CompatEvent::Malformed(m) => out.push(malformed(m)),
+            CompatEvent::Received { .. } => {}
+        }
+    }
+    fn refill(&mut self, core: &mut CompatSender, _out: &EventQueue<Event>) {
+        let current = &mut self.current;
+        self.backlog.feed(
+            |_| (),
+            |w| {
+                if current.is_some() || core.send_values(w.count, w.now_ms).is_err() {
+                    return Offer::Full;
+                }
+                *current = Some(w.ticket);
+                Offer::Done
+            },
+        );
+    }
+    fn filters(&self) -> Option<Vec<Filter>> {
+        Some(vec![id_filter(self.ack_id)])
     }
 }
 
 impl GuideSenderDriver {
     pub fn new(config: CompatSenderConfig, first_count: u32, max_outstanding: usize) -> Self {
         let max_outstanding = max_outstanding.max(1);
-        GuideSenderDriver {
-            core: CompatSender::new(config),
+        let adapter = GuideSenderAdapter {
             ack_id: config.ack_id,
-            waiting: VecDeque::new(),
+            backlog: Backlog::default(),
             current: None,
             next_count: first_count,
             next_ticket: 0,
             max_outstanding,
             outstanding: Arc::new(Outstanding::default()),
-            events: Arc::new(EventQueue::new(max_outstanding + 256)),
-            stats: DriverStats::default(),
-        }
+        };
+        Hosted::host(Box::new(CompatSender::new(config)), adapter, max_outstanding + 256)
     }
 
-    pub fn events(&self) -> Arc<EventQueue<Event>> {
-        self.events.clone()
-    }
     pub fn outstanding(&self) -> Arc<Outstanding> {
-        self.outstanding.clone()
+        self.adapter.outstanding.clone()
     }
 
-    /// Accepts a message with `count` (default: the previous count + 1,
-    /// starting at `first_count`) and `now_ms`; returns (ticket, count).
     pub fn send(&mut self, count: Option<u32>, now_ms: u32) -> Result<(u64, u32), Refused> {
-        if self.outstanding.get() >= self.max_outstanding {
+        let a = &mut self.adapter;
+        if a.outstanding.get() >= a.max_outstanding {
             return Err(Refused::TooManyOutstanding);
         }
-        let count = count.unwrap_or(self.next_count);
-        self.next_count = count.wrapping_add(1);
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        self.outstanding.accepted();
-        self.waiting.push_back(GuideWaiting { ticket, count, now_ms });
-        self.submit_waiting();
+        let count = count.unwrap_or(a.next_count);
+        a.next_count = count.wrapping_add(1);
+        let ticket = a.next_ticket;
+        a.next_ticket += 1;
+        a.outstanding.accepted();
+        self.with(|_, a, _| a.backlog.push(GuideWaiting { ticket, count, now_ms }));
         Ok((ticket, count))
     }
 
-    fn submit_waiting(&mut self) {
-        if self.current.is_some() {
-            return;
-        }
-        if let Some(w) = self.waiting.front().copied() {
-            if self.core.send_values(w.count, w.now_ms).is_ok() {
-                self.waiting.pop_front();
-                self.current = Some(w.ticket);
-            }
-        }
-        self.stats.waiting = self.waiting.len();
-    }
-
-    fn drain(&mut self) {
-        while let Some(ev) = self.core.poll_event() {
-            match ev {
-                CompatEvent::Delivered { count, tries } | CompatEvent::Failed { count, tries } => {
-                    let delivered = matches!(ev, CompatEvent::Delivered { .. });
-                    if let Some(ticket) = self.current.take() {
-                        self.events.push(Event::Outcome { ticket, delivered, tries, count });
-                    }
-                }
-                CompatEvent::Malformed(m) => self.events.push(malformed(m)),
-                CompatEvent::Received { .. } => {}
-            }
-        }
-        self.submit_waiting();
-    }
-
     pub fn stats(&self) -> (Stats, DriverStats) {
-        (self.core.stats(), self.stats)
-    }
-}
-
-impl Driven for GuideSenderDriver {
-    fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own {
-            return;
-        }
-        self.core.handle_frame(now, &rx.frame);
-        self.drain();
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.core.handle_timeout(now);
-        self.drain();
-    }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
-        self.core.poll_transmit(now).map(Frame::Can)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.core.poll_timeout()
-    }
-    fn flush_events(&mut self) {}
-    fn filters(&self) -> Option<Vec<Filter>> {
-        Some(vec![id_filter(self.ack_id)])
-    }
-    fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
-        self.stats.send_failed += 1;
+        (self.engine.stats(), driver_stats(self.host_stats(), self.adapter.backlog.len()))
     }
 }
 
 // ------------------------------------------------------------------ guide listener
 
-/// The canio guide's `listener-ack`: ACKs every 8-byte data frame natively,
-/// delivers each count once.
-pub struct GuideListenerDriver {
-    core: CompatListener<8, 8>,
+/// The canio guide listener: no ACK without room.
+pub type GuideListenerDriver = Hosted<CompatListener<8, 8>, GuideListenerAdapter>;
+
+#[derive(Debug)]
+pub struct GuideListenerAdapter {
     data_id: Id,
-    acks: VecDeque<CanFrame>,
-    events: Arc<EventQueue<Event>>,
-    capacity: usize,
-    stats: DriverStats,
 }
 
-impl std::fmt::Debug for GuideListenerDriver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuideListenerDriver").field("stats", &self.stats).finish()
+impl Adapter<CompatListener<8, 8>> for GuideListenerAdapter {
+    type Event = Event;
+    const EAGER_TX: bool = true;
+    fn accept(&mut self, rx: &RxFrame, room: bool) -> Accept {
+        match (rx.frame.id() == Some(self.data_id), room) {
+            (false, _) => Accept::Ignore,
+            (true, true) => Accept::Take,
+            (true, false) => Accept::Decline,
+        }
+    }
+    fn event(&mut self, ev: CompatEvent, at: f64, out: &EventQueue<Event>) {
+        match ev {
+            CompatEvent::Received { count, now_ms } => out.push(Event::GuideMessage { count, now_ms, timestamp: at }),
+            CompatEvent::Malformed(m) => out.push(malformed(m)),
+            _ => {}
+        }
+    }
+    fn filters(&self) -> Option<Vec<Filter>> {
+        Some(vec![id_filter(self.data_id)])
     }
 }
 
 impl GuideListenerDriver {
     pub fn new(config: CompatListenerConfig, queue_size: usize) -> Self {
-        let capacity = queue_size.max(1);
-        GuideListenerDriver {
-            core: CompatListener::new(config),
-            data_id: config.data_id,
-            acks: VecDeque::new(),
-            events: Arc::new(EventQueue::new(capacity)),
-            capacity,
-            stats: DriverStats::default(),
-        }
-    }
-
-    pub fn events(&self) -> Arc<EventQueue<Event>> {
-        self.events.clone()
+        let adapter = GuideListenerAdapter { data_id: config.data_id };
+        Hosted::host(Box::new(CompatListener::new(config)), adapter, queue_size)
     }
 
     pub fn stats(&self) -> (Stats, DriverStats) {
-        (self.core.stats(), self.stats)
+        (self.engine.stats(), driver_stats(self.host_stats(), 0))
     }
 }
 
-impl Driven for GuideListenerDriver {
-    fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        if rx.own || rx.frame.id() != Some(self.data_id) {
-            return;
-        }
-        if self.events.len() >= self.capacity {
-            self.stats.app_queue_full += 1;
-            return;
-        }
-        self.core.handle_frame(now, &rx.frame);
-        while let Some(ack) = self.core.poll_transmit(now) {
-            self.acks.push_back(ack);
-        }
-        while let Some(ev) = self.core.poll_event() {
-            match ev {
-                CompatEvent::Received { count, now_ms } => {
-                    self.events.push(Event::GuideMessage { count, now_ms, timestamp: rx.timestamp })
-                }
-                CompatEvent::Malformed(m) => self.events.push(malformed(m)),
-                _ => {}
-            }
-        }
-    }
-    fn handle_timeout(&mut self, _now: Instant) {}
-    fn poll_transmit(&mut self, _now: Instant) -> Option<Frame> {
-        self.acks.pop_front().map(Frame::Can)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-    fn flush_events(&mut self) {}
-    fn filters(&self) -> Option<Vec<Filter>> {
-        Some(vec![id_filter(self.data_id)])
-    }
-    fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
-        self.stats.send_failed += 1;
-    }
-}
-
-/// The guide's retry policy with the given timeout and retry limit (no backoff).
 pub fn guide_policy(timeout: canx_core::Duration, retries: Option<u32>) -> RetryPolicy {
     RetryPolicy { timeout, retries, multiplier: 1, max_timeout: timeout }
 }

@@ -64,3 +64,12 @@ impl<const TS: usize, const K: usize, const RS: usize, const E: usize> Endpoint<
         (self.sender.stats(), self.receiver.stats())
     }
 }
+
+impl<const TS: usize, const K: usize, const RS: usize, const E: usize> crate::driver::Events
+    for Endpoint<TS, K, RS, E>
+{
+    type Event<'a> = Event<'a>;
+    fn poll_event(&mut self) -> Option<Event<'_>> {
+        Endpoint::poll_event(self)
+    }
+}

@@ -112,6 +112,11 @@ pub struct ReceiverConfig {
     pub direction: Option<Direction>,
     /// Accept only this device id (`None`: all). Others are ignored.
     pub device: Option<u8>,
+    /// Envelopes reassembled at once, at most (default `usize::MAX`: every
+    /// slot). A head arriving while this many are open is refused like one
+    /// finding no free slot, so memory or fairness limits below `SLOTS` hold
+    /// on a board as on a PC.
+    pub max_open: usize,
 }
 
 impl Default for ReceiverConfig {
@@ -121,6 +126,7 @@ impl Default for ReceiverConfig {
             crc: DEFAULT_CRC,
             direction: None,
             device: None,
+            max_open: usize::MAX,
         }
     }
 }
@@ -195,7 +201,7 @@ enum Queued {
 ///
 /// - `SLOTS`: envelopes reassembled at once, each with its own
 ///   2036-byte buffer (body + tail). A head arriving when all slots are busy
-///   is refused, counted ([`ReceiverStats::refused`]) and reported
+///   (or [`ReceiverConfig::max_open`] envelopes are open) is refused, counted ([`ReceiverStats::refused`]) and reported
 ///   ([`RxError::NoFreeSlot`]); its following frames are then reported as
 ///   [`RxError::Stray`]. A completed envelope keeps its slot until the
 ///   application has polled its event.
@@ -339,7 +345,8 @@ impl<const SLOTS: usize, const EVENTS: usize> Receiver<SLOTS, EVENTS> {
         match data {
             [] => self.error(key, None, RxError::Empty),
             [msg_id, 0, 0, n, b0, b1, b2, b3] if *n >= 2 => {
-                let Some(i) = self.slots.iter().position(|s| s.state == SlotState::Free) else {
+                let free = self.slots.iter().position(|s| s.state == SlotState::Free);
+                let Some(i) = free.filter(|_| self.open_envelopes() < self.config.max_open) else {
                     self.stats.refused = self.stats.refused.wrapping_add(1);
                     self.error(key, Some(*msg_id), RxError::NoFreeSlot);
                     return;

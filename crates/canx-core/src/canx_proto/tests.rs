@@ -338,6 +338,28 @@ fn slot_limit_refuses_and_reports() {
 }
 
 #[test]
+fn max_open_refuses_heads_below_the_slot_count() {
+    // Four slots, at most two open: the third head is refused and reported
+    // like a missing slot; once one envelope completed, a head is accepted.
+    let t0 = Instant::ZERO;
+    let cfg = ReceiverConfig { max_open: 2, ..ReceiverConfig::default() };
+    let mut rx: Receiver<4, 16> = Receiver::new(cfg);
+    let ks: Vec<Key> = (0..4).map(|d| key(Direction::ToDevice, d, 0)).collect();
+    let envs: Vec<Vec<Frame>> = ks.iter().map(|k| envelope20(*k, 0)).collect();
+    for e in &envs[..3] {
+        rx.handle_frame(t0, &e[0]);
+    }
+    assert_eq!((rx.open_envelopes(), rx.stats().refused), (2, 1));
+    assert_eq!(drain(&mut rx), [Ev::Err(ErrorEvent { key: ks[2], msg_id: Some(0x33), reason: RxError::NoFreeSlot })]);
+    for f in &envs[0][1..] {
+        rx.handle_frame(t0, f);
+    }
+    assert_eq!(drain(&mut rx).iter().filter(|e| matches!(e, Ev::Msg(..))).count(), 1);
+    rx.handle_frame(t0, &envs[3][0]);
+    assert_eq!((rx.open_envelopes(), rx.stats().refused), (2, 1), "room again after a completion");
+}
+
+#[test]
 fn completed_slot_is_held_until_polled() {
     // One slot: a complete envelope waits in the queue; a second head is
     // refused until the first message was polled.

@@ -542,3 +542,27 @@ fn two_cas_on_one_controller_contend_through_local_echo() {
         }
     }
 }
+
+/// The `Events` trait reads every engine alike, borrowed events included.
+#[test]
+fn events_trait_drains_engines_generically() {
+    use crate::canx_proto::{Direction, Endpoint, Key};
+    fn drain<E: Events>(e: &mut E) -> usize {
+        let mut n = 0;
+        while e.poll_event().is_some() {
+            n += 1;
+        }
+        n
+    }
+    let t = Instant::ZERO;
+    let mut tx: Endpoint<2, 4, 2, 8> = Endpoint::default();
+    let mut rx: Endpoint<2, 4, 2, 8> = Endpoint::default();
+    let k = Key::new(Direction::ToDevice, 1, 0).unwrap();
+    tx.send(0, k, 7, &[1, 2, 3]).unwrap();
+    tx.send(0, k, 8, &[0; 40]).unwrap();
+    while let Some(f) = tx.poll_transmit(t) {
+        rx.handle_frame(t, &Frame::Can(f));
+    }
+    assert_eq!(drain(&mut rx), 2, "a single-frame message and an envelope");
+    assert_eq!(drain(&mut tx), 0);
+}

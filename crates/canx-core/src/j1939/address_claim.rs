@@ -487,5 +487,12 @@ impl<const T: usize> AddressClaimer<T> {
     }
 }
 
+impl<const T: usize> crate::driver::Events for AddressClaimer<T> {
+    type Event<'a> = ClaimEvent;
+    fn poll_event(&mut self) -> Option<ClaimEvent> {
+        AddressClaimer::poll_event(self)
+    }
+}
+
 #[cfg(test)]
 mod tests;

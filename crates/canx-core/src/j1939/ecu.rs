@@ -37,6 +37,8 @@
 
 use core::fmt;
 
+use crate::managed::ManagedSlice;
+
 use super::address_claim::{
     AddressClaimer, AddressTable, ClaimConfig, ClaimConfigError, ClaimEvent, ClaimState, FULL_TABLE,
 };
@@ -236,8 +238,13 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
     }
 
     /// An ECU with one ETP session per buffer (each buffer's length caps the
-    /// ETP messages it carries). Errors: as [`Ecu::new`].
-    pub fn with_etp_buffers(config: EcuConfig, buffers: [&'a mut [u8]; E]) -> Result<Self, EcuError> {
+    /// ETP messages it carries): borrowed `&'a mut [u8]` or, with the `alloc`
+    /// feature, owned `Box<[u8]>`/`Vec<u8>` (see [`ManagedSlice`]). Errors:
+    /// as [`Ecu::new`].
+    pub fn with_etp_buffers<B: Into<ManagedSlice<'a, u8>>>(
+        config: EcuConfig,
+        buffers: [B; E],
+    ) -> Result<Self, EcuError> {
         let etp_config = EtpConfig {
             priority: config.transport.priority,
             packets_per_cts: config.transport.packets_per_cts,
@@ -629,6 +636,16 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
 
 fn matches_source(requested_from: u8, source: u8) -> bool {
     requested_from == GLOBAL_ADDRESS || requested_from == source
+}
+
+impl<const S: usize, const R: usize, const E: usize, const T: usize> crate::driver::Events for Ecu<'_, S, R, E, T> {
+    type Event<'b>
+        = EcuEvent
+    where
+        Self: 'b;
+    fn poll_event(&mut self) -> Option<EcuEvent> {
+        Ecu::poll_event(self)
+    }
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@
 //! retransmission), a sequence number 0 with reason 8.
 //!
 //! ## Memory
-//! [`Etp`] holds `S` sessions, each bound to one caller-provided
-//! `&'a mut [u8]` buffer given to [`Etp::new`]: a send copies into a free
+//! [`Etp`] holds `S` sessions, each bound to one buffer given to
+//! [`Etp::new`] as a [`ManagedSlice`]: borrowed (`&'a mut [u8]`, no heap) or,
+//! with the `alloc` feature, owned (`Box<[u8]>`). A send copies into a free
 //! buffer large enough, an RTS is accepted into a free buffer large enough
 //! (otherwise Abort reason 2). Events, handles and the lifetime of received
 //! data work as in [`super::transport`] (data readable until the next
@@ -31,6 +32,7 @@ use super::transport::{
 };
 use super::Ring;
 use crate::frame::{CanFrame, Frame};
+use crate::managed::ManagedSlice;
 use crate::time::{Duration, Instant};
 
 /// Largest ETP message: 16,777,215 packets x 7 bytes.
@@ -191,7 +193,7 @@ struct Slot<'a> {
     order: u32,
     generation: u16,
     timers: [Option<Instant>; 2],
-    buf: &'a mut [u8],
+    buf: ManagedSlice<'a, u8>,
 }
 
 impl fmt::Debug for Slot<'_> {
@@ -236,7 +238,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
     /// One session per buffer; a buffer's length caps the messages it can
     /// carry. Invalid config values are clamped (priority to 7,
     /// packets per CTS to at least 1).
-    pub fn new(config: EtpConfig, buffers: [&'a mut [u8]; S]) -> Self {
+    pub fn new<B: Into<ManagedSlice<'a, u8>>>(config: EtpConfig, buffers: [B; S]) -> Self {
         let config = EtpConfig {
             priority: config.priority.min(7),
             packets_per_cts: config.packets_per_cts.max(1),
@@ -260,7 +262,7 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
                 order: 0,
                 generation: 0,
                 timers: [None; 2],
-                buf,
+                buf: buf.into(),
             }),
             ctrl: Ring::new(),
             events: Ring::new(),
@@ -805,6 +807,16 @@ impl<'a, const S: usize, const Q: usize> Etp<'a, S, Q> {
         let pgn = s.pgn;
         self.send_cm(me, peer, EtpCm::Abort { reason, pgn });
         self.free(i);
+    }
+}
+
+impl<const S: usize, const Q: usize> crate::driver::Events for Etp<'_, S, Q> {
+    type Event<'b>
+        = TransportEvent
+    where
+        Self: 'b;
+    fn poll_event(&mut self) -> Option<TransportEvent> {
+        Etp::poll_event(self)
     }
 }
 

@@ -1314,5 +1314,12 @@ impl<const S: usize, const Q: usize> Transport<S, Q> {
     }
 }
 
+impl<const S: usize, const Q: usize> crate::driver::Events for Transport<S, Q> {
+    type Event<'a> = TransportEvent;
+    fn poll_event(&mut self) -> Option<TransportEvent> {
+        Transport::poll_event(self)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -789,6 +789,13 @@ impl<const OPS: usize, const BUF: usize> Client<OPS, BUF> {
     }
 }
 
+impl<const OPS: usize, const BUF: usize> crate::driver::Events for Client<OPS, BUF> {
+    type Event<'a> = ClientEvent;
+    fn poll_event(&mut self) -> Option<ClientEvent> {
+        Client::poll_event(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

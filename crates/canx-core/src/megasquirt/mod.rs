@@ -51,6 +51,7 @@ pub mod client;
 pub mod fuzzing;
 pub mod header;
 pub mod message;
+pub mod outmsg_into;
 pub mod payload;
 pub mod server;
 #[cfg(test)]
@@ -63,6 +64,7 @@ pub use header::{
     Header, HeaderError, MsgType, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_OUTSTANDING, MAX_VAR_BLK, MAX_VAR_OFFSET,
 };
 pub use message::Message;
+pub use outmsg_into::{IntoError, IntoEvent, IntoKey, OutmsgInto};
 pub use payload::{BurnAckRepr, CrcReqRepr, PayloadError, ReqRepr, ReqxRepr, SpndRepr};
 pub use server::{
     OutmsgDef, Refusal, Server, ServerConfig, ServerError, ServerEvent, ServerStats, MAX_OUTMSGS, MAX_OUTMSG_BYTES,

@@ -460,6 +460,16 @@ impl<T: Tables, const TXQ: usize, const EVQ: usize> Server<T, TXQ, EVQ> {
     }
 }
 
+impl<T: Tables, const TXQ: usize, const EVQ: usize> crate::driver::Events for Server<T, TXQ, EVQ> {
+    type Event<'a>
+        = ServerEvent
+    where
+        Self: 'a;
+    fn poll_event(&mut self) -> Option<ServerEvent> {
+        Server::poll_event(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

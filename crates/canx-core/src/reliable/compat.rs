@@ -329,3 +329,17 @@ impl<const ACKS: usize, const EVENTS: usize> CompatListener<ACKS, EVENTS> {
         self.stats
     }
 }
+
+impl crate::driver::Events for CompatSender {
+    type Event<'a> = CompatEvent;
+    fn poll_event(&mut self) -> Option<CompatEvent> {
+        CompatSender::poll_event(self)
+    }
+}
+
+impl<const ACKS: usize, const EVENTS: usize> crate::driver::Events for CompatListener<ACKS, EVENTS> {
+    type Event<'a> = CompatEvent;
+    fn poll_event(&mut self) -> Option<CompatEvent> {
+        CompatListener::poll_event(self)
+    }
+}

@@ -452,3 +452,19 @@ impl<const PEERS: usize, const EVENTS: usize, const ACKS: usize> ReliableReceive
         self.stats
     }
 }
+
+impl<const SLOTS: usize, const PEERS: usize> crate::driver::Events for ReliableSender<SLOTS, PEERS> {
+    type Event<'a> = ReliableEvent;
+    fn poll_event(&mut self) -> Option<ReliableEvent> {
+        ReliableSender::poll_event(self)
+    }
+}
+
+impl<const PEERS: usize, const EVENTS: usize, const ACKS: usize> crate::driver::Events
+    for ReliableReceiver<PEERS, EVENTS, ACKS>
+{
+    type Event<'a> = ReliableEvent;
+    fn poll_event(&mut self) -> Option<ReliableEvent> {
+        ReliableReceiver::poll_event(self)
+    }
+}
