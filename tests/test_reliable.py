@@ -366,3 +366,54 @@ def test_guide_sender_gives_up_after_retries_and_reports_bad_acks(pair):
         while not bad and time.monotonic() < deadline:
             time.sleep(0.01)
         assert bad == [reliable.Malformed(0x409, False, "unexpected data length 2")]
+
+
+# ------------------------------------------------------------ callback pump (B8)
+
+
+def test_callback_pump_survives_an_unexpected_error_and_logs_it(caplog):
+    """Review B8: an error from the pump's ``get`` that is not "closed"
+    (a bug in event conversion, say) is logged on ``canx``, counted, and the
+    pump keeps dispatching. (It used to end the pump silently.)"""
+    from canx._dispatch import CallbackPump
+
+    script = [RuntimeError("conversion bug"), ("ev", 1), None, TypeError("another"), ("ev", 2)]
+    got, done = [], threading.Event()
+
+    def get(_timeout):
+        if not script:
+            done.set()
+            time.sleep(0.01)
+            return None
+        item = script.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    with caplog.at_level("ERROR", logger="canx"):
+        pump = CallbackPump("test-pump", get, got.append).start()
+        try:
+            assert done.wait(10)
+        finally:
+            pump.stop()
+    assert got == [("ev", 1), ("ev", 2)]
+    assert pump.pump_errors == 2 and isinstance(pump.last_pump_error, TypeError)
+    assert sum("pump keeps running" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_callback_pump_ends_quietly_when_its_engine_closes(pair, caplog):
+    """The engine-closed case is recognised precisely: closing a receiver
+    with callbacks ends its pump thread without an error log."""
+    _, b, _ = pair
+    with caplog.at_level("ERROR", logger="canx"):
+        rx = reliable.Receiver(b, matches=[canx.Match(0x123)], on_message=lambda m: None)
+        pump = rx._pump
+        assert pump is not None and pump.running
+        rx._native.close()  # closed under the pump, without stop()
+        deadline = time.monotonic() + 10
+        while pump.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not pump.running
+        rx.close()
+    assert pump.pump_errors == 0
+    assert not [r for r in caplog.records if r.name == "canx"]
