@@ -1,6 +1,6 @@
 //! canio `CAN` and `Listener`, backed by the native runtime.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,42 @@ pub fn finalizing() -> bool {
     FINALIZING.load(Ordering::Relaxed)
 }
 
+/// Threads inside a native wait or send with the GIL released (see
+/// [`NativeWait`]); canx's atexit handler waits for this to reach zero
+/// after `_begin_shutdown`, and does not wait at all when it is zero.
+static NATIVE_WAITS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one thread in [`NATIVE_WAITS`] while alive. `enter` returns None
+/// (and counts nothing) once finalization began: the caller must then not
+/// release the GIL. Counting before checking the flag (both SeqCst) means
+/// the atexit handler either sees this thread counted or this thread sees
+/// the flag.
+pub(crate) struct NativeWait(());
+
+impl NativeWait {
+    pub(crate) fn enter() -> Option<NativeWait> {
+        NATIVE_WAITS.fetch_add(1, Ordering::SeqCst);
+        if FINALIZING.load(Ordering::SeqCst) {
+            NATIVE_WAITS.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(NativeWait(()))
+    }
+}
+
+impl Drop for NativeWait {
+    fn drop(&mut self) {
+        NATIVE_WAITS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How many threads are inside a native wait or send with the GIL released
+/// (for canx's atexit handler).
+#[pyfunction]
+pub fn _native_waits() -> usize {
+    NATIVE_WAITS.load(Ordering::SeqCst)
+}
+
 /// The one blocking-wait helper of the binding: calls `poll(slice)` with the
 /// GIL released in slices of at most 50 ms, checks for signals (Ctrl-C)
 /// between slices, and gives up after `timeout` seconds (None, inf or a
@@ -79,10 +115,12 @@ pub fn wait_for<T: Send>(
         if slice.is_zero() {
             return Ok(None);
         }
-        if finalizing() {
+        let Some(counted) = NativeWait::enter() else {
             return Ok(None);
-        }
-        if let Some(v) = py.detach(|| poll(slice)) {
+        };
+        let got = py.detach(|| poll(slice));
+        drop(counted);
+        if let Some(v) = got {
             return Ok(Some(v));
         }
         py.check_signals()?;
@@ -178,7 +216,10 @@ impl CAN {
         let frame = py_to_frame(message)?;
         let t = Duration::try_from_secs_f64(self.send_timeout.max(0.0)).unwrap_or(Duration::from_secs(u32::MAX as u64));
         // The kernel may push back (ENOBUFS) for up to send_timeout: never with the GIL held.
-        let r = if finalizing() { bus.send(&frame, t) } else { py.detach(|| bus.send(&frame, t)) };
+        let r = match NativeWait::enter() {
+            Some(_counted) => py.detach(|| bus.send(&frame, t)),
+            None => bus.send(&frame, t),
+        };
         r.map_err(|e| to_py(py, e))
     }
 
