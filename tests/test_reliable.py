@@ -368,6 +368,77 @@ def test_guide_sender_gives_up_after_retries_and_reports_bad_acks(pair):
         assert bad == [reliable.Malformed(0x409, False, "unexpected data length 2")]
 
 
+# ------------------------------------------------------ asyncio on readiness
+
+
+def test_cancelled_receive_async_loses_no_message(pair):
+    """Issue 11 / review B5 on an engine queue: 1,000 numbered messages,
+    ``receive_async`` and ``async for`` steps cancelled over and over
+    (``wait_for`` with tiny timeouts, ``task.cancel()``): every message
+    arrives exactly once, in order. (The old executor-slice form dropped the
+    message its executor call had already taken.)"""
+    import random
+
+    a, b, _ = pair
+    n = 1000
+    with reliable.Receiver(b, matches=[canx.Match(0x123)], timeout=30) as rx, reliable.Sender(a, retries=None) as tx:
+        it = rx.__aiter__()
+        nexts = [rx.receive_async, it.__anext__]
+
+        def produce():
+            futs = [tx.send(0x123, i.to_bytes(2, "little")) for i in range(n)]
+            return [f.result(30).delivered for f in futs]
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            producer = loop.run_in_executor(None, produce)
+            rng = random.Random(5)
+            got, cancels, tries = [], 0, 0
+            deadline = loop.time() + 30
+            while len(got) < n and loop.time() < deadline:
+                tries += 1
+                step = nexts[tries % 3 == 0]
+                if tries % 2:
+                    try:
+                        got.append(await asyncio.wait_for(step(), rng.choice((0, 0.0001, 0.0005, 0.002))))
+                    except asyncio.TimeoutError:
+                        cancels += 1
+                else:
+                    task = asyncio.ensure_future(step())
+                    for _ in range(rng.randrange(3)):
+                        await asyncio.sleep(0)
+                    task.cancel()
+                    try:
+                        got.append(await task)
+                    except asyncio.CancelledError:
+                        cancels += 1
+            return got, cancels, await producer
+
+        got, cancels, delivered = asyncio.run(main())
+        assert all(delivered)
+        assert [int.from_bytes(m.data, "little") for m in got] == list(range(n))
+        assert cancels > 100
+        assert rx.in_waiting() == 0
+
+
+def test_receive_async_wakes_when_closed(pair):
+    """``close()`` wakes a waiting ``receive_async`` at once (readiness),
+    which then raises canio's deinitialized ValueError."""
+    _, b, _ = pair
+    rx = reliable.Receiver(b, matches=[canx.Match(0x123)], timeout=30)
+
+    async def main():
+        task = asyncio.create_task(rx.receive_async())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        rx.close()
+        with pytest.raises(ValueError):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+
+
 # ------------------------------------------------------------ callback pump (B8)
 
 

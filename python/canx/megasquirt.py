@@ -389,7 +389,8 @@ class Node:
             self._callbacks[kind].append(cb)
             if self._pump is None:
                 self._n._enable_events()
-                self._pump = CallbackPump(f"canx-ms{self.can_id}-callbacks", self._n._next_event, self._dispatch)
+                n = self._n
+                self._pump = CallbackPump(f"canx-ms{self.can_id}-callbacks", n._next_event, self._dispatch, lambda: bool(n.closed))
                 self._pump.start()
         return cb
 

@@ -1,16 +1,16 @@
 //! canio `CAN` and `Listener`, backed by the native runtime.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::errors::{deinit_error, to_py};
+use super::errors::{canx_err, deinit_error, to_py};
 use super::messages::{py_to_frame, rx_to_py, type_name, BusState, Match};
-use crate::runtime::{Bus, BusConfig, DropPolicy, Listener as NativeListener, ListenerFilter, RxFrame, Target};
+use crate::runtime::{Bus, BusConfig, DropPolicy, Listener as NativeListener, ListenerFilter, Notify, RxFrame, Target};
 
 /// How long a blocking call sleeps with the GIL released before it checks
 /// for signals (Ctrl-C).
@@ -127,6 +127,24 @@ pub fn wait_for<T: Send>(
         if closed() {
             return Err(deinit_error());
         }
+    }
+}
+
+/// The readiness descriptor of a queue's [`Notify`] (for asyncio's
+/// `loop.add_reader`, see `python/canx/_aio.py`): readable while items are
+/// queued, possibly spuriously. Raises `canx.UnsupportedError` where the
+/// platform has no such descriptor (callers fall back to polling), OSError
+/// when the OS refuses one.
+pub(crate) fn notify_fileno(py: Python<'_>, n: std::io::Result<Arc<Notify>>) -> PyResult<i64> {
+    match n {
+        #[cfg(unix)]
+        Ok(n) => Ok(i64::from(n.raw_fd())),
+        #[cfg(not(unix))]
+        Ok(_) => Err(canx_err(py, "UnsupportedError", "no readiness descriptor on this platform".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            Err(canx_err(py, "UnsupportedError", format!("no readiness descriptor on this platform: {e}")))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -260,7 +278,7 @@ impl CAN {
         }
         let policy = if drop_oldest { DropPolicy::DropOldest } else { DropPolicy::DropNewest };
         let l = bus.listen(ListenerFilter { filters, error_frames }, queue_size, policy);
-        Ok(Listener { bus: Some(bus.clone()), inner: l, timeout })
+        Ok(Listener { bus: Some(bus.clone()), inner: l, timeout, notify: OnceLock::new() })
     }
 
     /// Leaves BUS_OFF (error counters to zero).
@@ -390,6 +408,8 @@ pub struct Listener {
     bus: Option<Arc<Bus>>,
     inner: Arc<NativeListener>,
     timeout: f64,
+    /// Made by the first `_fileno()` (asyncio).
+    notify: OnceLock<Arc<Notify>>,
 }
 
 impl Listener {
@@ -438,6 +458,31 @@ impl Listener {
             }
         }
         Ok(out)
+    }
+
+    /// canx internal (asyncio): the next frame if one is queued, else None;
+    /// never waits. Raises canio's ValueError once deinitialized.
+    fn _receive_nowait(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.live()?;
+        let f = self.inner.try_recv();
+        self.inner.rearm();
+        f.map(|f| rx_to_py(py, &f)).transpose()
+    }
+
+    /// canx internal (asyncio): a descriptor readable while frames are
+    /// queued (and once the listener is deinitialized); readiness may be
+    /// spurious. Raises `canx.UnsupportedError` where the platform has none.
+    fn _fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        self.live()?;
+        let n = match self.notify.get() {
+            Some(n) => Ok(n.clone()),
+            None => Notify::new().map(|n| {
+                let n = self.notify.get_or_init(|| Arc::new(n)).clone();
+                self.inner.set_notify(n.clone());
+                n
+            }),
+        };
+        notify_fileno(py, n)
     }
 
     /// How many frames are queued.

@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::can::{wait_for, CAN};
+use super::can::{notify_fileno, wait_for, CAN};
 use super::errors::{canx_err, deinit_error, to_py};
 use super::messages::buffer_bytes;
 use crate::runtime::drivers::j1939::{
@@ -362,6 +362,7 @@ impl J1939Ecu {
             return;
         }
         self.closed = true;
+        self.events.wake();
         let empty = {
             let mut d = self.driver.lock();
             d.remove(self.id);
@@ -379,6 +380,13 @@ impl J1939Ecu {
     #[getter]
     fn closed(&self) -> bool {
         self.closed
+    }
+
+    /// The event queue's readiness descriptor (asyncio `add_reader`):
+    /// readable while events are queued and after `close()`; may be
+    /// spuriously readable. `canx.UnsupportedError` where the platform has none.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        notify_fileno(py, self.events.notify())
     }
 }
 
@@ -521,6 +529,14 @@ impl J1939Stream {
     /// Stops delivery to this stream. Idempotent.
     fn close(&self) {
         self.stream.close();
+        self.stream.queue.wake();
+    }
+
+    /// The stream's readiness descriptor (asyncio `add_reader`): readable
+    /// while messages are queued and after `close()`; may be spuriously
+    /// readable. `canx.UnsupportedError` where the platform has none.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        notify_fileno(py, self.stream.queue.notify())
     }
 
     /// Whether `close()` was called.
