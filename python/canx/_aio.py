@@ -15,6 +15,11 @@ a close woke the waiters): a waiter then finds nothing and waits again.
 Several coroutines of one loop may wait on one descriptor: one reader
 callback per (loop, descriptor) wakes them all.
 
+A MegaSquirt node's operations wait the same way on the node's completion
+descriptor (:func:`wait_signal`: signalled whenever one of its operations
+ends, cleared by the loop's reader callback), then take their own outcome
+with a non-blocking call.
+
 Where there is no descriptor (``fileno()`` raises, e.g. the platform has no
 eventfd, or the loop has no ``add_reader``, e.g. Windows' proactor loop), a
 waiter polls the non-blocking take on the loop's timer with a backoff from
@@ -49,11 +54,14 @@ def _registry(loop: asyncio.AbstractEventLoop) -> _Waiters:
     return reg
 
 
-def _on_readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+def _on_readable(loop: asyncio.AbstractEventLoop, fd: int, clear: Optional[Callable[[], None]]) -> None:
     # One-shot: wakes every waiter of fd in this loop; those that find
-    # nothing register again.
+    # nothing register again. An edge-style descriptor is cleared here,
+    # once, before any waiter looks: a signal after this is not lost.
     waiters = _registry(loop).pop(fd, set())
     loop.remove_reader(fd)
+    if clear is not None:
+        clear()
     for fut in waiters:
         if not fut.done():
             fut.set_result(None)
@@ -64,15 +72,17 @@ def _wake(fut: "asyncio.Future[None]") -> None:
         fut.set_result(None)
 
 
-async def wait_readable(fd: int, timeout: Optional[float]) -> None:
+async def wait_readable(fd: int, timeout: Optional[float], clear: Optional[Callable[[], None]] = None) -> None:
     """Returns once ``fd`` is readable or ``timeout`` seconds passed (None:
-    no limit). Raises NotImplementedError when the loop has no ``add_reader``."""
+    no limit). ``clear`` (one per descriptor) is called when it fires, before
+    the waiters wake. Raises NotImplementedError when the loop has no
+    ``add_reader``."""
     loop = asyncio.get_running_loop()
     reg = _registry(loop)
     fut: "asyncio.Future[None]" = loop.create_future()
     waiters = reg.get(fd)
     if waiters is None:
-        loop.add_reader(fd, _on_readable, loop, fd)
+        loop.add_reader(fd, _on_readable, loop, fd, clear)
         waiters = reg[fd] = set()
     waiters.add(fut)
     timer = None if timeout is None else loop.call_later(max(0.0, timeout), _wake, fut)
@@ -131,6 +141,25 @@ async def take(
                 fd = None
         await asyncio.sleep(pause if left is None else min(pause, left))
         pause = min(pause * 2, POLL_MAX)
+
+
+async def wait_signal(fileno: Callable[[], int], clear: Callable[[], None], timeout: Optional[float]) -> None:
+    """Waits for an edge-style native signal (a descriptor that ``clear()``
+    makes unreadable, e.g. a MegaSquirt node's completions), at most
+    ``timeout`` seconds (None: no limit) and at most :data:`LIVENESS`; the
+    caller then looks at what it waits for and calls again. Without a
+    descriptor it sleeps :data:`POLL_MAX`. One loop clears the descriptor
+    for all its waiters; a waiter of another loop on the same descriptor
+    may then miss a signal and see it at its next LIVENESS check."""
+    t = LIVENESS if timeout is None else max(0.0, min(timeout, LIVENESS))
+    fd = _fileno(fileno)
+    if fd is not None:
+        try:
+            await wait_readable(fd, t, clear)
+            return
+        except NotImplementedError:
+            pass
+    await asyncio.sleep(min(t, POLL_MAX))
 
 
 class AsyncQueueIterator:
