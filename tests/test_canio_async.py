@@ -435,3 +435,33 @@ def test_async_for_without_a_readiness_descriptor_polls(make_can):
     before = set(_executor_threads())
     assert [unseq(m) for m in asyncio.run(main())] == list(range(50))
     assert set(_executor_threads()) <= before
+
+
+def test_several_consumers_of_one_listener_share_its_frames(make_can):
+    """Three coroutines iterate one listener at once (one descriptor, one
+    reader per loop waking them all): together they get every frame exactly
+    once."""
+    a, b = make_can(), make_can()
+    listener = b.listen(timeout=30)
+    n = 300
+
+    async def main():
+        got = []
+
+        async def consume():
+            async for m in listener:
+                got.append(unseq(m))
+                if len(got) >= n:
+                    return
+
+        tasks = [asyncio.create_task(consume()) for _ in range(3)]
+        producer = Producer(lambda i: a.send(canx.Message(0x7, seq(i))), n)
+        done, pending = await asyncio.wait(tasks, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        producer.join()
+        return got
+
+    got = asyncio.run(main())
+    assert sorted(got) == list(range(n))

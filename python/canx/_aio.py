@@ -34,6 +34,7 @@ under an attached engine, which signals nothing) raises within that time.
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from typing import Any, Callable, Dict, Optional, Set
 
@@ -47,10 +48,14 @@ _Waiters = Dict[int, Set["asyncio.Future[None]"]]
 _registries: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waiters]" = weakref.WeakKeyDictionary()
 
 
+_registries_lock = threading.Lock()  # loops of several threads share _registries
+
+
 def _registry(loop: asyncio.AbstractEventLoop) -> _Waiters:
     reg = _registries.get(loop)
     if reg is None:
-        reg = _registries[loop] = {}
+        with _registries_lock:
+            reg = _registries.setdefault(loop, {})
     return reg
 
 
