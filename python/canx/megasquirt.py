@@ -404,7 +404,8 @@ class Node:
             if self._pump is None:
                 self._n._enable_events()
                 n = self._n
-                self._pump = CallbackPump(f"canx-ms{self.can_id}-callbacks", n._next_event, self._dispatch, lambda: bool(n.closed))
+                self._pump = CallbackPump(f"canx-ms{self.can_id}-callbacks", n._next_event, self._dispatch,
+                                          lambda: bool(n.closed))
                 self._pump.start()
         return cb
 
