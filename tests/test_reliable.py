@@ -488,3 +488,28 @@ def test_callback_pump_ends_quietly_when_its_engine_closes(pair, caplog):
         rx.close()
     assert pump.pump_errors == 0
     assert not [r for r in caplog.records if r.name == "canx"]
+
+
+def test_receive_async_ends_when_the_bus_is_shut_down_under_it():
+    """CAN.deinit() under an attached receiver signals nothing on its queue;
+    the waiter's periodic re-check (canx._aio.LIVENESS) still ends a
+    waiting receive_async with canio's deinitialized ValueError."""
+    from canx._dispatch import DEINIT_MSG
+
+    can = canx.CAN(channel=f"virtual:rel-{next(_names)}")
+    rx = reliable.Receiver(can, matches=[canx.Match(0x123)], timeout=None)
+
+    async def main():
+        task = asyncio.create_task(rx.receive_async())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        can.deinit()
+        with pytest.raises(ValueError) as ei:
+            await asyncio.wait_for(task, 10)
+        return str(ei.value)
+
+    try:
+        assert asyncio.run(main()) == DEINIT_MSG
+    finally:
+        rx.close()
