@@ -216,3 +216,252 @@ def test_two_listeners_concurrently_in_one_loop(make_can):
     sender.join()
     assert r1 == [0, 1, 2, 3, 4]
     assert r2 == [10, 11, 12, 13, 14]
+
+
+# ------------------------------------------------ cancellation and the executor
+
+
+async def cancel_storm(next_item, n, limit=30.0):
+    """Takes ``n`` items through ``next_item()`` (a fresh awaitable each call)
+    while cancelling it over and over: every other try runs under
+    ``asyncio.wait_for`` with a tiny timeout, the others as a task cancelled
+    after a random short time. Returns what arrived (stops after ``limit`` s,
+    so that losses show as a short list rather than a hang)."""
+    import random
+
+    rng = random.Random(11)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    got, cancels, tries = [], 0, 0
+    while len(got) < n and loop.time() < deadline:
+        tries += 1
+        if tries % 2:
+            try:
+                got.append(await asyncio.wait_for(next_item(), rng.choice((0, 0.0001, 0.0005, 0.002))))
+            except asyncio.TimeoutError:
+                cancels += 1
+        else:
+            task = asyncio.ensure_future(next_item())
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+            if rng.random() < 0.5:
+                await asyncio.sleep(rng.choice((0.0002, 0.001)))
+            task.cancel()
+            try:
+                got.append(await task)
+            except asyncio.CancelledError:
+                cancels += 1
+    return got, cancels
+
+
+class Producer:
+    """Sends ``n`` numbered items from a thread through ``send(i)``, pausing
+    briefly every few items so that consumers are caught waiting."""
+
+    def __init__(self, send, n):
+        self.error = None
+
+        def run():
+            try:
+                for i in range(n):
+                    send(i)
+                    if i % 7 == 0:
+                        time.sleep(0.0005)
+            except BaseException as e:  # noqa: BLE001 - re-raised in join()
+                self.error = e
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self):
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        if self.error is not None:
+            raise self.error
+
+
+def test_cancelled_async_for_loses_no_frame(make_can):
+    """Issue 11 / review B5: 1,000 numbered frames, consumers cancelled over
+    and over: every frame arrives exactly once, in order. (With the old
+    executor-slice iterator, a cancelled step dropped the frame its executor
+    call had already taken.)"""
+    a, b = make_can(), make_can()
+    listener = b.listen(timeout=30)
+    it = listener.__aiter__()
+    n = 1000
+
+    async def main():
+        producer = Producer(lambda i: a.send(canx.Message(0x7, seq(i))), n)
+        got, cancels = await cancel_storm(it.__anext__, n)
+        producer.join()
+        return got, cancels
+
+    got, cancels = asyncio.run(main())
+    assert [unseq(m) for m in got] == list(range(n))
+    assert cancels > 100  # the storm really cancelled
+    assert listener.in_waiting() == 0
+
+
+def test_cancelled_fresh_async_for_loops_lose_no_frame(make_can):
+    """The same with a new ``async for`` loop per try, as application code
+    written with ``async for msg in listener: ...; break`` does."""
+    a, b = make_can(), make_can()
+    listener = b.listen(timeout=30)
+    n = 300
+
+    async def first():
+        async for m in listener:
+            return m
+
+    async def main():
+        producer = Producer(lambda i: a.send(canx.Message(0x7, seq(i))), n)
+        got, _ = await cancel_storm(first, n)
+        producer.join()
+        return got
+
+    assert [unseq(m) for m in asyncio.run(main())] == list(range(n))
+
+
+def _executor_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("asyncio_")]
+
+
+def test_idle_async_consumers_leave_the_default_executor_free(make_can):
+    """A dozen idle ``async for`` consumers (listeners, a reliable receiver,
+    a J1939 stream) park no thread in the loop's default executor: none
+    exists until the test's own call, which completes at once; then every
+    consumer still gets its frame."""
+    from canx import j1939, reliable
+
+    a, b = make_can(), make_can()
+    listeners = [b.listen(matches=[canx.Match(0x100 + i)], timeout=30) for i in range(9)]
+    rx = reliable.Receiver(b, matches=[canx.Match(0x200)], timeout=30)
+    tx = reliable.Sender(a)
+    ecu = j1939.ECU(bus=b, name=0x1234, address=0x30)
+    stream = ecu.messages(0xFEEE, timeout=30)
+    stream2 = ecu.messages(0xFEEF, timeout=30)
+    before = set(_executor_threads())
+
+    async def first(aiterable):
+        async for m in aiterable:
+            return m
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.create_task(first(x)) for x in [*listeners, rx, stream, stream2]]
+        assert len(tasks) == 12
+        for _ in range(20):  # let every consumer reach its wait
+            await asyncio.sleep(0)
+        assert not any(t.done() for t in tasks)
+        parked = set(_executor_threads()) - before
+        assert not parked, f"consumers parked executor threads: {parked}"
+        t0 = loop.time()
+        assert await asyncio.wait_for(loop.run_in_executor(None, lambda: 42), 5) == 42
+        fast = loop.time() - t0
+        # now feed every consumer
+        for i in range(9):
+            a.send(canx.Message(0x100 + i, seq(i)))
+        out = await asyncio.wait_for(tx.send_async(0x200, b"r"), 5)
+        assert out.delivered
+        peer = j1939.ECU(bus=a, name=0x5678, address=0x31)
+        try:
+            await peer.claim_address_async()
+            peer.send_pgn(0xFEEE, b"12345678")
+            peer.send_pgn(0xFEEF, b"abcdefgh")
+            got = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        finally:
+            peer.close()
+        return got, fast, len(set(_executor_threads()) - before)
+
+    try:
+        got, fast, threads_after = asyncio.run(main())
+    finally:
+        tx.close()
+        rx.close()
+        ecu.close()
+    assert [unseq(m) for m in got[:9]] == list(range(9))
+    assert got[9].data == b"r"
+    assert (got[10].pgn, got[10].data) == (0xFEEE, b"12345678")
+    assert (got[11].pgn, got[11].data) == (0xFEEF, b"abcdefgh")
+    assert fast < 2.0
+    assert threads_after <= 1  # only the thread of the test's own call
+
+
+def test_async_for_ends_when_the_listener_is_deinitialized_while_waiting(make_can):
+    """Deinitializing a listener wakes its readiness waiter at once: the
+    ``async for`` raises canio's ValueError instead of waiting on."""
+    listener = make_can().listen(timeout=30)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(first_or_error())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        t0 = loop.time()
+        listener.deinit()
+        err = await asyncio.wait_for(task, 5)
+        return err, loop.time() - t0
+
+    async def first_or_error():
+        try:
+            async for _ in listener:
+                return None
+        except ValueError as e:
+            return e
+
+    err, _ = asyncio.run(main())
+    assert isinstance(err, ValueError) and str(err) == DEINIT_MSG
+
+
+def test_async_for_without_a_readiness_descriptor_polls(make_can):
+    """Where the platform has no descriptor (fileno raises
+    UnsupportedError), ``async for`` falls back to polling on the loop's
+    timer: frames still arrive, in order, with no executor thread."""
+    from canx import _aio
+
+    a, b = make_can(), make_can()
+    listener = b.listen(timeout=5)
+
+    def no_fd():
+        raise canx.UnsupportedError("no readiness descriptor on this platform")
+
+    async def main():
+        it = _aio.AsyncQueueIterator(listener._receive_nowait, no_fd, lambda: listener.timeout)
+        producer = Producer(lambda i: a.send(canx.Message(0x7, seq(i))), 50)
+        got, _ = await cancel_storm(it.__anext__, 50)
+        producer.join()
+        return got
+
+    before = set(_executor_threads())
+    assert [unseq(m) for m in asyncio.run(main())] == list(range(50))
+    assert set(_executor_threads()) <= before
+
+
+def test_several_consumers_of_one_listener_share_its_frames(make_can):
+    """Three coroutines iterate one listener at once (one descriptor, one
+    reader per loop waking them all): together they get every frame exactly
+    once."""
+    a, b = make_can(), make_can()
+    listener = b.listen(timeout=30)
+    n = 300
+
+    async def main():
+        got = []
+
+        async def consume():
+            async for m in listener:
+                got.append(unseq(m))
+                if len(got) >= n:
+                    return
+
+        tasks = [asyncio.create_task(consume()) for _ in range(3)]
+        producer = Producer(lambda i: a.send(canx.Message(0x7, seq(i))), n)
+        done, pending = await asyncio.wait(tasks, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        producer.join()
+        return got
+
+    got = asyncio.run(main())
+    assert sorted(got) == list(range(n))

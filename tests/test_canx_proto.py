@@ -254,3 +254,35 @@ def test_close_and_deinit(nodes):
     a.deinit()
     with pytest.raises(ValueError, match="deinitialized"):
         ep2.receive(0.1)
+
+
+def test_cancelled_async_iteration_loses_no_message(host_dev):
+    """Issue 11 / review B5 on the CAN-X endpoint's queue: 300 numbered
+    messages while ``async for`` steps are cancelled over and over (tiny
+    ``wait_for`` timeouts): each arrives exactly once, in order."""
+    host, dev, _ = host_dev
+    dev.timeout = 30
+    n = 300
+
+    def produce():
+        for i in range(n):
+            host.send(5, 1, i % 256, i.to_bytes(2, "little") * (1 + i % 5))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        producer = loop.run_in_executor(None, produce)
+        it = dev.__aiter__()
+        got, cancels, tries = [], 0, 0
+        deadline = loop.time() + 30
+        while len(got) < n and loop.time() < deadline:
+            tries += 1
+            try:
+                got.append(await asyncio.wait_for(it.__anext__(), (0, 0.0001, 0.001, 0.005)[tries % 4]))
+            except asyncio.TimeoutError:
+                cancels += 1
+        await producer
+        return got, cancels
+
+    got, cancels = asyncio.run(main())
+    assert [int.from_bytes(m.body[:2], "little") for m in got] == list(range(n))
+    assert cancels > 10

@@ -128,6 +128,36 @@ def test_claim_async():
         assert asyncio.run(_claim_async(a)) == 0x12
 
 
+def test_claim_async_and_stream_use_no_executor_thread():
+    """claim_address_async waits for the pump's claim event and
+    ``async for`` on a PgnStream waits on the stream's readiness: neither
+    parks a thread in the loop's default executor."""
+    def executor_threads():
+        return {t for t in threading.enumerate() if t.name.startswith("asyncio_")}
+
+    ch = chan()
+    before = executor_threads()
+    with ecu(ch, 1, 0x12) as a, ecu(ch, 2, 0x13) as b:
+        stream = b.messages(0xFEEE, timeout=30)
+
+        async def first():
+            async for m in stream:
+                return m
+
+        async def main():
+            waiting = asyncio.ensure_future(first())
+            addresses = await asyncio.gather(a.claim_address_async(), b.claim_address_async())
+            parked = executor_threads() - before
+            a.send_pgn(0xFEEE, b"\x01\x02\x03\x04\x05\x06\x07\x08")
+            m = await asyncio.wait_for(waiting, 10)
+            return addresses, parked, m
+
+        addresses, parked, m = asyncio.run(main())
+    assert addresses == [0x12, 0x13]
+    assert not parked, f"parked executor threads: {parked}"
+    assert (m.pgn, m.source, m.data) == (0xFEEE, 0x12, bytes(range(1, 9)))
+
+
 def test_commanded_address():
     ch = chan()
     with claimed(ch, 1, 0x10) as tool, claimed(ch, 2, 0x20) as target:

@@ -387,6 +387,47 @@ def test_async_forms(pair):
     assert crc == zlib.crc32(ecu.table(20).bytes())
 
 
+def test_async_operations_wait_for_slots_without_executor_threads(pair):
+    """48 concurrent read_async (more than the 32 slots): the ones refused
+    with Busy wait for a slot on the node's completion descriptor, every
+    result is right, and no thread is parked in the loop's default executor
+    (the old form waited in executor slices and spun on sleep(0.002))."""
+    ecu, dash = pair
+
+    def executor_threads():
+        return {t for t in threading.enumerate() if t.name.startswith("asyncio_")}
+
+    before = executor_threads()
+
+    async def main():
+        tasks = [asyncio.ensure_future(dash.read_async(0, 7, i, 4, timeout=10)) for i in range(48)]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        parked = executor_threads() - before
+        return await asyncio.gather(*tasks), parked
+
+    got, parked = asyncio.run(main())
+    assert got == [bytes(range(i, i + 4)) for i in range(48)]
+    assert not parked, f"async operations parked executor threads: {parked}"
+
+
+def test_async_operation_wakes_when_the_node_closes(pair):
+    """close() wakes a waiting read_async at once: it raises canio's
+    deinitialized ValueError (the operation is abandoned)."""
+    ecu, dash = pair
+
+    async def main():
+        task = asyncio.ensure_future(dash.read_async(0, 9, 0, 1, timeout=30))  # table 9: never answered
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        dash._n.close()
+        with pytest.raises(ValueError):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+
+
 def test_many_concurrent_operations_wait_for_slots(pair):
     """More operations than slots (32): callers wait for a free slot."""
     ecu, dash = pair

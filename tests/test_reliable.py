@@ -366,3 +366,150 @@ def test_guide_sender_gives_up_after_retries_and_reports_bad_acks(pair):
         while not bad and time.monotonic() < deadline:
             time.sleep(0.01)
         assert bad == [reliable.Malformed(0x409, False, "unexpected data length 2")]
+
+
+# ------------------------------------------------------ asyncio on readiness
+
+
+def test_cancelled_receive_async_loses_no_message(pair):
+    """Issue 11 / review B5 on an engine queue: 1,000 numbered messages,
+    ``receive_async`` and ``async for`` steps cancelled over and over
+    (``wait_for`` with tiny timeouts, ``task.cancel()``): every message
+    arrives exactly once, in order. (The old executor-slice form dropped the
+    message its executor call had already taken.)"""
+    import random
+
+    a, b, _ = pair
+    n = 1000
+    with reliable.Receiver(b, matches=[canx.Match(0x123)], timeout=30) as rx, reliable.Sender(a, retries=None) as tx:
+        it = rx.__aiter__()
+        nexts = [rx.receive_async, it.__anext__]
+
+        def produce():
+            futs = [tx.send(0x123, i.to_bytes(2, "little")) for i in range(n)]
+            return [f.result(30).delivered for f in futs]
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            producer = loop.run_in_executor(None, produce)
+            rng = random.Random(5)
+            got, cancels, tries = [], 0, 0
+            deadline = loop.time() + 30
+            while len(got) < n and loop.time() < deadline:
+                tries += 1
+                step = nexts[tries % 3 == 0]
+                if tries % 2:
+                    try:
+                        got.append(await asyncio.wait_for(step(), rng.choice((0, 0.0001, 0.0005, 0.002))))
+                    except asyncio.TimeoutError:
+                        cancels += 1
+                else:
+                    task = asyncio.ensure_future(step())
+                    for _ in range(rng.randrange(3)):
+                        await asyncio.sleep(0)
+                    task.cancel()
+                    try:
+                        got.append(await task)
+                    except asyncio.CancelledError:
+                        cancels += 1
+            return got, cancels, await producer
+
+        got, cancels, delivered = asyncio.run(main())
+        assert all(delivered)
+        assert [int.from_bytes(m.data, "little") for m in got] == list(range(n))
+        assert cancels > 100
+        assert rx.in_waiting() == 0
+
+
+def test_receive_async_wakes_when_closed(pair):
+    """``close()`` wakes a waiting ``receive_async`` at once (readiness),
+    which then raises canio's deinitialized ValueError."""
+    _, b, _ = pair
+    rx = reliable.Receiver(b, matches=[canx.Match(0x123)], timeout=30)
+
+    async def main():
+        task = asyncio.create_task(rx.receive_async())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        rx.close()
+        with pytest.raises(ValueError):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------ callback pump (B8)
+
+
+def test_callback_pump_survives_an_unexpected_error_and_logs_it(caplog):
+    """Review B8: an error from the pump's ``get`` that is not "closed"
+    (a bug in event conversion, say) is logged on ``canx``, counted, and the
+    pump keeps dispatching. (It used to end the pump silently.)"""
+    from canx._dispatch import CallbackPump
+
+    script = [RuntimeError("conversion bug"), ("ev", 1), None, TypeError("another"), ("ev", 2)]
+    got, done = [], threading.Event()
+
+    def get(_timeout):
+        if not script:
+            done.set()
+            time.sleep(0.01)
+            return None
+        item = script.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    with caplog.at_level("ERROR", logger="canx"):
+        pump = CallbackPump("test-pump", get, got.append).start()
+        try:
+            assert done.wait(10)
+        finally:
+            pump.stop()
+    assert got == [("ev", 1), ("ev", 2)]
+    assert pump.pump_errors == 2 and isinstance(pump.last_pump_error, TypeError)
+    assert sum("pump keeps running" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_callback_pump_ends_quietly_when_its_engine_closes(pair, caplog):
+    """The engine-closed case is recognised precisely: closing a receiver
+    with callbacks ends its pump thread without an error log."""
+    _, b, _ = pair
+    with caplog.at_level("ERROR", logger="canx"):
+        rx = reliable.Receiver(b, matches=[canx.Match(0x123)], on_message=lambda m: None)
+        pump = rx._pump
+        assert pump is not None and pump.running
+        rx._native.close()  # closed under the pump, without stop()
+        deadline = time.monotonic() + 10
+        while pump.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not pump.running
+        rx.close()
+    assert pump.pump_errors == 0
+    assert not [r for r in caplog.records if r.name == "canx"]
+
+
+def test_receive_async_ends_when_the_bus_is_shut_down_under_it():
+    """CAN.deinit() under an attached receiver signals nothing on its queue;
+    the waiter's periodic re-check (canx._aio.LIVENESS) still ends a
+    waiting receive_async with canio's deinitialized ValueError."""
+    from canx._dispatch import DEINIT_MSG
+
+    can = canx.CAN(channel=f"virtual:rel-{next(_names)}")
+    rx = reliable.Receiver(can, matches=[canx.Match(0x123)], timeout=None)
+
+    async def main():
+        task = asyncio.create_task(rx.receive_async())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        can.deinit()
+        with pytest.raises(ValueError) as ei:
+            await asyncio.wait_for(task, 10)
+        return str(ei.value)
+
+    try:
+        assert asyncio.run(main()) == DEINIT_MSG
+    finally:
+        rx.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit as _atexit
 import time as _time
+from typing import Any, List
 
 from ._canx import (
     CAN,
@@ -31,6 +32,7 @@ from ._canx import (
     RemoteTransmissionRequest,
     __version__,
     _begin_shutdown,
+    _native_waits,
     format_frame_text,
     format_log_line,
     parse_candump_filter,
@@ -103,13 +105,37 @@ __all__ = [
 ]
 
 
+#: The protocol modules, imported on first use (``canx.j1939``, ``from canx
+#: import reliable``): ``import canx`` alone costs only the canio half.
+_LAZY_MODULES = ("reliable", "canxproto", "megasquirt", "j1939")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)  # binds canx.<name> as well
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY_MODULES))
+
+
+#: Longest wait at exit for threads to leave native waits (s): one wait
+#: slice is 50 ms (src/py/can.rs SIGNAL_SLICE).
+_EXIT_WAIT = 0.2
+
+
 @_atexit.register
 def _shutdown() -> None:
     # Threads parked in native waits (a receive() in a daemon thread, callback
     # pumps) must leave native code before the interpreter finalizes: from now
-    # on waits return at once, and one wait slice (50 ms) lets them get out.
+    # on waits return at once, and we wait (at most one wait slice, 50 ms)
+    # only while some thread is still inside one. An exit with no such thread
+    # (no canx object ever waited) does not sleep at all.
     _begin_shutdown()
-    _time.sleep(0.06)
-
-
-from . import canxproto, j1939, megasquirt, reliable  # noqa: E402  (protocol engines as submodules)
+    if _native_waits():
+        deadline = _time.monotonic() + _EXIT_WAIT
+        while _native_waits() and _time.monotonic() < deadline:
+            _time.sleep(0.005)

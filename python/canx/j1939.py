@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from . import _canx
+from . import _aio, _canx
 from ._dispatch import CallbackPump
 from .errors import AddressClaimError, RequestRejected, RequestTimeout, TransferAborted
 
@@ -294,20 +294,12 @@ class PgnStream:
             yield m
 
     def __aiter__(self) -> AsyncIterator[J1939Message]:
-        return self._agen()
-
-    async def _agen(self) -> AsyncIterator[J1939Message]:
-        # Waits in an executor thread in slices of 0.1 s, so that a cancelled
-        # task leaves no thread blocked on the stream for long.
-        loop = asyncio.get_running_loop()
-        while True:
-            deadline = None if self.timeout is None else time.monotonic() + self.timeout
-            m = self.get(0)
-            while m is None:
-                if self._native.closed or (deadline is not None and time.monotonic() >= deadline):
-                    return
-                m = await loop.run_in_executor(None, self.get, 0.1)
-            yield m
+        """Messages until ``timeout`` seconds pass without one or the
+        stream is closed and drained. Waits on the stream's readiness in the
+        event loop (no executor thread); cancelling one step loses nothing."""
+        native = self._native
+        return _aio.AsyncQueueIterator(lambda: self.get(0), native.fileno, lambda: self.timeout,
+                                       lambda: bool(native.closed))
 
     def close(self) -> None:
         self._native.close()
@@ -376,7 +368,11 @@ class ECU:
         self._sends: Dict[Tuple[int, int], Deque["concurrent.futures.Future[int]"]] = {}
         self._last: Optional[J1939Message] = None
         self.aborts: Deque[Tuple[int, int, int, int, bool, bool]] = collections.deque(maxlen=256)
-        self._pump = CallbackPump(f"canx-j1939-{address:#04x}", self._native.next_event, self._dispatch).start()
+        #: Futures resolved by the pump at the next claim event (claim_address_async).
+        self._claim_waiters: List["concurrent.futures.Future[str]"] = []
+        native = self._native
+        self._pump = CallbackPump(f"canx-j1939-{address:#04x}", native.next_event, self._dispatch,
+                                  lambda: bool(native.closed)).start()
 
     # ------------------------------------------------------------ address
 
@@ -417,8 +413,33 @@ class ECU:
             self._native.start()
 
     async def claim_address_async(self, timeout: float = 2.0) -> int:
-        """:meth:`claim_address` without blocking the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.claim_address, timeout)
+        """:meth:`claim_address` without blocking the event loop: the ECU's
+        event pump wakes it at each claim event (no executor thread)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        s, a = self._native.state()
+        if s in ("idle", "cannot_claim"):
+            self._native.start()
+        while True:
+            fut: "concurrent.futures.Future[str]" = concurrent.futures.Future()
+            with self._lock:
+                self._claim_waiters.append(fut)
+            try:
+                s, a = self._native.state()  # after registering: no claim event can slip between
+                if s == "claimed" and a is not None:
+                    return a
+                left = deadline - loop.time()
+                if s != "claiming" or left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(asyncio.wrap_future(fut), left)
+                except asyncio.TimeoutError:
+                    pass
+            finally:
+                with self._lock:
+                    if fut in self._claim_waiters:
+                        self._claim_waiters.remove(fut)
+        raise AddressClaimError(f"could not claim an address for {self._name!r}: state {s}")
 
     def address_table(self) -> Dict[int, Name]:
         """{address: NAME} of every CA seen claiming on the bus (J1939-81)."""
@@ -655,6 +676,12 @@ class ECU:
                 self._native.respond(pgn, requester, is_global, bytes(answer))
             elif not is_global:
                 self._native.acknowledge(1, pgn, requester)
+        elif kind in ("claimed", "lost", "cannot_claim"):
+            with self._lock:
+                waiters, self._claim_waiters = self._claim_waiters, []
+            for f in waiters:
+                if not f.done():
+                    f.set_result(kind)
         elif kind == "sent":
             _, pgn, da, size = ev
             self._finish_send(_normalize(pgn), da, size, None)

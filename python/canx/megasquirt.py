@@ -35,7 +35,6 @@ import collections
 import os
 import struct
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
@@ -43,7 +42,8 @@ from ._canx import CAN, Match, Message
 from ._canx import MegasquirtBroadcastDecoder as _Decoder
 from ._canx import MegasquirtNode as _NativeNode
 from ._canx import MegasquirtTable as Table
-from ._dispatch import CallbackPump
+from . import _aio
+from ._dispatch import DEINIT_MSG, CallbackPump
 from .errors import MegasquirtBusyError, MegasquirtError, MegasquirtTimeoutError
 
 __all__ = [
@@ -87,9 +87,6 @@ OUTPC_BLK = 7
 DASH_BASE = 0x5E8
 #: Default id of advanced broadcast group 0.
 ADVANCED_BASE = 0x5F0
-
-#: How long async forms wait in one executor call, seconds (cancellation latency).
-_SLICE = 0.1
 
 
 # --------------------------------------------------------------------------- events
@@ -335,26 +332,43 @@ class Node:
 
     # -- client: asyncio
     async def _run_async(self, op: str, args: tuple, timeout: Optional[float]) -> Any:
+        # Waits in the event loop on the node's completion descriptor
+        # (signalled whenever one of its operations ends: an outcome, or a
+        # free slot after MegasquirtBusyError); no executor thread. The
+        # outcome stays in the node until _wait takes it in this thread, and
+        # a cancelled call abandons its operation.
+        n = self._n
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else loop.time() + timeout
+
+        def left() -> Optional[float]:
+            return None if deadline is None else deadline - loop.time()
+
+        def check_open() -> None:
+            if n.closed:
+                raise ValueError(DEINIT_MSG)
+
         while True:
             try:
-                key = self._n._start(op, args)
+                key = n._start(op, args)
                 break
             except MegasquirtBusyError:
-                if deadline is not None and time.monotonic() >= deadline:
+                t = left()
+                if t is not None and t <= 0:
                     raise
-                await asyncio.sleep(0.002)
+                await _aio.wait_signal(n._completion_fileno, n._clear_completions, t)
         try:
-            done, value = self._n._wait(key, 0.0)
-            while not done:
-                left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
-                if left <= 0:
+            while True:
+                done, value = n._wait(key, 0.0)
+                if done:
+                    return value
+                check_open()
+                t = left()
+                if t is not None and t <= 0:
                     raise MegasquirtTimeoutError(f"{op}: no reply within {timeout:.3f} s")
-                done, value = await loop.run_in_executor(None, self._n._wait, key, left)
-            return value
+                await _aio.wait_signal(n._completion_fileno, n._clear_completions, t)
         except BaseException:
-            self._n._abandon(key)
+            n._abandon(key)
             raise
 
     async def read_async(self, board: int, blk: int, offset: int, length: int,
@@ -390,7 +404,9 @@ class Node:
             self._callbacks[kind].append(cb)
             if self._pump is None:
                 self._n._enable_events()
-                self._pump = CallbackPump(f"canx-ms{self.can_id}-callbacks", self._n._next_event, self._dispatch)
+                n = self._n
+                self._pump = CallbackPump(f"canx-ms{self.can_id}-callbacks", n._next_event, self._dispatch,
+                                          lambda: bool(n.closed))
                 self._pump.start()
         return cb
 

@@ -53,7 +53,7 @@ import threading
 import time
 from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import _canx
+from . import _aio, _canx
 from ._dispatch import CallbackPump
 
 __all__ = [
@@ -77,7 +77,6 @@ GUIDE_DATA_ID = 0x408
 #: The canio guide's ACK identifier (standard).
 GUIDE_ACK_ID = 0x409
 
-_SLICE = 0.1
 _DEFAULT: Any = object()
 
 
@@ -161,7 +160,7 @@ class _SenderBase(abc.ABC):
         self._pending: Dict[int, Tuple[concurrent.futures.Future, Any]] = {}
         self._outcome_cbs: List[Callable[[Any], Any]] = []
         self._error_cbs: List[Callable[[Malformed], Any]] = []
-        self._pump = CallbackPump(name, native.next_event, self._dispatch).start()
+        self._pump = CallbackPump(name, native.next_event, self._dispatch, lambda: native.closed).start()
 
     def _submit(self, call: Callable[[], Any], info: Callable[[Any], Any]) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -385,7 +384,8 @@ class _EventReceiver(abc.ABC):
     def _start_pump(self) -> None:
         with self._start_lock:
             if self._pump is None:
-                self._pump = CallbackPump(self._name, self._native.next_event, self._dispatch).start()
+                native = self._native
+                self._pump = CallbackPump(self._name, native.next_event, self._dispatch, lambda: native.closed).start()
 
     def on_message(self, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Calls ``callback(message)`` for every message, on a pump thread.
@@ -431,30 +431,32 @@ class _EventReceiver(abc.ABC):
                 return
             yield m
 
+    def _receive_nowait(self) -> Any:
+        """The next queued message, or None; never waits. Error reports met
+        on the way go to ``self.errors``."""
+        if self._pump is not None:
+            raise RuntimeError("this object delivers to callbacks (on_message/on_error); receive() is not available")
+        while True:
+            ev = self._native.next_event(0.0)
+            if ev is None:
+                return None
+            obj = self._convert(ev)
+            if ev[0] in self._message_kinds:
+                return obj
+            self.errors.append(obj)
+
     async def receive_async(self, timeout: Optional[float] = _DEFAULT) -> Any:
-        """``await`` form of :meth:`receive`; waits in the loop's executor in
-        0.1 s slices, so cancellation takes effect within a slice."""
+        """``await`` form of :meth:`receive`. Waits on the event queue's
+        readiness in the event loop (no executor thread); a cancelled call
+        takes nothing off the queue (``canx._aio``)."""
         if timeout is _DEFAULT:
             timeout = self.timeout
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else time.monotonic() + float(timeout)
-        while True:
-            left = _SLICE if deadline is None else min(_SLICE, max(0.0, deadline - time.monotonic()))
-            m = await loop.run_in_executor(None, self.receive, left)
-            if m is not None:
-                return m
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
+        return await _aio.take(self._receive_nowait, self._native.fileno, None if timeout is None else float(timeout))
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._agen()
-
-    async def _agen(self) -> AsyncIterator[Any]:
-        while True:
-            m = await self.receive_async()
-            if m is None:
-                return
-            yield m
+        """Messages until ``timeout`` seconds pass without one (None:
+        forever); cancelling one step loses no message."""
+        return _aio.AsyncQueueIterator(self._receive_nowait, self._native.fileno, lambda: self.timeout)
 
     def in_waiting(self) -> int:
         """Events (messages and error reports) waiting to be taken."""

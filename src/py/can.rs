@@ -1,16 +1,18 @@
 //! canio `CAN` and `Listener`, backed by the native runtime.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::errors::{deinit_error, to_py};
+use super::errors::{canx_err, deinit_error, to_py};
 use super::messages::{py_to_frame, rx_to_py, type_name, BusState, Match};
-use crate::runtime::{Bus, BusConfig, Channel, DropPolicy, Listener as NativeListener, ListenerFilter, RxFrame};
+use crate::runtime::{
+    Bus, BusConfig, Channel, DropPolicy, Listener as NativeListener, ListenerFilter, Notify, RxFrame,
+};
 
 /// How long a blocking call sleeps with the GIL released before it checks
 /// for signals (Ctrl-C).
@@ -51,6 +53,42 @@ pub fn finalizing() -> bool {
     FINALIZING.load(Ordering::Relaxed)
 }
 
+/// Threads inside a native wait or send with the GIL released (see
+/// [`NativeWait`]); canx's atexit handler waits for this to reach zero
+/// after `_begin_shutdown`, and does not wait at all when it is zero.
+static NATIVE_WAITS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one thread in [`NATIVE_WAITS`] while alive. `enter` returns None
+/// (and counts nothing) once finalization began: the caller must then not
+/// release the GIL. Counting before checking the flag (both SeqCst) means
+/// the atexit handler either sees this thread counted or this thread sees
+/// the flag.
+pub(crate) struct NativeWait(());
+
+impl NativeWait {
+    pub(crate) fn enter() -> Option<NativeWait> {
+        NATIVE_WAITS.fetch_add(1, Ordering::SeqCst);
+        if FINALIZING.load(Ordering::SeqCst) {
+            NATIVE_WAITS.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(NativeWait(()))
+    }
+}
+
+impl Drop for NativeWait {
+    fn drop(&mut self) {
+        NATIVE_WAITS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How many threads are inside a native wait or send with the GIL released
+/// (for canx's atexit handler).
+#[pyfunction]
+pub fn _native_waits() -> usize {
+    NATIVE_WAITS.load(Ordering::SeqCst)
+}
+
 /// The one blocking-wait helper of the binding: calls `poll(slice)` with the
 /// GIL released in slices of at most 50 ms, checks for signals (Ctrl-C)
 /// between slices, and gives up after `timeout` seconds (None, inf or a
@@ -79,16 +117,36 @@ pub fn wait_for<T: Send>(
         if slice.is_zero() {
             return Ok(None);
         }
-        if finalizing() {
+        let Some(counted) = NativeWait::enter() else {
             return Ok(None);
-        }
-        if let Some(v) = py.detach(|| poll(slice)) {
+        };
+        let got = py.detach(|| poll(slice));
+        drop(counted);
+        if let Some(v) = got {
             return Ok(Some(v));
         }
         py.check_signals()?;
         if closed() {
             return Err(deinit_error());
         }
+    }
+}
+
+/// The readiness descriptor of a queue's [`Notify`] (for asyncio's
+/// `loop.add_reader`, see `python/canx/_aio.py`): readable while items are
+/// queued, possibly spuriously. Raises `canx.UnsupportedError` where the
+/// platform has no such descriptor (callers fall back to polling), OSError
+/// when the OS refuses one.
+pub(crate) fn notify_fileno(py: Python<'_>, n: std::io::Result<Arc<Notify>>) -> PyResult<i64> {
+    match n {
+        #[cfg(unix)]
+        Ok(n) => Ok(i64::from(n.raw_fd())),
+        #[cfg(not(unix))]
+        Ok(_) => Err(canx_err(py, "UnsupportedError", "no readiness descriptor on this platform".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            Err(canx_err(py, "UnsupportedError", format!("no readiness descriptor on this platform: {e}")))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -178,7 +236,10 @@ impl CAN {
         let frame = py_to_frame(message)?;
         let t = Duration::try_from_secs_f64(self.send_timeout.max(0.0)).unwrap_or(Duration::from_secs(u32::MAX as u64));
         // The kernel may push back (ENOBUFS) for up to send_timeout: never with the GIL held.
-        let r = if finalizing() { bus.send(&frame, t) } else { py.detach(|| bus.send(&frame, t)) };
+        let r = match NativeWait::enter() {
+            Some(_counted) => py.detach(|| bus.send(&frame, t)),
+            None => bus.send(&frame, t),
+        };
         r.map_err(|e| to_py(py, e))
     }
 
@@ -219,7 +280,7 @@ impl CAN {
         }
         let policy = if drop_oldest { DropPolicy::DropOldest } else { DropPolicy::DropNewest };
         let l = bus.listen(ListenerFilter { filters, error_frames }, queue_size, policy);
-        Ok(Listener { bus: Some(bus.clone()), inner: l, timeout })
+        Ok(Listener { bus: Some(bus.clone()), inner: l, timeout, notify: OnceLock::new() })
     }
 
     /// Leaves BUS_OFF (error counters to zero).
@@ -349,6 +410,8 @@ pub struct Listener {
     bus: Option<Arc<Bus>>,
     inner: Arc<NativeListener>,
     timeout: f64,
+    /// Made by the first `_fileno()` (asyncio).
+    notify: OnceLock<Arc<Notify>>,
 }
 
 impl Listener {
@@ -397,6 +460,31 @@ impl Listener {
             }
         }
         Ok(out)
+    }
+
+    /// canx internal (asyncio): the next frame if one is queued, else None;
+    /// never waits. Raises canio's ValueError once deinitialized.
+    fn _receive_nowait(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.live()?;
+        let f = self.inner.try_recv();
+        self.inner.rearm();
+        f.map(|f| rx_to_py(py, &f)).transpose()
+    }
+
+    /// canx internal (asyncio): a descriptor readable while frames are
+    /// queued (and once the listener is deinitialized); readiness may be
+    /// spurious. Raises `canx.UnsupportedError` where the platform has none.
+    fn _fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        self.live()?;
+        let n = match self.notify.get() {
+            Some(n) => Ok(n.clone()),
+            None => Notify::new().map(|n| {
+                let n = self.notify.get_or_init(|| Arc::new(n)).clone();
+                self.inner.set_notify(n.clone());
+                n
+            }),
+        };
+        notify_fileno(py, n)
     }
 
     /// How many frames are queued.

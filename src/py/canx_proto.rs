@@ -15,7 +15,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::can::{wait_for, CAN};
+use super::can::{notify_fileno, wait_for, CAN};
 use super::errors::{canx_err, deinit_error};
 use super::messages::buffer_bytes;
 use super::reliable::{seconds, Attachment};
@@ -229,6 +229,14 @@ impl NativeCanxEndpoint {
 
     fn close(&self) {
         self.att.close();
+        self.events.wake();
+    }
+
+    /// The event queue's readiness descriptor (asyncio `add_reader`):
+    /// readable while events are queued and after `close()`; may be
+    /// spuriously readable. `canx.UnsupportedError` where the platform has none.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        notify_fileno(py, self.events.notify())
     }
 
     #[getter]

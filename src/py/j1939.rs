@@ -14,7 +14,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::can::{wait_for, CAN};
+use super::can::{notify_fileno, wait_for, CAN};
 use super::errors::{canx_err, deinit_error, to_py};
 use super::messages::buffer_bytes;
 use super::reliable::released;
@@ -353,8 +353,16 @@ impl J1939Ecu {
     /// Idempotent.
     fn close(&self, py: Python<'_>) {
         if !self.closed.swap(true, Ordering::Relaxed) {
+            self.events.wake();
             py.detach(|| self.leave());
         }
+    }
+
+    /// The event queue's readiness descriptor (asyncio `add_reader`):
+    /// readable while events are queued and after `close()`; may be
+    /// spuriously readable. `canx.UnsupportedError` where the platform has none.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        notify_fileno(py, self.events.notify())
     }
 
     #[getter]
@@ -512,6 +520,14 @@ impl J1939Stream {
     /// Stops delivery to this stream. Idempotent.
     fn close(&self) {
         self.stream.close();
+        self.stream.queue.wake();
+    }
+
+    /// The stream's readiness descriptor (asyncio `add_reader`): readable
+    /// while messages are queued and after `close()`; may be spuriously
+    /// readable. `canx.UnsupportedError` where the platform has none.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        notify_fileno(py, self.stream.queue.notify())
     }
 
     /// Whether `close()` was called.

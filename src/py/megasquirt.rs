@@ -14,7 +14,7 @@ use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyTuple};
 
-use super::can::{wait_for, CAN};
+use super::can::{notify_fileno, wait_for, CAN};
 use super::errors::{canx_err, deinit_error};
 use super::messages::{buffer_bytes, py_to_frame};
 use crate::runtime::drivers::megasquirt::{MsError, Node, NodeConfig, NodeEvent, Outcome};
@@ -353,6 +353,21 @@ impl MegasquirtNode {
     /// Gives up on operation `key`.
     fn _abandon(&self, py: Python<'_>, key: u64) {
         self.abandon(py, key);
+    }
+
+    /// canx internal (asyncio): a descriptor that becomes readable whenever
+    /// an operation of this node ends (an outcome for `_wait`, or a free
+    /// slot after `MegasquirtBusyError`); `_clear_completions` makes it
+    /// unreadable again. `canx.UnsupportedError` where the platform has none.
+    fn _completion_fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        notify_fileno(py, self.node.completion_notify())
+    }
+
+    /// canx internal (asyncio): clears the `_completion_fileno` descriptor.
+    fn _clear_completions(&self) {
+        if let Ok(n) = self.node.completion_notify() {
+            n.clear();
+        }
     }
 
     /// Starts queueing server events for `_next_event`.

@@ -23,7 +23,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::can::{wait_for, CAN};
+use super::can::{notify_fileno, wait_for, CAN};
 use super::errors::{canx_err, deinit_error};
 use super::messages::{buffer_bytes, Match};
 use crate::runtime::drivers::reliable::{
@@ -295,6 +295,14 @@ impl NativeReliableSender {
 
     fn close(&self) {
         self.att.close();
+        self.events.wake();
+    }
+
+    /// The event queue's readiness descriptor (asyncio `add_reader`):
+    /// readable while events are queued and after `close()`; may be
+    /// spuriously readable. `canx.UnsupportedError` where the platform has none.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        notify_fileno(py, self.events.notify())
     }
 
     #[getter]
@@ -353,6 +361,14 @@ impl NativeReliableReceiver {
 
     fn close(&self) {
         self.att.close();
+        self.events.wake();
+    }
+
+    /// The event queue's readiness descriptor (asyncio `add_reader`):
+    /// readable while events are queued and after `close()`; may be
+    /// spuriously readable. `canx.UnsupportedError` where the platform has none.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        notify_fileno(py, self.events.notify())
     }
 
     #[getter]
@@ -422,6 +438,14 @@ impl NativeGuideSender {
 
     fn close(&self) {
         self.att.close();
+        self.events.wake();
+    }
+
+    /// The event queue's readiness descriptor (asyncio `add_reader`):
+    /// readable while events are queued and after `close()`; may be
+    /// spuriously readable. `canx.UnsupportedError` where the platform has none.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        notify_fileno(py, self.events.notify())
     }
 
     #[getter]
@@ -468,6 +492,14 @@ impl NativeGuideListener {
 
     fn close(&self) {
         self.att.close();
+        self.events.wake();
+    }
+
+    /// The event queue's readiness descriptor (asyncio `add_reader`):
+    /// readable while events are queued and after `close()`; may be
+    /// spuriously readable. `canx.UnsupportedError` where the platform has none.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i64> {
+        notify_fileno(py, self.events.notify())
     }
 
     #[getter]

@@ -1,38 +1,64 @@
 //! Bounded event queues from engines to the application.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use super::listener::Notify;
 
 /// Default capacity of an engine's event queue.
 pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
 
 /// A bounded queue of engine events. A full queue drops the new event and
 /// counts it (`dropped`); nothing blocks the receive thread.
+///
+/// Readiness (for asyncio's `loop.add_reader`): after [`Self::set_notify`]
+/// the queue signals the [`Notify`] when it goes from empty to non-empty,
+/// and [`Self::try_recv`] clears it when it takes the last event. Readiness
+/// may be spurious (an event taken by a blocking `recv_timeout`, a
+/// [`Self::wake`]), never missing while an event is queued.
 #[derive(Debug)]
 pub struct EventQueue<E> {
     tx: Sender<E>,
     rx: Receiver<E>,
     dropped: AtomicU64,
+    notify: OnceLock<Arc<Notify>>,
 }
 
 impl<E> EventQueue<E> {
     pub fn new(capacity: usize) -> Self {
         let (tx, rx) = bounded(capacity.max(1));
-        EventQueue { tx, rx, dropped: AtomicU64::new(0) }
+        EventQueue { tx, rx, dropped: AtomicU64::new(0), notify: OnceLock::new() }
     }
     /// Called from the receive thread. Never blocks.
     pub fn push(&self, e: E) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(e) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(e) {
+            Ok(()) => {
+                if let Some(n) = self.notify.get() {
+                    // Only the empty -> non-empty edge needs a signal: the
+                    // descriptor stays readable until a reader empties the queue.
+                    if self.rx.len() <= 1 {
+                        n.signal();
+                    }
+                }
+            }
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
         }
     }
     pub fn recv_timeout(&self, t: Duration) -> Option<E> {
         self.rx.recv_timeout(t).ok()
     }
+    /// Takes an event without waiting; with a notify set, clears it when
+    /// the queue is (now) empty.
     pub fn try_recv(&self) -> Option<E> {
-        self.rx.try_recv().ok()
+        let e = self.rx.try_recv().ok();
+        self.rearm();
+        e
     }
     pub fn len(&self) -> usize {
         self.rx.len()
@@ -44,10 +70,89 @@ impl<E> EventQueue<E> {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// The readiness notify: the one given by `set_notify`, else a new
+    /// one made now (`Notify::new`'s error where the platform has none).
+    /// Signals at once if events are queued.
+    pub fn notify(&self) -> std::io::Result<Arc<Notify>> {
+        if let Some(n) = self.notify.get() {
+            return Ok(n.clone());
+        }
+        let n = Arc::new(Notify::new()?);
+        self.set_notify(n);
+        Ok(self.notify.get().cloned().expect("set above"))
+    }
+
+    /// Signals `n` whenever this queue goes from empty to non-empty (set
+    /// once; later calls are ignored). Signals at once if events are queued.
+    pub fn set_notify(&self, n: Arc<Notify>) {
+        let _ = self.notify.set(n);
+        if !self.rx.is_empty() {
+            self.wake();
+        }
+    }
+
+    /// Makes the notify readable without an event (closing, shutting
+    /// down): a waiter wakes, takes nothing and looks at why.
+    pub fn wake(&self) {
+        if let Some(n) = self.notify.get() {
+            n.signal();
+        }
+    }
+
+    /// Clears the notify if the queue is empty (it stays readable while
+    /// events are queued). Cheap when no notify is set.
+    pub fn rearm(&self) {
+        if let Some(n) = self.notify.get() {
+            if self.rx.is_empty() {
+                n.clear();
+                // An event may have arrived between the check and the clear.
+                if !self.rx.is_empty() {
+                    n.signal();
+                }
+            }
+        }
+    }
 }
 
 impl<E> Default for EventQueue<E> {
     fn default() -> Self {
         Self::new(DEFAULT_EVENT_CAPACITY)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn readable(n: &Notify) -> bool {
+        let mut p = libc::pollfd { fd: n.raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn notify_follows_the_queue() {
+        let q = EventQueue::new(4);
+        q.push(1u8);
+        let n = q.notify().unwrap();
+        assert!(readable(&n), "set on a non-empty queue: readable at once");
+        q.push(2);
+        assert_eq!(q.try_recv(), Some(1));
+        assert!(readable(&n), "still one queued");
+        assert_eq!(q.try_recv(), Some(2));
+        assert!(!readable(&n), "empty: cleared");
+        assert_eq!(q.try_recv(), None);
+        for i in 0..6 {
+            q.push(i);
+        }
+        assert_eq!(q.dropped(), 2);
+        assert!(readable(&n));
+        while q.try_recv().is_some() {}
+        assert!(!readable(&n));
+        q.wake();
+        assert!(readable(&n), "wake: spurious readiness");
+        assert_eq!(q.try_recv(), None);
+        assert!(!readable(&n));
     }
 }

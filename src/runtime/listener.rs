@@ -260,6 +260,10 @@ impl Listener {
     }
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        // A readiness waiter wakes, finds the listener closed and says so.
+        if let Some(n) = self.notify.get() {
+            n.signal();
+        }
     }
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)

@@ -22,7 +22,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration as StdDuration;
 
 use canx_core::megasquirt::{
@@ -34,7 +34,7 @@ use canx_core::{CanFrame, Duration, Filter, Frame, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::runtime::engine::{self, Driven, EngineHandle};
-use crate::runtime::{Bus, EventQueue, RxFrame};
+use crate::runtime::{Bus, EventQueue, Notify, RxFrame};
 
 /// Concurrent client operations per node.
 pub const CLIENT_OPS: usize = 32;
@@ -142,17 +142,28 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// Outcomes of started operations, by key; the application waits here.
+/// Outcomes of started operations, by key; the application waits here
+/// (blocking: the condvar; asyncio: the optional [`Notify`], signalled
+/// whenever an operation ends, so also when a slot frees).
 #[derive(Debug, Default)]
 pub struct Completions {
     map: Mutex<HashMap<u64, Outcome>>,
     cv: Condvar,
+    notify: OnceLock<Arc<Notify>>,
 }
 
 impl Completions {
     fn put(&self, key: u64, o: Outcome) {
         self.map.lock().insert(key, o);
         self.cv.notify_all();
+        self.signal();
+    }
+
+    /// Signals the notify (if any): an operation ended.
+    fn signal(&self) {
+        if let Some(n) = self.notify.get() {
+            n.signal();
+        }
     }
 
     /// Takes the outcome of `key`, waiting up to `wait` for it.
@@ -239,6 +250,8 @@ impl MsEngine {
     fn complete(&mut self, key: u64, o: Outcome) {
         if self.waiting.remove(&key) {
             self.completions.put(key, o);
+        } else {
+            self.completions.signal(); // an abandoned operation freed its slot
         }
     }
 
@@ -511,6 +524,7 @@ impl Node {
         if !self.detached.swap(true, Ordering::Relaxed) {
             self.bus.detach(&self.handle);
         }
+        self.completions.signal(); // asyncio waiters wake and see the node closed
     }
 
     /// Serves table `var_blk` (0..255; 32..255 are readable only by
@@ -713,6 +727,19 @@ impl Node {
     /// Waits up to `wait` for the outcome of operation `key`.
     pub fn wait(&self, key: u64, wait: StdDuration) -> Option<Outcome> {
         self.completions.take(key, wait)
+    }
+
+    /// A [`Notify`] signalled whenever an operation of this node ends (its
+    /// outcome is ready for [`Self::wait`], or its slot is free again); the
+    /// reader clears it. Made on first use; `Notify::new`'s error where the
+    /// platform has none.
+    pub fn completion_notify(&self) -> std::io::Result<Arc<Notify>> {
+        if let Some(n) = self.completions.notify.get() {
+            return Ok(n.clone());
+        }
+        let n = Arc::new(Notify::new()?);
+        let _ = self.completions.notify.set(n);
+        Ok(self.completions.notify.get().cloned().expect("set above"))
     }
 
     /// Gives up on operation `key`: its outcome, when it comes, is dropped.
