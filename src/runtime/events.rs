@@ -1,12 +1,12 @@
 //! Bounded event queues from engines to the application.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use super::listener::Notify;
+use super::listener::{Notify, Readiness};
 
 /// Default capacity of an engine's event queue.
 pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
@@ -24,26 +24,18 @@ pub struct EventQueue<E> {
     tx: Sender<E>,
     rx: Receiver<E>,
     dropped: AtomicU64,
-    notify: OnceLock<Arc<Notify>>,
+    notify: Readiness,
 }
 
 impl<E> EventQueue<E> {
     pub fn new(capacity: usize) -> Self {
         let (tx, rx) = bounded(capacity.max(1));
-        EventQueue { tx, rx, dropped: AtomicU64::new(0), notify: OnceLock::new() }
+        EventQueue { tx, rx, dropped: AtomicU64::new(0), notify: Readiness::default() }
     }
     /// Called from the receive thread. Never blocks.
     pub fn push(&self, e: E) {
         match self.tx.try_send(e) {
-            Ok(()) => {
-                if let Some(n) = self.notify.get() {
-                    // Only the empty -> non-empty edge needs a signal: the
-                    // descriptor stays readable until a reader empties the queue.
-                    if self.rx.len() <= 1 {
-                        n.signal();
-                    }
-                }
-            }
+            Ok(()) => self.notify.pushed(self.rx.len()),
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -79,39 +71,27 @@ impl<E> EventQueue<E> {
             return Ok(n.clone());
         }
         let n = Arc::new(Notify::new()?);
-        self.set_notify(n);
-        Ok(self.notify.get().cloned().expect("set above"))
+        self.set_notify(n.clone());
+        // Another thread may have set one first: that one is the notify.
+        Ok(self.notify.get().cloned().unwrap_or(n))
     }
 
     /// Signals `n` whenever this queue goes from empty to non-empty (set
     /// once; later calls are ignored). Signals at once if events are queued.
     pub fn set_notify(&self, n: Arc<Notify>) {
-        let _ = self.notify.set(n);
-        if !self.rx.is_empty() {
-            self.wake();
-        }
+        self.notify.set(n, !self.rx.is_empty());
     }
 
     /// Makes the notify readable without an event (closing, shutting
     /// down): a waiter wakes, takes nothing and looks at why.
     pub fn wake(&self) {
-        if let Some(n) = self.notify.get() {
-            n.signal();
-        }
+        self.notify.wake();
     }
 
     /// Clears the notify if the queue is empty (it stays readable while
     /// events are queued). Cheap when no notify is set.
     pub fn rearm(&self) {
-        if let Some(n) = self.notify.get() {
-            if self.rx.is_empty() {
-                n.clear();
-                // An event may have arrived between the check and the clear.
-                if !self.rx.is_empty() {
-                    n.signal();
-                }
-            }
-        }
+        self.notify.rearm(|| self.rx.is_empty());
     }
 }
 

@@ -47,7 +47,7 @@ pub struct Listener {
     policy: DropPolicy,
     dropped: AtomicU64,
     closed: AtomicBool,
-    notify: OnceLock<Arc<Notify>>,
+    notify: Readiness,
 }
 
 /// A file descriptor that is readable while frames are queued (for
@@ -169,6 +169,54 @@ impl SocketPair {
     }
 }
 
+/// The readiness side of a bounded queue (a [`Listener`] or an
+/// [`super::EventQueue`]): an optional [`Notify`], signalled on the queue's
+/// empty -> non-empty edge and cleared by the reader once the queue is
+/// empty. Readiness may be spurious, never missing while an item is queued.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness(OnceLock<Arc<Notify>>);
+
+impl Readiness {
+    /// Sets the notify (once; later calls are ignored) and signals it if
+    /// items are already `queued`.
+    pub(crate) fn set(&self, n: Arc<Notify>, queued: bool) {
+        let _ = self.0.set(n);
+        if queued {
+            self.wake();
+        }
+    }
+    pub(crate) fn get(&self) -> Option<&Arc<Notify>> {
+        self.0.get()
+    }
+    /// After a push that left `len` items queued: signals on the edge only
+    /// (the descriptor stays readable until a reader empties the queue).
+    pub(crate) fn pushed(&self, len: usize) {
+        if len <= 1 {
+            self.wake();
+        }
+    }
+    /// Makes the descriptor readable without an item (closing): a waiter
+    /// wakes, takes nothing and looks at why.
+    pub(crate) fn wake(&self) {
+        if let Some(n) = self.0.get() {
+            n.signal();
+        }
+    }
+    /// After taking items: clears the descriptor if `is_empty()` (it stays
+    /// readable while items are queued). Cheap when no notify is set.
+    pub(crate) fn rearm(&self, is_empty: impl Fn() -> bool) {
+        if let Some(n) = self.0.get() {
+            if is_empty() {
+                n.clear();
+                // An item may have arrived between the check and the clear.
+                if !is_empty() {
+                    n.signal();
+                }
+            }
+        }
+    }
+}
+
 impl Listener {
     pub fn new(filter: ListenerFilter, capacity: usize, policy: DropPolicy) -> Self {
         let (tx, rx) = bounded(capacity.max(1));
@@ -179,33 +227,21 @@ impl Listener {
             policy,
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            notify: OnceLock::new(),
+            notify: Readiness::default(),
         }
     }
 
     /// Signals `n` whenever this queue goes from empty to non-empty (set
     /// once; later calls are ignored). Signals at once if frames are queued.
     pub fn set_notify(&self, n: Arc<Notify>) {
-        if self.notify.set(n).is_ok() && !self.rx.is_empty() {
-            if let Some(n) = self.notify.get() {
-                n.signal();
-            }
-        }
+        self.notify.set(n, !self.rx.is_empty());
     }
 
     /// After taking frames: clears the notify descriptor if the queue is
     /// empty (it stays readable while frames are queued). Cheap when no
     /// notify is set.
     pub fn rearm(&self) {
-        if let Some(n) = self.notify.get() {
-            if self.rx.is_empty() {
-                n.clear();
-                // A frame may have arrived between the check and the clear.
-                if !self.rx.is_empty() {
-                    n.signal();
-                }
-            }
-        }
+        self.notify.rearm(|| self.rx.is_empty());
     }
 
     /// Called by the receive thread. Never blocks.
@@ -214,13 +250,7 @@ impl Listener {
             return;
         }
         match self.tx.try_send(*f) {
-            Ok(()) => {
-                if let Some(n) = self.notify.get() {
-                    if self.rx.len() == 1 {
-                        n.signal();
-                    }
-                }
-            }
+            Ok(()) => self.notify.pushed(self.rx.len()),
             Err(TrySendError::Full(f)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 if self.policy == DropPolicy::DropOldest {
@@ -261,9 +291,7 @@ impl Listener {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         // A readiness waiter wakes, finds the listener closed and says so.
-        if let Some(n) = self.notify.get() {
-            n.signal();
-        }
+        self.notify.wake();
     }
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
