@@ -37,7 +37,7 @@ from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterable, Iterator
 
 from . import _canx
 from ._dispatch import CallbackPump
-from .errors import AddressClaimError, RequestRejected, RequestTimeout, TransferAborted
+from .errors import AddressClaimError, RequestRejectedError, RequestTimeoutError, TransferAbortedError
 
 __all__ = [
     "ECU",
@@ -443,7 +443,7 @@ class ECU:
         9..1785 bytes by BAM to all (50 ms between packets) or RTS/CTS to
         one CA; above 1785 bytes by ETP to one CA (J1939-21 5.10). Returns a
         Future resolved with the size when the transfer ends (at once for a
-        single frame) or failing with TransferAborted. Raises
+        single frame) or failing with TransferAbortedError. Raises
         AddressClaimError before the claim, ValueError (too long, priority
         above 7, DA 254), J1939Error (no free session)."""
         fut: "concurrent.futures.Future[int]" = concurrent.futures.Future()
@@ -514,15 +514,15 @@ class ECU:
         """Sends a Request for ``pgn`` (PGN 59904, J1939-21 5.4.2) and returns
         the answer, single frame or reassembled TP/ETP. ``timeout`` s (None:
         the ECU's request_timeout for the start of the answer, then until a
-        TP answer ends). Raises RequestTimeout, RequestRejected (NACK or
-        other Acknowledgment), TransferAborted (the answer's TP aborted),
+        TP answer ends). Raises RequestTimeoutError, RequestRejectedError (NACK or
+        other Acknowledgment), TransferAbortedError (the answer's TP aborted),
         AddressClaimError before the claim."""
         key, fut = self._request_future(pgn, destination)
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
             self._forget(key, fut)
-            raise RequestTimeout(f"no answer to the request for PGN {pgn} from {destination:#04x} "
+            raise RequestTimeoutError(f"no answer to the request for PGN {pgn} from {destination:#04x} "
                                  f"in {timeout} s") from None
 
     async def request_pgn_async(self, pgn: int, destination: int = GLOBAL,
@@ -533,7 +533,7 @@ class ECU:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         except asyncio.TimeoutError:
             self._forget(key, fut)
-            raise RequestTimeout(f"no answer to the request for PGN {pgn} from {destination:#04x} "
+            raise RequestTimeoutError(f"no answer to the request for PGN {pgn} from {destination:#04x} "
                                  f"in {timeout} s") from None
 
     def set_response(self, pgn: int, data: Optional[bytes]) -> None:
@@ -632,12 +632,12 @@ class ECU:
                 else:
                     fut.set_result(J1939Message(pgn, sa, GLOBAL, 6, data or b"", time.time()))
             elif outcome == "ack":
-                fut.set_exception(RequestRejected(f"request for PGN {pgn} answered by Acknowledgment control "
+                fut.set_exception(RequestRejectedError(f"request for PGN {pgn} answered by Acknowledgment control "
                                                   f"{code} from {da:#04x}", code))
             elif outcome == "aborted":
-                fut.set_exception(TransferAborted(f"the answer to PGN {pgn} was aborted (reason {code})", code))
+                fut.set_exception(TransferAbortedError(f"the answer to PGN {pgn} was aborted (reason {code})", code))
             else:
-                fut.set_exception(RequestTimeout(f"no answer to the request for PGN {pgn} from {da:#04x} "
+                fut.set_exception(RequestTimeoutError(f"no answer to the request for PGN {pgn} from {da:#04x} "
                                                  f"in {self._request_timeout} s (J1939-21 T3)"))
         elif kind == "request":
             _, pgn, requester, is_global, ts = ev
@@ -663,7 +663,7 @@ class ECU:
             self.aborts.append((pgn, sa, da, reason, by_peer, transmit))
             if transmit:
                 self._finish_send(_normalize(pgn), da, 0,
-                                  TransferAborted(f"sending PGN {pgn} to {da:#04x} aborted "
+                                  TransferAbortedError(f"sending PGN {pgn} to {da:#04x} aborted "
                                                   f"(reason {reason}{', by the peer' if by_peer else ''})", reason))
             for cb in list(self._abort_handlers):
                 cb(pgn, sa, da, reason, by_peer)
@@ -680,7 +680,7 @@ class ECU:
 
     def close(self) -> None:
         """Leaves the bus (and closes the bus it opened with ``channel=``).
-        Pending requests fail with RequestTimeout. Idempotent."""
+        Pending requests fail with RequestTimeoutError. Idempotent."""
         self._pump.stop()
         self._native.close()
         with self._lock:
@@ -688,7 +688,7 @@ class ECU:
             self._pending.clear()
         for f in pending:
             if not f.done():
-                f.set_exception(RequestTimeout("the ECU was closed"))
+                f.set_exception(RequestTimeoutError("the ECU was closed"))
 
     def __enter__(self) -> "ECU":
         return self

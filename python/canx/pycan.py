@@ -143,6 +143,8 @@ class CanxBus(BusABC):
         ``ValueError`` for a message no CAN frame can carry."""
         try:
             self._send_msg(msg, timeout)
+        except errors.ClosedError:
+            raise can.CanOperationError("canx: the bus has been shut down") from None
         except errors.CanxError as e:
             raise can.CanOperationError(f"canx: {e}") from None
         except ValueError as e:

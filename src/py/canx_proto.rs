@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::can::{wait_for, CAN};
-use super::errors::{canx_err, deinit_error};
+use super::errors::{deinit_error, raise, to_py, Kind};
 use super::messages::buffer_bytes;
 use super::reliable::{seconds, Attachment};
 use crate::runtime::drivers::canx_proto::{
@@ -134,7 +134,7 @@ impl NativeCanxEndpoint {
         loop {
             match self.att.with(py, |d| d.send(priority, key, msg_id, &body))? {
                 Ok(()) => return Ok(()),
-                Err(CanxRefused::Invalid(e)) => return Err(PyValueError::new_err(e.to_string())),
+                Err(r @ CanxRefused::Invalid(_)) => return Err(to_py(py, r)),
                 Err(CanxRefused::Full) => {
                     let engine = self.att.engine().clone();
                     let room = wait_for(
@@ -150,10 +150,10 @@ impl NativeCanxEndpoint {
                         },
                     )?;
                     if room.is_none() {
-                        return Err(canx_err(
+                        return Err(raise(
                             py,
-                            "SendTimeoutError",
-                            "CAN-X send timed out: the endpoint's transmit queue stayed full".into(),
+                            Kind::SendTimeout,
+                            "CAN-X send timed out: the endpoint's transmit queue stayed full",
                         ));
                     }
                 }

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use canx_core::j1939::dm::{emit_dm, DmMessage, Dtc, Lamps};
 use canx_core::j1939::request::AckControl;
-use canx_core::j1939::{codecs, EcuConfig, EcuError, Name, Pgn};
+use canx_core::j1939::{codecs, EcuConfig, Name, Pgn};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::can::{wait_for, CAN};
-use super::errors::{canx_err, deinit_error, to_py};
+use super::errors::{deinit_error, to_py};
 use super::messages::buffer_bytes;
 use crate::runtime::drivers::j1939::{
     CtsTurnaround, J1939Driver, J1939Error, J1939Event, MessageStream, NodeConfig, Via,
@@ -42,17 +42,9 @@ fn driver_for(bus: &Arc<Bus>) -> (Arc<Mutex<J1939Driver>>, EngineHandle) {
     (d, h)
 }
 
+/// Through the one table (`errors.rs`).
 fn ecu_err(py: Python<'_>, e: J1939Error) -> PyErr {
-    match e {
-        J1939Error::Closed => deinit_error(),
-        J1939Error::Ecu(EcuError::NoAddress) => {
-            canx_err(py, "AddressClaimError", "no claimed address: call claim_address() first (J1939-81)".into())
-        }
-        J1939Error::Ecu(e @ (EcuError::TooLong | EcuError::Invalid | EcuError::Claim(_) | EcuError::Config(_))) => {
-            PyValueError::new_err(e.to_string())
-        }
-        J1939Error::Ecu(e) => canx_err(py, "J1939Error", e.to_string()),
-    }
+    to_py(py, e)
 }
 
 fn pgn_arg(pgn: u32) -> PyResult<Pgn> {

@@ -15,20 +15,17 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyTuple};
 
 use super::can::{wait_for, CAN};
-use super::errors::{canx_err, deinit_error};
+use super::errors::{deinit_error, raise, to_py, Kind};
 use super::messages::{buffer_bytes, py_to_frame};
 use crate::runtime::drivers::megasquirt::{MsError, Node, NodeConfig, NodeEvent, Outcome};
 
+/// Through the one table (`errors.rs`).
 fn ms_err(py: Python<'_>, e: MsError) -> PyErr {
-    match e {
-        MsError::Invalid(s) => PyValueError::new_err(s),
-        MsError::Busy => canx_err(py, "MegasquirtBusyError", e.to_string()),
-        MsError::Closed => deinit_error(),
-    }
+    to_py(py, e)
 }
 
 fn timeout_err(py: Python<'_>, msg: String) -> PyErr {
-    canx_err(py, "MegasquirtTimeoutError", msg)
+    raise(py, Kind::MegasquirtTimeout, msg)
 }
 
 /// The firmware's name of message number `n` (0..7 header types, 8+ MSG_XTND subtypes).

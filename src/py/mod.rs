@@ -21,6 +21,9 @@ fn virtual_channels() -> Vec<String> {
 #[pymodule]
 fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The exception classes, looked up once: a class missing from canx.errors fails this import.
+    errors::init(m.py())?;
+    m.add_function(wrap_pyfunction!(errors::_error_table, m)?)?;
     m.add_class::<can::CAN>()?;
     m.add_class::<can::Listener>()?;
     m.add_class::<messages::Message>()?;

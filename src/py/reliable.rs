@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::can::{wait_for, CAN};
-use super::errors::{canx_err, deinit_error};
+use super::errors::{deinit_error, to_py};
 use super::messages::{buffer_bytes, Match};
 use crate::runtime::drivers::reliable::{
     guide_policy, DriverStats, Event, GuideListenerDriver, GuideSenderDriver, Outstanding, ReceiverDriver, Refused,
@@ -108,11 +108,9 @@ fn ack_mapping(ack_offset: u32, ack_id: Option<i64>, ack_extended: bool) -> PyRe
     }
 }
 
+/// Through the one table (`errors.rs`).
 fn refused(py: Python<'_>, r: Refused) -> PyErr {
-    match r {
-        Refused::Invalid(e) => PyValueError::new_err(e.to_string()),
-        Refused::TooManyOutstanding | Refused::PeerTableFull => canx_err(py, "LimitError", r.to_string()),
-    }
+    to_py(py, r)
 }
 
 fn event_to_py(py: Python<'_>, e: Event) -> PyResult<Py<PyAny>> {
