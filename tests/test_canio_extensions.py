@@ -169,7 +169,7 @@ def test_nodes_on_the_same_channel_are_separate(make_can):
 # --------------------------------------------------------------------------- stats
 
 
-STATS_KEYS = {"received", "sent", "backend_dropped", "listener_dropped", "error_frames"}
+STATS_KEYS = {"received", "sent", "backend_dropped", "listener_dropped", "error_frames", "receive_thread_stopped"}
 
 
 def test_stats_fresh(make_can):

@@ -13,7 +13,7 @@ def test_native_error_table_names_canx_errors_classes():
     # The table is resolved once at import; every class it holds is the one
     # canx.errors exports under that name, and a CanxError.
     table = _canx._error_table()
-    assert len(table) == 13
+    assert len(table) == 14
     for kind, cls in table:
         assert cls is getattr(canx.errors, cls.__name__), kind
         assert issubclass(cls, canx.CanxError), kind
@@ -67,3 +67,34 @@ def test_closed_engine_error_is_closed_error():
         assert str(ei.value) == DEINIT_MSG
     finally:
         can.deinit()
+
+
+def test_dead_receive_thread_surfaces_in_state_stats_and_next_calls():
+    # B4: a backend whose every receive fails stops the receive thread after
+    # its error limit. Before the fix nothing read that error: state stayed
+    # ERROR_ACTIVE, send() succeeded and receive() timed out silently.
+    from canio_helpers import wait_for
+
+    ch = "virtual:errors-dead-rx"
+    can = canx.CAN(channel=ch, loopback=True)
+    listener = can.listen(timeout=60)
+    try:
+        assert can.stats()["receive_thread_stopped"] == 0
+        assert _canx._virtual_fail_receive(ch)
+        # A receive blocked when the thread dies wakes with the cause.
+        with pytest.raises(canx.ReceiveThreadError, match="injected receive failure"):
+            listener.receive()
+        assert wait_for(lambda: can.state == canx.BusState.BUS_OFF)
+        assert "receive thread stopped" in can.link_error
+        assert can.stats()["receive_thread_stopped"] == 1
+        with pytest.raises(canx.ReceiveThreadError, match="injected receive failure") as ei:
+            can.send(canx.Message(1, b""))
+        assert isinstance(ei.value, canx.InterfaceError) and isinstance(ei.value, OSError)
+        with pytest.raises(canx.ReceiveThreadError):
+            can.listen()
+        with pytest.raises(canx.ReceiveThreadError):
+            listener.receive_many(timeout=0)
+    finally:
+        can.deinit()
+    with pytest.raises(canx.ClosedError):
+        can.send(canx.Message(1, b""))

@@ -27,6 +27,7 @@ __all__ = [
     "SilentModeError",
     "SendTimeoutError",
     "UnsupportedError",
+    "ReceiveThreadError",
     "MegasquirtError",
     "MegasquirtTimeoutError",
     "MegasquirtBusyError",
@@ -82,6 +83,14 @@ class SendTimeoutError(CanxError, TimeoutError):
 class UnsupportedError(CanxError, ValueError):
     """The operation does not fit this bus (a CAN FD frame on a classic bus,
     error-state injection on a real interface)."""
+
+
+class ReceiveThreadError(InterfaceError):
+    """The bus's receive thread stopped after repeated backend errors (the
+    message names the last one): the bus neither receives nor drives its
+    protocol engines any more. Raised by the next ``send``, ``receive`` or
+    ``listen``; ``CAN.state`` reads ``BUS_OFF`` and ``CAN.link_error`` says
+    why. ``deinit()`` the bus and open it again."""
 
 
 class MegasquirtError(CanxError):

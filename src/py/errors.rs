@@ -43,10 +43,11 @@ pub enum Kind {
     AddressClaim,
     MegasquirtBusy,
     MegasquirtTimeout,
+    ReceiveThread,
 }
 
 /// Every kind with a class in `canx.errors`, in the order of the cache.
-const CLASSES: [(Kind, &str); 13] = [
+const CLASSES: [(Kind, &str); 14] = [
     (Kind::Closed, "ClosedError"),
     (Kind::Channel, "ChannelError"),
     (Kind::Interface, "InterfaceError"),
@@ -60,6 +61,7 @@ const CLASSES: [(Kind, &str); 13] = [
     (Kind::AddressClaim, "AddressClaimError"),
     (Kind::MegasquirtBusy, "MegasquirtBusyError"),
     (Kind::MegasquirtTimeout, "MegasquirtTimeoutError"),
+    (Kind::ReceiveThread, "ReceiveThreadError"),
 ];
 
 static TABLE: PyOnceLock<Vec<Py<PyType>>> = PyOnceLock::new();
@@ -132,6 +134,7 @@ impl NativeError for Error {
             Error::SendTimeout => Kind::SendTimeout,
             Error::Unsupported(_) => Kind::Unsupported,
             Error::Closed => Kind::Closed,
+            Error::ReceiveThreadStopped(_) => Kind::ReceiveThread,
         }
     }
     fn message(&self) -> String {

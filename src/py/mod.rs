@@ -34,6 +34,7 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(messages::_message_from_state, m)?)?;
     m.add_function(wrap_pyfunction!(virtual_channels, m)?)?;
     m.add_function(wrap_pyfunction!(can::_begin_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(can::_virtual_fail_receive, m)?)?;
     m.add_class::<megasquirt::MegasquirtNode>()?;
     m.add_class::<megasquirt::MegasquirtTable>()?;
     m.add_class::<megasquirt::MegasquirtBroadcastDecoder>()?;

@@ -15,7 +15,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple, PyType};
 
-use super::can::{wait_for, DEFAULT_QUEUE};
+use super::can::{wait_rx, DEFAULT_QUEUE};
 use super::errors::{deinit_error, to_py};
 use super::messages::buffer_bytes;
 use crate::runtime::bcm::BcmTask;
@@ -172,23 +172,18 @@ impl RawBus {
 
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<RxFrame>> {
         let bus = &self.bus;
-        let r = wait_for(
-            py,
-            timeout,
-            || bus.is_shut_down(),
-            |slice| {
-                self.try_take().or_else(|| {
-                    if slice.is_zero() {
-                        return None;
-                    }
-                    // A filter change during this slice is seen at the next one (<= 50 ms).
-                    let current = self.queues.lock().current.clone();
-                    let f = current.recv_timeout(slice)?;
-                    current.rearm();
-                    Some(f)
-                })
-            },
-        )?;
+        let r = wait_rx(py, bus, timeout, |slice| {
+            self.try_take().or_else(|| {
+                if slice.is_zero() {
+                    return None;
+                }
+                // A filter change during this slice is seen at the next one (<= 50 ms).
+                let current = self.queues.lock().current.clone();
+                let f = current.recv_timeout(slice)?;
+                current.rearm();
+                Some(f)
+            })
+        })?;
         Ok(r)
     }
 }
