@@ -220,6 +220,23 @@ class J1939Message:
     via: str = "single"
 
 
+def _message(ev: _canx.J1939MessageEvent) -> J1939Message:
+    return J1939Message(ev.pgn, ev.source, ev.destination, ev.priority, ev.data, ev.timestamp, ev.via)
+
+
+#: What the native ECU's ``next_event`` returns (frozen classes of ``canx._canx``).
+_Event = Union[
+    _canx.J1939MessageEvent,
+    _canx.J1939RequestEvent,
+    _canx.J1939RequestDoneEvent,
+    _canx.J1939ClaimedEvent,
+    _canx.J1939LostEvent,
+    _canx.J1939CannotClaimEvent,
+    _canx.J1939SentEvent,
+    _canx.J1939AbortedEvent,
+]
+
+
 @dataclass(frozen=True)
 class Request:
     """A Request (PGN 59904) for ``pgn`` from ``requester``; ``is_global``:
@@ -284,7 +301,7 @@ class PgnStream:
         forever; Ctrl-C interrupts), or None after it or when the stream is
         closed and empty. Raises ValueError when the ECU's bus was shut down."""
         ev = self._native.get(timeout)
-        return None if ev is None else J1939Message(*ev[1:])
+        return None if ev is None else _message(ev)
 
     def __iter__(self) -> Iterator[J1939Message]:
         while True:
@@ -523,7 +540,7 @@ class ECU:
         except concurrent.futures.TimeoutError:
             self._forget(key, fut)
             raise RequestTimeoutError(f"no answer to the request for PGN {pgn} from {destination:#04x} "
-                                 f"in {timeout} s") from None
+                                      f"in {timeout} s") from None
 
     async def request_pgn_async(self, pgn: int, destination: int = GLOBAL,
                                 timeout: Optional[float] = None) -> J1939Message:
@@ -534,7 +551,7 @@ class ECU:
         except asyncio.TimeoutError:
             self._forget(key, fut)
             raise RequestTimeoutError(f"no answer to the request for PGN {pgn} from {destination:#04x} "
-                                 f"in {timeout} s") from None
+                                      f"in {timeout} s") from None
 
     def set_response(self, pgn: int, data: Optional[bytes]) -> None:
         """Answers Requests for ``pgn`` with ``data`` natively (within Tr =
@@ -600,11 +617,10 @@ class ECU:
         """Counters of the native engine (drops, refused sessions, ...)."""
         return dict(self._native.stats())
 
-    def _dispatch(self, ev: Tuple[Any, ...]) -> None:
-        kind = ev[0]
-        if kind == "message":
-            _, pgn, sa, da, prio, data, ts, via = ev
-            m = J1939Message(pgn, sa, da, prio, data, ts, via)
+    def _dispatch(self, ev: _Event) -> None:
+        if isinstance(ev, _canx.J1939MessageEvent):
+            pgn, sa = ev.pgn, ev.source
+            m = _message(ev)
             self._last = m
             key = _normalize(pgn)
             with self._lock:
@@ -618,8 +634,8 @@ class ECU:
                         errors.append(e)
             if errors:
                 raise errors[0]
-        elif kind == "request_done":
-            _, pgn, da, outcome, code, sa, data = ev
+        elif isinstance(ev, _canx.J1939RequestDoneEvent):
+            pgn, da, outcome, code, sa, data = ev.pgn, ev.destination, ev.outcome, ev.code, ev.source, ev.data
             with self._lock:
                 q = self._pending.get((pgn, da))
                 fut = q.popleft() if q else None
@@ -633,14 +649,14 @@ class ECU:
                     fut.set_result(J1939Message(pgn, sa, GLOBAL, 6, data or b"", time.time()))
             elif outcome == "ack":
                 fut.set_exception(RequestRejectedError(f"request for PGN {pgn} answered by Acknowledgment control "
-                                                  f"{code} from {da:#04x}", code))
+                                                       f"{code} from {da:#04x}", code))
             elif outcome == "aborted":
                 fut.set_exception(TransferAbortedError(f"the answer to PGN {pgn} was aborted (reason {code})", code))
             else:
                 fut.set_exception(RequestTimeoutError(f"no answer to the request for PGN {pgn} from {da:#04x} "
-                                                 f"in {self._request_timeout} s (J1939-21 T3)"))
-        elif kind == "request":
-            _, pgn, requester, is_global, ts = ev
+                                                      f"in {self._request_timeout} s (J1939-21 T3)"))
+        elif isinstance(ev, _canx.J1939RequestEvent):
+            pgn, requester, is_global, ts = ev.pgn, ev.requester, ev.is_global, ev.timestamp
             with self._lock:
                 h = self._request_handlers.get(_normalize(pgn))
             if h is None:
@@ -655,16 +671,17 @@ class ECU:
                 self._native.respond(pgn, requester, is_global, bytes(answer))
             elif not is_global:
                 self._native.acknowledge(1, pgn, requester)
-        elif kind == "sent":
-            _, pgn, da, size = ev
-            self._finish_send(_normalize(pgn), da, size, None)
-        elif kind == "aborted":
-            _, pgn, sa, da, reason, by_peer, transmit = ev
+        elif isinstance(ev, _canx.J1939SentEvent):
+            self._finish_send(_normalize(ev.pgn), ev.destination, ev.size, None)
+        elif isinstance(ev, _canx.J1939AbortedEvent):
+            pgn, sa, da, reason, by_peer, transmit = (
+                ev.pgn, ev.source, ev.destination, ev.reason, ev.by_peer, ev.transmit
+            )
             self.aborts.append((pgn, sa, da, reason, by_peer, transmit))
             if transmit:
                 self._finish_send(_normalize(pgn), da, 0,
                                   TransferAbortedError(f"sending PGN {pgn} to {da:#04x} aborted "
-                                                  f"(reason {reason}{', by the peer' if by_peer else ''})", reason))
+                                                       f"(reason {reason}{', by the peer' if by_peer else ''})", reason))
             for cb in list(self._abort_handlers):
                 cb(pgn, sa, da, reason, by_peer)
 

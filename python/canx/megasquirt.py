@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
+from . import _canx
 from ._canx import CAN, Match, Message
 from ._canx import MegasquirtBroadcastDecoder as _Decoder
 from ._canx import MegasquirtNode as _NativeNode
@@ -153,17 +154,32 @@ class ServerEvent:
 Event = Union[Write, Burn, Xsub, Refused, ServerEvent]
 
 
-def _event(t: tuple) -> Event:
-    kind = t[0]
-    if kind == "write":
-        return Write(t[1], t[2], t[3], t[4], t[5])
-    if kind == "burn":
-        return Burn(t[1], t[3])
-    if kind == "xsub":
-        return Xsub(t[1], t[3], t[4])
-    if kind == "refused":
-        return Refused(t[1], t[2], t[3], t[4], t[5])
-    return ServerEvent(kind, t[1], t[2], tuple(t[3:]))
+#: What the native node's ``_next_event`` returns (frozen classes of ``canx._canx``).
+_NativeEvent = Union[
+    _canx.MegasquirtWriteEvent,
+    _canx.MegasquirtBurnEvent,
+    _canx.MegasquirtXsubEvent,
+    _canx.MegasquirtSuspendEvent,
+    _canx.MegasquirtForwardEvent,
+    _canx.MegasquirtUnhandledEvent,
+    _canx.MegasquirtRefusedEvent,
+]
+
+
+def _event(t: _NativeEvent) -> Event:
+    if isinstance(t, _canx.MegasquirtWriteEvent):
+        return Write(t.from_id, t.msg, t.var_blk, t.var_offset, t.data)
+    if isinstance(t, _canx.MegasquirtBurnEvent):
+        return Burn(t.from_id, t.var_blk)
+    if isinstance(t, _canx.MegasquirtXsubEvent):
+        return Xsub(t.from_id, t.var_blk, t.var_offset)
+    if isinstance(t, _canx.MegasquirtRefusedEvent):
+        return Refused(t.from_id, t.msg, t.var_blk, t.var_offset, t.reason)
+    if isinstance(t, _canx.MegasquirtSuspendEvent):
+        return ServerEvent(t.kind, t.from_id, t.msg, (t.suspend,))
+    if isinstance(t, _canx.MegasquirtForwardEvent):
+        return ServerEvent(t.kind, t.from_id, t.msg, (t.data,))
+    return ServerEvent(t.kind, t.from_id, t.msg, (t.var_blk, t.var_offset, t.data))
 
 
 # --------------------------------------------------------------------------- node
@@ -427,7 +443,7 @@ class Node:
         and :class:`ServerEvent` for MSG_SPND, MSG_FWD, MSG_PROT...)."""
         return self._register("any", cb)
 
-    def _dispatch(self, t: tuple) -> None:
+    def _dispatch(self, t: _NativeEvent) -> None:
         ev = _event(t)
         kinds = ["any"]
         if isinstance(ev, Write):

@@ -15,6 +15,10 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::can::{wait_for, CAN};
 use super::errors::{deinit_error, to_py};
+use super::events::{
+    Data, J1939AbortedEvent, J1939CannotClaimEvent, J1939ClaimedEvent, J1939LostEvent, J1939MessageEvent,
+    J1939RequestDoneEvent, J1939RequestEvent, J1939SentEvent,
+};
 use super::messages::buffer_bytes;
 use crate::runtime::drivers::j1939::{
     CtsTurnaround, J1939Driver, J1939Error, J1939Event, MessageStream, NodeConfig, Via,
@@ -92,6 +96,7 @@ impl J1939Ecu {
     }
 }
 
+/// The event as a frozen `canx._canx.J1939*Event` (see `events.rs`).
 fn event_to_py(py: Python<'_>, e: J1939Event) -> PyResult<Py<PyAny>> {
     let t = match e {
         J1939Event::Message { pgn, source, destination, priority, data, timestamp, via } => {
@@ -100,23 +105,24 @@ fn event_to_py(py: Python<'_>, e: J1939Event) -> PyResult<Py<PyAny>> {
                 Via::Tp => "tp",
                 Via::Etp => "etp",
             };
-            ("message", pgn, source, destination, priority, PyBytes::new(py, &data), timestamp, via)
-                .into_pyobject(py)?
-                .into_any()
+            let data = Data(data);
+            J1939MessageEvent { pgn, source, destination, priority, data, timestamp, via }.into_pyobject(py)?.into_any()
         }
         J1939Event::Request { pgn, requester, global, timestamp } => {
-            ("request", pgn, requester, global, timestamp).into_pyobject(py)?.into_any()
+            J1939RequestEvent { pgn, requester, is_global: global, timestamp }.into_pyobject(py)?.into_any()
         }
         J1939Event::RequestDone { pgn, destination, outcome, code, source, data } => {
-            let d = data.map(|d| PyBytes::new(py, &d));
-            ("request_done", pgn, destination, outcome, code, source, d).into_pyobject(py)?.into_any()
+            let data = data.map(Data);
+            J1939RequestDoneEvent { pgn, destination, outcome, code, source, data }.into_pyobject(py)?.into_any()
         }
-        J1939Event::Claimed { address } => ("claimed", address).into_pyobject(py)?.into_any(),
-        J1939Event::Lost { address, winner } => ("lost", address, winner).into_pyobject(py)?.into_any(),
-        J1939Event::CannotClaim => ("cannot_claim",).into_pyobject(py)?.into_any(),
-        J1939Event::Sent { pgn, destination, size } => ("sent", pgn, destination, size).into_pyobject(py)?.into_any(),
+        J1939Event::Claimed { address } => J1939ClaimedEvent { address }.into_pyobject(py)?.into_any(),
+        J1939Event::Lost { address, winner } => J1939LostEvent { address, winner }.into_pyobject(py)?.into_any(),
+        J1939Event::CannotClaim => J1939CannotClaimEvent {}.into_pyobject(py)?.into_any(),
+        J1939Event::Sent { pgn, destination, size } => {
+            J1939SentEvent { pgn, destination, size }.into_pyobject(py)?.into_any()
+        }
         J1939Event::Aborted { pgn, source, destination, reason, by_peer, transmit } => {
-            ("aborted", pgn, source, destination, reason, by_peer, transmit).into_pyobject(py)?.into_any()
+            J1939AbortedEvent { pgn, source, destination, reason, by_peer, transmit }.into_pyobject(py)?.into_any()
         }
     };
     Ok(t.unbind())

@@ -3,6 +3,7 @@
 mod can;
 mod canx_proto;
 mod errors;
+mod events;
 mod j1939;
 mod log;
 mod megasquirt;
@@ -53,5 +54,6 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(log::format_frame_text, m)?)?;
     m.add_function(wrap_pyfunction!(log::parse_candump_filter, m)?)?;
     j1939::register(m)?;
+    events::register(m)?;
     Ok(())
 }
