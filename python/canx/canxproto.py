@@ -40,7 +40,17 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Union
 from . import _canx
 from .reliable import _EventReceiver, _ReceiverEvent
 
-__all__ = ["Endpoint", "Message", "Error", "TO_DEVICE", "FROM_DEVICE", "MAX_BODY", "MAX_OPEN"]
+__all__ = [
+    "Endpoint",
+    "Message",
+    "Error",
+    "CanxMessage",
+    "ErrorReport",
+    "TO_DEVICE",
+    "FROM_DEVICE",
+    "MAX_BODY",
+    "MAX_OPEN",
+]
 
 #: Direction bit 0: frames sent to the device.
 TO_DEVICE = 0
@@ -83,6 +93,12 @@ class Error(NamedTuple):
     text: str
 
 
+#: Clearer names of :class:`Message` (not ``canx.Message``, a CAN frame) and
+#: :class:`Error` (a report delivered to ``on_error``, not an exception).
+CanxMessage = Message
+ErrorReport = Error
+
+
 class Endpoint(_EventReceiver):
     """A CAN-X node on ``bus`` (a ``canx.CAN``).
 
@@ -100,7 +116,7 @@ class Endpoint(_EventReceiver):
 
     def __init__(
         self,
-        bus: Any,
+        bus: _canx.CAN,
         *,
         direction: int = TO_DEVICE,
         receive_direction: Union[int, None, str] = "opposite",

@@ -338,7 +338,8 @@ class PgnStream:
 
 Callback = Callable[[J1939Message], Any]
 RequestHandler = Callable[[Request], Optional[bytes]]
-Bus = Any  # canx.CAN
+#: The bus an ECU may share: a :class:`canx.CAN` (not python-can's ``can.Bus``).
+Bus = _canx.CAN
 
 
 class ECU:
@@ -373,7 +374,7 @@ class ECU:
     """
 
     def __init__(self, channel: Optional[str] = None, *, name: Union[Name, int], address: int,
-                 bus: Optional[Bus] = None, request_timeout: float = 1.25, etp_buffer: int = 1 << 20,
+                 bus: Optional[_canx.CAN] = None, request_timeout: float = 1.25, etp_buffer: int = 1 << 20,
                  queue_size: int = 65536, address_range: Tuple[int, int] = (128, 247),
                  cts_delay: float = 0.002, cts_turnaround: str = "auto") -> None:
         if (channel is None) == (bus is None):
@@ -682,8 +683,8 @@ class ECU:
                 self._finish_send(_normalize(pgn), da, 0,
                                   TransferAbortedError(f"sending PGN {pgn} to {da:#04x} aborted "
                                                        f"(reason {reason}{', by the peer' if by_peer else ''})", reason))
-            for cb in list(self._abort_handlers):
-                cb(pgn, sa, da, reason, by_peer)
+            for abort_cb in list(self._abort_handlers):
+                abort_cb(pgn, sa, da, reason, by_peer)
 
     def _finish_send(self, pgn: int, da: int, size: int, error: Optional[BaseException]) -> None:
         with self._lock:
@@ -728,7 +729,7 @@ class BusMonitor:
     and TP/ETP frames included): iterate it. 11-bit frames are skipped.
     ``timeout`` s ends iteration after a quiet period. ``close()`` stops."""
 
-    def __init__(self, channel: Optional[str] = None, *, bus: Optional[Bus] = None, timeout: float = 10.0,
+    def __init__(self, channel: Optional[str] = None, *, bus: Optional[_canx.CAN] = None, timeout: float = 10.0,
                  queue_size: int = 65536) -> None:
         from . import CAN
         if (channel is None) == (bus is None):
@@ -777,6 +778,6 @@ class BusMonitor:
         self.close()
 
 
-def bus_monitor(channel: Optional[str] = None, *, bus: Optional[Bus] = None, timeout: float = 10.0) -> BusMonitor:
+def bus_monitor(channel: Optional[str] = None, *, bus: Optional[_canx.CAN] = None, timeout: float = 10.0) -> BusMonitor:
     """A :class:`BusMonitor` on ``channel`` or an open ``bus``."""
     return BusMonitor(channel, bus=bus, timeout=timeout)

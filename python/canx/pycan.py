@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import can
 from can import BusABC, Message
@@ -88,7 +88,8 @@ class CanxBus(BusABC):
         except (errors.CanxError, ValueError) as e:
             raise can.CanInitializationError(f"canx: cannot open {channel!r}: {e}") from None
         self._raw.set_message_class(Message, channel)
-        self._recv_msg = self._raw.recv_msg
+        # recv_msg builds instances of the class given to set_message_class.
+        self._recv_msg = cast(Callable[[Optional[float]], Optional[Message]], self._raw.recv_msg)
         self._send_msg = self._raw.send_msg
         self.channel = channel
         self.channel_info = f"canx {channel}"
@@ -122,7 +123,7 @@ class CanxBus(BusABC):
             return
         native: List[Tuple[int, int, bool]] = []
         for f in filters:
-            ext = f.get("extended")  # type: ignore[union-attr]
+            ext = f.get("extended")
             native.append(pycan_filter(int(f["can_id"]), int(f["can_mask"]),
                                        None if ext is None else bool(ext)))
         self._raw.set_filters(native)
@@ -189,10 +190,10 @@ class CanxBus(BusABC):
         self._raw.shutdown()
 
     @staticmethod
-    def _detect_available_configs() -> List[Dict[str, Any]]:
+    def _detect_available_configs() -> List[can.typechecking.AutoDetectedConfig]:
         """CAN interfaces in /sys/class/net (type 280: vcan, can) and the open
         canx virtual channels."""
-        out: List[Dict[str, Any]] = []
+        out: List[can.typechecking.AutoDetectedConfig] = []
         try:
             for d in sorted(Path("/sys/class/net").iterdir()):
                 try:

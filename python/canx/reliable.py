@@ -97,7 +97,7 @@ class GuideOutcome(NamedTuple):
 
     delivered: bool
     tries: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, as the guide names it
     now_ms: int
 
 
@@ -115,7 +115,7 @@ class ReceivedMessage(NamedTuple):
 class GuideMessage(NamedTuple):
     """A guide-mode message: ``count, now_ms = struct.unpack("<II", data)``."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, as the guide names it
     now_ms: int
     timestamp: float
 
@@ -169,13 +169,13 @@ class _SenderBase(abc.ABC):
     def __init__(self, native: Any, name: str) -> None:
         self._native = native
         self._lock = threading.Lock()
-        self._pending: Dict[int, Tuple[concurrent.futures.Future, Any]] = {}
+        self._pending: Dict[int, Tuple[concurrent.futures.Future[Any], Any]] = {}
         self._outcome_cbs: List[Callable[[Any], Any]] = []
         self._error_cbs: List[Callable[[Malformed], Any]] = []
         self._pump = CallbackPump(name, native.next_event, self._dispatch).start()
 
-    def _submit(self, call: Callable[[], Any], info: Callable[[Any], Any]) -> concurrent.futures.Future:
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+    def _submit(self, call: Callable[[], Any], info: Callable[[Any], Any]) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:  # the outcome may arrive before call() returns
             ret = call()
             ticket = ret[0] if isinstance(ret, tuple) else ret
@@ -260,7 +260,7 @@ class Sender(_SenderBase):
 
     def __init__(
         self,
-        bus: Any,
+        bus: _canx.CAN,
         *,
         timeout: float = 0.1,
         retries: Optional[int] = 3,
@@ -319,7 +319,7 @@ class GuideSender(_SenderBase):
 
     def __init__(
         self,
-        bus: Any,
+        bus: _canx.CAN,
         *,
         timeout: float = 0.1,
         retries: Optional[int] = None,
@@ -504,7 +504,7 @@ class Receiver(_EventReceiver):
 
     def __init__(
         self,
-        bus: Any,
+        bus: _canx.CAN,
         matches: Sequence[Any],
         *,
         on_message: Optional[Callable[[ReceivedMessage], Any]] = None,
@@ -542,7 +542,7 @@ class GuideListener(_EventReceiver):
 
     def __init__(
         self,
-        bus: Any,
+        bus: _canx.CAN,
         *,
         on_message: Optional[Callable[[GuideMessage], Any]] = None,
         on_error: Optional[Callable[[Malformed], Any]] = None,

@@ -140,6 +140,7 @@ pub fn wait_for<T: Send>(
 /// and no channel are given; `canx.ChannelError` for a channel canx does not
 /// understand; `canx.InterfaceError` when the OS refuses the interface.
 #[pyclass(module = "canx", subclass)]
+#[allow(clippy::upper_case_acronyms)] // canio's class name
 pub struct CAN {
     bus: Option<Arc<Bus>>,
     channel: String,
@@ -456,7 +457,7 @@ impl Listener {
     #[setter]
     fn set_timeout(&mut self, t: f64) -> PyResult<()> {
         self.live()?;
-        if !(t >= 0.0) {
+        if t.is_nan() || t < 0.0 {
             return Err(PyValueError::new_err("timeout must be >= 0"));
         }
         self.timeout = t;

@@ -282,8 +282,7 @@ impl Backend for SocketCanBackend {
             };
         }
         let fallback_ts = epoch_now();
-        for i in 0..n as usize {
-            let m = &msgs[i];
+        for (i, m) in msgs.iter().enumerate().take(n as usize) {
             let len = m.msg_len as usize;
             let Some(frame) = decode(&bufs.frames[i][..len.min(CANFD_MTU)]) else {
                 continue;
