@@ -5,7 +5,7 @@ from typing_extensions import Buffer as _Buffer, disjoint_base
 from typing import AsyncIterator, ClassVar, Iterator, Optional, Sequence, Union, final, overload
 
 __version__: str
-__all__ = ["__version__", "ReliableOutcomeEvent", "ReliableMessageEvent", "GuideMessageEvent", "MalformedEvent", "CanxMessageEvent", "CanxErrorEvent", "J1939MessageEvent", "J1939RequestEvent", "J1939RequestDoneEvent", "J1939ClaimedEvent", "J1939LostEvent", "J1939CannotClaimEvent", "J1939SentEvent", "J1939AbortedEvent", "MegasquirtWriteEvent", "MegasquirtBurnEvent", "MegasquirtXsubEvent", "MegasquirtSuspendEvent", "MegasquirtForwardEvent", "MegasquirtUnhandledEvent", "MegasquirtRefusedEvent", "CAN", "Listener", "Message", "RemoteTransmissionRequest", "ErrorFrame", "Match", "BusState", "_message_from_state", "virtual_channels", "_begin_shutdown", "_virtual_fail_receive", "_error_table", "MegasquirtNode", "MegasquirtTable", "MegasquirtBroadcastDecoder", "NativeReliableSender", "NativeReliableReceiver", "NativeGuideSender", "NativeGuideListener", "NativeCanxEndpoint", "PeriodicSend", "RawBus", "format_frame_text", "format_log_line", "parse_candump_filter", "parse_frame_text", "parse_log_line", "pycan_filter", "J1939Ecu", "J1939Stream", "j1939_encode_eec1", "j1939_decode_eec1", "j1939_encode_et1", "j1939_decode_et1", "j1939_encode_dm", "j1939_decode_dm", "j1939_decode_id"]
+__all__ = ["__version__", "ReliableOutcomeEvent", "ReliableMessageEvent", "GuideMessageEvent", "MalformedEvent", "CanxMessageEvent", "CanxErrorEvent", "J1939MessageEvent", "J1939RequestEvent", "J1939RequestDoneEvent", "J1939ClaimedEvent", "J1939LostEvent", "J1939CannotClaimEvent", "J1939SentEvent", "J1939AbortedEvent", "MegasquirtWriteEvent", "MegasquirtBurnEvent", "MegasquirtXsubEvent", "MegasquirtSuspendEvent", "MegasquirtForwardEvent", "MegasquirtUnhandledEvent", "MegasquirtRefusedEvent", "CAN", "Listener", "Message", "RemoteTransmissionRequest", "ErrorFrame", "Match", "BusState", "_message_from_state", "virtual_channels", "_begin_shutdown", "_pycan_message_slots", "_virtual_fail_receive", "_error_table", "MegasquirtNode", "MegasquirtTable", "MegasquirtBroadcastDecoder", "NativeReliableSender", "NativeReliableReceiver", "NativeGuideSender", "NativeGuideListener", "NativeCanxEndpoint", "PeriodicSend", "RawBus", "format_frame_text", "format_log_line", "parse_candump_filter", "parse_frame_text", "parse_log_line", "pycan_filter", "J1939Ecu", "J1939Stream", "j1939_encode_eec1", "j1939_decode_eec1", "j1939_encode_et1", "j1939_decode_et1", "j1939_encode_dm", "j1939_decode_dm", "j1939_decode_id"]
 
 @final
 class BusState:
@@ -154,6 +154,7 @@ class CAN:
 
 def virtual_channels() -> list[str]: ...
 def _begin_shutdown() -> None: ...
+def _pycan_message_slots() -> list[str]: ...
 def _virtual_fail_receive(channel: str) -> bool: ...
 def _error_table() -> list[tuple[str, type[Exception]]]: ...
 def _message_from_state(

@@ -48,6 +48,7 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pycan::RawBus>()?;
     m.add_class::<pycan::PeriodicSend>()?;
     m.add_function(wrap_pyfunction!(pycan::pycan_filter, m)?)?;
+    m.add_function(wrap_pyfunction!(pycan::_pycan_message_slots, m)?)?;
     m.add_function(wrap_pyfunction!(log::parse_log_line, m)?)?;
     m.add_function(wrap_pyfunction!(log::format_log_line, m)?)?;
     m.add_function(wrap_pyfunction!(log::parse_frame_text, m)?)?;
