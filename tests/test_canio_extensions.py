@@ -169,7 +169,13 @@ def test_nodes_on_the_same_channel_are_separate(make_can):
 # --------------------------------------------------------------------------- stats
 
 
-STATS_KEYS = {"received", "sent", "backend_dropped", "listener_dropped", "error_frames"}
+def processed(can, n):
+    """Waits until the receive thread of ``can`` has taken ``n`` error frames
+    (the injected ones) off its backend, so what they change is settled."""
+    return wait_for(lambda: can.stats()["error_frames"] >= n)
+
+
+STATS_KEYS = {"received", "sent", "backend_dropped", "listener_dropped", "error_frames", "receive_thread_stopped"}
 
 
 def test_stats_fresh(make_can):
@@ -281,7 +287,7 @@ def test_inject_error_state_readable(make_can, state, tec, rec):
     assert can.transmit_error_count == tec
     assert can.receive_error_count == rec
     # still so a little later (after the receive thread saw the error frame)
-    time.sleep(0.05)
+    assert processed(can, 1)
     assert (can.state, can.transmit_error_count, can.receive_error_count) == (st, tec, rec)
 
 
@@ -303,7 +309,7 @@ def test_inject_error_state_default_counters_fit_thresholds(make_can):
 def test_inject_error_state_does_not_affect_other_nodes(make_can):
     a, b = make_can(), make_can()
     a.inject_error_state(canx.BusState.ERROR_PASSIVE, tec=140, rec=1)
-    time.sleep(0.05)
+    assert processed(a, 1)
     assert b.state == canx.BusState.ERROR_ACTIVE
     assert (b.transmit_error_count, b.receive_error_count) == (0, 0)
 
@@ -311,9 +317,9 @@ def test_inject_error_state_does_not_affect_other_nodes(make_can):
 def test_inject_back_to_error_active(make_can):
     can = make_can()
     can.inject_error_state(canx.BusState.ERROR_WARNING, tec=100, rec=0)
-    time.sleep(0.05)
+    assert processed(can, 1)
     can.inject_error_state(canx.BusState.ERROR_ACTIVE, tec=10, rec=2)
-    time.sleep(0.05)
+    assert processed(can, 2)
     assert can.state == canx.BusState.ERROR_ACTIVE
     assert (can.transmit_error_count, can.receive_error_count) == (10, 2)
 
@@ -343,10 +349,10 @@ def test_bus_off_then_restart_recovers(make_can):
     a.inject_error_state(canx.BusState.BUS_OFF, tec=255, rec=3)
     with pytest.raises(canx.BusOffError):
         a.send(canx.Message(0x1, b"x"))
-    time.sleep(0.05)
+    assert processed(a, 1)
     a.restart()
     assert a.state == canx.BusState.ERROR_ACTIVE
-    time.sleep(0.05)
+    assert processed(a, 1)
     assert a.state == canx.BusState.ERROR_ACTIVE
     assert (a.transmit_error_count, a.receive_error_count) == (0, 0)
     a.send(canx.Message(0x2, b"back"))
@@ -392,11 +398,11 @@ def test_auto_restart_send_after_bus_off_succeeds(make_can):
     a, b = make_can(auto_restart=True), make_can()
     listener = b.listen(timeout=1)
     a.inject_error_state(canx.BusState.BUS_OFF)
-    time.sleep(0.05)
+    assert processed(a, 1)
     a.send(canx.Message(0x5, b"auto"))
     got = listener.receive()
     assert got is not None and got.data == b"auto"
-    time.sleep(0.05)
+    assert processed(a, 1)
     assert a.state != canx.BusState.BUS_OFF
 
 
@@ -406,7 +412,7 @@ def test_auto_restart_set_after_construction(make_can):
     listener = b.listen(timeout=1)
     a.auto_restart = True
     a.inject_error_state(canx.BusState.BUS_OFF)
-    time.sleep(0.05)
+    assert processed(a, 1)
     a.send(canx.Message(0x6, b"later"))
     got = listener.receive()
     assert got is not None and got.data == b"later"
@@ -416,7 +422,7 @@ def test_auto_restart_turned_off_after_construction(make_can):
     a = make_can(auto_restart=True)
     a.auto_restart = False
     a.inject_error_state(canx.BusState.BUS_OFF)
-    time.sleep(0.05)
+    assert processed(a, 1)
     with pytest.raises(canx.BusOffError):
         a.send(canx.Message(0x7, b"no"))
 
@@ -425,11 +431,11 @@ def test_bus_off_node_does_not_receive_until_restart(make_can):
     a, b = make_can(), make_can()
     listener = b.listen(timeout=0.15)
     b.inject_error_state(canx.BusState.BUS_OFF)
-    time.sleep(0.05)
+    assert processed(b, 1)
     a.send(canx.Message(0x8, b"lost"))
     assert listener.receive() is None
     b.restart()
-    time.sleep(0.05)
+    assert processed(b, 1)
     a.send(canx.Message(0x8, b"seen"))
     listener.timeout = 1
     got = listener.receive()

@@ -440,8 +440,10 @@ def test_cts_delay_is_the_receivers_turnaround():
     may be the sender: never on the virtual bus."""
     ch = chan()
     assert rts_to_cts(ch, cts_delay=0.1, cts_turnaround="always") >= 0.095
-    assert rts_to_cts(ch, cts_delay=0.1) < 0.095
-    assert rts_to_cts(ch, cts_delay=0.1, cts_turnaround="never") < 0.095
+    # Undelayed: the best of three (one may stall on a loaded machine; a
+    # delayed turnaround is never below cts_delay).
+    assert min(rts_to_cts(ch, cts_delay=0.1) for _ in range(3)) < 0.095
+    assert min(rts_to_cts(ch, cts_delay=0.1, cts_turnaround="never") for _ in range(3)) < 0.095
     for bad in (-0.001, 0.101):
         with pytest.raises(ValueError, match="cts_delay"):
             ecu(ch, 3, 0x30, cts_delay=bad)

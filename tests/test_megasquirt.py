@@ -221,16 +221,20 @@ def test_table_changes_while_served(pair):
     ecu, dash = pair
     t = ecu.table(7)
     stop = threading.Event()
+    started = threading.Event()
 
     def writer():
         v = 0
         while not stop.is_set():
             t.write(0, bytes([v & 0xFF]) * 8)
+            started.set()
             v += 1
 
     th = threading.Thread(target=writer)
     th.start()
     try:
+        # Before the first write the table still holds the fixture's bytes.
+        assert started.wait(10)
         seen = set()
         for _ in range(50):
             d = dash.read(0, 7, 0, 8)

@@ -15,3 +15,24 @@ def test_stubs_match_native_module(tmp_path) -> None:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Success" in r.stdout
+
+
+def test_stub_public_signatures_have_no_any() -> None:
+    # The native boundary is typed: engines' events, results and arguments
+    # all have real types in _canx.pyi (mypy --strict checks the package
+    # against them in scripts/test).
+    import re
+    from pathlib import Path
+
+    import canx
+
+    stub = Path(canx.__file__).with_name("_canx.pyi").read_text()
+    assert not re.search(r"\bAny\b", stub), [l for l in stub.splitlines() if re.search(r"\bAny\b", l)]
+
+
+def test_canxproto_clearer_aliases() -> None:
+    from canx import canxproto
+
+    assert canxproto.CanxMessage is canxproto.Message
+    assert canxproto.ErrorReport is canxproto.Error
+    assert not issubclass(canxproto.ErrorReport, BaseException)

@@ -38,9 +38,19 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, NamedTuple, Optional, Union
 
 from . import _canx
-from .reliable import _EventReceiver
+from .reliable import _EventReceiver, _ReceiverEvent
 
-__all__ = ["Endpoint", "Message", "Error", "TO_DEVICE", "FROM_DEVICE", "MAX_BODY", "MAX_OPEN"]
+__all__ = [
+    "Endpoint",
+    "Message",
+    "Error",
+    "CanxMessage",
+    "ErrorReport",
+    "TO_DEVICE",
+    "FROM_DEVICE",
+    "MAX_BODY",
+    "MAX_OPEN",
+]
 
 #: Direction bit 0: frames sent to the device.
 TO_DEVICE = 0
@@ -83,6 +93,12 @@ class Error(NamedTuple):
     text: str
 
 
+#: Clearer names of :class:`Message` (not ``canx.Message``, a CAN frame) and
+#: :class:`Error` (a report delivered to ``on_error``, not an exception).
+CanxMessage = Message
+ErrorReport = Error
+
+
 class Endpoint(_EventReceiver):
     """A CAN-X node on ``bus`` (a ``canx.CAN``).
 
@@ -100,7 +116,7 @@ class Endpoint(_EventReceiver):
 
     def __init__(
         self,
-        bus: Any,
+        bus: _canx.CAN,
         *,
         direction: int = TO_DEVICE,
         receive_direction: Union[int, None, str] = "opposite",
@@ -159,9 +175,8 @@ class Endpoint(_EventReceiver):
         ``events_dropped``, ``callback_errors``."""
         return super().stats()
 
-    def _convert(self, ev: tuple) -> Any:
-        if ev[0] == "message":
-            _, d, dev, stream, prio, msg_id, body, ts = ev
-            return Message(d, dev, stream, msg_id, body, prio, ts)
-        _, d, dev, stream, msg_id, reason, text = ev
-        return Error(d, dev, stream, msg_id, reason, text)
+    def _convert(self, ev: _ReceiverEvent) -> Any:
+        if isinstance(ev, _canx.CanxMessageEvent):
+            return Message(ev.direction, ev.device, ev.stream, ev.msg_id, ev.body, ev.priority, ev.timestamp)
+        assert isinstance(ev, _canx.CanxErrorEvent), ev
+        return Error(ev.direction, ev.device, ev.stream, ev.msg_id, ev.reason, ev.text)

@@ -83,7 +83,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command in TOOLS:
             import importlib
 
-            return importlib.import_module(f".tools.{TOOLS[args.command]}", __package__).run(args)
+            return int(importlib.import_module(f".tools.{TOOLS[args.command]}", __package__).run(args))
     except (canx.CanxError, ToolError) as e:
         print(f"canx {args.command}: {e}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, Dict, List, Set
 
 import canx
 
@@ -21,15 +21,16 @@ DATA_ID = 0x408
 ACK_ID = 0x409
 
 
-def _listener_node(channel: str, count: int, ready: threading.Event, say: Callable[[str], None], result: dict) -> None:
+def _listener_node(channel: str, count: int, ready: threading.Event, say: Callable[[str], None],
+                   result: Dict[str, object]) -> None:
     with canx.CAN(channel=channel) as can:
         listener = can.listen([canx.Match(DATA_ID)], timeout=0.5)
         ready.set()
-        seen = set()
+        seen: Set[int] = set()
         deadline = time.monotonic() + 10 + count
         while len(seen) < count and time.monotonic() < deadline:
             msg = listener.receive()
-            if msg is None:
+            if not isinstance(msg, canx.Message):  # None (timeout) or a remote frame
                 continue
             n, sent_ms = struct.unpack("<II", msg.data)
             latency = (time.monotonic_ns() // 1_000_000 & 0xFFFFFFFF) - sent_ms
@@ -39,7 +40,7 @@ def _listener_node(channel: str, count: int, ready: threading.Event, say: Callab
         result["received"] = len(seen)
 
 
-def _sender_node(channel: str, count: int, say: Callable[[str], None], result: dict) -> None:
+def _sender_node(channel: str, count: int, say: Callable[[str], None], result: Dict[str, object]) -> None:
     with canx.CAN(channel=channel) as can:
         acks = can.listen([canx.Match(ACK_ID)], timeout=0.2)
         acked = resent = 0
@@ -50,7 +51,7 @@ def _sender_node(channel: str, count: int, say: Callable[[str], None], result: d
                 say(f"sender:   sending count={n}" + (f" (retry {attempt})" if attempt else ""))
                 can.send(msg)
                 reply = acks.receive()
-                if reply is not None and len(reply.data) == 4 and struct.unpack("<I", reply.data)[0] == n:
+                if isinstance(reply, canx.Message) and len(reply.data) == 4 and struct.unpack("<I", reply.data)[0] == n:
                     say(f"sender:   ACK for count={n}")
                     acked += 1
                     break
@@ -70,10 +71,10 @@ def run_demo(channel: str = "virtual:demo", count: int = 10) -> int:
             print(line, flush=True)
 
     print(f"canx {canx.__version__} demo on {channel}: sender -> 0x{DATA_ID:X}, listener ACKs on 0x{ACK_ID:X}")
-    lres: dict = {}
-    sres: dict = {}
+    lres: Dict[str, object] = {}
+    sres: Dict[str, object] = {}
     ready = threading.Event()
-    errors: list = []
+    errors: List[Exception] = []
 
     def guarded(fn: Callable[..., None], *args: object) -> Callable[[], None]:
         def body() -> None:

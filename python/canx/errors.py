@@ -7,13 +7,19 @@ problem, so ``except OSError`` or ``except TimeoutError`` keep working.
 canio compatibility: the errors canio itself raises keep canio's types and
 messages (``ValueError`` for bad arguments and deinitialized objects,
 ``TypeError`` for wrong message types); these classes are for what canio has
-no word for (interfaces, bus-off, timeouts).
+no word for (interfaces, bus-off, timeouts). Use of a deinitialized or closed
+object raises :class:`ClosedError`, which is both canio's ``ValueError`` (same
+message) and a :class:`CanxError`.
+
+The native extension maps its errors to these classes through one table
+(``src/py/errors.rs``), looked up once when ``canx._canx`` is imported.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "CanxError",
+    "ClosedError",
     "ChannelError",
     "InterfaceError",
     "InterfaceDownError",
@@ -21,12 +27,17 @@ __all__ = [
     "SilentModeError",
     "SendTimeoutError",
     "UnsupportedError",
+    "ReceiveThreadError",
     "MegasquirtError",
     "MegasquirtTimeoutError",
     "MegasquirtBusyError",
     "LimitError",
     "J1939Error",
     "AddressClaimError",
+    "TransferAbortedError",
+    "RequestTimeoutError",
+    "RequestRejectedError",
+    # the names before 0.2, kept as aliases
     "TransferAborted",
     "RequestTimeout",
     "RequestRejected",
@@ -35,6 +46,13 @@ __all__ = [
 
 class CanxError(Exception):
     """Base class of every canx error."""
+
+
+class ClosedError(CanxError, ValueError):
+    """The object was deinitialized or closed (``deinit()``, ``close()``, the
+    end of a ``with`` block). A ``ValueError`` carrying canio's message
+    ("Object has been deinitialized and can no longer be used. Create a new
+    object."), so canio code catching ``ValueError`` keeps working."""
 
 
 class ChannelError(CanxError, ValueError):
@@ -67,6 +85,14 @@ class UnsupportedError(CanxError, ValueError):
     error-state injection on a real interface)."""
 
 
+class ReceiveThreadError(InterfaceError):
+    """The bus's receive thread stopped after repeated backend errors (the
+    message names the last one): the bus neither receives nor drives its
+    protocol engines any more. Raised by the next ``send``, ``receive`` or
+    ``listen``; ``CAN.state`` reads ``BUS_OFF`` and ``CAN.link_error`` says
+    why. ``deinit()`` the bus and open it again."""
+
+
 class MegasquirtError(CanxError):
     """Base class of the errors of ``canx.megasquirt``."""
 
@@ -81,10 +107,14 @@ class MegasquirtTimeoutError(MegasquirtError, TimeoutError):
 
 class MegasquirtBusyError(MegasquirtError, RuntimeError):
     """Every request slot of the node stayed in use for the whole ``timeout``."""
+
+
 class LimitError(CanxError, RuntimeError):
     """A bounded queue or table of a protocol engine is full (for example a
     reliable sender's ``max_outstanding`` messages without a collected
     outcome); the call was refused and nothing was queued."""
+
+
 class J1939Error(CanxError):
     """A J1939 operation failed (no free transport session, queue full)."""
 
@@ -94,7 +124,7 @@ class AddressClaimError(J1939Error):
     ended in Cannot Claim (J1939-81 4.4)."""
 
 
-class TransferAborted(J1939Error):
+class TransferAbortedError(J1939Error):
     """A TP/ETP transfer ended with Connection Abort; ``reason`` is the
     J1939-21 5.10.3.5 code (1 already in session, 2 resources, 3 timeout,
     ... 250 other)."""
@@ -104,11 +134,11 @@ class TransferAborted(J1939Error):
         self.reason = reason
 
 
-class RequestTimeout(J1939Error, TimeoutError):
+class RequestTimeoutError(J1939Error, TimeoutError):
     """No answer to a Request within the timeout (J1939-21 T3, 1.25 s)."""
 
 
-class RequestRejected(J1939Error):
+class RequestRejectedError(J1939Error):
     """A Request was answered with an Acknowledgment instead of data
     (J1939-21 5.4.4); ``control`` is 1 NACK, 2 access denied, 3 cannot
     respond."""
@@ -116,3 +146,9 @@ class RequestRejected(J1939Error):
     def __init__(self, message: str, control: int = 1) -> None:
         super().__init__(message)
         self.control = control
+
+
+# The J1939 names before the ``Error`` suffix; the same classes.
+TransferAborted = TransferAbortedError
+RequestTimeout = RequestTimeoutError
+RequestRejected = RequestRejectedError

@@ -37,7 +37,7 @@ from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterable, Iterator
 
 from . import _aio, _canx
 from ._dispatch import CallbackPump
-from .errors import AddressClaimError, RequestRejected, RequestTimeout, TransferAborted
+from .errors import AddressClaimError, RequestRejectedError, RequestTimeoutError, TransferAbortedError
 
 __all__ = [
     "ECU",
@@ -220,6 +220,23 @@ class J1939Message:
     via: str = "single"
 
 
+def _message(ev: _canx.J1939MessageEvent) -> J1939Message:
+    return J1939Message(ev.pgn, ev.source, ev.destination, ev.priority, ev.data, ev.timestamp, ev.via)
+
+
+#: What the native ECU's ``next_event`` returns (frozen classes of ``canx._canx``).
+_Event = Union[
+    _canx.J1939MessageEvent,
+    _canx.J1939RequestEvent,
+    _canx.J1939RequestDoneEvent,
+    _canx.J1939ClaimedEvent,
+    _canx.J1939LostEvent,
+    _canx.J1939CannotClaimEvent,
+    _canx.J1939SentEvent,
+    _canx.J1939AbortedEvent,
+]
+
+
 @dataclass(frozen=True)
 class Request:
     """A Request (PGN 59904) for ``pgn`` from ``requester``; ``is_global``:
@@ -284,7 +301,7 @@ class PgnStream:
         forever; Ctrl-C interrupts), or None after it or when the stream is
         closed and empty. Raises ValueError when the ECU's bus was shut down."""
         ev = self._native.get(timeout)
-        return None if ev is None else J1939Message(*ev[1:])
+        return None if ev is None else _message(ev)
 
     def __iter__(self) -> Iterator[J1939Message]:
         while True:
@@ -313,7 +330,8 @@ class PgnStream:
 
 Callback = Callable[[J1939Message], Any]
 RequestHandler = Callable[[Request], Optional[bytes]]
-Bus = Any  # canx.CAN
+#: The bus an ECU may share: a :class:`canx.CAN` (not python-can's ``can.Bus``).
+Bus = _canx.CAN
 
 
 class ECU:
@@ -348,7 +366,7 @@ class ECU:
     """
 
     def __init__(self, channel: Optional[str] = None, *, name: Union[Name, int], address: int,
-                 bus: Optional[Bus] = None, request_timeout: float = 1.25, etp_buffer: int = 1 << 20,
+                 bus: Optional[_canx.CAN] = None, request_timeout: float = 1.25, etp_buffer: int = 1 << 20,
                  queue_size: int = 65536, address_range: Tuple[int, int] = (128, 247),
                  cts_delay: float = 0.002, cts_turnaround: str = "auto") -> None:
         if (channel is None) == (bus is None):
@@ -464,7 +482,7 @@ class ECU:
         9..1785 bytes by BAM to all (50 ms between packets) or RTS/CTS to
         one CA; above 1785 bytes by ETP to one CA (J1939-21 5.10). Returns a
         Future resolved with the size when the transfer ends (at once for a
-        single frame) or failing with TransferAborted. Raises
+        single frame) or failing with TransferAbortedError. Raises
         AddressClaimError before the claim, ValueError (too long, priority
         above 7, DA 254), J1939Error (no free session)."""
         fut: "concurrent.futures.Future[int]" = concurrent.futures.Future()
@@ -535,16 +553,16 @@ class ECU:
         """Sends a Request for ``pgn`` (PGN 59904, J1939-21 5.4.2) and returns
         the answer, single frame or reassembled TP/ETP. ``timeout`` s (None:
         the ECU's request_timeout for the start of the answer, then until a
-        TP answer ends). Raises RequestTimeout, RequestRejected (NACK or
-        other Acknowledgment), TransferAborted (the answer's TP aborted),
+        TP answer ends). Raises RequestTimeoutError, RequestRejectedError (NACK or
+        other Acknowledgment), TransferAbortedError (the answer's TP aborted),
         AddressClaimError before the claim."""
         key, fut = self._request_future(pgn, destination)
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
             self._forget(key, fut)
-            raise RequestTimeout(f"no answer to the request for PGN {pgn} from {destination:#04x} "
-                                 f"in {timeout} s") from None
+            raise RequestTimeoutError(f"no answer to the request for PGN {pgn} from {destination:#04x} "
+                                      f"in {timeout} s") from None
 
     async def request_pgn_async(self, pgn: int, destination: int = GLOBAL,
                                 timeout: Optional[float] = None) -> J1939Message:
@@ -554,8 +572,8 @@ class ECU:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         except asyncio.TimeoutError:
             self._forget(key, fut)
-            raise RequestTimeout(f"no answer to the request for PGN {pgn} from {destination:#04x} "
-                                 f"in {timeout} s") from None
+            raise RequestTimeoutError(f"no answer to the request for PGN {pgn} from {destination:#04x} "
+                                      f"in {timeout} s") from None
 
     def set_response(self, pgn: int, data: Optional[bytes]) -> None:
         """Answers Requests for ``pgn`` with ``data`` natively (within Tr =
@@ -621,11 +639,10 @@ class ECU:
         """Counters of the native engine (drops, refused sessions, ...)."""
         return dict(self._native.stats())
 
-    def _dispatch(self, ev: Tuple[Any, ...]) -> None:
-        kind = ev[0]
-        if kind == "message":
-            _, pgn, sa, da, prio, data, ts, via = ev
-            m = J1939Message(pgn, sa, da, prio, data, ts, via)
+    def _dispatch(self, ev: _Event) -> None:
+        if isinstance(ev, _canx.J1939MessageEvent):
+            pgn, sa = ev.pgn, ev.source
+            m = _message(ev)
             self._last = m
             key = _normalize(pgn)
             with self._lock:
@@ -639,8 +656,8 @@ class ECU:
                         errors.append(e)
             if errors:
                 raise errors[0]
-        elif kind == "request_done":
-            _, pgn, da, outcome, code, sa, data = ev
+        elif isinstance(ev, _canx.J1939RequestDoneEvent):
+            pgn, da, outcome, code, sa, data = ev.pgn, ev.destination, ev.outcome, ev.code, ev.source, ev.data
             with self._lock:
                 q = self._pending.get((pgn, da))
                 fut = q.popleft() if q else None
@@ -653,15 +670,15 @@ class ECU:
                 else:
                     fut.set_result(J1939Message(pgn, sa, GLOBAL, 6, data or b"", time.time()))
             elif outcome == "ack":
-                fut.set_exception(RequestRejected(f"request for PGN {pgn} answered by Acknowledgment control "
-                                                  f"{code} from {da:#04x}", code))
+                fut.set_exception(RequestRejectedError(f"request for PGN {pgn} answered by Acknowledgment control "
+                                                       f"{code} from {da:#04x}", code))
             elif outcome == "aborted":
-                fut.set_exception(TransferAborted(f"the answer to PGN {pgn} was aborted (reason {code})", code))
+                fut.set_exception(TransferAbortedError(f"the answer to PGN {pgn} was aborted (reason {code})", code))
             else:
-                fut.set_exception(RequestTimeout(f"no answer to the request for PGN {pgn} from {da:#04x} "
-                                                 f"in {self._request_timeout} s (J1939-21 T3)"))
-        elif kind == "request":
-            _, pgn, requester, is_global, ts = ev
+                fut.set_exception(RequestTimeoutError(f"no answer to the request for PGN {pgn} from {da:#04x} "
+                                                      f"in {self._request_timeout} s (J1939-21 T3)"))
+        elif isinstance(ev, _canx.J1939RequestEvent):
+            pgn, requester, is_global, ts = ev.pgn, ev.requester, ev.is_global, ev.timestamp
             with self._lock:
                 h = self._request_handlers.get(_normalize(pgn))
             if h is None:
@@ -676,24 +693,25 @@ class ECU:
                 self._native.respond(pgn, requester, is_global, bytes(answer))
             elif not is_global:
                 self._native.acknowledge(1, pgn, requester)
-        elif kind in ("claimed", "lost", "cannot_claim"):
+        elif isinstance(ev, (_canx.J1939ClaimedEvent, _canx.J1939LostEvent, _canx.J1939CannotClaimEvent)):
             with self._lock:
                 waiters, self._claim_waiters = self._claim_waiters, []
             for f in waiters:
                 if not f.done():
-                    f.set_result(kind)
-        elif kind == "sent":
-            _, pgn, da, size = ev
-            self._finish_send(_normalize(pgn), da, size, None)
-        elif kind == "aborted":
-            _, pgn, sa, da, reason, by_peer, transmit = ev
+                    f.set_result(ev.kind)
+        elif isinstance(ev, _canx.J1939SentEvent):
+            self._finish_send(_normalize(ev.pgn), ev.destination, ev.size, None)
+        elif isinstance(ev, _canx.J1939AbortedEvent):
+            pgn, sa, da, reason, by_peer, transmit = (
+                ev.pgn, ev.source, ev.destination, ev.reason, ev.by_peer, ev.transmit
+            )
             self.aborts.append((pgn, sa, da, reason, by_peer, transmit))
             if transmit:
                 self._finish_send(_normalize(pgn), da, 0,
-                                  TransferAborted(f"sending PGN {pgn} to {da:#04x} aborted "
-                                                  f"(reason {reason}{', by the peer' if by_peer else ''})", reason))
-            for cb in list(self._abort_handlers):
-                cb(pgn, sa, da, reason, by_peer)
+                                  TransferAbortedError(f"sending PGN {pgn} to {da:#04x} aborted "
+                                                       f"(reason {reason}{', by the peer' if by_peer else ''})", reason))
+            for abort_cb in list(self._abort_handlers):
+                abort_cb(pgn, sa, da, reason, by_peer)
 
     def _finish_send(self, pgn: int, da: int, size: int, error: Optional[BaseException]) -> None:
         with self._lock:
@@ -707,7 +725,7 @@ class ECU:
 
     def close(self) -> None:
         """Leaves the bus (and closes the bus it opened with ``channel=``).
-        Pending requests fail with RequestTimeout. Idempotent."""
+        Pending requests fail with RequestTimeoutError. Idempotent."""
         self._pump.stop()
         self._native.close()
         with self._lock:
@@ -715,7 +733,7 @@ class ECU:
             self._pending.clear()
         for f in pending:
             if not f.done():
-                f.set_exception(RequestTimeout("the ECU was closed"))
+                f.set_exception(RequestTimeoutError("the ECU was closed"))
 
     def __enter__(self) -> "ECU":
         return self
@@ -738,7 +756,7 @@ class BusMonitor:
     and TP/ETP frames included): iterate it. 11-bit frames are skipped.
     ``timeout`` s ends iteration after a quiet period. ``close()`` stops."""
 
-    def __init__(self, channel: Optional[str] = None, *, bus: Optional[Bus] = None, timeout: float = 10.0,
+    def __init__(self, channel: Optional[str] = None, *, bus: Optional[_canx.CAN] = None, timeout: float = 10.0,
                  queue_size: int = 65536) -> None:
         from . import CAN
         if (channel is None) == (bus is None):
@@ -787,6 +805,6 @@ class BusMonitor:
         self.close()
 
 
-def bus_monitor(channel: Optional[str] = None, *, bus: Optional[Bus] = None, timeout: float = 10.0) -> BusMonitor:
+def bus_monitor(channel: Optional[str] = None, *, bus: Optional[_canx.CAN] = None, timeout: float = 10.0) -> BusMonitor:
     """A :class:`BusMonitor` on ``channel`` or an open ``bus``."""
     return BusMonitor(channel, bus=bus, timeout=timeout)

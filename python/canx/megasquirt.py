@@ -36,9 +36,10 @@ import os
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union, cast
 
-from ._canx import CAN, Match, Message
+from . import _canx
+from ._canx import CAN, ErrorFrame, Match, Message, RemoteTransmissionRequest
 from ._canx import MegasquirtBroadcastDecoder as _Decoder
 from ._canx import MegasquirtNode as _NativeNode
 from ._canx import MegasquirtTable as Table
@@ -150,17 +151,32 @@ class ServerEvent:
 Event = Union[Write, Burn, Xsub, Refused, ServerEvent]
 
 
-def _event(t: tuple) -> Event:
-    kind = t[0]
-    if kind == "write":
-        return Write(t[1], t[2], t[3], t[4], t[5])
-    if kind == "burn":
-        return Burn(t[1], t[3])
-    if kind == "xsub":
-        return Xsub(t[1], t[3], t[4])
-    if kind == "refused":
-        return Refused(t[1], t[2], t[3], t[4], t[5])
-    return ServerEvent(kind, t[1], t[2], tuple(t[3:]))
+#: What the native node's ``_next_event`` returns (frozen classes of ``canx._canx``).
+_NativeEvent = Union[
+    _canx.MegasquirtWriteEvent,
+    _canx.MegasquirtBurnEvent,
+    _canx.MegasquirtXsubEvent,
+    _canx.MegasquirtSuspendEvent,
+    _canx.MegasquirtForwardEvent,
+    _canx.MegasquirtUnhandledEvent,
+    _canx.MegasquirtRefusedEvent,
+]
+
+
+def _event(t: _NativeEvent) -> Event:
+    if isinstance(t, _canx.MegasquirtWriteEvent):
+        return Write(t.from_id, t.msg, t.var_blk, t.var_offset, t.data)
+    if isinstance(t, _canx.MegasquirtBurnEvent):
+        return Burn(t.from_id, t.var_blk)
+    if isinstance(t, _canx.MegasquirtXsubEvent):
+        return Xsub(t.from_id, t.var_blk, t.var_offset)
+    if isinstance(t, _canx.MegasquirtRefusedEvent):
+        return Refused(t.from_id, t.msg, t.var_blk, t.var_offset, t.reason)
+    if isinstance(t, _canx.MegasquirtSuspendEvent):
+        return ServerEvent(t.kind, t.from_id, t.msg, (t.suspend,))
+    if isinstance(t, _canx.MegasquirtForwardEvent):
+        return ServerEvent(t.kind, t.from_id, t.msg, (t.data,))
+    return ServerEvent(t.kind, t.from_id, t.msg, (t.var_blk, t.var_offset, t.data))
 
 
 # --------------------------------------------------------------------------- node
@@ -331,7 +347,7 @@ class Node:
         return self._n.burn(board, blk, wait_ack, timeout)
 
     # -- client: asyncio
-    async def _run_async(self, op: str, args: tuple, timeout: Optional[float]) -> Any:
+    async def _run_async(self, op: str, args: Tuple[object, ...], timeout: Optional[float]) -> Any:
         # Waits in the event loop on the node's completion descriptor
         # (signalled whenever one of its operations ends: an outcome, or a
         # free slot after MegasquirtBusyError); no executor thread. The
@@ -374,7 +390,7 @@ class Node:
     async def read_async(self, board: int, blk: int, offset: int, length: int,
                          timeout: Optional[float] = None) -> bytes:
         """:meth:`read` for asyncio (the event loop stays free; cancellable)."""
-        return await self._run_async("read", (board, blk, offset, length), timeout)
+        return cast(bytes, await self._run_async("read", (board, blk, offset, length), timeout))
 
     async def write_async(self, board: int, blk: int, offset: int, data: bytes,
                           timeout: Optional[float] = None) -> None:
@@ -385,16 +401,16 @@ class Node:
                                    into: Optional[Tuple[int, int]] = None,
                                    timeout: Optional[float] = None) -> Optional[bytes]:
         """:meth:`request_outmsg` for asyncio."""
-        return await self._run_async("outmsg", (board, number, length, into), timeout)
+        return cast(Optional[bytes], await self._run_async("outmsg", (board, number, length, into), timeout))
 
     async def crc_async(self, board: int, blk: int, timeout: Optional[float] = None) -> int:
         """:meth:`crc` for asyncio."""
-        return await self._run_async("crc", (board, blk), timeout)
+        return cast(int, await self._run_async("crc", (board, blk), timeout))
 
     async def burn_async(self, board: int, blk: int, wait_ack: bool = False,
                          timeout: Optional[float] = None) -> Optional[bool]:
         """:meth:`burn` for asyncio."""
-        return await self._run_async("burn", (board, blk, wait_ack), timeout)
+        return cast(Optional[bool], await self._run_async("burn", (board, blk, wait_ack), timeout))
 
     # -- callbacks
     def _register(self, kind: str, cb: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -444,7 +460,7 @@ class Node:
         and :class:`ServerEvent` for MSG_SPND, MSG_FWD, MSG_PROT...)."""
         return self._register("any", cb)
 
-    def _dispatch(self, t: tuple) -> None:
+    def _dispatch(self, t: _NativeEvent) -> None:
         ev = _event(t)
         kinds = ["any"]
         if isinstance(ev, Write):
@@ -560,7 +576,7 @@ class Field:
 
     def decode(self, data: bytes) -> float:
         (raw,) = struct.unpack_from(self.fmt, data, self.offset)
-        return raw * self.mult / (self.div or 1) + self.add
+        return float(raw * self.mult / (self.div or 1) + self.add)
 
     def encode(self, value: float, buf: bytearray) -> None:
         raw = round((value - self.add) * (self.div or 1) / self.mult)
@@ -671,7 +687,7 @@ class Broadcast:
                 matches += _range_matches(advanced_base, 64)
             self._listener = self.can.listen(matches=matches, timeout=timeout)
 
-    def decode(self, message: Message) -> Optional[Dict[str, float]]:
+    def decode(self, message: Union[Message, RemoteTransmissionRequest]) -> Optional[Dict[str, float]]:
         """Named values of one broadcast message (also merged into
         :attr:`values`), or None if it is not a decoded broadcast frame."""
         items = self._decoder.decode(message)
@@ -686,26 +702,26 @@ class Broadcast:
         if self._listener is None:
             raise ValueError("this Broadcast has no bus: give can= or channel=")
         for m in self._listener.receive_many(1, timeout):
-            return self.decode(m)
+            return None if isinstance(m, ErrorFrame) else self.decode(m)  # (no error frames are listened for)
         return None
 
     def __iter__(self) -> Iterator[Dict[str, float]]:
         if self._listener is None:
             raise ValueError("this Broadcast has no bus: give can= or channel=")
         for m in self._listener:
-            d = self.decode(m)
+            d = None if isinstance(m, ErrorFrame) else self.decode(m)
             if d is not None:
                 yield d
 
-    async def _aiter(self):  # type: ignore[no-untyped-def]
+    async def _aiter(self) -> AsyncIterator[Dict[str, float]]:
         if self._listener is None:
             raise ValueError("this Broadcast has no bus: give can= or channel=")
         async for m in self._listener:
-            d = self.decode(m)
+            d = None if isinstance(m, ErrorFrame) else self.decode(m)
             if d is not None:
                 yield d
 
-    def __aiter__(self):  # type: ignore[no-untyped-def]
+    def __aiter__(self) -> AsyncIterator[Dict[str, float]]:
         return self._aiter()
 
     def close(self) -> None:

@@ -18,8 +18,9 @@ python-can is an optional dependency of canx: importing this module needs it.
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import can
 from can import BusABC, Message
@@ -33,6 +34,12 @@ from . import errors
 from ._canx import RawBus, pycan_filter
 
 __all__ = ["CanxBus", "CanxCyclicSendTask"]
+
+#: The optional parameters of this python-can's BusABC._send_periodic_internal, in order.
+_PERIODIC_ARGS = tuple(
+    name for name in inspect.signature(BusABC._send_periodic_internal).parameters
+    if name in ("autostart", "modifier_callback")
+)
 
 _STATES = {
     "ERROR_ACTIVE": can.BusState.ACTIVE,
@@ -84,7 +91,8 @@ class CanxBus(BusABC):
         except (errors.CanxError, ValueError) as e:
             raise can.CanInitializationError(f"canx: cannot open {channel!r}: {e}") from None
         self._raw.set_message_class(Message, channel)
-        self._recv_msg = self._raw.recv_msg
+        # recv_msg builds instances of the class given to set_message_class.
+        self._recv_msg = cast(Callable[[Optional[float]], Optional[Message]], self._raw.recv_msg)
         self._send_msg = self._raw.send_msg
         self.channel = channel
         self.channel_info = f"canx {channel}"
@@ -97,20 +105,17 @@ class CanxBus(BusABC):
     # -- receive ---------------------------------------------------------
 
     def _recv_internal(self, timeout: Optional[float]) -> Tuple[Optional[Message], bool]:
+        """BusABC's receive hook (``recv`` is BusABC's): the next
+        ``can.Message``, or None after ``timeout`` seconds (None: wait
+        forever), with ``True``: filtering happened in the kernel or natively,
+        so BusABC does not filter again. Raises ``can.CanOperationError``
+        after shutdown or when the receive thread stopped."""
         try:
             return self._recv_msg(timeout), True
-        except ValueError:  # deinitialized
+        except errors.ClosedError:
             raise can.CanOperationError("canx: the bus has been shut down") from None
-
-    def recv(self, timeout: Optional[float] = None) -> Optional[Message]:
-        """The next ``can.Message`` that passes the filters, or None after
-        ``timeout`` seconds (None: wait forever). Filtering happened in the
-        kernel or natively, so this is one native call.
-        Raises ``can.CanOperationError`` after shutdown."""
-        try:
-            return self._recv_msg(timeout)
-        except ValueError:
-            raise can.CanOperationError("canx: the bus has been shut down") from None
+        except errors.CanxError as e:  # e.g. ReceiveThreadError
+            raise can.CanOperationError(f"canx: {e}") from e
 
     def _apply_filters(self, filters: Optional[can.typechecking.CanFilters]) -> None:
         if not filters:
@@ -118,7 +123,7 @@ class CanxBus(BusABC):
             return
         native: List[Tuple[int, int, bool]] = []
         for f in filters:
-            ext = f.get("extended")  # type: ignore[union-attr]
+            ext = f.get("extended")
             native.append(pycan_filter(int(f["can_id"]), int(f["can_mask"]),
                                        None if ext is None else bool(ext)))
         self._raw.set_filters(native)
@@ -139,6 +144,8 @@ class CanxBus(BusABC):
         ``ValueError`` for a message no CAN frame can carry."""
         try:
             self._send_msg(msg, timeout)
+        except errors.ClosedError:
+            raise can.CanOperationError("canx: the bus has been shut down") from None
         except errors.CanxError as e:
             raise can.CanOperationError(f"canx: {e}") from None
         except ValueError as e:
@@ -151,13 +158,19 @@ class CanxBus(BusABC):
         msgs: Union[Sequence[Message], Message],
         period: float,
         duration: Optional[float] = None,
-        autostart: bool = True,
-        modifier_callback: Any = None,
+        *args: Any,
+        **kwargs: Any,
     ) -> can.broadcastmanager.CyclicSendTaskABC:
-        if modifier_callback is not None:
+        # BusABC.send_periodic passes what its python-can release has, by
+        # position: (autostart, modifier_callback) from 4.5, (modifier_callback)
+        # in 4.3-4.4, nothing in 4.2 (scripts/test-python-can-versions).
+        opts: Dict[str, Any] = {"autostart": True, "modifier_callback": None}
+        opts.update(zip(_PERIODIC_ARGS, args))
+        opts.update(kwargs)
+        if opts["modifier_callback"] is not None:
             # The callback is Python code per frame: python-can's thread does that.
-            return super()._send_periodic_internal(msgs, period, duration, autostart, modifier_callback)
-        return CanxCyclicSendTask(self._raw, msgs, period, duration, autostart)
+            return super()._send_periodic_internal(msgs, period, duration, *args, **kwargs)
+        return CanxCyclicSendTask(self._raw, msgs, period, duration, bool(opts["autostart"]))
 
     def flush_tx_buffer(self) -> None:
         """Nothing to flush: ``send`` hands each frame to the kernel (or the
@@ -183,11 +196,14 @@ class CanxBus(BusABC):
         self._raw.shutdown()
 
     @staticmethod
-    def _detect_available_configs() -> List[Dict[str, Any]]:
+    def _detect_available_configs() -> List[can.typechecking.AutoDetectedConfig]:
         """Every channel canx can open now, as the native backend registry
         lists them: CAN network interfaces (SocketCAN, Linux), then the open
         canx virtual channels."""
-        return [{"interface": "canx", "channel": ch} for ch in RawBus.available_channels()]
+        out: List[can.typechecking.AutoDetectedConfig] = [
+            {"interface": "canx", "channel": ch} for ch in RawBus.available_channels()
+        ]
+        return out
 
 
 class CanxCyclicSendTask(LimitedDurationCyclicSendTaskABC, ModifiableCyclicTaskABC, RestartableCyclicTaskABC):

@@ -51,7 +51,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import _aio, _canx
 from ._dispatch import CallbackPump
@@ -96,7 +96,7 @@ class GuideOutcome(NamedTuple):
 
     delivered: bool
     tries: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, as the guide names it
     now_ms: int
 
 
@@ -114,7 +114,7 @@ class ReceivedMessage(NamedTuple):
 class GuideMessage(NamedTuple):
     """A guide-mode message: ``count, now_ms = struct.unpack("<II", data)``."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, as the guide names it
     now_ms: int
     timestamp: float
 
@@ -125,6 +125,17 @@ class Malformed(NamedTuple):
     id: int
     extended: bool
     reason: str
+
+
+#: What the native engines' ``next_event`` returns (frozen classes of ``canx._canx``).
+_SenderEvent = Union[_canx.ReliableOutcomeEvent, _canx.MalformedEvent]
+_ReceiverEvent = Union[
+    _canx.ReliableMessageEvent,
+    _canx.GuideMessageEvent,
+    _canx.MalformedEvent,
+    _canx.CanxMessageEvent,  # canx.canxproto.Endpoint
+    _canx.CanxErrorEvent,
+]
 
 
 def _call_all(callbacks: Sequence[Callable[[Any], Any]], value: Any) -> None:
@@ -157,13 +168,13 @@ class _SenderBase(abc.ABC):
     def __init__(self, native: Any, name: str) -> None:
         self._native = native
         self._lock = threading.Lock()
-        self._pending: Dict[int, Tuple[concurrent.futures.Future, Any]] = {}
+        self._pending: Dict[int, Tuple[concurrent.futures.Future[Any], Any]] = {}
         self._outcome_cbs: List[Callable[[Any], Any]] = []
         self._error_cbs: List[Callable[[Malformed], Any]] = []
         self._pump = CallbackPump(name, native.next_event, self._dispatch, lambda: native.closed).start()
 
-    def _submit(self, call: Callable[[], Any], info: Callable[[Any], Any]) -> concurrent.futures.Future:
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+    def _submit(self, call: Callable[[], Any], info: Callable[[Any], Any]) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:  # the outcome may arrive before call() returns
             ret = call()
             ticket = ret[0] if isinstance(ret, tuple) else ret
@@ -171,21 +182,21 @@ class _SenderBase(abc.ABC):
         return fut
 
     @abc.abstractmethod
-    def _make_outcome(self, ev: tuple, info: Any) -> Any:
-        """The outcome object of this sender class for an ``outcome`` event."""
+    def _make_outcome(self, ev: _canx.ReliableOutcomeEvent, info: Any) -> Any:
+        """The outcome object of this sender class for an outcome event."""
 
-    def _dispatch(self, ev: tuple) -> None:
-        if ev[0] == "outcome":
+    def _dispatch(self, ev: _SenderEvent) -> None:
+        if isinstance(ev, _canx.ReliableOutcomeEvent):
             with self._lock:
-                fut, info = self._pending.pop(ev[1], (None, None))
+                fut, info = self._pending.pop(ev.ticket, (None, None))
             if fut is None:
                 return
             outcome = self._make_outcome(ev, info)
             if fut.set_running_or_notify_cancel():
                 fut.set_result(outcome)
             _call_all(self._outcome_cbs, outcome)
-        elif ev[0] == "malformed":
-            _call_all(self._error_cbs, Malformed(ev[1], ev[2], ev[3]))
+        elif isinstance(ev, _canx.MalformedEvent):
+            _call_all(self._error_cbs, Malformed(ev.id, ev.extended, ev.reason))
 
     def on_outcome(self, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Calls ``callback(outcome)`` for every finished message (on the pump
@@ -248,7 +259,7 @@ class Sender(_SenderBase):
 
     def __init__(
         self,
-        bus: Any,
+        bus: _canx.CAN,
         *,
         timeout: float = 0.1,
         retries: Optional[int] = 3,
@@ -293,10 +304,9 @@ class Sender(_SenderBase):
         """``await`` form of :meth:`send`."""
         return await asyncio.wrap_future(self.send(id, data, extended=extended))
 
-    def _make_outcome(self, ev: tuple, info: Any) -> Outcome:
-        _, _ticket, delivered, tries, _count = ev
+    def _make_outcome(self, ev: _canx.ReliableOutcomeEvent, info: Any) -> Outcome:
         id, data, extended = info
-        return Outcome(bool(delivered), int(tries), id, data, extended)
+        return Outcome(ev.delivered, ev.tries, id, data, extended)
 
 
 class GuideSender(_SenderBase):
@@ -308,7 +318,7 @@ class GuideSender(_SenderBase):
 
     def __init__(
         self,
-        bus: Any,
+        bus: _canx.CAN,
         *,
         timeout: float = 0.1,
         retries: Optional[int] = None,
@@ -348,9 +358,8 @@ class GuideSender(_SenderBase):
     async def send_async(self, count: Optional[int] = None, now_ms: Optional[int] = None) -> GuideOutcome:
         return await asyncio.wrap_future(self.send(count, now_ms))
 
-    def _make_outcome(self, ev: tuple, info: Any) -> GuideOutcome:
-        _, _ticket, delivered, tries, count = ev
-        return GuideOutcome(bool(delivered), int(tries), int(count), info[1])
+    def _make_outcome(self, ev: _canx.ReliableOutcomeEvent, info: Any) -> GuideOutcome:
+        return GuideOutcome(ev.delivered, ev.tries, ev.count, info[1])
 
 
 # ---------------------------------------------------------------- receivers
@@ -374,12 +383,12 @@ class _EventReceiver(abc.ABC):
         self.errors: Deque[Any] = collections.deque(maxlen=100)
 
     @abc.abstractmethod
-    def _convert(self, ev: tuple) -> Any:
-        """The message or error object of this receiver class for an event tuple."""
+    def _convert(self, ev: _ReceiverEvent) -> Any:
+        """The message or error object of this receiver class for an event."""
 
-    def _dispatch(self, ev: tuple) -> None:
+    def _dispatch(self, ev: _ReceiverEvent) -> None:
         obj = self._convert(ev)
-        _call_all(self._msg_cbs if ev[0] in self._message_kinds else self._err_cbs, obj)
+        _call_all(self._msg_cbs if ev.kind in self._message_kinds else self._err_cbs, obj)
 
     def _start_pump(self) -> None:
         with self._start_lock:
@@ -417,7 +426,7 @@ class _EventReceiver(abc.ABC):
             if ev is None:
                 return None
             obj = self._convert(ev)
-            if ev[0] in self._message_kinds:
+            if ev.kind in self._message_kinds:
                 return obj
             self.errors.append(obj)
             if deadline is not None and time.monotonic() >= deadline:
@@ -441,7 +450,7 @@ class _EventReceiver(abc.ABC):
             if ev is None:
                 return None
             obj = self._convert(ev)
-            if ev[0] in self._message_kinds:
+            if ev.kind in self._message_kinds:
                 return obj
             self.errors.append(obj)
 
@@ -497,7 +506,7 @@ class Receiver(_EventReceiver):
 
     def __init__(
         self,
-        bus: Any,
+        bus: _canx.CAN,
         matches: Sequence[Any],
         *,
         on_message: Optional[Callable[[ReceivedMessage], Any]] = None,
@@ -517,11 +526,11 @@ class Receiver(_EventReceiver):
         if on_error is not None:
             self.on_error(on_error)
 
-    def _convert(self, ev: tuple) -> Any:
-        if ev[0] == "message":
-            _, id, extended, seq, data, ts = ev
-            return ReceivedMessage(id, data, seq, extended, ts)
-        return Malformed(ev[1], ev[2], ev[3])
+    def _convert(self, ev: _ReceiverEvent) -> Any:
+        if isinstance(ev, _canx.ReliableMessageEvent):
+            return ReceivedMessage(ev.id, ev.data, ev.seq, ev.extended, ev.timestamp)
+        assert isinstance(ev, _canx.MalformedEvent), ev
+        return Malformed(ev.id, ev.extended, ev.reason)
 
 
 class GuideListener(_EventReceiver):
@@ -535,7 +544,7 @@ class GuideListener(_EventReceiver):
 
     def __init__(
         self,
-        bus: Any,
+        bus: _canx.CAN,
         *,
         on_message: Optional[Callable[[GuideMessage], Any]] = None,
         on_error: Optional[Callable[[Malformed], Any]] = None,
@@ -552,7 +561,8 @@ class GuideListener(_EventReceiver):
         if on_error is not None:
             self.on_error(on_error)
 
-    def _convert(self, ev: tuple) -> Any:
-        if ev[0] == "guide":
-            return GuideMessage(ev[1], ev[2], ev[3])
-        return Malformed(ev[1], ev[2], ev[3])
+    def _convert(self, ev: _ReceiverEvent) -> Any:
+        if isinstance(ev, _canx.GuideMessageEvent):
+            return GuideMessage(ev.count, ev.now_ms, ev.timestamp)
+        assert isinstance(ev, _canx.MalformedEvent), ev
+        return Malformed(ev.id, ev.extended, ev.reason)

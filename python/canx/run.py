@@ -115,7 +115,7 @@ class _PrefixedStdout:
     def write(self, s: str) -> int:
         prefix = getattr(self._local, "prefix", "")
         if not prefix:
-            return self._out.write(s)
+            return int(self._out.write(s))
         self._local.buf += s
         *lines, self._local.buf = self._local.buf.split("\n")
         with self._lock:

@@ -4,14 +4,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::errors::{canx_err, deinit_error, to_py};
+use super::errors::{deinit_error, raise, to_py, Kind};
 use super::messages::{py_to_frame, rx_to_py, type_name, BusState, Match};
 use crate::runtime::{
-    Bus, BusConfig, Channel, DropPolicy, Listener as NativeListener, ListenerFilter, Notify, RxFrame,
+    Bus, BusConfig, Channel, DropPolicy, Error, Listener as NativeListener, ListenerFilter, Notify, RxFrame,
 };
 
 /// How long a blocking call sleeps with the GIL released before it checks
@@ -28,12 +28,47 @@ fn default_channel(py: Python<'_>) -> PyResult<String> {
 
 /// Waits for a frame with the GIL released, in slices, so Ctrl-C interrupts.
 pub fn wait_frame(py: Python<'_>, l: &NativeListener, bus: &Bus, timeout: Option<f64>) -> PyResult<Option<RxFrame>> {
-    wait_for(
-        py,
-        timeout,
-        || bus.is_shut_down(),
-        |slice| l.try_recv().or_else(|| if slice.is_zero() { None } else { l.recv_timeout(slice) }),
-    )
+    wait_rx(py, bus, timeout, |slice| {
+        l.try_recv().or_else(|| if slice.is_zero() { None } else { l.recv_timeout(slice) })
+    })
+}
+
+/// [`wait_for`] on what `bus`'s receive thread delivers: what is queued comes
+/// first; then a shut-down bus raises canio's deinitialized error and a bus
+/// whose receive thread stopped raises `canx.ReceiveThreadError` (at once,
+/// or as soon as the thread stops during the wait), never a silent timeout.
+pub fn wait_rx<T: Send>(
+    py: Python<'_>,
+    bus: &Bus,
+    timeout: Option<f64>,
+    poll: impl Fn(Duration) -> Option<T> + Sync,
+) -> PyResult<Option<T>> {
+    let r = wait_for(py, timeout, || bus.is_shut_down() || bus.thread_error().is_some(), poll);
+    match (r, bus.thread_error()) {
+        (Ok(Some(v)), _) => Ok(Some(v)),
+        (Ok(None), Some(e)) if !bus.is_shut_down() => Err(to_py(py, Error::ReceiveThreadStopped(e))),
+        (Err(err), Some(e)) if !bus.is_shut_down() && !err.is_instance_of::<PyKeyboardInterrupt>(py) => {
+            Err(to_py(py, Error::ReceiveThreadStopped(e)))
+        }
+        (r, _) => r,
+    }
+}
+
+/// Fails with `canx.ReceiveThreadError` if `bus`'s receive thread stopped.
+pub fn check_receive_thread(py: Python<'_>, bus: &Bus) -> PyResult<()> {
+    match bus.thread_error() {
+        Some(e) => Err(to_py(py, Error::ReceiveThreadStopped(e))),
+        None => Ok(()),
+    }
+}
+
+/// Test hook (`_canx._virtual_fail_receive("virtual:name")`): every receive
+/// on that virtual channel fails from now on, so the receive threads of its
+/// buses stop after their error limit (about 1 s). Returns whether the
+/// channel had open buses.
+#[pyfunction]
+pub fn _virtual_fail_receive(channel: &str) -> bool {
+    crate::runtime::virtual_bus::fail_receive(channel.strip_prefix("virtual:").unwrap_or(channel))
 }
 
 /// Set at interpreter exit (atexit): from then on waits return at once
@@ -142,9 +177,9 @@ pub(crate) fn notify_fileno(py: Python<'_>, n: std::io::Result<Arc<Notify>>) -> 
         #[cfg(unix)]
         Ok(n) => Ok(i64::from(n.raw_fd())),
         #[cfg(not(unix))]
-        Ok(_) => Err(canx_err(py, "UnsupportedError", "no readiness descriptor on this platform".into())),
+        Ok(_) => Err(raise(py, Kind::Unsupported, "no readiness descriptor on this platform")),
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-            Err(canx_err(py, "UnsupportedError", format!("no readiness descriptor on this platform: {e}")))
+            Err(raise(py, Kind::Unsupported, format!("no readiness descriptor on this platform: {e}")))
         }
         Err(e) => Err(e.into()),
     }
@@ -163,6 +198,7 @@ pub(crate) fn notify_fileno(py: Python<'_>, n: std::io::Result<Arc<Notify>>) -> 
 /// and no channel are given; `canx.ChannelError` for a channel canx does not
 /// understand; `canx.InterfaceError` when the OS refuses the interface.
 #[pyclass(module = "canx", subclass)]
+#[allow(clippy::upper_case_acronyms)] // canio's class name
 pub struct CAN {
     bus: Option<Arc<Bus>>,
     channel: String,
@@ -252,6 +288,7 @@ impl CAN {
     #[pyo3(signature = (matches=None, *, timeout=10.0, error_frames=false, queue_size=DEFAULT_QUEUE, drop_oldest=false))]
     fn listen(
         &self,
+        py: Python<'_>,
         matches: Option<&Bound<'_, PyAny>>,
         timeout: f64,
         error_frames: bool,
@@ -259,6 +296,7 @@ impl CAN {
         drop_oldest: bool,
     ) -> PyResult<Listener> {
         let bus = self.bus()?;
+        check_receive_thread(py, bus)?;
         let mut filters = Vec::new();
         if let Some(m) = matches {
             if !(m.is_instance_of::<PyList>() || m.is_instance_of::<PyTuple>()) {
@@ -343,7 +381,8 @@ impl CAN {
     fn receive_error_count(&self) -> PyResult<u8> {
         Ok(self.bus()?.state().rec)
     }
-    /// The controller's `BusState`. A SocketCAN interface that is down reads BUS_OFF.
+    /// The controller's `BusState`. A SocketCAN interface that is down, or a
+    /// bus whose receive thread stopped, reads BUS_OFF (`link_error` says why).
     #[getter]
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s: BusState = self.bus()?.state().state.into();
@@ -355,22 +394,26 @@ impl CAN {
         self.bus()?;
         Ok(self.channel.clone())
     }
-    /// canx: why the interface is unusable (down or removed), else None.
+    /// canx: why the interface is unusable (down or removed, or the receive
+    /// thread stopped), else None.
     #[getter]
     fn link_error(&self) -> PyResult<Option<String>> {
         Ok(self.bus()?.state().link_down)
     }
     /// canx: counters as a dict: `received`, `sent`, `backend_dropped`
     /// (kernel overflow or virtual inbox), `listener_dropped` (full listener
-    /// queues), `error_frames`.
+    /// queues), `error_frames`, `receive_thread_stopped` (1 once the receive
+    /// thread stopped after repeated backend errors; `link_error` says why).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.bus()?.stats();
+        let bus = self.bus()?;
+        let s = bus.stats();
         let d = PyDict::new(py);
         d.set_item("received", s.received)?;
         d.set_item("sent", s.sent)?;
         d.set_item("backend_dropped", s.backend_dropped)?;
         d.set_item("listener_dropped", s.listener_dropped)?;
         d.set_item("error_frames", s.error_frames)?;
+        d.set_item("receive_thread_stopped", u8::from(bus.thread_error().is_some()))?;
         Ok(d)
     }
     /// canx, virtual bus only: makes the controller report `state` with the
@@ -502,7 +545,7 @@ impl Listener {
     #[setter]
     fn set_timeout(&mut self, t: f64) -> PyResult<()> {
         self.live()?;
-        if !(t >= 0.0) {
+        if t.is_nan() || t < 0.0 {
             return Err(PyValueError::new_err("timeout must be >= 0"));
         }
         self.timeout = t;

@@ -13,10 +13,11 @@ use std::time::Duration as StdDuration;
 use canx_core::canx_proto::{Direction, Key};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyDict;
 
 use super::can::{notify_fileno, wait_for, CAN};
-use super::errors::{canx_err, deinit_error};
+use super::errors::{deinit_error, raise, to_py, Kind};
+use super::events::{CanxErrorEvent, CanxMessageEvent, Data};
 use super::messages::buffer_bytes;
 use super::reliable::{seconds, Attachment};
 use crate::runtime::drivers::canx_proto::{
@@ -39,31 +40,30 @@ fn bit(d: Direction) -> u8 {
     }
 }
 
+/// The event as a frozen `canx._canx.*Event` (see `events.rs`).
 fn event_to_py(py: Python<'_>, e: CanxEvent) -> PyResult<Py<PyAny>> {
     let t = match e {
-        CanxEvent::Message { key, priority, msg_id, body, timestamp } => (
-            "message",
-            bit(key.direction()),
-            key.device(),
-            key.stream(),
+        CanxEvent::Message { key, priority, msg_id, body, timestamp } => CanxMessageEvent {
+            direction: bit(key.direction()),
+            device: key.device(),
+            stream: key.stream(),
             priority,
             msg_id,
-            PyBytes::new(py, &body),
+            body: Data(body),
             timestamp,
-        )
-            .into_pyobject(py)?
-            .into_any(),
-        CanxEvent::Error(e) => (
-            "error",
-            bit(e.key.direction()),
-            e.key.device(),
-            e.key.stream(),
-            e.msg_id,
-            reason_name(&e.reason),
-            e.to_string(),
-        )
-            .into_pyobject(py)?
-            .into_any(),
+        }
+        .into_pyobject(py)?
+        .into_any(),
+        CanxEvent::Error(e) => CanxErrorEvent {
+            direction: bit(e.key.direction()),
+            device: e.key.device(),
+            stream: e.key.stream(),
+            msg_id: e.msg_id,
+            reason: reason_name(&e.reason).to_string(),
+            text: e.to_string(),
+        }
+        .into_pyobject(py)?
+        .into_any(),
     };
     Ok(t.unbind())
 }
@@ -134,7 +134,7 @@ impl NativeCanxEndpoint {
         loop {
             match self.att.with(py, |d| d.send(priority, key, msg_id, &body))? {
                 Ok(()) => return Ok(()),
-                Err(CanxRefused::Invalid(e)) => return Err(PyValueError::new_err(e.to_string())),
+                Err(r @ CanxRefused::Invalid(_)) => return Err(to_py(py, r)),
                 Err(CanxRefused::Full) => {
                     let engine = self.att.engine().clone();
                     let room = wait_for(
@@ -152,10 +152,10 @@ impl NativeCanxEndpoint {
                         },
                     )?;
                     if room.is_none() {
-                        return Err(canx_err(
+                        return Err(raise(
                             py,
-                            "SendTimeoutError",
-                            "CAN-X send timed out: the endpoint's transmit queue stayed full".into(),
+                            Kind::SendTimeout,
+                            "CAN-X send timed out: the endpoint's transmit queue stayed full",
                         ));
                     }
                 }

@@ -8,14 +8,18 @@ use std::time::Duration;
 
 use canx_core::j1939::dm::{emit_dm, DmMessage, Dtc, Lamps};
 use canx_core::j1939::request::AckControl;
-use canx_core::j1939::{codecs, EcuConfig, EcuError, Name, Pgn};
+use canx_core::j1939::{codecs, EcuConfig, Name, Pgn};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::can::{notify_fileno, wait_for, CAN};
-use super::errors::{canx_err, deinit_error, to_py};
+use super::errors::{deinit_error, to_py};
+use super::events::{
+    Data, J1939AbortedEvent, J1939CannotClaimEvent, J1939ClaimedEvent, J1939LostEvent, J1939MessageEvent,
+    J1939RequestDoneEvent, J1939RequestEvent, J1939SentEvent,
+};
 use super::messages::buffer_bytes;
 use super::reliable::released;
 use crate::runtime::drivers::j1939::{
@@ -24,17 +28,9 @@ use crate::runtime::drivers::j1939::{
 use crate::runtime::Channel;
 use crate::runtime::{Bus, BusConfig, EngineHandle, EventQueue};
 
+/// Through the one table (`errors.rs`).
 fn ecu_err(py: Python<'_>, e: J1939Error) -> PyErr {
-    match e {
-        J1939Error::Closed => deinit_error(),
-        J1939Error::Ecu(EcuError::NoAddress) => {
-            canx_err(py, "AddressClaimError", "no claimed address: call claim_address() first (J1939-81)".into())
-        }
-        J1939Error::Ecu(e @ (EcuError::TooLong | EcuError::Invalid | EcuError::Claim(_) | EcuError::Config(_))) => {
-            PyValueError::new_err(e.to_string())
-        }
-        J1939Error::Ecu(e) => canx_err(py, "J1939Error", e.to_string()),
-    }
+    to_py(py, e)
 }
 
 fn pgn_arg(pgn: u32) -> PyResult<Pgn> {
@@ -94,6 +90,7 @@ impl J1939Ecu {
     }
 }
 
+/// The event as a frozen `canx._canx.J1939*Event` (see `events.rs`).
 fn event_to_py(py: Python<'_>, e: J1939Event) -> PyResult<Py<PyAny>> {
     let t = match e {
         J1939Event::Message { pgn, source, destination, priority, data, timestamp, via } => {
@@ -102,23 +99,24 @@ fn event_to_py(py: Python<'_>, e: J1939Event) -> PyResult<Py<PyAny>> {
                 Via::Tp => "tp",
                 Via::Etp => "etp",
             };
-            ("message", pgn, source, destination, priority, PyBytes::new(py, &data), timestamp, via)
-                .into_pyobject(py)?
-                .into_any()
+            let data = Data(data);
+            J1939MessageEvent { pgn, source, destination, priority, data, timestamp, via }.into_pyobject(py)?.into_any()
         }
         J1939Event::Request { pgn, requester, global, timestamp } => {
-            ("request", pgn, requester, global, timestamp).into_pyobject(py)?.into_any()
+            J1939RequestEvent { pgn, requester, is_global: global, timestamp }.into_pyobject(py)?.into_any()
         }
         J1939Event::RequestDone { pgn, destination, outcome, code, source, data } => {
-            let d = data.map(|d| PyBytes::new(py, &d));
-            ("request_done", pgn, destination, outcome, code, source, d).into_pyobject(py)?.into_any()
+            let data = data.map(Data);
+            J1939RequestDoneEvent { pgn, destination, outcome, code, source, data }.into_pyobject(py)?.into_any()
         }
-        J1939Event::Claimed { address } => ("claimed", address).into_pyobject(py)?.into_any(),
-        J1939Event::Lost { address, winner } => ("lost", address, winner).into_pyobject(py)?.into_any(),
-        J1939Event::CannotClaim => ("cannot_claim",).into_pyobject(py)?.into_any(),
-        J1939Event::Sent { pgn, destination, size } => ("sent", pgn, destination, size).into_pyobject(py)?.into_any(),
+        J1939Event::Claimed { address } => J1939ClaimedEvent { address }.into_pyobject(py)?.into_any(),
+        J1939Event::Lost { address, winner } => J1939LostEvent { address, winner }.into_pyobject(py)?.into_any(),
+        J1939Event::CannotClaim => J1939CannotClaimEvent {}.into_pyobject(py)?.into_any(),
+        J1939Event::Sent { pgn, destination, size } => {
+            J1939SentEvent { pgn, destination, size }.into_pyobject(py)?.into_any()
+        }
         J1939Event::Aborted { pgn, source, destination, reason, by_peer, transmit } => {
-            ("aborted", pgn, source, destination, reason, by_peer, transmit).into_pyobject(py)?.into_any()
+            J1939AbortedEvent { pgn, source, destination, reason, by_peer, transmit }.into_pyobject(py)?.into_any()
         }
     };
     Ok(t.unbind())

@@ -15,20 +15,21 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyTuple};
 
 use super::can::{notify_fileno, wait_for, CAN};
-use super::errors::{canx_err, deinit_error};
+use super::errors::{deinit_error, raise, to_py, Kind};
+use super::events::{
+    Data, MegasquirtBurnEvent, MegasquirtForwardEvent, MegasquirtRefusedEvent, MegasquirtSuspendEvent,
+    MegasquirtUnhandledEvent, MegasquirtWriteEvent, MegasquirtXsubEvent,
+};
 use super::messages::{buffer_bytes, py_to_frame};
 use crate::runtime::drivers::megasquirt::{MsError, Node, NodeConfig, NodeEvent, Outcome};
 
+/// Through the one table (`errors.rs`).
 fn ms_err(py: Python<'_>, e: MsError) -> PyErr {
-    match e {
-        MsError::Invalid(s) => PyValueError::new_err(s),
-        MsError::Busy => canx_err(py, "MegasquirtBusyError", e.to_string()),
-        MsError::Closed => deinit_error(),
-    }
+    to_py(py, e)
 }
 
 fn timeout_err(py: Python<'_>, msg: String) -> PyErr {
-    canx_err(py, "MegasquirtTimeoutError", msg)
+    raise(py, Kind::MegasquirtTimeout, msg)
 }
 
 /// The firmware's name of message number `n` (0..7 header types, 8+ MSG_XTND subtypes).
@@ -375,30 +376,43 @@ impl MegasquirtNode {
         py.detach(|| self.node.enable_events());
     }
 
-    /// The next server event as a tuple, or None after `timeout` s. Raises
-    /// canio's deinitialized ValueError once the node is closed.
-    fn _next_event<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    /// The next server event as a frozen `canx._canx.Megasquirt*Event`
+    /// (see `events.rs`), or None after `timeout` s. Raises canio's
+    /// deinitialized ValueError once the node is closed.
+    fn _next_event<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<Bound<'py, PyAny>>> {
         let node = &*self.node;
         let Some(ev) = wait_for(py, Some(timeout), || node.is_closed(), |slice| node.next_event(slice))? else {
             self.live()?;
             return Ok(None);
         };
-        let b = |d: &[u8]| PyBytes::new(py, d).into_any();
         let t = match ev {
             NodeEvent::Written { from, msg, var_blk, var_offset, data } => {
-                ("write", from, msg.name(), var_blk, var_offset, b(&data)).into_pyobject(py)?
+                let data = Data(data);
+                MegasquirtWriteEvent { from_id: from, msg: msg.name(), var_blk, var_offset, data }
+                    .into_pyobject(py)?
+                    .into_any()
             }
-            NodeEvent::Burn { from, var_blk } => ("burn", from, "MSG_BURN", var_blk).into_pyobject(py)?,
+            NodeEvent::Burn { from, var_blk } => {
+                MegasquirtBurnEvent { from_id: from, msg: "MSG_BURN", var_blk }.into_pyobject(py)?.into_any()
+            }
             NodeEvent::Xsub { from, var_blk, var_offset } => {
-                ("xsub", from, "MSG_XSUB", var_blk, var_offset).into_pyobject(py)?
+                MegasquirtXsubEvent { from_id: from, msg: "MSG_XSUB", var_blk, var_offset }
+                    .into_pyobject(py)?
+                    .into_any()
             }
-            NodeEvent::Suspend { from, suspend } => ("suspend", from, "MSG_SPND", suspend).into_pyobject(py)?,
-            NodeEvent::Forward { from, data } => ("forward", from, "MSG_FWD", b(&data)).into_pyobject(py)?,
+            NodeEvent::Suspend { from, suspend } => {
+                MegasquirtSuspendEvent { from_id: from, msg: "MSG_SPND", suspend }.into_pyobject(py)?.into_any()
+            }
+            NodeEvent::Forward { from, data } => {
+                MegasquirtForwardEvent { from_id: from, msg: "MSG_FWD", data: Data(data) }.into_pyobject(py)?.into_any()
+            }
             NodeEvent::Unhandled { from, msg, var_blk, var_offset, data } => {
-                ("unhandled", from, msg_name(msg), var_blk, var_offset, b(&data)).into_pyobject(py)?
+                let (msg, data) = (msg_name(msg), Data(data));
+                MegasquirtUnhandledEvent { from_id: from, msg, var_blk, var_offset, data }.into_pyobject(py)?.into_any()
             }
             NodeEvent::Refused { from, msg, var_blk, var_offset, reason } => {
-                ("refused", from, msg_name(msg), var_blk, var_offset, reason).into_pyobject(py)?
+                let msg = msg_name(msg);
+                MegasquirtRefusedEvent { from_id: from, msg, var_blk, var_offset, reason }.into_pyobject(py)?.into_any()
             }
         };
         Ok(Some(t))

@@ -3,6 +3,7 @@
 mod can;
 mod canx_proto;
 mod errors;
+mod events;
 mod j1939;
 mod log;
 mod megasquirt;
@@ -21,6 +22,9 @@ fn virtual_channels() -> Vec<String> {
 #[pymodule]
 fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The exception classes, looked up once: a class missing from canx.errors fails this import.
+    errors::init(m.py())?;
+    m.add_function(wrap_pyfunction!(errors::_error_table, m)?)?;
     m.add_class::<can::CAN>()?;
     m.add_class::<can::Listener>()?;
     m.add_class::<messages::Message>()?;
@@ -32,6 +36,7 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(virtual_channels, m)?)?;
     m.add_function(wrap_pyfunction!(can::_begin_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(can::_native_waits, m)?)?;
+    m.add_function(wrap_pyfunction!(can::_virtual_fail_receive, m)?)?;
     m.add_class::<megasquirt::MegasquirtNode>()?;
     m.add_class::<megasquirt::MegasquirtTable>()?;
     m.add_class::<megasquirt::MegasquirtBroadcastDecoder>()?;
@@ -44,11 +49,13 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pycan::RawBus>()?;
     m.add_class::<pycan::PeriodicSend>()?;
     m.add_function(wrap_pyfunction!(pycan::pycan_filter, m)?)?;
+    m.add_function(wrap_pyfunction!(pycan::_pycan_message_slots, m)?)?;
     m.add_function(wrap_pyfunction!(log::parse_log_line, m)?)?;
     m.add_function(wrap_pyfunction!(log::format_log_line, m)?)?;
     m.add_function(wrap_pyfunction!(log::parse_frame_text, m)?)?;
     m.add_function(wrap_pyfunction!(log::format_frame_text, m)?)?;
     m.add_function(wrap_pyfunction!(log::parse_candump_filter, m)?)?;
     j1939::register(m)?;
+    events::register(m)?;
     Ok(())
 }

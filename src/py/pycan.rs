@@ -14,9 +14,10 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyNotImplementedError, PyOSError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple, PyType};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple, PyType};
 
-use super::can::{wait_for, DEFAULT_QUEUE};
+use super::can::{wait_rx, DEFAULT_QUEUE};
 use super::errors::{deinit_error, to_py};
 use super::messages::buffer_bytes;
 use crate::runtime::{Bus, BusConfig, Channel, DropPolicy, Listener, ListenerFilter, Notify, PeriodicSender, RxFrame};
@@ -50,21 +51,56 @@ struct MessageClass {
     channel: Py<PyAny>,
 }
 
+/// Every attribute [`build_message`] sets, in order. A `can.Message` is made
+/// with `object.__new__` (no `__init__`: its checks and copies cost more than
+/// the whole native receive) and these are python-can's `__slots__` (all of
+/// them but `__weakref__`, in python-can 4.2 to 4.6). That is python-can
+/// private API: `tests/test_pycan.py` checks this list against the installed
+/// python-can's `Message.__slots__`, and `scripts/test-python-can-versions`
+/// runs the python-can tests against each supported release.
+const MESSAGE_SLOTS: [&str; 12] = [
+    "timestamp",
+    "arbitration_id",
+    "is_extended_id",
+    "is_remote_frame",
+    "is_error_frame",
+    "channel",
+    "dlc",
+    "data",
+    "is_fd",
+    "is_rx",
+    "bitrate_switch",
+    "error_state_indicator",
+];
+
+/// `_canx._pycan_message_slots()`: [`MESSAGE_SLOTS`], for the test that pins them.
+#[pyfunction]
+pub fn _pycan_message_slots() -> Vec<&'static str> {
+    MESSAGE_SLOTS.to_vec()
+}
+
 fn build_message<'py>(py: Python<'py>, mc: &MessageClass, rx: &RxFrame) -> PyResult<Bound<'py, PyAny>> {
+    static NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+    let names = NAMES.get_or_init(py, || MESSAGE_SLOTS.iter().map(|n| PyString::intern(py, n).unbind()).collect());
     let (id, ext, rtr, err, fd, brs, esi, dlc) = fields(&rx.frame);
     let m = mc.object_new.bind(py).call1((mc.cls.bind(py),))?;
-    m.setattr(intern!(py, "timestamp"), rx.timestamp)?;
-    m.setattr(intern!(py, "arbitration_id"), id)?;
-    m.setattr(intern!(py, "is_extended_id"), ext)?;
-    m.setattr(intern!(py, "is_remote_frame"), rtr)?;
-    m.setattr(intern!(py, "is_error_frame"), err)?;
-    m.setattr(intern!(py, "channel"), mc.channel.bind(py))?;
-    m.setattr(intern!(py, "dlc"), dlc)?;
-    m.setattr(intern!(py, "data"), PyByteArray::new(py, rx.frame.data()))?;
-    m.setattr(intern!(py, "is_fd"), fd)?;
-    m.setattr(intern!(py, "is_rx"), !rx.own())?;
-    m.setattr(intern!(py, "bitrate_switch"), brs)?;
-    m.setattr(intern!(py, "error_state_indicator"), esi)?;
+    let values: [Bound<'py, PyAny>; 12] = [
+        rx.timestamp.into_pyobject(py)?.into_any(),
+        id.into_pyobject(py)?.into_any(),
+        ext.into_pyobject(py)?.to_owned().into_any(),
+        rtr.into_pyobject(py)?.to_owned().into_any(),
+        err.into_pyobject(py)?.to_owned().into_any(),
+        mc.channel.bind(py).clone(),
+        dlc.into_pyobject(py)?.into_any(),
+        PyByteArray::new(py, rx.frame.data()).into_any(),
+        fd.into_pyobject(py)?.to_owned().into_any(),
+        (!rx.own()).into_pyobject(py)?.to_owned().into_any(),
+        brs.into_pyobject(py)?.to_owned().into_any(),
+        esi.into_pyobject(py)?.to_owned().into_any(),
+    ];
+    for (name, value) in names.iter().zip(values) {
+        m.setattr(name.bind(py), value)?;
+    }
     Ok(m)
 }
 
@@ -171,23 +207,18 @@ impl RawBus {
 
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<RxFrame>> {
         let bus = &self.bus;
-        let r = wait_for(
-            py,
-            timeout,
-            || bus.is_shut_down(),
-            |slice| {
-                self.try_take().or_else(|| {
-                    if slice.is_zero() {
-                        return None;
-                    }
-                    // A filter change during this slice is seen at the next one (<= 50 ms).
-                    let current = self.queues.lock().current.clone();
-                    let f = current.recv_timeout(slice)?;
-                    current.rearm();
-                    Some(f)
-                })
-            },
-        )?;
+        let r = wait_rx(py, bus, timeout, |slice| {
+            self.try_take().or_else(|| {
+                if slice.is_zero() {
+                    return None;
+                }
+                // A filter change during this slice is seen at the next one (<= 50 ms).
+                let current = self.queues.lock().current.clone();
+                let f = current.recv_timeout(slice)?;
+                current.rearm();
+                Some(f)
+            })
+        })?;
         Ok(r)
     }
 }

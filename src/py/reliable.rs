@@ -21,10 +21,11 @@ use canx_core::Id;
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyDict;
 
 use super::can::{notify_fileno, wait_for, CAN};
-use super::errors::{canx_err, deinit_error};
+use super::errors::{deinit_error, to_py};
+use super::events::{Data, GuideMessageEvent, MalformedEvent, ReliableMessageEvent, ReliableOutcomeEvent};
 use super::messages::{buffer_bytes, Match};
 use crate::runtime::drivers::reliable::{
     guide_policy, DriverStats, Event, GuideListenerDriver, GuideSenderDriver, Outstanding, ReceiverDriver, Refused,
@@ -135,28 +136,26 @@ fn ack_mapping(ack_offset: u32, ack_id: Option<i64>, ack_extended: bool) -> PyRe
     }
 }
 
+/// Through the one table (`errors.rs`).
 fn refused(py: Python<'_>, r: Refused) -> PyErr {
-    match r {
-        Refused::Invalid(e) => PyValueError::new_err(e.to_string()),
-        Refused::TooManyOutstanding | Refused::PeerTableFull => canx_err(py, "LimitError", r.to_string()),
-    }
+    to_py(py, r)
 }
 
+/// The event as a frozen `canx._canx.*Event` (see `events.rs`).
 fn event_to_py(py: Python<'_>, e: Event) -> PyResult<Py<PyAny>> {
     let t = match e {
         Event::Outcome { ticket, delivered, tries, count } => {
-            ("outcome", ticket, delivered, tries, count).into_pyobject(py)?.into_any()
+            ReliableOutcomeEvent { ticket, delivered, tries, count }.into_pyobject(py)?.into_any()
         }
         Event::Message { id, seq, data, timestamp } => {
-            ("message", id_raw(id), id_is_extended(id), seq, PyBytes::new(py, &data), timestamp)
-                .into_pyobject(py)?
-                .into_any()
+            let (id, extended) = (id_raw(id), id_is_extended(id));
+            ReliableMessageEvent { id, extended, seq, data: Data(data), timestamp }.into_pyobject(py)?.into_any()
         }
         Event::GuideMessage { count, now_ms, timestamp } => {
-            ("guide", count, now_ms, timestamp).into_pyobject(py)?.into_any()
+            GuideMessageEvent { count, now_ms, timestamp }.into_pyobject(py)?.into_any()
         }
         Event::Malformed { id, reason } => {
-            ("malformed", id_raw(id), id_is_extended(id), reason).into_pyobject(py)?.into_any()
+            MalformedEvent { id: id_raw(id), extended: id_is_extended(id), reason }.into_pyobject(py)?.into_any()
         }
     };
     Ok(t.unbind())

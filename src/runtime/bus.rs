@@ -154,6 +154,9 @@ impl Bus {
         if self.shared.stop.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
+        if let Some(e) = self.thread_error() {
+            return Err(Error::ReceiveThreadStopped(e));
+        }
         if self.config.silent {
             return Err(Error::Silent);
         }
@@ -251,11 +254,17 @@ impl Bus {
         }
     }
 
+    /// The controller state. A link that is down, or a receive thread that
+    /// stopped ([`Bus::thread_error`]), reads as BUS_OFF with `link_down` saying why.
     pub fn state(&self) -> StateInfo {
         let mut s = self.shared.state.lock().clone();
         if let Some(reason) = self.shared.backend.link_down() {
             s.state = BusState::BusOff;
             s.link_down = Some(reason);
+        }
+        if let Some(e) = self.thread_error() {
+            s.state = BusState::BusOff;
+            s.link_down = Some(Error::ReceiveThreadStopped(e).to_string());
         }
         s
     }
@@ -297,7 +306,9 @@ impl Bus {
         }
     }
 
-    /// An error that stopped the receive thread, if any.
+    /// The error that stopped the receive thread, if it stopped (then
+    /// [`Bus::send`] fails with [`Error::ReceiveThreadStopped`] and
+    /// [`Bus::state`] reads BUS_OFF).
     pub fn thread_error(&self) -> Option<String> {
         self.shared.thread_error.lock().clone()
     }

@@ -84,6 +84,9 @@ pub enum Error {
     Unsupported(String),
     /// The bus was shut down.
     Closed,
+    /// The receive thread stopped after repeated backend errors (the last
+    /// one's text): the bus neither receives nor drives its engines any more.
+    ReceiveThreadStopped(String),
 }
 
 impl fmt::Display for Error {
@@ -97,6 +100,9 @@ impl fmt::Display for Error {
             Error::SendTimeout => f.write_str("send timed out: the transmit queue stayed full"),
             Error::Unsupported(s) => write!(f, "{s}"),
             Error::Closed => f.write_str("the bus has been shut down"),
+            Error::ReceiveThreadStopped(s) => {
+                write!(f, "the receive thread stopped after repeated backend errors ({s}); open the bus again")
+            }
         }
     }
 }

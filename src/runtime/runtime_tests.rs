@@ -138,6 +138,30 @@ fn shutdown_is_prompt() {
     assert!(matches!(a.send(&frame(1, &[]), T), Err(Error::Closed)));
 }
 
+/// B4: a receive thread that dies of repeated backend errors is visible: the
+/// next send fails with the cause and the state reads BUS_OFF with the reason.
+#[test]
+fn dead_receive_thread_surfaces_in_send_and_state() {
+    let a = open("rt-dead-rx", false);
+    a.send(&frame(1, &[]), T).unwrap();
+    assert!(virtual_bus::fail_receive("rt-dead-rx"));
+    // 51 failed receives 20 ms apart, then the thread stops; wait on that, not on time.
+    let t0 = std::time::Instant::now();
+    while a.thread_error().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the receive thread never gave up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match a.send(&frame(1, &[]), T) {
+        Err(Error::ReceiveThreadStopped(why)) => assert!(why.contains("injected receive failure"), "{why}"),
+        other => panic!("send after the receive thread died: {other:?}"),
+    }
+    let s = a.state();
+    assert_eq!(s.state, BusState::BusOff);
+    assert!(s.link_down.unwrap().contains("receive thread stopped"));
+    a.shutdown();
+    assert!(matches!(a.send(&frame(1, &[]), T), Err(Error::Closed)));
+}
+
 #[test]
 fn periodic_task_sends_natively_on_time() {
     use super::drivers::PeriodicTask;

@@ -399,7 +399,7 @@ mod tests {
         ] {
             assert_eq!(parse_line(text).unwrap_err(), err, "{text}");
         }
-        assert_eq!(parse_frame(&"123##0"[..]).map(|f| f.data().len()), Ok(0));
+        assert_eq!(parse_frame("123##0").map(|f| f.data().len()), Ok(0));
     }
 
     fn arb_frame() -> impl Strategy<Value = Frame> {

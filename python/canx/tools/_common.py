@@ -7,7 +7,7 @@ import select
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
 
 from .. import errors
 from .._canx import RawBus, format_frame_text, parse_candump_filter, parse_frame_text
@@ -15,6 +15,8 @@ from .._canx import RawBus, format_frame_text, parse_candump_filter, parse_frame
 #: RawBus field tuple: (arbitration_id, is_extended_id, is_remote_frame, is_error_frame,
 #: is_fd, bitrate_switch, error_state_indicator, dlc, data, timestamp, own)
 Fields = Tuple[int, bool, bool, bool, bool, bool, bool, int, bytes, float, bool]
+#: The first nine of :data:`Fields` (a frame without timestamp and direction).
+FrameFields = Tuple[int, bool, bool, bool, bool, bool, bool, int, bytes]
 
 EFF_FLAG = 0x80000000
 RTR_FLAG = 0x40000000
@@ -78,9 +80,9 @@ def parse_channel_spec(text: str) -> ChannelSpec:
             parsed = parse_candump_filter(item)
         except ValueError as e:
             raise ToolError(f"bad filter {item!r} in {text!r}: {e}") from None
-        if parsed[0] == "filter":
+        if parsed[0] == "filter" and len(parsed) == 4:
             spec.filters.append((parsed[1], parsed[2], parsed[3]))
-        elif parsed[0] == "error_mask":
+        elif parsed[0] == "error_mask" and len(parsed) == 2:
             spec.error_mask |= parsed[1]
         else:
             spec.join = True
@@ -110,7 +112,7 @@ def parse_frame(text: str) -> Fields:
         raise ToolError(f"bad frame {text!r}: {e}") from None
 
 
-def frame_text(f: Fields) -> str:
+def frame_text(f: Union[Fields, FrameFields]) -> str:
     return format_frame_text(*f[:9])
 
 

@@ -16,7 +16,7 @@ from .._canx import format_log_line
 from ._common import Fields, Progress, ToolError, bus_drops, open_bus, parse_channel_spec, receive_batches
 
 
-def add_parser(sub: "argparse._SubParsersAction") -> None:
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("dump", help="print received frames (like candump)",
                        description="Print frames received on one or more channels, in candump's formats.")
     p.add_argument("channels", nargs="+", metavar="CHANNEL[,FILTER...]",

@@ -20,7 +20,7 @@ from ._common import Progress, ToolError, frame_text, open_bus, parse_hex
 _FD_LENS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64]
 
 
-def add_parser(sub: "argparse._SubParsersAction") -> None:
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("gen", help="generate frames (like cangen)",
                        description="Send generated frames: ids, lengths and data random ('r'), "
                                    "incrementing ('i') or fixed.")

@@ -18,7 +18,7 @@ from .._canx import format_log_line
 from ._common import Fields, Progress, ToolError, bus_drops, open_bus, parse_channel_spec, receive_batches
 
 
-def add_parser(sub: "argparse._SubParsersAction") -> None:
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("log", help="record frames to a candump .log (or python-can formats)",
                        description="Record received frames. .log files are written by canx's Rust codec "
                                    "(candump -L lines); other suffixes go through python-can's can.Logger.")
@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
             raise ToolError(f"cannot write {str(path)!r}: {e.strerror}") from None
         extra = args.extra
 
-        def write(channel: str, f: Fields) -> None:
+        def write_log(channel: str, f: Fields) -> None:
             fh.write(format_log_line(f[9], channel, *f[:9], (not f[10]) if extra else None) + "\n")
 
+        write: Callable[[str, Fields], None] = write_log
         close: Callable[[], None] = fh.close
     else:
         write = _python_can_writer(path)

@@ -20,7 +20,7 @@ from ..errors import CanxError
 from ._common import Fields, Progress, ToolError, frame_text, open_bus, send_fields
 
 
-def add_parser(sub: "argparse._SubParsersAction") -> None:
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("replay", help="replay a candump .log (or python-can formats) with its timing",
                        description="Send the frames of a log file, keeping the time between them.")
     p.add_argument("file", help="candump .log (other suffixes through python-can)")

@@ -14,7 +14,7 @@ from ..errors import CanxError
 from ._common import ToolError, open_bus, parse_frame, send_fields
 
 
-def add_parser(sub: "argparse._SubParsersAction") -> None:
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("send", help="send one frame (like cansend)",
                        description="Send one frame written in cansend syntax: <id>#<data>, <id>#R[len], "
                                    "<id>##<flags><data> (CAN FD). 3 hex digits: standard id, 8: extended.")

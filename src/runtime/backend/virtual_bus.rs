@@ -53,6 +53,22 @@ struct NodeEntry {
 #[derive(Default)]
 struct VirtualChannel {
     nodes: Mutex<Vec<NodeEntry>>,
+    /// Test hook: every receive on this channel fails ([`fail_receive`]).
+    fail_receive: AtomicBool,
+}
+
+/// Test hook: from now on every receive of every node on channel `name`
+/// fails, as a broken backend would (the receive threads stop after their
+/// error limit). Returns whether the channel exists.
+pub fn fail_receive(name: &str) -> bool {
+    let Some(c) = registry().lock().get(name).and_then(Weak::upgrade) else {
+        return false;
+    };
+    c.fail_receive.store(true, Ordering::Relaxed);
+    for n in c.nodes.lock().iter() {
+        let _ = n.inbox.try_send(Inbound::Wake);
+    }
+    true
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Weak<VirtualChannel>>> {
@@ -117,6 +133,10 @@ impl Drop for VirtualNode {
 
 impl Backend for VirtualNode {
     fn recv_batch(&self, out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()> {
+        if self.channel.fail_receive.load(Ordering::Relaxed) {
+            let source = std::io::Error::other("injected receive failure");
+            return Err(Error::Os { context: "virtual bus receive".into(), source });
+        }
         let first = match self.inbox.recv_timeout(timeout) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => return Ok(()),
