@@ -6,9 +6,9 @@
 //! runtime adds on a PC is the same for every engine and lives here once:
 //!
 //! - the application's bounded [`EventQueue`] (full: dropped and counted);
-//! - the own-frame policy: the socket's loopback copies ([`Origin::Own`])
+//! - the own-frame policy: the socket's loopback copies ([`Origin::Own`](crate::runtime::Origin::Own))
 //!   never reach the engine; frames of the bus's other engines
-//!   ([`Origin::Sibling`]) do, as on a real bus;
+//!   ([`Origin::Sibling`](crate::runtime::Origin::Sibling)) do, as on a real bus;
 //! - back-pressure: [`Adapter::accept`] may decline a frame, e.g. a receiver
 //!   without room in the application's queue ("no ACK without room");
 //!   declined frames are counted ([`HostStats::declined`]);
@@ -222,7 +222,11 @@ where
         let more = self.adapter.pending(&self.engine).then(engine::now);
         canx_core::time::earliest(self.engine.poll_timeout(), more)
     }
-    fn flush_events(&mut self) {}
+    /// Events the engine raised while sending (a completion on its last
+    /// frame) leave in the same round.
+    fn flush_events(&mut self) {
+        self.drain(epoch_now());
+    }
     fn filters(&self) -> Option<Vec<Filter>> {
         self.adapter.filters()
     }

@@ -615,6 +615,27 @@ mod tests {
         }
     }
 
+    /// A BAM's `Sent` is raised when its last TP.DT is taken out (in
+    /// `poll_transmit`, no timer left): it reaches the application in that
+    /// round, also on a bus where nothing else happens.
+    #[test]
+    fn bam_sent_arrives_on_a_quiet_bus() {
+        let a = Bus::open(BusConfig::virtual_bus("j1939-drv-bam-alone")).unwrap();
+        let (d, h, q) = ecu(&a, 1, 0x10);
+        claimed(&q);
+        let data: Vec<u8> = (0..100u8).collect();
+        {
+            d.lock().send(6, Pgn::PROPRIETARY_A, 0xFF, &data).unwrap();
+        }
+        h.kick();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut sent = None;
+        while sent.is_none() && std::time::Instant::now() < deadline {
+            sent = q.recv_timeout(Duration::from_millis(50)).filter(|e| matches!(e, J1939Event::Sent { .. }));
+        }
+        assert_eq!(sent, Some(J1939Event::Sent { pgn: Pgn::PROPRIETARY_A.raw(), destination: 0xFF, size: 100 }));
+    }
+
     /// Two ECUs attached to one bus see each other through the runtime's
     /// local echo (no loopback, no driver-level cross feed), TP and ETP too.
     #[test]

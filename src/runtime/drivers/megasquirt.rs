@@ -1,7 +1,9 @@
 //! A MegaSquirt node (table server + client) driven by a bus's receive thread.
 //!
-//! The sans-IO engines are `canx_core::megasquirt::{Server, Client}`; this
-//! module owns what they borrow and what the application waits on:
+//! The sans-IO engine is `canx_core::megasquirt::Node` (a `Server`, a
+//! `Client` and `OutmsgInto` as one board), hosted by the generic engine
+//! host ([`MsEngine`] = `Hosted<Node, MsAdapter>`); this module owns what it
+//! borrows and what the application waits on:
 //!
 //! - **Tables** live in the engine ([`MemTables`], heap `Vec<u8>` per table)
 //!   behind the engine lock, so the receive thread answers MSG_REQ / MSG_CMD
@@ -14,10 +16,11 @@
 //!   a bounded [`EventQueue`] once the application asks for them
 //!   ([`Node::enable_events`]); overflow is counted.
 //!
-//! Frame routing (`docs/protocols/megasquirt.md`, "The model", "Message
-//! types"): MSG_RSP / OUTMSG_RSP addressed to this board's reply table and
-//! MSG_BURNACK go to the client; everything else addressed to this board (or
-//! to 15) goes to the server. The reply table can therefore not be served.
+//! Frame routing is the core `Node`'s (`docs/protocols/megasquirt.md`, "The
+//! model", "Message types"): MSG_RSP / OUTMSG_RSP addressed to this board's
+//! reply table and MSG_BURNACK go to the client; everything else addressed to
+//! this board (or to 15) goes to the server. The reply table can therefore
+//! not be served.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -767,6 +770,20 @@ mod tests {
 
     const RO: Access = Access::READ_ONLY;
     const RW: Access = Access::READ_WRITE;
+
+    /// A write completes when its last frame is sent (MSG_CMD has no
+    /// reply), i.e. in `poll_transmit`: the outcome reaches the waiter in
+    /// that round, not at the next frame or timer (a node alone on its bus
+    /// has neither).
+    #[test]
+    fn write_completes_in_the_round_it_is_sent() {
+        let bus = open("ms-rt-write-alone");
+        let dash = node(&bus, 3);
+        let t0 = std::time::Instant::now();
+        let k = dash.start_write(5, 20, 0, &[1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+        assert_eq!(dash.wait(k, StdDuration::from_secs(2)), Some(Outcome::Done));
+        assert!(t0.elapsed() < StdDuration::from_millis(500), "{:?}", t0.elapsed());
+    }
 
     #[test]
     fn read_write_across_tables_natively() {
