@@ -167,6 +167,8 @@ forward_engine! {
     [const TS: usize, const K: usize, const RS: usize, const E: usize] crate::canx_proto::Endpoint<TS, K, RS, E>;
     [T: crate::megasquirt::Tables, const TXQ: usize, const EVQ: usize] crate::megasquirt::Server<T, TXQ, EVQ>;
     [const OPS: usize, const BUF: usize] crate::megasquirt::Client<OPS, BUF>;
+    [T: crate::megasquirt::Tables, const TXQ: usize, const EVQ: usize, const OPS: usize, const BUF: usize, const N: usize, const RAWQ: usize]
+        crate::megasquirt::Node<T, TXQ, EVQ, OPS, BUF, N, RAWQ>;
 }
 
 /// Settings of a [`Driver`].

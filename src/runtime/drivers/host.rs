@@ -6,9 +6,9 @@
 //! runtime adds on a PC is the same for every engine and lives here once:
 //!
 //! - the application's bounded [`EventQueue`] (full: dropped and counted);
-//! - the own-frame policy: the socket's loopback copies ([`Origin::Own`])
+//! - the own-frame policy: the socket's loopback copies ([`Origin::Own`](crate::runtime::Origin::Own))
 //!   never reach the engine; frames of the bus's other engines
-//!   ([`Origin::Sibling`]) do, as on a real bus;
+//!   ([`Origin::Sibling`](crate::runtime::Origin::Sibling)) do, as on a real bus;
 //! - back-pressure: [`Adapter::accept`] may decline a frame, e.g. a receiver
 //!   without room in the application's queue ("no ACK without room");
 //!   declined frames are counted ([`HostStats::declined`]);
@@ -22,7 +22,11 @@
 //! The [`Adapter`] is the per-protocol part: it turns each borrowed engine
 //! event into owned application events, keeps what the application needs
 //! beyond the engine (tickets, a backlog) and names the frames the engine
-//! needs from the kernel.
+//! needs from the kernel. Two hooks give it the engine itself where a
+//! protocol needs that: [`Adapter::settle`] after each event (the event's
+//! borrow has ended: J1939 copies a reassembled message out of its session
+//! buffer and answers requests natively) and [`Adapter::feed`] (how a frame
+//! enters the engine: J1939 chooses a CTS turnaround per frame).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,7 +35,7 @@ use canx_core::driver::{Engine, Events};
 use canx_core::{CanFrame, Filter, Frame, Instant};
 
 use crate::runtime::engine::{self, Driven};
-use crate::runtime::{epoch_now, EventQueue, RxFrame};
+use crate::runtime::{epoch_now, EventQueue, PeerHints, RxFrame};
 
 /// The per-protocol part of a hosted engine (see the module doc).
 pub trait Adapter<E: Engine + Events>: Send {
@@ -46,6 +50,21 @@ pub trait Adapter<E: Engine + Events>: Send {
     /// Turns one engine event into owned events pushed on `out`. `at`: epoch
     /// seconds of the frame that caused it (now, for a timer).
     fn event(&mut self, ev: E::Event<'_>, at: f64, out: &EventQueue<Self::Event>);
+    /// Called after each [`Adapter::event`], once the event's borrow of the
+    /// engine has ended and before the next event is polled: finishes what
+    /// needs the engine itself (J1939: copy a reassembled message out of its
+    /// session buffer, which stays valid until the next `poll_event`; answer
+    /// a request natively). Default: nothing.
+    fn settle(&mut self, _engine: &mut E, _at: f64, _out: &EventQueue<Self::Event>) {}
+    /// Hands an accepted frame to the engine. Default:
+    /// [`Engine::handle_frame`]; an adapter may pick another entry point of
+    /// its engine (J1939: `handle_frame_from` with a CTS turnaround chosen
+    /// from the frame's origin).
+    fn feed(&mut self, engine: &mut E, now: Instant, rx: &RxFrame) {
+        engine.handle_frame(now, &rx.frame);
+    }
+    /// What the engine may ask about its bus ([`Driven::attached`]).
+    fn attached(&mut self, _hints: PeerHints) {}
     /// Whether the engine takes `rx` now (the own-frame policy was applied
     /// before). `room`: the application's queue has room. Default: take it.
     fn accept(&mut self, _rx: &RxFrame, _room: bool) -> Accept {
@@ -142,8 +161,12 @@ impl<E: Engine + Events, A: Adapter<E>> Hosted<E, A> {
     }
 
     fn drain(&mut self, at: f64) {
-        while let Some(ev) = self.engine.poll_event() {
+        loop {
+            // `let else`, not `while let`: the event's borrow of the engine
+            // must end before `settle` takes the engine.
+            let Some(ev) = self.engine.poll_event() else { break };
             self.adapter.event(ev, at, &self.events);
+            self.adapter.settle(&mut self.engine, at, &self.events);
         }
         self.adapter.refill(&mut self.engine, &self.events);
     }
@@ -167,7 +190,7 @@ where
                 return;
             }
         }
-        self.engine.handle_frame(now, &rx.frame);
+        self.adapter.feed(&mut self.engine, now, rx);
         if A::EAGER_TX {
             while let Some(f) = self.engine.poll_transmit(now) {
                 self.acks.push_back(f);
@@ -199,12 +222,19 @@ where
         let more = self.adapter.pending(&self.engine).then(engine::now);
         canx_core::time::earliest(self.engine.poll_timeout(), more)
     }
-    fn flush_events(&mut self) {}
+    /// Events the engine raised while sending (a completion on its last
+    /// frame) leave in the same round.
+    fn flush_events(&mut self) {
+        self.drain(epoch_now());
+    }
     fn filters(&self) -> Option<Vec<Filter>> {
         self.adapter.filters()
     }
     fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
         self.stats.send_failed += 1;
+    }
+    fn attached(&mut self, hints: PeerHints) {
+        self.adapter.attached(hints);
     }
 }
 

@@ -2,7 +2,8 @@
 //! receive thread.
 //!
 //! One [`J1939Driver`] per ECU (controller application), attached to its bus
-//! like any engine. The receive thread feeds it every frame from the bus
+//! like any engine: the generic engine host ([`Hosted`]) around the core
+//! [`Ecu`], with [`J1939Adapter`] as its protocol part. The receive thread feeds it every frame from the bus
 //! (the socket's own loopback copies, [`Origin::Own`], are skipped: an engine
 //! must never see its own frames), runs its timers and sends what it
 //! produces. ECUs attached to one bus share one socket, so the kernel does
@@ -36,9 +37,9 @@ use canx_core::j1939::{
 };
 use canx_core::{Frame, Instant};
 
-use crate::runtime::engine::Driven;
+use super::host::{Accept, Adapter, Hosted};
 use crate::runtime::PeerHints;
-use crate::runtime::{epoch_now, EventQueue, Origin, RxFrame};
+use crate::runtime::{EventQueue, Origin, RxFrame};
 
 /// TP sessions per ECU (each holds a 1785-byte buffer).
 pub const TP_SESSIONS: usize = 16;
@@ -161,149 +162,55 @@ pub struct NodeConfig {
     pub queue: usize,
 }
 
-struct Node {
-    /// Owns its ETP buffers (`ManagedSlice::Owned`).
-    ecu: CoreEcu,
+/// One J1939 ECU on a bus: the core [`Ecu`] hosted with [`J1939Adapter`]
+/// (see the module doc). Closed (every operation [`J1939Error::Closed`])
+/// after [`J1939Driver::close`].
+pub type J1939Driver = Hosted<CoreEcu, J1939Adapter>;
+
+/// What the driver keeps beside the engine: registered answers, message
+/// streams, the turnaround policy and the request-answer pairing.
+#[derive(Debug)]
+pub struct J1939Adapter {
+    /// For [`J1939Driver::close`], which swaps in an idle engine.
+    config: EcuConfig,
+    closed: bool,
     responses: HashMap<u32, Vec<u8>>,
-    events: Arc<EventQueue<J1939Event>>,
-    /// Timestamp of the frame being handled (events it causes carry it).
-    stamp: f64,
     /// The last message delivered (pgn, source, data): the answer a
     /// following RequestDone(Answered) refers to.
     last: Option<(u32, u8, Vec<u8>)>,
-    /// The address being claimed or held (kept after every drain).
+    /// The address being claimed or held (kept after every round of events).
     local: Option<u8>,
     turnaround: CtsTurnaround,
+    /// Asked whether the kernel's J1939 stack is active on the bus
+    /// ([`CtsTurnaround::Auto`]); set by [`Bus::attach`](crate::runtime::Bus::attach).
+    hints: PeerHints,
     /// Open [`MessageStream`]s (closed ones are dropped at the next message).
     streams: Vec<Arc<MessageStream>>,
+    /// An event [`Adapter::settle`] finishes with the engine: a TP/ETP
+    /// reception (its bytes) or a request with a registered answer.
+    pending: Option<EcuEvent>,
 }
 
-impl Node {
-    fn new(cfg: NodeConfig) -> Result<Node, EcuError> {
-        let bufs: [Box<[u8]>; ETP_SESSIONS] = core::array::from_fn(|_| vec![0u8; cfg.etp_buffer].into_boxed_slice());
-        let ecu = CoreEcu::with_etp_buffers(cfg.config, bufs)?;
-        Ok(Node {
-            ecu,
-            responses: HashMap::new(),
-            events: Arc::new(EventQueue::new(cfg.queue)),
-            stamp: 0.0,
-            last: None,
-            local: None,
-            turnaround: cfg.turnaround,
-            streams: Vec::new(),
-        })
-    }
-
-    /// Moves every engine event (with its data) to the queue; answers
-    /// requests for registered data.
-    fn drain(&mut self) {
-        self.local = match self.ecu.claim_state() {
-            ClaimState::Claiming { address, .. } | ClaimState::Claimed { address } => Some(address),
-            _ => None,
-        };
-        while let Some(ev) = self.ecu.poll_event() {
-            let out = match ev {
-                EcuEvent::Message { id, data, len } => {
-                    let d = data[..usize::from(len)].to_vec();
-                    self.last = Some((id.pgn.raw(), id.source, d.clone()));
-                    Some(J1939Event::Message {
-                        pgn: id.pgn.raw(),
-                        source: id.source,
-                        destination: id.destination,
-                        priority: id.priority,
-                        data: d,
-                        timestamp: self.stamp,
-                        via: Via::Single,
-                    })
-                }
-                EcuEvent::Received(r) | EcuEvent::ReceivedExtended(r) => {
-                    let etp = matches!(ev, EcuEvent::ReceivedExtended(_));
-                    let d =
-                        if etp { self.ecu.received_extended_data(r.handle) } else { self.ecu.received_data(r.handle) };
-                    let d = d.map(|d| d.to_vec()).unwrap_or_default();
-                    self.last = Some((r.pgn.raw(), r.source, d.clone()));
-                    Some(J1939Event::Message {
-                        pgn: r.pgn.raw(),
-                        source: r.source,
-                        destination: r.destination,
-                        priority: r.priority,
-                        data: d,
-                        timestamp: self.stamp,
-                        via: if etp { Via::Etp } else { Via::Tp },
-                    })
-                }
-                EcuEvent::Request { pgn, requester, global } => match self.responses.get(&pgn.raw()) {
-                    Some(data) => {
-                        let data = data.clone();
-                        if self.ecu.respond(pgn, requester, global, &data).is_err() {
-                            let _ = self.ecu.acknowledge(AckControl::CannotRespond, pgn, requester);
-                        }
-                        None
-                    }
-                    None => Some(J1939Event::Request { pgn: pgn.raw(), requester, global, timestamp: self.stamp }),
-                },
-                EcuEvent::RequestDone { pgn, destination, outcome } => {
-                    let (outcome, code, source, data) = match outcome {
-                        RequestOutcome::Answered => match self.last.take() {
-                            Some((p, s, d)) if p == pgn.raw() => ("answered", 0, s, Some(d)),
-                            _ => ("answered", 0, destination, None),
-                        },
-                        RequestOutcome::Acknowledged(c) => ("ack", ack_code(c), destination, None),
-                        RequestOutcome::TransportAborted(r) => ("aborted", r.code(), destination, None),
-                        RequestOutcome::TimedOut => ("timeout", 0, destination, None),
-                    };
-                    Some(J1939Event::RequestDone { pgn: pgn.raw(), destination, outcome, code, source, data })
-                }
-                EcuEvent::Address(ClaimEvent::Claimed { address }) => Some(J1939Event::Claimed { address }),
-                EcuEvent::Address(ClaimEvent::Lost { address, winner }) => {
-                    Some(J1939Event::Lost { address, winner: winner.to_u64() })
-                }
-                EcuEvent::Address(ClaimEvent::CannotClaim) => Some(J1939Event::CannotClaim),
-                EcuEvent::Address(ClaimEvent::Table(_)) => None,
-                EcuEvent::Transport(TransportEvent::Sent { pgn, destination, size, .. }) => {
-                    Some(J1939Event::Sent { pgn: pgn.raw(), destination, size })
-                }
-                EcuEvent::Transport(TransportEvent::Aborted {
-                    direction,
-                    pgn,
-                    source,
-                    destination,
-                    reason,
-                    by_peer,
-                    ..
-                }) => Some(J1939Event::Aborted {
-                    pgn: pgn.raw(),
-                    source,
-                    destination,
-                    reason: reason.code(),
-                    by_peer,
-                    transmit: direction == Direction::Transmit,
-                }),
-                EcuEvent::Transport(TransportEvent::Received(_)) => None,
-            };
-            if let Some(e) = out {
-                if let J1939Event::Message { pgn, source, .. } = e {
-                    self.streams.retain(|s| !s.is_closed());
-                    let pgn = Pgn::new(pgn).map_or(pgn, |p| p.normalized().raw());
-                    for s in self.streams.iter().filter(|s| s.wants(pgn, source)) {
-                        s.queue.push(e.clone());
-                    }
-                }
-                self.events.push(e);
+impl J1939Adapter {
+    /// Pushes `e` to the ECU's queue and, a message, to the streams that want it.
+    fn deliver(&mut self, e: J1939Event, out: &EventQueue<J1939Event>) {
+        if let J1939Event::Message { pgn, source, .. } = e {
+            self.streams.retain(|s| !s.is_closed());
+            let pgn = Pgn::new(pgn).map_or(pgn, |p| p.normalized().raw());
+            for s in self.streams.iter().filter(|s| s.wants(pgn, source)) {
+                s.queue.push(e.clone());
             }
         }
-        self.local = match self.ecu.claim_state() {
-            ClaimState::Claiming { address, .. } | ClaimState::Claimed { address } => Some(address),
-            _ => None,
-        };
+        out.push(e);
     }
 
-    /// The turnaround for a frame fed to this node: `rts` whether it opens a
-    /// reception; `kernel_may_send` whether the kernel's J1939 stack may be
-    /// its sender (asked only in [`CtsTurnaround::Auto`] for an RTS).
-    fn turnaround_for(&self, rts: bool, kernel_may_send: impl FnOnce() -> bool) -> Turnaround {
+    /// The turnaround for a frame fed to this ECU: `opens` whether it may
+    /// open a reception (see [`may_open_reception`]); `kernel_may_send`
+    /// whether the kernel's J1939 stack may be its sender (asked only in
+    /// [`CtsTurnaround::Auto`] for such a frame).
+    fn turnaround_for(&self, opens: bool, kernel_may_send: impl FnOnce() -> bool) -> Turnaround {
         let apply = match self.turnaround {
-            _ if !rts => true, // no reception opens: nothing to decide
+            _ if !opens => true, // no reception opens: nothing to decide
             CtsTurnaround::Always => true,
             CtsTurnaround::Never => false,
             CtsTurnaround::Auto => kernel_may_send(),
@@ -314,33 +221,163 @@ impl Node {
             Turnaround::Skip
         }
     }
+}
 
-    /// Whether this node needs `frame`: everything but a frame to one other
-    /// CA (PDU1 with a unicast DA that is not ours). With many ECUs on one
-    /// socket, this keeps a TP.DT from being parsed by every ECU.
-    fn wants(&self, dest: Option<u8>) -> bool {
-        match dest {
-            Some(da) => self.local == Some(da),
-            None => true,
+impl Adapter<CoreEcu> for J1939Adapter {
+    type Event = J1939Event;
+
+    fn event(&mut self, ev: EcuEvent, at: f64, out: &EventQueue<J1939Event>) {
+        let e = match ev {
+            EcuEvent::Message { id, data, len } => {
+                let d = data[..usize::from(len)].to_vec();
+                self.last = Some((id.pgn.raw(), id.source, d.clone()));
+                J1939Event::Message {
+                    pgn: id.pgn.raw(),
+                    source: id.source,
+                    destination: id.destination,
+                    priority: id.priority,
+                    data: d,
+                    timestamp: at,
+                    via: Via::Single,
+                }
+            }
+            // Their bytes (or the answer) need the engine: `settle`.
+            EcuEvent::Received(_) | EcuEvent::ReceivedExtended(_) => {
+                self.pending = Some(ev);
+                return;
+            }
+            EcuEvent::Request { pgn, .. } if self.responses.contains_key(&pgn.raw()) => {
+                self.pending = Some(ev);
+                return;
+            }
+            EcuEvent::Request { pgn, requester, global } => {
+                J1939Event::Request { pgn: pgn.raw(), requester, global, timestamp: at }
+            }
+            EcuEvent::RequestDone { pgn, destination, outcome } => {
+                let (outcome, code, source, data) = match outcome {
+                    RequestOutcome::Answered => match self.last.take() {
+                        Some((p, s, d)) if p == pgn.raw() => ("answered", 0, s, Some(d)),
+                        _ => ("answered", 0, destination, None),
+                    },
+                    RequestOutcome::Acknowledged(c) => ("ack", ack_code(c), destination, None),
+                    RequestOutcome::TransportAborted(r) => ("aborted", r.code(), destination, None),
+                    RequestOutcome::TimedOut => ("timeout", 0, destination, None),
+                };
+                J1939Event::RequestDone { pgn: pgn.raw(), destination, outcome, code, source, data }
+            }
+            EcuEvent::Address(ClaimEvent::Claimed { address }) => J1939Event::Claimed { address },
+            EcuEvent::Address(ClaimEvent::Lost { address, winner }) => {
+                J1939Event::Lost { address, winner: winner.to_u64() }
+            }
+            EcuEvent::Address(ClaimEvent::CannotClaim) => J1939Event::CannotClaim,
+            EcuEvent::Address(ClaimEvent::Table(_)) => return,
+            EcuEvent::Transport(TransportEvent::Sent { pgn, destination, size, .. }) => {
+                J1939Event::Sent { pgn: pgn.raw(), destination, size }
+            }
+            EcuEvent::Transport(TransportEvent::Aborted {
+                direction,
+                pgn,
+                source,
+                destination,
+                reason,
+                by_peer,
+                ..
+            }) => J1939Event::Aborted {
+                pgn: pgn.raw(),
+                source,
+                destination,
+                reason: reason.code(),
+                by_peer,
+                transmit: direction == Direction::Transmit,
+            },
+            EcuEvent::Transport(TransportEvent::Received(_)) => return,
+        };
+        self.deliver(e, out);
+    }
+
+    /// Copies a reassembled TP/ETP message out of its session buffer (valid
+    /// until the next `poll_event`); answers a request for a registered PGN
+    /// natively, within J1939-21's Tr (200 ms), or says it cannot.
+    fn settle(&mut self, ecu: &mut CoreEcu, at: f64, out: &EventQueue<J1939Event>) {
+        match self.pending.take() {
+            Some(ev @ (EcuEvent::Received(r) | EcuEvent::ReceivedExtended(r))) => {
+                let etp = matches!(ev, EcuEvent::ReceivedExtended(_));
+                let d = if etp { ecu.received_extended_data(r.handle) } else { ecu.received_data(r.handle) };
+                let d = d.map(|d| d.to_vec()).unwrap_or_default();
+                self.last = Some((r.pgn.raw(), r.source, d.clone()));
+                let e = J1939Event::Message {
+                    pgn: r.pgn.raw(),
+                    source: r.source,
+                    destination: r.destination,
+                    priority: r.priority,
+                    data: d,
+                    timestamp: at,
+                    via: if etp { Via::Etp } else { Via::Tp },
+                };
+                self.deliver(e, out);
+            }
+            Some(EcuEvent::Request { pgn, requester, global }) => {
+                if let Some(data) = self.responses.get(&pgn.raw()) {
+                    if ecu.respond(pgn, requester, global, data).is_err() {
+                        let _ = ecu.acknowledge(AckControl::CannotRespond, pgn, requester);
+                    }
+                }
+            }
+            _ => {}
         }
+    }
+
+    fn accept(&mut self, rx: &RxFrame, _room: bool) -> Accept {
+        if self.closed {
+            return Accept::Ignore;
+        }
+        // Everything but a frame to one other CA: with many ECUs on one
+        // socket, this keeps a TP.DT from being parsed by every ECU.
+        match unicast_destination(&rx.frame) {
+            Some(da) if self.local != Some(da) => Accept::Ignore,
+            _ => Accept::Take,
+        }
+    }
+
+    fn feed(&mut self, ecu: &mut CoreEcu, now: Instant, rx: &RxFrame) {
+        // Only a frame from the bus may come from the kernel's stack; another
+        // ECU of this bus (the runtime's local echo) is a canx engine.
+        let hints = &self.hints;
+        let t = self
+            .turnaround_for(may_open_reception(&rx.frame), || rx.origin == Origin::Bus && hints.kernel_j1939_active());
+        ecu.handle_frame_from(now, &rx.frame, t);
+    }
+
+    /// Keeps the claimed address for [`Adapter::accept`].
+    fn refill(&mut self, ecu: &mut CoreEcu, _out: &EventQueue<J1939Event>) {
+        self.local = match ecu.claim_state() {
+            ClaimState::Claiming { address, .. } | ClaimState::Claimed { address } => Some(address),
+            _ => None,
+        };
+    }
+
+    fn attached(&mut self, hints: PeerHints) {
+        self.hints = hints;
     }
 }
 
-/// The unicast DA of a PDU1 frame (None: to all, PDU2, or not J1939).
-/// What the driver needs of a frame before handing it to its ECUs, from one
-/// decode of the identifier: the unicast DA (PDU1 to one CA), and whether it
-/// is a TP.CM or ETP.CM RTS (J1939-21 5.10.3.1, control bytes 16 and 20), the
-/// only frame that opens a reception and so the only one whose turnaround
-/// matters.
-fn route(frame: &Frame) -> (Option<u8>, bool) {
-    let Some((id, data)) = J1939Id::from_frame(frame) else { return (None, false) };
-    let dest = (id.pgn.is_pdu1() && id.destination <= 253).then_some(id.destination);
-    let rts = match id.pgn {
+/// The unicast DA of a PDU1 frame to one CA (`None`: to all, PDU2, or not
+/// J1939).
+fn unicast_destination(frame: &Frame) -> Option<u8> {
+    let (id, _) = J1939Id::from_frame(frame)?;
+    (id.pgn.is_pdu1() && id.destination <= 253).then_some(id.destination)
+}
+
+/// Whether `frame` is a TP.CM or ETP.CM RTS or CTS (J1939-21 5.10.3, control
+/// bytes 16/17 and 20/21): the frames after which this ECU may send a CTS,
+/// so the only ones whose turnaround ([`CtsTurnaround`]) matters.
+fn may_open_reception(frame: &Frame) -> bool {
+    let Some((id, data)) = J1939Id::from_frame(frame) else { return false };
+    match id.pgn {
         Pgn::TP_CM => matches!(data.first(), Some(&transport::control::RTS | &transport::control::CTS)),
         Pgn::ETP_CM => matches!(data.first(), Some(&etp::control::RTS | &etp::control::CTS)),
         _ => false,
-    };
-    (dest, rts)
+    }
 }
 
 fn ack_code(c: AckControl) -> u8 {
@@ -353,37 +390,45 @@ fn ack_code(c: AckControl) -> u8 {
     }
 }
 
-/// One J1939 ECU on a bus (see the module doc). Closed (every operation
-/// [`J1939Error::Closed`]) after [`J1939Driver::close`].
-pub struct J1939Driver {
-    node: Option<Node>,
-    /// Asked whether the kernel's J1939 stack is active on the bus
-    /// ([`CtsTurnaround::Auto`]); set by [`Bus::attach`](crate::runtime::Bus::attach).
-    hints: PeerHints,
-}
-
-impl std::fmt::Debug for J1939Driver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("J1939Driver").field("open", &self.node.is_some()).finish()
-    }
+fn idle_ecu(config: EcuConfig, etp_buffer: usize) -> Result<CoreEcu, EcuError> {
+    let bufs: [Box<[u8]>; ETP_SESSIONS] = core::array::from_fn(|_| vec![0u8; etp_buffer].into_boxed_slice());
+    CoreEcu::with_etp_buffers(config, bufs)
 }
 
 impl J1939Driver {
     /// An ECU (not started: silent until [`J1939Driver::start`]) and its
     /// event queue. Errors: the engine's config errors.
     pub fn new(cfg: NodeConfig) -> Result<(Self, Arc<EventQueue<J1939Event>>), J1939Error> {
-        let node = Node::new(cfg).map_err(J1939Error::Ecu)?;
-        let q = node.events.clone();
-        Ok((J1939Driver { node: Some(node), hints: PeerHints::none() }, q))
+        let ecu = idle_ecu(cfg.config, cfg.etp_buffer).map_err(J1939Error::Ecu)?;
+        let adapter = J1939Adapter {
+            config: cfg.config,
+            closed: false,
+            responses: HashMap::new(),
+            last: None,
+            local: None,
+            turnaround: cfg.turnaround,
+            hints: PeerHints::none(),
+            streams: Vec::new(),
+            pending: None,
+        };
+        let d = Hosted::host(Box::new(ecu), adapter, cfg.queue);
+        let q = d.events();
+        Ok((d, q))
     }
 
-    /// Closes the ECU; its pending frames are not sent. Idempotent.
+    /// Closes the ECU: its pending frames are not sent, its timers stop, its
+    /// ETP buffers are freed (an idle engine without buffers takes its
+    /// place) and frames are ignored. Idempotent.
     pub fn close(&mut self) {
-        self.node = None;
-    }
-
-    fn node(&mut self) -> Result<&mut Node, J1939Error> {
-        self.node.as_mut().ok_or(J1939Error::Closed)
+        if self.adapter.closed {
+            return;
+        }
+        self.adapter.closed = true;
+        self.adapter.streams.clear();
+        // Built from a config the ECU was created with; cannot fail.
+        if let Ok(idle) = idle_ecu(self.adapter.config, 0) {
+            *self.engine = idle;
+        }
     }
 
     /// Runs `op` on the ECU, then moves its events out.
@@ -391,11 +436,10 @@ impl J1939Driver {
         &mut self,
         op: impl FnOnce(&mut CoreEcu, &mut HashMap<u32, Vec<u8>>) -> R,
     ) -> Result<R, J1939Error> {
-        let n = self.node()?;
-        n.stamp = epoch_now();
-        let r = op(&mut n.ecu, &mut n.responses);
-        n.drain();
-        Ok(r)
+        if self.adapter.closed {
+            return Err(J1939Error::Closed);
+        }
+        Ok(self.with(|e, a, _| op(e, &mut a.responses)))
     }
 
     /// Starts the address claim (J1939-81).
@@ -456,15 +500,18 @@ impl J1939Driver {
         source: Option<u8>,
         capacity: usize,
     ) -> Result<Arc<MessageStream>, J1939Error> {
-        let n = self.node()?;
+        if self.adapter.closed {
+            return Err(J1939Error::Closed);
+        }
         let s = Arc::new(MessageStream {
             pgn: pgn.map(|p| p.normalized().raw()),
             source,
             queue: EventQueue::new(capacity),
             closed: AtomicBool::new(false),
         });
-        n.streams.retain(|s| !s.is_closed());
-        n.streams.push(s.clone());
+        let streams = &mut self.adapter.streams;
+        streams.retain(|s| !s.is_closed());
+        streams.push(s.clone());
         Ok(s)
     }
 
@@ -475,10 +522,12 @@ impl J1939Driver {
 
     /// Counters: (tp dropped events, engine dropped frames, queue drops, ...).
     pub fn stats(&mut self) -> Result<Vec<(&'static str, u64)>, J1939Error> {
-        let n = self.node()?;
-        let s = n.ecu.stats();
+        if self.adapter.closed {
+            return Err(J1939Error::Closed);
+        }
+        let s = self.engine.stats();
         Ok(vec![
-            ("event_queue_dropped", n.events.dropped()),
+            ("event_queue_dropped", self.events().dropped()),
             ("engine_dropped_events", u64::from(s.dropped_events)),
             ("engine_dropped_frames", u64::from(s.dropped_frames)),
             ("failed_responses", u64::from(s.failed_responses)),
@@ -491,55 +540,10 @@ impl J1939Driver {
     }
 }
 
-impl Driven for J1939Driver {
-    fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        let Some(n) = self.node.as_mut() else { return };
-        if rx.own() {
-            return;
-        }
-        let (dest, rts) = route(&rx.frame);
-        if !n.wants(dest) {
-            return;
-        }
-        n.stamp = rx.timestamp;
-        // Only a frame from the bus may come from the kernel's stack; another
-        // ECU of this bus (the runtime's local echo) is a canx engine.
-        let hints = &self.hints;
-        let t = n.turnaround_for(rts, || rx.origin == Origin::Bus && hints.kernel_j1939_active());
-        n.ecu.handle_frame_from(now, &rx.frame, t);
-        n.drain();
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        if let Some(n) = self.node.as_mut() {
-            n.stamp = epoch_now();
-            n.ecu.handle_timeout(now);
-            n.drain();
-        }
-    }
-
-    fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
-        self.node.as_mut()?.ecu.poll_transmit(now).map(Frame::Can)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.node.as_ref()?.ecu.poll_timeout()
-    }
-
-    fn flush_events(&mut self) {
-        if let Some(n) = self.node.as_mut() {
-            n.drain();
-        }
-    }
-
-    fn attached(&mut self, hints: PeerHints) {
-        self.hints = hints;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::engine::Driven;
     use crate::runtime::{Bus, BusConfig};
     use canx_core::j1939::Name;
     use parking_lot::Mutex;
@@ -609,6 +613,27 @@ mod tests {
                 _ => unreachable!(),
             }
         }
+    }
+
+    /// A BAM's `Sent` is raised when its last TP.DT is taken out (in
+    /// `poll_transmit`, no timer left): it reaches the application in that
+    /// round, also on a bus where nothing else happens.
+    #[test]
+    fn bam_sent_arrives_on_a_quiet_bus() {
+        let a = Bus::open(BusConfig::virtual_bus("j1939-drv-bam-alone")).unwrap();
+        let (d, h, q) = ecu(&a, 1, 0x10);
+        claimed(&q);
+        let data: Vec<u8> = (0..100u8).collect();
+        {
+            d.lock().send(6, Pgn::PROPRIETARY_A, 0xFF, &data).unwrap();
+        }
+        h.kick();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut sent = None;
+        while sent.is_none() && std::time::Instant::now() < deadline {
+            sent = q.recv_timeout(Duration::from_millis(50)).filter(|e| matches!(e, J1939Event::Sent { .. }));
+        }
+        assert_eq!(sent, Some(J1939Event::Sent { pgn: Pgn::PROPRIETARY_A.raw(), destination: 0xFF, size: 100 }));
     }
 
     /// Two ECUs attached to one bus see each other through the runtime's

@@ -1,7 +1,9 @@
 //! A MegaSquirt node (table server + client) driven by a bus's receive thread.
 //!
-//! The sans-IO engines are `canx_core::megasquirt::{Server, Client}`; this
-//! module owns what they borrow and what the application waits on:
+//! The sans-IO engine is `canx_core::megasquirt::Node` (a `Server`, a
+//! `Client` and `OutmsgInto` as one board), hosted by the generic engine
+//! host ([`MsEngine`] = `Hosted<Node, MsAdapter>`); this module owns what it
+//! borrows and what the application waits on:
 //!
 //! - **Tables** live in the engine ([`MemTables`], heap `Vec<u8>` per table)
 //!   behind the engine lock, so the receive thread answers MSG_REQ / MSG_CMD
@@ -14,27 +16,29 @@
 //!   a bounded [`EventQueue`] once the application asks for them
 //!   ([`Node::enable_events`]); overflow is counted.
 //!
-//! Frame routing (`docs/protocols/megasquirt.md`, "The model", "Message
-//! types"): MSG_RSP / OUTMSG_RSP addressed to this board's reply table and
-//! MSG_BURNACK go to the client; everything else addressed to this board (or
-//! to 15) goes to the server. The reply table can therefore not be served.
+//! Frame routing is the core `Node`'s (`docs/protocols/megasquirt.md`, "The
+//! model", "Message types"): MSG_RSP / OUTMSG_RSP addressed to this board's
+//! reply table and MSG_BURNACK go to the client; everything else addressed to
+//! this board (or to 15) goes to the server. The reply table can therefore
+//! not be served.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration as StdDuration;
 
 use canx_core::megasquirt::{
-    Access, Client, ClientConfig, ClientError, ClientEvent, Header, IntoError, IntoEvent, IntoKey, MsgType, OutmsgDef,
-    OutmsgInto, Server, ServerConfig, ServerError, ServerEvent, ServerStats, Tables, XtndType, BROADCAST_ID,
-    MAX_CAN_ID, MAX_VAR_BLK, MAX_VAR_OFFSET,
+    Access, Client, ClientConfig, ClientError, ClientEvent, IntoError, IntoEvent, IntoKey, MsgType,
+    NodeEvent as CoreEvent, OutmsgDef, Server, ServerConfig, ServerError, ServerEvent, ServerStats, Tables,
+    BROADCAST_ID, MAX_CAN_ID, MAX_VAR_BLK, MAX_VAR_OFFSET,
 };
-use canx_core::{CanFrame, Duration, Filter, Frame, Instant};
+use canx_core::{Duration, Filter};
 use parking_lot::{Condvar, Mutex};
 
-use crate::runtime::engine::{self, Driven, EngineHandle};
-use crate::runtime::{Bus, EventQueue, Notify, RxFrame};
+use super::host::{Adapter, Hosted};
+use crate::runtime::engine::{self, EngineHandle};
+use crate::runtime::{Bus, EventQueue, Notify};
 
 /// Concurrent client operations per node.
 pub const CLIENT_OPS: usize = 32;
@@ -54,7 +58,6 @@ const INTO_KEYS: u64 = 1 << 32;
 const RAW_KEYS: u64 = 1 << 40;
 
 type NodeClient = Client<CLIENT_OPS, MAX_TRANSFER>;
-type NodeServer = Server<MemTables, SERVER_TXQ, SERVER_EVQ>;
 
 /// Errors of the node's operations (bad arguments and engine refusals).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,29 +227,35 @@ pub struct NodeStats {
     pub raw_dropped: u64,
 }
 
-/// The engine the receive thread drives.
-pub struct MsEngine {
+/// The core board (`canx_core::megasquirt::Node`: server, client and
+/// OUTMSG-into, routing frames between them) with this module's sizes.
+type CoreNode =
+    canx_core::megasquirt::Node<MemTables, SERVER_TXQ, SERVER_EVQ, CLIENT_OPS, MAX_TRANSFER, CLIENT_OPS, RAW_TXQ>;
+
+/// The engine the receive thread drives: the core board hosted with
+/// [`MsAdapter`].
+pub type MsEngine = Hosted<CoreNode, MsAdapter>;
+
+/// What the runtime keeps beside the core board: operation keys and their
+/// [`Completions`], and whether the application wants server events.
+#[derive(Debug)]
+pub struct MsAdapter {
     can_id: u8,
-    reply_blk: u8,
     op_timeout: Duration,
-    server: NodeServer,
-    client: Box<NodeClient>,
-    raw_tx: VecDeque<CanFrame>,
-    /// OUTMSG_REQs whose replies go into a served table (the core tracks
-    /// the bytes and deadlines; keys offset by [`INTO_KEYS`]).
-    into: OutmsgInto<CLIENT_OPS, CLIENT_OPS>,
     /// Keys of `outmsg into` requests that wait for nothing.
     next_raw: u64,
     /// Keys someone waits for; outcomes of others are dropped.
     waiting: HashSet<u64>,
     completions: Arc<Completions>,
-    events: Arc<EventQueue<NodeEvent>>,
     want_events: Arc<AtomicBool>,
-    send_failed: Arc<AtomicU64>,
+    /// OUTMSG_REQ `into` requests refused because their queue was full.
     raw_dropped: u64,
+    /// An event [`Adapter::settle`] finishes with the engine (its bytes are
+    /// in the client's buffer or a served table).
+    pending: Option<CoreEvent>,
 }
 
-impl MsEngine {
+impl MsAdapter {
     fn complete(&mut self, key: u64, o: Outcome) {
         if self.waiting.remove(&key) {
             self.completions.put(key, o);
@@ -255,113 +264,82 @@ impl MsEngine {
         }
     }
 
-    fn on_written(&mut self, from: u8, msg: MsgType, var_blk: u8, var_offset: u16, len: u8) {
-        let (off, n) = (usize::from(var_offset), usize::from(len));
-        let data = self.server.tables().get(var_blk).and_then(|t| t.data.get(off..off + n)).unwrap_or(&[]).to_vec();
-        self.into.handle_written(from, msg, var_blk, var_offset, len);
-        self.event(NodeEvent::Written { from, msg, var_blk, var_offset, data });
-    }
-
-    fn event(&self, e: NodeEvent) {
+    /// Queues a server event if the application asked for them.
+    fn push(&self, e: NodeEvent, out: &EventQueue<NodeEvent>) {
         if self.want_events.load(Ordering::Relaxed) {
-            self.events.push(e);
+            out.push(e);
         }
     }
 }
 
-impl Driven for MsEngine {
-    fn handle_frame(&mut self, now: Instant, rx: &RxFrame) {
-        // Another node on the same bus object sees this node's frames
-        // through the runtime's local echo (`Origin::Sibling`), so frames
-        // the socket loops back (a bus opened with loopback) are skipped:
-        // they would reach that node twice.
-        if rx.own() {
-            return;
-        }
-        let Some(hdr) = Header::from_frame(&rx.frame) else { return };
-        if hdr.to_id() == self.can_id {
-            let data = rx.frame.data();
-            let for_client = match hdr.msg_type() {
-                MsgType::Rsp | MsgType::OutmsgRsp => hdr.var_blk() == self.reply_blk,
-                MsgType::Xtnd => data.first() == Some(&XtndType::BurnAck.code()),
-                _ => false,
-            };
-            if for_client {
-                self.client.handle_frame(now, &rx.frame);
-                return;
+impl Adapter<CoreNode> for MsAdapter {
+    type Event = NodeEvent;
+
+    fn event(&mut self, ev: CoreEvent, _at: f64, out: &EventQueue<NodeEvent>) {
+        match ev {
+            // Their bytes are in the engine: `settle`.
+            CoreEvent::Client(ClientEvent::ReadDone { .. } | ClientEvent::OutmsgDone { .. })
+            | CoreEvent::Server(ServerEvent::Written { .. })
+            | CoreEvent::Into(IntoEvent::Done { .. }) => self.pending = Some(ev),
+            CoreEvent::Client(ev) => {
+                let key = u64::from(ev.handle().0);
+                let o = match ev {
+                    ClientEvent::CrcDone { crc, .. } => Outcome::Crc(crc),
+                    ClientEvent::BurnDone { ack, .. } => Outcome::Burn(ack),
+                    ClientEvent::TimedOut { .. } => Outcome::TimedOut,
+                    ClientEvent::WriteDone { .. } | ClientEvent::ReadDone { .. } | ClientEvent::OutmsgDone { .. } => {
+                        Outcome::Done
+                    }
+                };
+                self.complete(key, o);
             }
-        }
-        self.server.handle_frame(now, &rx.frame);
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.client.handle_timeout(now);
-        self.into.handle_timeout(now);
-    }
-
-    fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
-        if let Some(f) = self.server.poll_transmit(now) {
-            return Some(Frame::Can(f));
-        }
-        if let Some(f) = self.raw_tx.pop_front() {
-            return Some(Frame::Can(f));
-        }
-        self.client.poll_transmit(now).map(Frame::Can)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        canx_core::time::earliest(self.client.poll_timeout(), self.into.poll_timeout())
-    }
-
-    fn flush_events(&mut self) {
-        while let Some(ev) = self.client.poll_event() {
-            let key = u64::from(ev.handle().0);
-            let o = match ev {
-                ClientEvent::ReadDone { handle, .. } | ClientEvent::OutmsgDone { handle, .. } => {
-                    Outcome::Data(self.client.read_data(handle).unwrap_or(&[]).to_vec())
-                }
-                ClientEvent::WriteDone { .. } => Outcome::Done,
-                ClientEvent::CrcDone { crc, .. } => Outcome::Crc(crc),
-                ClientEvent::BurnDone { ack, .. } => Outcome::Burn(ack),
-                ClientEvent::TimedOut { .. } => Outcome::TimedOut,
-            };
-            self.complete(key, o);
-        }
-        while let Some(ev) = self.server.poll_event() {
-            match ev {
-                ServerEvent::Written { from, msg, var_blk, var_offset, len } => {
-                    self.on_written(from, msg, var_blk, var_offset, len)
-                }
-                ServerEvent::Burn { from, var_blk } => self.event(NodeEvent::Burn { from, var_blk }),
+            CoreEvent::Into(IntoEvent::TimedOut { key }) => {
+                self.complete(INTO_KEYS + u64::from(key.0), Outcome::TimedOut)
+            }
+            CoreEvent::Server(ev) => match ev {
+                ServerEvent::Burn { from, var_blk } => self.push(NodeEvent::Burn { from, var_blk }, out),
                 ServerEvent::Xsub { from, var_blk, var_offset } => {
-                    self.event(NodeEvent::Xsub { from, var_blk, var_offset })
+                    self.push(NodeEvent::Xsub { from, var_blk, var_offset }, out)
                 }
                 // the client takes every MSG_BURNACK to this board; one to 15 is informational
-                ServerEvent::BurnAck { .. } => {}
-                ServerEvent::Suspend { from, suspend } => self.event(NodeEvent::Suspend { from, suspend }),
+                ServerEvent::BurnAck { .. } | ServerEvent::Written { .. } => {}
+                ServerEvent::Suspend { from, suspend } => self.push(NodeEvent::Suspend { from, suspend }, out),
                 ServerEvent::Forward { from, data, len } => {
                     let data = data.get(..usize::from(len)).unwrap_or(&[]).to_vec();
-                    self.event(NodeEvent::Forward { from, data })
+                    self.push(NodeEvent::Forward { from, data }, out)
                 }
                 ServerEvent::Unhandled { from, msg, var_blk, var_offset, data, len } => {
                     let data = data.get(..usize::from(len)).unwrap_or(&[]).to_vec();
-                    self.event(NodeEvent::Unhandled { from, msg, var_blk, var_offset, data })
+                    self.push(NodeEvent::Unhandled { from, msg, var_blk, var_offset, data }, out)
                 }
                 ServerEvent::Refused { from, msg, var_blk, var_offset, reason } => {
-                    self.event(NodeEvent::Refused { from, msg, var_blk, var_offset, reason: reason.to_string() })
+                    self.push(NodeEvent::Refused { from, msg, var_blk, var_offset, reason: reason.to_string() }, out)
                 }
-            }
+            },
         }
-        while let Some(ev) = self.into.poll_event() {
-            match ev {
-                IntoEvent::Done { key, var_blk, offset, len } => {
-                    let (s, n) = (usize::from(offset), usize::from(len));
-                    let bytes = self.server.tables().get(var_blk).and_then(|t| t.data.get(s..s + n));
-                    let o = Outcome::Data(bytes.unwrap_or(&[]).to_vec());
-                    self.complete(INTO_KEYS + u64::from(key.0), o);
-                }
-                IntoEvent::TimedOut { key } => self.complete(INTO_KEYS + u64::from(key.0), Outcome::TimedOut),
+    }
+
+    /// Copies a read's bytes out of the client's buffer (valid until the
+    /// next `poll_event`), or written bytes out of a served table.
+    fn settle(&mut self, node: &mut CoreNode, _at: f64, out: &EventQueue<NodeEvent>) {
+        let table = |var_blk: u8, off: u16, len: u8| {
+            let (s, n) = (usize::from(off), usize::from(len));
+            node.server.tables().get(var_blk).and_then(|t| t.data.get(s..s + n)).unwrap_or(&[]).to_vec()
+        };
+        match self.pending.take() {
+            Some(CoreEvent::Client(ClientEvent::ReadDone { handle, .. } | ClientEvent::OutmsgDone { handle, .. })) => {
+                let o = Outcome::Data(node.client.read_data(handle).unwrap_or(&[]).to_vec());
+                self.complete(u64::from(handle.0), o);
             }
+            Some(CoreEvent::Server(ServerEvent::Written { from, msg, var_blk, var_offset, len })) => {
+                let data = table(var_blk, var_offset, len);
+                self.push(NodeEvent::Written { from, msg, var_blk, var_offset, data }, out);
+            }
+            Some(CoreEvent::Into(IntoEvent::Done { key, var_blk, offset, len })) => {
+                let o = Outcome::Data(table(var_blk, offset, len));
+                self.complete(INTO_KEYS + u64::from(key.0), o);
+            }
+            _ => {}
         }
     }
 
@@ -371,10 +349,6 @@ impl Driven for MsEngine {
         let mine = Filter::canio_match(u32::from(self.can_id) << 7, Some(mask), true).ok()?;
         let all = Filter::canio_match(u32::from(BROADCAST_ID) << 7, Some(mask), true).ok()?;
         Some(vec![mine, all])
-    }
-
-    fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
-        self.send_failed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -419,7 +393,6 @@ pub struct Node {
     completions: Arc<Completions>,
     events: Arc<EventQueue<NodeEvent>>,
     want_events: Arc<AtomicBool>,
-    send_failed: Arc<AtomicU64>,
     config: NodeConfig,
     detached: AtomicBool,
 }
@@ -463,40 +436,25 @@ impl Node {
         ccfg.retries = config.retries;
         // quarantine: long enough that a late reply is never taken for a newer request
         ccfg.quarantine = micros(config.request_timeout.saturating_mul(4).max(StdDuration::from_millis(200)));
-        let client = Box::new(NodeClient::new(ccfg).map_err(|e| client_err(e, "client"))?);
+        let client = NodeClient::new(ccfg).map_err(|e| client_err(e, "client"))?;
         let completions = Arc::new(Completions::default());
-        let events = Arc::new(EventQueue::new(config.event_capacity));
         let want_events = Arc::new(AtomicBool::new(false));
-        let send_failed = Arc::new(AtomicU64::new(0));
         let op_timeout = micros(config.request_timeout.saturating_mul(u32::from(config.retries) + 1));
-        let engine = Arc::new(Mutex::new(MsEngine {
+        let adapter = MsAdapter {
             can_id: config.can_id,
-            reply_blk: config.reply_blk,
             op_timeout,
-            server,
-            client,
-            raw_tx: VecDeque::new(),
-            into: OutmsgInto::default(),
             next_raw: RAW_KEYS,
             waiting: HashSet::new(),
             completions: completions.clone(),
-            events: events.clone(),
             want_events: want_events.clone(),
-            send_failed: send_failed.clone(),
             raw_dropped: 0,
-        }));
+            pending: None,
+        };
+        let hosted = MsEngine::host(Box::new(CoreNode::new(server, client)), adapter, config.event_capacity);
+        let events = hosted.events();
+        let engine = Arc::new(Mutex::new(hosted));
         let handle = bus.attach(engine.clone());
-        Ok(Node {
-            bus,
-            engine,
-            handle,
-            completions,
-            events,
-            want_events,
-            send_failed,
-            config,
-            detached: AtomicBool::new(false),
-        })
+        Ok(Node { bus, engine, handle, completions, events, want_events, config, detached: AtomicBool::new(false) })
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -540,7 +498,7 @@ impl Node {
             )));
         }
         let mut e = self.engine.lock();
-        let tables = e.server.tables_mut();
+        let tables = e.engine.server.tables_mut();
         if tables.get(var_blk).is_some() {
             return Err(MsError::Invalid(format!("table {var_blk} is already served")));
         }
@@ -551,13 +509,13 @@ impl Node {
     /// (length, access) of a served table.
     pub fn table_info(&self, var_blk: u8) -> Option<(usize, Access)> {
         let e = self.engine.lock();
-        e.server.tables().get(var_blk).map(|t| (t.data.len(), t.access))
+        e.engine.server.tables().get(var_blk).map(|t| (t.data.len(), t.access))
     }
 
     /// Served table numbers, ascending.
     pub fn tables(&self) -> Vec<u8> {
         let e = self.engine.lock();
-        let mut v: Vec<u8> = e.server.tables().tables.iter().map(|t| t.var_blk).collect();
+        let mut v: Vec<u8> = e.engine.server.tables().tables.iter().map(|t| t.var_blk).collect();
         v.sort_unstable();
         v
     }
@@ -565,8 +523,12 @@ impl Node {
     /// A copy of `n` bytes of table `var_blk` from `offset` (`None` n: to the end).
     pub fn table_read(&self, var_blk: u8, offset: usize, n: Option<usize>) -> Result<Vec<u8>, MsError> {
         let e = self.engine.lock();
-        let t =
-            e.server.tables().get(var_blk).ok_or_else(|| MsError::Invalid(format!("table {var_blk} is not served")))?;
+        let t = e
+            .engine
+            .server
+            .tables()
+            .get(var_blk)
+            .ok_or_else(|| MsError::Invalid(format!("table {var_blk} is not served")))?;
         let end = match n {
             Some(n) => offset.checked_add(n),
             None => Some(t.data.len()),
@@ -580,6 +542,7 @@ impl Node {
     pub fn table_write(&self, var_blk: u8, offset: usize, data: &[u8]) -> Result<(), MsError> {
         let mut e = self.engine.lock();
         let t = e
+            .engine
             .server
             .tables_mut()
             .get_mut(var_blk)
@@ -601,13 +564,18 @@ impl Node {
         } else {
             Some(OutmsgDef::new(offsets).map_err(|e| MsError::Invalid(e.to_string()))?)
         };
-        self.engine.lock().server.set_outmsg(number, def).map_err(|e: ServerError| MsError::Invalid(e.to_string()))
+        self.engine
+            .lock()
+            .engine
+            .server
+            .set_outmsg(number, def)
+            .map_err(|e: ServerError| MsError::Invalid(e.to_string()))
     }
 
     /// Queues MSG_BURNACK `[14, ok]` to board `to` (0..15).
     pub fn ack_burn(&self, to: u8, ok: bool) -> Result<(), MsError> {
         self.live()?;
-        let r = self.engine.lock().server.ack_burn(to, ok);
+        let r = self.engine.lock().engine.server.ack_burn(to, ok);
         self.handle.kick();
         r.map_err(|e| match e {
             ServerError::QueueFull => MsError::Busy,
@@ -623,9 +591,9 @@ impl Node {
         self.live()?;
         let key = {
             let mut e = self.engine.lock();
-            let h = op(&mut e.client).map_err(|err| client_err(err, what))?;
+            let h = op(&mut e.engine.client).map_err(|err| client_err(err, what))?;
             let key = u64::from(h.0);
-            e.waiting.insert(key);
+            e.adapter.waiting.insert(key);
             key
         };
         self.handle.kick();
@@ -679,43 +647,36 @@ impl Node {
         self.live()?;
         let key = {
             let mut e = self.engine.lock();
-            let deadline = engine::now() + e.op_timeout;
-            let (frame, waits) = e
-                .into
-                .request(self.config.can_id, board, number, var_blk, offset, len, deadline)
-                .map_err(|err| match err {
+            let deadline = engine::now() + e.adapter.op_timeout;
+            let waits =
+                e.engine.outmsg_into(board, number, var_blk, offset, len, deadline).map_err(|err| match err {
                     IntoError::Busy => MsError::Busy,
+                    IntoError::QueueFull => {
+                        e.adapter.raw_dropped += 1;
+                        MsError::Busy
+                    }
+                    IntoError::NotServed => {
+                        MsError::Invalid(format!("outmsg into: table {var_blk} is not served by this node"))
+                    }
+                    IntoError::NotWritable => {
+                        MsError::Invalid(format!("outmsg into: table {var_blk} is not writable by the bus"))
+                    }
+                    IntoError::DoesNotFit => {
+                        MsError::Invalid(format!("outmsg into: the reply does not fit table {var_blk}"))
+                    }
                     err => MsError::Invalid(err.to_string()),
                 })?;
-            let refuse = match e.server.tables().get(var_blk) {
-                None => Some(format!("outmsg into: table {var_blk} is not served by this node")),
-                Some(t) if !t.access.write => Some(format!("outmsg into: table {var_blk} is not writable by the bus")),
-                Some(t) if usize::from(offset) + len.unwrap_or(1) > t.data.len() => {
-                    Some(format!("outmsg into: the reply does not fit table {var_blk}"))
-                }
-                Some(_) => None,
-            };
-            let full = e.raw_tx.len() >= RAW_TXQ;
-            if refuse.is_some() || full {
-                if let Some(k) = waits {
-                    e.into.cancel(k);
-                }
-                if full {
-                    e.raw_dropped += 1;
-                }
-                return Err(refuse.map_or(MsError::Busy, MsError::Invalid));
-            }
-            e.raw_tx.push_back(frame);
+            let a = &mut e.adapter;
             match waits {
                 Some(k) => {
                     let key = INTO_KEYS + u64::from(k.0);
-                    e.waiting.insert(key);
+                    a.waiting.insert(key);
                     key
                 }
                 None => {
-                    let key = e.next_raw;
-                    e.next_raw += 1;
-                    e.completions.put(key, Outcome::Done);
+                    let key = a.next_raw;
+                    a.next_raw += 1;
+                    a.completions.put(key, Outcome::Done);
                     key
                 }
             }
@@ -745,9 +706,9 @@ impl Node {
     /// Gives up on operation `key`: its outcome, when it comes, is dropped.
     pub fn abandon(&self, key: u64) {
         let mut e = self.engine.lock();
-        e.waiting.remove(&key);
+        e.adapter.waiting.remove(&key);
         if let Some(k) = key.checked_sub(INTO_KEYS).filter(|k| *k < RAW_KEYS - INTO_KEYS) {
-            e.into.cancel(IntoKey(k as u32));
+            e.engine.into.cancel(IntoKey(k as u32));
         }
         drop(e);
         self.completions.map.lock().remove(&key);
@@ -769,17 +730,17 @@ impl Node {
 
     pub fn stats(&self) -> NodeStats {
         let e = self.engine.lock();
-        let c = e.client.stats();
+        let c = e.engine.client.stats();
         NodeStats {
-            server: e.server.stats(),
+            server: e.engine.server.stats(),
             client_frames_sent: c.frames_sent,
             client_replies: c.replies,
             client_unmatched: c.unmatched,
             client_timeouts: c.timeouts,
             client_retries: c.retries,
             events_dropped: self.events.dropped(),
-            send_failed: self.send_failed.load(Ordering::Relaxed),
-            raw_dropped: e.raw_dropped,
+            send_failed: e.host_stats().send_failed,
+            raw_dropped: e.adapter.raw_dropped,
         }
     }
 }
@@ -809,6 +770,20 @@ mod tests {
 
     const RO: Access = Access::READ_ONLY;
     const RW: Access = Access::READ_WRITE;
+
+    /// A write completes when its last frame is sent (MSG_CMD has no
+    /// reply), i.e. in `poll_transmit`: the outcome reaches the waiter in
+    /// that round, not at the next frame or timer (a node alone on its bus
+    /// has neither).
+    #[test]
+    fn write_completes_in_the_round_it_is_sent() {
+        let bus = open("ms-rt-write-alone");
+        let dash = node(&bus, 3);
+        let t0 = std::time::Instant::now();
+        let k = dash.start_write(5, 20, 0, &[1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+        assert_eq!(dash.wait(k, StdDuration::from_secs(2)), Some(Outcome::Done));
+        assert!(t0.elapsed() < StdDuration::from_millis(500), "{:?}", t0.elapsed());
+    }
 
     #[test]
     fn read_write_across_tables_natively() {

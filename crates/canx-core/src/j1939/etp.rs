@@ -52,7 +52,10 @@ pub mod control {
 /// ETP abort codes (kernel `enum j1939_xtp_abort`).
 pub mod abort {
     use super::AbortReason;
-    pub const UNEXPECTED_DPO: AbortReason = AbortReason::TooLarge; // code 9
+    /// Code 9, which TP uses for "message larger than 1785 bytes": one
+    /// [`AbortReason`] value carries both meanings (its `Display` names both),
+    /// so an abort decoded from the wire compares equal to this constant.
+    pub const UNEXPECTED_DPO: AbortReason = AbortReason::TooLarge;
     pub const BAD_DPO_PGN: AbortReason = AbortReason::Other(10);
     pub const DPO_BEYOND_CTS: AbortReason = AbortReason::Other(11);
     pub const BAD_DPO_OFFSET: AbortReason = AbortReason::Other(12);

@@ -205,7 +205,8 @@ impl fmt::Display for AbortReason {
             AbortReason::UnexpectedDt => f.write_str("unexpected data packet"),
             AbortReason::BadSequence => f.write_str("bad sequence number"),
             AbortReason::DuplicateSequence => f.write_str("duplicate sequence number"),
-            AbortReason::TooLarge => f.write_str("message larger than 1785 bytes"),
+            // One code, two meanings: the frame (TP.CM or ETP.CM) tells which.
+            AbortReason::TooLarge => f.write_str("message larger than 1785 bytes (TP) or unexpected DPO (ETP)"),
             AbortReason::Other(c) => write!(f, "abort reason {c}"),
         }
     }

@@ -51,6 +51,7 @@ pub mod client;
 pub mod fuzzing;
 pub mod header;
 pub mod message;
+pub mod node;
 pub mod outmsg_into;
 pub mod payload;
 pub mod server;
@@ -64,6 +65,7 @@ pub use header::{
     Header, HeaderError, MsgType, XtndType, BROADCAST_ID, MAX_CAN_ID, MAX_OUTSTANDING, MAX_VAR_BLK, MAX_VAR_OFFSET,
 };
 pub use message::Message;
+pub use node::{Node, NodeEvent};
 pub use outmsg_into::{IntoError, IntoEvent, IntoKey, OutmsgInto};
 pub use payload::{BurnAckRepr, CrcReqRepr, PayloadError, ReqRepr, ReqxRepr, SpndRepr};
 pub use server::{

@@ -49,6 +49,18 @@ pub enum IntoError {
     Target,
     /// `N` requests wait already.
     Busy,
+    /// [`Node::outmsg_into`](super::Node::outmsg_into): the reply target is
+    /// not a table this board serves.
+    NotServed,
+    /// [`Node::outmsg_into`](super::Node::outmsg_into): the reply target
+    /// table is not writable by the bus.
+    NotWritable,
+    /// [`Node::outmsg_into`](super::Node::outmsg_into): the reply does not
+    /// fit the target table.
+    DoesNotFit,
+    /// [`Node::outmsg_into`](super::Node::outmsg_into): its queue of
+    /// requests waiting to be sent is full.
+    QueueFull,
 }
 
 impl fmt::Display for IntoError {
@@ -59,6 +71,10 @@ impl fmt::Display for IntoError {
             IntoError::Length => "outmsg: length must be 1-24",
             IntoError::Target => "outmsg into: table must be 0-31 and offset 0-2047",
             IntoError::Busy => "outmsg into: every wait slot is in use",
+            IntoError::NotServed => "outmsg into: the table is not served by this node",
+            IntoError::NotWritable => "outmsg into: the table is not writable by the bus",
+            IntoError::DoesNotFit => "outmsg into: the reply does not fit the table",
+            IntoError::QueueFull => "outmsg into: the request queue is full",
         })
     }
 }

@@ -276,3 +276,14 @@ proptest! {
         prop_assert_eq!(e.sessions_in_use(), 0);
     }
 }
+
+/// Code 9 is "unexpected DPO" in ETP (kernel `J1939_XTP_ABORT_EDPO_UNEXPECTED`)
+/// and "too large" in TP; an ETP abort must not display as TP's meaning only.
+#[test]
+fn unexpected_dpo_displays_its_etp_meaning() {
+    use std::string::ToString;
+    assert_eq!(abort::UNEXPECTED_DPO.code(), 9);
+    let text = abort::UNEXPECTED_DPO.to_string();
+    assert!(text.contains("unexpected DPO"), "{text}");
+    assert_eq!(AbortReason::from_code(9), abort::UNEXPECTED_DPO);
+}
