@@ -236,10 +236,15 @@ def test_table_changes_while_served(pair):
         # Before the first write the table still holds the fixture's bytes.
         assert started.wait(10)
         seen = set()
-        for _ in range(50):
+        reads = 0
+        deadline = time.monotonic() + 10
+        # At least 50 reads, and on until the writer has been seen to move (a
+        # loaded machine may not schedule it during the first 50).
+        while reads < 50 or (len(seen) < 2 and time.monotonic() < deadline):
             d = dash.read(0, 7, 0, 8)
             assert len(set(d)) == 1, d  # one frame is copied under the lock
             seen.add(d[0])
+            reads += 1
         assert len(seen) > 1
     finally:
         stop.set()
