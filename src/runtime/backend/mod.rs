@@ -33,6 +33,7 @@ use std::time::Duration;
 use canx_core::{ErrorFrame, Filter, Frame};
 
 use super::drivers::PeriodicTask;
+use super::engine::Clock;
 use super::{Bus, Error, Result, RxFrame};
 
 /// What a backend can do. Asked by the runtime and the bindings instead of
@@ -286,11 +287,22 @@ pub struct BusConfig {
     /// Nominal bit rate, bit/s (programs the controller only where
     /// [`Capabilities::bitrate_control`]; informational on SocketCAN and virtual).
     pub bitrate: u32,
+    /// The clock the bus's engines run on ([`Clock::System`]; tests:
+    /// [`Clock::manual`]).
+    pub clock: Clock,
 }
 
 impl BusConfig {
     pub fn new(channel: Channel) -> Self {
-        BusConfig { channel, receive_own: false, fd: false, silent: false, auto_restart: false, bitrate: 250_000 }
+        BusConfig {
+            channel,
+            receive_own: false,
+            fd: false,
+            silent: false,
+            auto_restart: false,
+            bitrate: 250_000,
+            clock: Clock::System,
+        }
     }
 
     /// A configuration for the in-process virtual channel `name` (tests,

@@ -151,7 +151,7 @@ impl PeriodicTask {
     /// Attaches a task to `bus` and starts it.
     pub fn start(bus: &Bus, frames: Vec<Frame>, period: Duration, duration: Option<Duration>) -> PeriodicTask {
         let mut p = Periodic::new(frames, period);
-        p.start(engine::now(), duration);
+        p.start(bus.clock().now(), duration);
         let engine = Arc::new(Mutex::new(p));
         let handle = bus.attach(engine.clone());
         PeriodicTask { engine, handle: Some(handle) }
@@ -180,7 +180,8 @@ impl PeriodicTask {
 
     /// Restarts a stopped task (first frame now).
     pub fn restart(&self, duration: Option<Duration>) {
-        self.with(|p| p.start(engine::now(), duration));
+        let now = self.handle.as_ref().map_or_else(engine::now, EngineHandle::now);
+        self.with(|p| p.start(now, duration));
     }
 
     /// Stops sending (the task stays attached and can be restarted).
