@@ -194,6 +194,13 @@ impl Bus {
         &self.shared.clock
     }
 
+    /// Test fault where the backend has it (the virtual bus): while `on`,
+    /// every send waits its whole timeout and fails with
+    /// [`Error::SendTimeout`]. Errors: [`Error::Unsupported`] elsewhere.
+    pub fn jam_tx(&self, on: bool) -> Result<()> {
+        self.shared.backend.jam_tx(on)
+    }
+
     pub fn config(&self) -> &BusConfig {
         &self.config
     }

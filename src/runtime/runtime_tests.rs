@@ -439,3 +439,19 @@ fn step_needs_a_stepped_bus() {
     b.shutdown();
     assert!(matches!(b.step(), Err(Error::Closed)));
 }
+
+/// The virtual bus's transmit jam (test fault): each send waits its
+/// timeout and fails with `SendTimeout`; unjammed, sends go through again.
+#[test]
+fn jammed_virtual_bus_times_out_sends() {
+    let clock = Clock::system();
+    let a = stepped("rt-jam", false, &clock);
+    let b = stepped("rt-jam", false, &clock);
+    a.jam_tx(true).unwrap();
+    assert!(matches!(a.send(&frame(1, &[1]), Duration::from_millis(1)), Err(Error::SendTimeout)));
+    assert_eq!(b.step().unwrap(), 0, "nothing left the jammed node");
+    a.jam_tx(false).unwrap();
+    a.send(&frame(1, &[2]), T).unwrap();
+    assert_eq!(b.step().unwrap(), 1);
+    assert_eq!(a.stats().sent, 1);
+}

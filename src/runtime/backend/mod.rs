@@ -120,6 +120,12 @@ pub trait Backend: Send + Sync {
     fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
         Err(Error::Unsupported("error states can only be injected on a virtual bus".into()))
     }
+    /// Test fault (the virtual bus): while `on`, no frame is accepted for
+    /// transmission; every send waits its whole timeout, then fails with
+    /// [`Error::SendTimeout`] (a transmit queue that never drains).
+    fn jam_tx(&self, _on: bool) -> Result<()> {
+        Err(Error::Unsupported("transmit jamming is a test fault of the virtual bus".into()))
+    }
 }
 
 /// A periodic transmission run by the backend ([`Backend::periodic`]).
