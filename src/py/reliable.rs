@@ -27,8 +27,8 @@ use super::can::{notify_fileno, wait_for, CAN};
 use super::errors::{canx_err, deinit_error};
 use super::messages::{buffer_bytes, Match};
 use crate::runtime::drivers::reliable::{
-    guide_policy, DriverStats, Event, GuideListenerDriver, GuideSenderDriver, Outstanding, ReceiverDriver, Refused,
-    SenderDriver,
+    guide_policy, Event, GuideListenerDriver, GuideSenderDriver, Outstanding, ReceiverDriver, Refused,
+    ReliableDriverStats, SenderDriver,
 };
 use crate::runtime::engine::{Driven, EngineHandle, EngineRef};
 use crate::runtime::{Bus, EventQueue};
@@ -194,7 +194,7 @@ fn next_event<D: Driven + 'static>(
 fn stats_dict<'py>(
     py: Python<'py>,
     s: Stats,
-    d: DriverStats,
+    d: ReliableDriverStats,
     q: &EventQueue<Event>,
     sender: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
