@@ -210,9 +210,9 @@ impl Bus {
         self.shared.backend.capabilities()
     }
 
-    /// What engines may ask about the bus's other nodes (kernel stacks).
+    /// What engines may ask about the bus: its other nodes (kernel stacks), its clock.
     pub fn peer_hints(&self) -> PeerHints {
-        PeerHints::new(&self.shared.backend)
+        PeerHints::with_clock(&self.shared.backend, self.shared.clock.clone())
     }
 
     pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
@@ -274,7 +274,7 @@ impl Bus {
     /// frames and timeouts and sends what it produces. What it sends is
     /// also handed to the bus's other engines ([`Origin::Sibling`]).
     pub fn attach(&self, engine: EngineRef) -> EngineHandle {
-        engine.lock().attached(PeerHints::new(&self.shared.backend));
+        engine.lock().attached(self.peer_hints());
         {
             let mut es = self.shared.engines.write();
             es.push(engine.clone());

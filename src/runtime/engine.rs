@@ -104,7 +104,8 @@ pub trait Driven: Send {
     /// A frame it produced could not be sent (bus off, interface down).
     fn send_failed(&mut self, _frame: &Frame, _error: &super::Error) {}
     /// Called once by [`super::Bus::attach`], before the first frame: what
-    /// the engine may ask about its bus.
+    /// the engine may ask about its bus (including the bus's clock, for
+    /// changes made from the application: [`PeerHints::now`]).
     fn attached(&mut self, _hints: PeerHints) {}
 }
 

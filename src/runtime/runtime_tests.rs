@@ -455,3 +455,39 @@ fn jammed_virtual_bus_times_out_sends() {
     assert_eq!(b.step().unwrap(), 1);
     assert_eq!(a.stats().sent, 1);
 }
+
+/// Engines read the bus clock for application-side changes too
+/// ([`PeerHints::now`]): a J1939 address claim started from the
+/// application on a manual-clock bus is claimed exactly `CLAIM_WAIT`
+/// (250 ms, J1939-81) of bus time later, not on the system clock.
+#[test]
+fn j1939_claim_runs_on_the_bus_clock() {
+    use super::drivers::j1939::{CtsTurnaround, J1939Driver, NodeConfig};
+    use canx_core::j1939::{EcuConfig, Name};
+    let (clock, time) = Clock::manual(Instant::from_millis(1_000_000));
+    let a = stepped("rt-j1939-clock", false, &clock);
+    let b = stepped("rt-j1939-clock", false, &clock);
+    let mk = |name: u64, addr: u8| NodeConfig {
+        config: EcuConfig::new(Name::from_u64(name), addr),
+        turnaround: CtsTurnaround::Auto,
+        etp_buffer: 2048,
+        queue: 64,
+    };
+    let (da, _qa) = J1939Driver::new(mk(1, 0x10)).unwrap();
+    let (db, _qb) = J1939Driver::new(mk(2, 0x20)).unwrap();
+    let (da, db) = (Arc::new(Mutex::new(da)), Arc::new(Mutex::new(db)));
+    let ha = a.attach(da.clone());
+    let _hb = b.attach(db.clone());
+    da.lock().start().unwrap();
+    ha.kick();
+    assert_eq!(da.lock().state().unwrap(), ("claiming", Some(0x10)));
+    for _ in 0..249 {
+        time.advance(ms(1));
+        a.step().unwrap();
+        b.step().unwrap();
+    }
+    assert_eq!(da.lock().state().unwrap(), ("claiming", Some(0x10)), "249 ms after the claim");
+    time.advance(ms(1));
+    a.step().unwrap();
+    assert_eq!(da.lock().state().unwrap(), ("claimed", Some(0x10)), "250 ms after the claim");
+}

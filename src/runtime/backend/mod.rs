@@ -250,11 +250,11 @@ impl PeriodicSender {
     }
 }
 
-/// What a protocol engine may ask about the other nodes of its bus (kernel
-/// protocol stacks) without knowing the backend. Holds the backend weakly:
-/// after the bus is gone every answer is `false`.
+/// What a protocol engine may ask about its bus without knowing the
+/// backend: the other nodes (kernel protocol stacks) and the bus's clock.
+/// Holds the backend weakly: after the bus is gone every answer is `false`.
 #[derive(Clone)]
-pub struct PeerHints(Weak<dyn Backend>);
+pub struct PeerHints(Weak<dyn Backend>, Clock);
 
 impl fmt::Debug for PeerHints {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -263,13 +263,26 @@ impl fmt::Debug for PeerHints {
 }
 
 impl PeerHints {
+    /// Hints of `backend` on the system clock (tests of engines without a bus).
+    #[cfg(test)]
     pub(crate) fn new(backend: &Arc<dyn Backend>) -> PeerHints {
-        PeerHints(Arc::downgrade(backend))
+        PeerHints::with_clock(backend, Clock::System)
     }
 
-    /// Hints of no bus (every answer `false`): an engine not attached yet.
+    pub(crate) fn with_clock(backend: &Arc<dyn Backend>, clock: Clock) -> PeerHints {
+        PeerHints(Arc::downgrade(backend), clock)
+    }
+
+    /// Hints of no bus (every answer `false`, the system clock): an engine
+    /// not attached yet.
     pub fn none() -> PeerHints {
-        PeerHints(Weak::<virtual_bus::VirtualNode>::new())
+        PeerHints(Weak::<virtual_bus::VirtualNode>::new(), Clock::System)
+    }
+
+    /// Now, on the bus's clock ([`BusConfig::clock`]): what an engine uses
+    /// for changes made from the application between receive rounds.
+    pub fn now(&self) -> canx_core::Instant {
+        self.1.now()
     }
 
     /// [`Backend::kernel_j1939_active`] of the bus's backend.

@@ -33,7 +33,7 @@ use canx_core::megasquirt::{
 use canx_core::{CanFrame, Duration, Filter, Frame, Instant};
 use parking_lot::{Condvar, Mutex};
 
-use crate::runtime::engine::{self, Driven, EngineHandle};
+use crate::runtime::engine::{Driven, EngineHandle};
 use crate::runtime::{Bus, EventQueue, Notify, RxFrame};
 
 /// Concurrent client operations per node.
@@ -679,7 +679,7 @@ impl Node {
         self.live()?;
         let key = {
             let mut e = self.engine.lock();
-            let deadline = engine::now() + e.op_timeout;
+            let deadline = self.handle.now() + e.op_timeout;
             let (frame, waits) = e
                 .into
                 .request(self.config.can_id, board, number, var_blk, offset, len, deadline)
