@@ -431,6 +431,15 @@ impl CAN {
         self.bus()?.inject_state(state.into(), tec.unwrap_or(dt), rec.unwrap_or(dr)).map_err(|e| to_py(py, e))
     }
 
+    /// Test hook (virtual bus only; not public API): while `on`, the
+    /// controller accepts no frame for transmission, so every send waits its
+    /// whole send timeout and fails with `canx.SendTimeoutError`, and an
+    /// engine's frames fail after its internal send timeout (100 ms per
+    /// batch). Raises `canx.UnsupportedError` on a real interface.
+    fn _jam_tx(&self, py: Python<'_>, on: bool) -> PyResult<()> {
+        self.bus()?.jam_tx(on).map_err(|e| to_py(py, e))
+    }
+
     fn __repr__(&self) -> String {
         match &self.bus {
             Some(_) => format!("<canx.CAN channel={:?} baudrate={}>", self.channel, self.baudrate),

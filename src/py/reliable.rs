@@ -28,8 +28,8 @@ use super::errors::{deinit_error, to_py};
 use super::events::{Data, GuideMessageEvent, MalformedEvent, ReliableMessageEvent, ReliableOutcomeEvent};
 use super::messages::{buffer_bytes, Match};
 use crate::runtime::drivers::reliable::{
-    guide_policy, DriverStats, Event, GuideListenerDriver, GuideSenderDriver, Outstanding, ReceiverDriver, Refused,
-    SenderDriver,
+    guide_policy, Event, GuideListenerDriver, GuideSenderDriver, Outstanding, ReceiverDriver, Refused,
+    ReliableDriverStats, SenderDriver,
 };
 use crate::runtime::engine::{Driven, EngineHandle, EngineRef};
 use crate::runtime::{Bus, EventQueue};
@@ -193,7 +193,7 @@ fn next_event<D: Driven + 'static>(
 fn stats_dict<'py>(
     py: Python<'py>,
     s: Stats,
-    d: DriverStats,
+    d: ReliableDriverStats,
     q: &EventQueue<Event>,
     sender: bool,
 ) -> PyResult<Bound<'py, PyDict>> {

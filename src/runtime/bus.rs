@@ -11,7 +11,7 @@ use canx_core::{ErrorFrame, Filter, Frame};
 use parking_lot::{Mutex, RwLock};
 
 use super::backend::{Backend, BusConfig, Capabilities, PeerHints};
-use super::engine::{self, Driven, EngineHandle, EngineRef};
+use super::engine::{Clock, Driven, EngineHandle, EngineRef};
 use super::listener::{DropPolicy, Listener, ListenerFilter};
 use super::{epoch_now, Error, Origin, Result, RxFrame};
 
@@ -68,6 +68,8 @@ struct Shared {
     /// Attached engines (read without the engine list's lock: `transmit`
     /// runs with an engine locked).
     engine_count: AtomicUsize,
+    /// The engines' clock ([`BusConfig::clock`]).
+    clock: Clock,
 }
 
 /// Most frames waiting in the local echo between two receive rounds.
@@ -83,6 +85,9 @@ pub struct Bus {
     shared: Arc<Shared>,
     config: BusConfig,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// A stepped bus ([`Bus::stepped`]): the receive round the test runs
+    /// with [`Bus::step`]; `None` on a bus with a receive thread.
+    stepper: Mutex<Option<Round>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -102,7 +107,37 @@ impl Bus {
     /// Starts the receive thread on an open backend (one not in the scheme
     /// registry, or a test double). `config.channel` names the bus.
     pub fn with_backend(backend: Arc<dyn Backend>, config: BusConfig) -> Result<Bus> {
-        let shared = Arc::new(Shared {
+        let shared = Bus::shared(backend, &config);
+        let s2 = shared.clone();
+        let name = format!("canx-rx-{}", config.channel);
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || receive_loop(&s2))
+            .map_err(|e| Error::Os { context: "starting the receive thread".into(), source: e })?;
+        let bus = Bus { shared, config, thread: Mutex::new(Some(thread)), stepper: Mutex::new(None) };
+        bus.update_prefilter();
+        Ok(bus)
+    }
+
+    /// Opens a bus without a receive thread (tests): nothing is received
+    /// and no engine runs until the caller runs a receive round with
+    /// [`Bus::step`]. With a [`Clock::manual`] clock in `config`, a test
+    /// decides exactly when frames are delivered and what time engines see.
+    pub fn stepped(config: BusConfig) -> Result<Bus> {
+        let backend = config.channel.open(&config)?;
+        Bus::stepped_with_backend(backend, config)
+    }
+
+    /// [`Bus::stepped`] on an open backend (a test double).
+    pub fn stepped_with_backend(backend: Arc<dyn Backend>, config: BusConfig) -> Result<Bus> {
+        let shared = Bus::shared(backend, &config);
+        let bus = Bus { shared, config, thread: Mutex::new(None), stepper: Mutex::new(Some(Round::default())) };
+        bus.update_prefilter();
+        Ok(bus)
+    }
+
+    fn shared(backend: Arc<dyn Backend>, config: &BusConfig) -> Arc<Shared> {
+        Arc::new(Shared {
             backend,
             listeners: RwLock::new(Vec::new()),
             engines: RwLock::new(Vec::new()),
@@ -117,16 +152,53 @@ impl Bus {
             echo: Mutex::new(VecDeque::new()),
             echo_dropped: AtomicU64::new(0),
             engine_count: AtomicUsize::new(0),
-        });
-        let s2 = shared.clone();
-        let name = format!("canx-rx-{}", config.channel);
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || receive_loop(&s2))
-            .map_err(|e| Error::Os { context: "starting the receive thread".into(), source: e })?;
-        let bus = Bus { shared, config, thread: Mutex::new(Some(thread)) };
-        bus.update_prefilter();
-        Ok(bus)
+            clock: config.clock.clone(),
+        })
+    }
+
+    /// On a [`Bus::stepped`] bus: runs one receive round now, on the
+    /// calling thread: takes what the backend has queued (without
+    /// waiting), hands it to listeners and engines, fires the engines'
+    /// timers due at the bus clock's now and sends what they produce.
+    /// Returns the number of frames received. Errors: the backend's receive
+    /// error; [`Error::Unsupported`] on a bus with a receive thread;
+    /// [`Error::Closed`] after shutdown.
+    pub fn step(&self) -> Result<usize> {
+        let mut stepper = self.stepper.lock();
+        let Some(round) = stepper.as_mut() else {
+            return Err(Error::Unsupported("step() needs a bus opened with Bus::stepped".into()));
+        };
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        round.run(&self.shared, Some(Duration::ZERO))
+    }
+
+    /// On a [`Bus::stepped`] bus: steps until a round receives nothing and
+    /// no local echo is pending (at most 10 000 rounds). Returns the frames
+    /// received. Errors: as [`Bus::step`].
+    pub fn run_until_idle(&self) -> Result<usize> {
+        let mut total = 0;
+        for _ in 0..10_000 {
+            let n = self.step()?;
+            total += n;
+            if n == 0 && self.shared.echo.lock().is_empty() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The bus's engine clock ([`BusConfig::clock`]).
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// Test fault where the backend has it (the virtual bus): while `on`,
+    /// every send waits its whole timeout and fails with
+    /// [`Error::SendTimeout`]. Errors: [`Error::Unsupported`] elsewhere.
+    pub fn jam_tx(&self, on: bool) -> Result<()> {
+        self.shared.backend.jam_tx(on)
     }
 
     pub fn config(&self) -> &BusConfig {
@@ -138,9 +210,9 @@ impl Bus {
         self.shared.backend.capabilities()
     }
 
-    /// What engines may ask about the bus's other nodes (kernel stacks).
+    /// What engines may ask about the bus: its other nodes (kernel stacks), its clock.
     pub fn peer_hints(&self) -> PeerHints {
-        PeerHints::new(&self.shared.backend)
+        PeerHints::with_clock(&self.shared.backend, self.shared.clock.clone())
     }
 
     pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
@@ -205,7 +277,7 @@ impl Bus {
     /// frames and timeouts and sends what it produces. What it sends is
     /// also handed to the bus's other engines ([`Origin::Sibling`]).
     pub fn attach(&self, engine: EngineRef) -> EngineHandle {
-        engine.lock().attached(PeerHints::new(&self.shared.backend));
+        engine.lock().attached(self.peer_hints());
         {
             let mut es = self.shared.engines.write();
             es.push(engine.clone());
@@ -218,11 +290,16 @@ impl Bus {
         let id = engine_id(&engine);
         let flush = move |e: &mut dyn Driven| {
             if let Some(shared) = bus.upgrade().filter(|s| !s.stop.load(Ordering::Relaxed)) {
-                transmit(&shared, id, e, engine::now(), &mut Vec::new());
+                transmit(&shared, id, e, shared.clock.now(), &mut Vec::new());
                 e.flush_events();
             }
         };
-        EngineHandle { engine, wake: Arc::new(move || backend.wake()), flush: Arc::new(flush) }
+        EngineHandle {
+            engine,
+            wake: Arc::new(move || backend.wake()),
+            flush: Arc::new(flush),
+            clock: self.shared.clock.clone(),
+        }
     }
 
     /// Detaches an engine (its pending frames are not sent).
@@ -370,7 +447,7 @@ fn run_engines(
     for e in engines.iter() {
         let id = engine_id(e);
         let mut e = e.lock();
-        let now = engine::now();
+        let now = shared.clock.now();
         for (_, f) in echo.iter().filter(|(from, _)| *from != id) {
             e.handle_frame(now, f);
         }
@@ -451,20 +528,11 @@ const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 const SEND_BATCH: usize = 64;
 
 fn receive_loop(shared: &Shared) {
-    let mut batch: Vec<RxFrame> = Vec::with_capacity(64);
-    let mut echo: VecDeque<(usize, RxFrame)> = VecDeque::new();
+    let mut round = Round::default();
     let mut failures = 0u32;
-    let mut deadline: Option<canx_core::Instant> = None;
     while !shared.stop.load(Ordering::Relaxed) {
-        batch.clear();
-        let wait = match deadline {
-            // Echoed frames wait for the engines: only look for what arrived.
-            _ if !shared.echo.lock().is_empty() => Duration::ZERO,
-            Some(d) => Duration::from_micros((d - engine::now()).total_micros()).min(IDLE_WAIT),
-            None => IDLE_WAIT,
-        };
-        match shared.backend.recv_batch(&mut batch, wait) {
-            Ok(()) => failures = 0,
+        match round.run(shared, None) {
+            Ok(_) => failures = 0,
             Err(e) => {
                 // Transient errors (interface down) are reported by the
                 // backend's link state; anything else repeated is fatal.
@@ -474,13 +542,41 @@ fn receive_loop(shared: &Shared) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
-                continue;
             }
         }
+    }
+}
+
+/// The state of a bus's receive rounds, kept between rounds: the receive
+/// thread's, or a stepped bus's ([`Bus::step`]).
+#[derive(Default)]
+struct Round {
+    batch: Vec<RxFrame>,
+    echo: VecDeque<(usize, RxFrame)>,
+    /// The engines' earliest deadline after the last round.
+    deadline: Option<canx_core::Instant>,
+}
+
+impl Round {
+    /// One receive round: waits for frames (`wait`, or by default until the
+    /// earliest engine deadline on the bus clock, at most [`IDLE_WAIT`]),
+    /// hands them to the listeners, runs the engines. Returns the number of
+    /// frames received; on a receive error nothing else is done.
+    fn run(&mut self, shared: &Shared, wait: Option<Duration>) -> Result<usize> {
+        let batch = &mut self.batch;
+        batch.clear();
+        let wait = match (wait, self.deadline) {
+            (Some(w), _) => w,
+            // Echoed frames wait for the engines: only look for what arrived.
+            _ if !shared.echo.lock().is_empty() => Duration::ZERO,
+            (None, Some(d)) => Duration::from_micros((d - shared.clock.now()).total_micros()).min(IDLE_WAIT),
+            (None, None) => IDLE_WAIT,
+        };
+        shared.backend.recv_batch(batch, wait)?;
         if !batch.is_empty() {
             shared.received.fetch_add(batch.len() as u64, Ordering::Relaxed);
             let listeners = shared.listeners.read();
-            for f in &batch {
+            for f in batch.iter() {
                 if let Frame::Error(e) = &f.frame {
                     shared.error_frames.fetch_add(1, Ordering::Relaxed);
                     // An injected (own) error frame was applied when it was injected;
@@ -494,6 +590,7 @@ fn receive_loop(shared: &Shared) {
                 }
             }
         }
-        deadline = run_engines(shared, &batch, &mut echo);
+        self.deadline = run_engines(shared, batch, &mut self.echo);
+        Ok(batch.len())
     }
 }

@@ -11,6 +11,7 @@
 //! the receive thread, which costs a thread wake-up per message), then the
 //! receive thread is woken to honour the engine's new deadline.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use canx_core::{Filter, Frame, Instant};
@@ -19,12 +20,68 @@ use parking_lot::Mutex;
 use super::backend::PeerHints;
 use super::RxFrame;
 
-/// The runtime's clock for engines: microseconds since the first call in
-/// this process (monotonic).
+/// The system clock for engines: microseconds since the first call in this
+/// process (monotonic). A bus reads its [`Clock`] instead; this is
+/// [`Clock::System`].
 pub fn now() -> Instant {
     static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
     let e = EPOCH.get_or_init(std::time::Instant::now);
     Instant::from_micros(e.elapsed().as_micros() as u64)
+}
+
+/// The clock a bus gives its engines ([`super::BusConfig::clock`]): the
+/// times passed to `handle_frame`, `handle_timeout` and `poll_transmit`, and
+/// what the receive thread's deadline wait is measured against. A plain enum
+/// (one branch per read, no dynamic call): the read is on the hot path.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    /// The process's monotonic clock ([`now`]).
+    #[default]
+    System,
+    /// Time that moves only when a test advances it (deterministic tests;
+    /// quinn-proto's `Pair` is the model).
+    Manual(Arc<ManualClock>),
+}
+
+impl Clock {
+    /// The process's monotonic clock (the default).
+    pub fn system() -> Clock {
+        Clock::System
+    }
+
+    /// A manual clock starting at `start`, and the handle that advances it.
+    pub fn manual(start: Instant) -> (Clock, Arc<ManualClock>) {
+        let m = Arc::new(ManualClock { micros: AtomicU64::new(start.total_micros()) });
+        (Clock::Manual(m.clone()), m)
+    }
+
+    /// Now, on this clock.
+    #[inline]
+    pub fn now(&self) -> Instant {
+        match self {
+            Clock::System => now(),
+            Clock::Manual(m) => m.now(),
+        }
+    }
+}
+
+/// A clock a test sets and advances ([`Clock::manual`]). Advancing it wakes
+/// nobody: a test on a manual clock steps its bus ([`super::Bus::step`]).
+#[derive(Debug)]
+pub struct ManualClock {
+    micros: AtomicU64,
+}
+
+impl ManualClock {
+    /// The time it was last set to.
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.micros.load(Ordering::SeqCst))
+    }
+
+    /// Moves time forward by `d`.
+    pub fn advance(&self, d: canx_core::Duration) {
+        self.micros.fetch_add(d.total_micros(), Ordering::SeqCst);
+    }
 }
 
 /// A protocol engine as the receive thread drives it.
@@ -47,7 +104,8 @@ pub trait Driven: Send {
     /// A frame it produced could not be sent (bus off, interface down).
     fn send_failed(&mut self, _frame: &Frame, _error: &super::Error) {}
     /// Called once by [`super::Bus::attach`], before the first frame: what
-    /// the engine may ask about its bus.
+    /// the engine may ask about its bus (including the bus's clock, for
+    /// changes made from the application: [`PeerHints::now`]).
     fn attached(&mut self, _hints: PeerHints) {}
 }
 
@@ -65,6 +123,8 @@ pub struct EngineHandle {
     /// Sends what the (locked) engine wants to send now and moves its
     /// events out; nothing once the bus is shut down.
     pub(crate) flush: Flush,
+    /// The bus's clock.
+    pub(crate) clock: Clock,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -74,6 +134,12 @@ impl std::fmt::Debug for EngineHandle {
 }
 
 impl EngineHandle {
+    /// Now, on the bus's clock: the time to give the engine for changes
+    /// made from the application (start a timer, send a message).
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     /// Runs `op` on the engine, sends the frames it queued from this
     /// thread, then wakes the receive thread so the engine's new deadline is
     /// honoured.

@@ -24,7 +24,7 @@ use std::fmt;
 
 pub use backend::{available_channels, Backend, BusConfig, Capabilities, Channel, PeerHints, PeriodicSender};
 pub use bus::{Bus, BusStats, StateInfo};
-pub use engine::{Driven, EngineHandle, EngineRef};
+pub use engine::{Clock, Driven, EngineHandle, EngineRef, ManualClock};
 pub use events::EventQueue;
 pub use listener::{DropPolicy, Listener, ListenerFilter, Notify};
 

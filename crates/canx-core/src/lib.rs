@@ -20,9 +20,10 @@
 //! - [`log`]: candump `.log` lines and can-utils frame text (`cansend` syntax).
 //! - [`driver`]: pumps any set of engines over an `embedded_can` controller
 //!   (`nb` or `blocking`) with a caller-supplied clock, plus an in-memory bus.
-//! - protocol engines (added module by module): each is a state machine with
-//!   `handle_frame(now, &frame)`, `handle_timeout(now)`, `poll_transmit()`,
-//!   `poll_event()` and `poll_timeout() -> Option<Instant>`.
+//! - the protocol engines ([`canx_proto`], [`reliable`], [`megasquirt`],
+//!   [`j1939`]) are state machines with `handle_frame(now, &frame)`,
+//!   `handle_timeout(now)`, `poll_transmit(now)`, `poll_event()` and
+//!   `poll_timeout() -> Option<Instant>`.
 //!
 //! ## Features
 //! - `std` (off by default, implies `alloc`): conversions to

@@ -33,6 +33,7 @@ use std::time::Duration;
 use canx_core::{ErrorFrame, Filter, Frame};
 
 use super::drivers::PeriodicTask;
+use super::engine::Clock;
 use super::{Bus, Error, Result, RxFrame};
 
 /// What a backend can do. Asked by the runtime and the bindings instead of
@@ -118,6 +119,12 @@ pub trait Backend: Send + Sync {
     /// the state of `e` with its counters.
     fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
         Err(Error::Unsupported("error states can only be injected on a virtual bus".into()))
+    }
+    /// Test fault (the virtual bus): while `on`, no frame is accepted for
+    /// transmission; every send waits its whole timeout, then fails with
+    /// [`Error::SendTimeout`] (a transmit queue that never drains).
+    fn jam_tx(&self, _on: bool) -> Result<()> {
+        Err(Error::Unsupported("transmit jamming is a test fault of the virtual bus".into()))
     }
 }
 
@@ -243,11 +250,11 @@ impl PeriodicSender {
     }
 }
 
-/// What a protocol engine may ask about the other nodes of its bus (kernel
-/// protocol stacks) without knowing the backend. Holds the backend weakly:
-/// after the bus is gone every answer is `false`.
+/// What a protocol engine may ask about its bus without knowing the
+/// backend: the other nodes (kernel protocol stacks) and the bus's clock.
+/// Holds the backend weakly: after the bus is gone every answer is `false`.
 #[derive(Clone)]
-pub struct PeerHints(Weak<dyn Backend>);
+pub struct PeerHints(Weak<dyn Backend>, Clock);
 
 impl fmt::Debug for PeerHints {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -256,13 +263,26 @@ impl fmt::Debug for PeerHints {
 }
 
 impl PeerHints {
+    /// Hints of `backend` on the system clock (tests of engines without a bus).
+    #[cfg(test)]
     pub(crate) fn new(backend: &Arc<dyn Backend>) -> PeerHints {
-        PeerHints(Arc::downgrade(backend))
+        PeerHints::with_clock(backend, Clock::System)
     }
 
-    /// Hints of no bus (every answer `false`): an engine not attached yet.
+    pub(crate) fn with_clock(backend: &Arc<dyn Backend>, clock: Clock) -> PeerHints {
+        PeerHints(Arc::downgrade(backend), clock)
+    }
+
+    /// Hints of no bus (every answer `false`, the system clock): an engine
+    /// not attached yet.
     pub fn none() -> PeerHints {
-        PeerHints(Weak::<virtual_bus::VirtualNode>::new())
+        PeerHints(Weak::<virtual_bus::VirtualNode>::new(), Clock::System)
+    }
+
+    /// Now, on the bus's clock ([`BusConfig::clock`]): what an engine uses
+    /// for changes made from the application between receive rounds.
+    pub fn now(&self) -> canx_core::Instant {
+        self.1.now()
     }
 
     /// [`Backend::kernel_j1939_active`] of the bus's backend.
@@ -286,11 +306,22 @@ pub struct BusConfig {
     /// Nominal bit rate, bit/s (programs the controller only where
     /// [`Capabilities::bitrate_control`]; informational on SocketCAN and virtual).
     pub bitrate: u32,
+    /// The clock the bus's engines run on ([`Clock::System`]; tests:
+    /// [`Clock::manual`]).
+    pub clock: Clock,
 }
 
 impl BusConfig {
     pub fn new(channel: Channel) -> Self {
-        BusConfig { channel, receive_own: false, fd: false, silent: false, auto_restart: false, bitrate: 250_000 }
+        BusConfig {
+            channel,
+            receive_own: false,
+            fd: false,
+            silent: false,
+            auto_restart: false,
+            bitrate: 250_000,
+            clock: Clock::System,
+        }
     }
 
     /// A configuration for the in-process virtual channel `name` (tests,

@@ -4,10 +4,11 @@
 //! (filters, error mask, own-message receive, FD frames, timestamps). The
 //! receive hot path is ours: one `recvmmsg(2)` call takes up to
 //! [`BATCH`] frames with their `SO_TIMESTAMPNS` receive times and the
-//! kernel's `SO_RXQ_OVFL` drop counter, and a `poll(2)` on the socket plus an
+//! kernel's `SO_RXQ_OVFL` drop counter, and a `ppoll(2)` on the socket plus an
 //! eventfd lets `shutdown` wake the receive thread at once. `socketcan`'s
 //! reader returns one frame per system call and has no drop counter, which is
-//! why the batch path is written here (see ARCHITECTURE.md, "Runtime").
+//! why the batch path is written here (see ARCHITECTURE.md, "How a frame
+//! flows from the socket to Python").
 //!
 //! Scheme `socketcan`: channels without a prefix (`"vcan0"`, `"can0"`), any
 //! network interface name (shorter than `IFNAMSIZ`); listed from

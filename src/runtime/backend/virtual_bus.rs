@@ -9,7 +9,9 @@
 //!
 //! Scheme `virtual`: channels `"virtual:NAME"`, any non-empty name, on every
 //! platform; listed while they have nodes ([`channels`]). Error states can be
-//! injected ([`Backend::inject_state`]); periodic sends use the runtime's timer.
+//! injected ([`Backend::inject_state`]), and so can a transmit queue that
+//! never drains ([`Backend::jam_tx`], a test fault); periodic sends use the
+//! runtime's timer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,6 +94,8 @@ pub(crate) struct VirtualNode {
     self_tx: Sender<Inbound>,
     off: Arc<AtomicBool>,
     drops: Arc<AtomicU64>,
+    /// Test fault ([`Backend::jam_tx`]): no frame is accepted.
+    jammed: AtomicBool,
 }
 
 impl VirtualNode {
@@ -121,7 +125,7 @@ impl VirtualNode {
             off: off.clone(),
             drops: drops.clone(),
         });
-        VirtualNode { id, channel, inbox: rx, self_tx: tx, off, drops }
+        VirtualNode { id, channel, inbox: rx, self_tx: tx, off, drops, jammed: AtomicBool::new(false) }
     }
 }
 
@@ -154,9 +158,13 @@ impl Backend for VirtualNode {
         Ok(())
     }
 
-    fn send(&self, frame: &Frame, _timeout: Duration) -> Result<()> {
+    fn send(&self, frame: &Frame, timeout: Duration) -> Result<()> {
         if self.off.load(Ordering::Relaxed) {
             return Err(Error::BusOff);
+        }
+        if self.jammed.load(Ordering::Relaxed) {
+            std::thread::sleep(timeout);
+            return Err(Error::SendTimeout);
         }
         let timestamp = epoch_now();
         let nodes = self.channel.nodes.lock();
@@ -192,6 +200,11 @@ impl Backend for VirtualNode {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities { fd: true, state_injection: true, ..Capabilities::default() }
+    }
+
+    fn jam_tx(&self, on: bool) -> Result<()> {
+        self.jammed.store(on, Ordering::Relaxed);
+        Ok(())
     }
 
     fn inject_state(&self, e: ErrorFrame) -> Result<()> {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use canx_core::driver::{Engine, Events};
 use canx_core::{CanFrame, Filter, Frame, Instant};
 
-use crate::runtime::engine::{self, Driven};
+use crate::runtime::engine::Driven;
 use crate::runtime::{epoch_now, EventQueue, PeerHints, RxFrame};
 
 /// The per-protocol part of a hosted engine (see the module doc).
@@ -219,7 +219,8 @@ where
     }
     fn poll_timeout(&self) -> Option<Instant> {
         // More to send: come back at once (after a look at received frames).
-        let more = self.adapter.pending(&self.engine).then(engine::now);
+        // Instant::ZERO is due on any bus clock (the wait saturates at zero).
+        let more = self.adapter.pending(&self.engine).then_some(Instant::ZERO);
         canx_core::time::earliest(self.engine.poll_timeout(), more)
     }
     /// Events the engine raised while sending (a completion on its last

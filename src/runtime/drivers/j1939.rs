@@ -444,7 +444,7 @@ impl J1939Driver {
 
     /// Starts the address claim (J1939-81).
     pub fn start(&mut self) -> Result<(), J1939Error> {
-        let now = crate::runtime::engine::now();
+        let now = self.adapter.hints.now();
         self.with_ecu(|e, _| e.start(now))
     }
 
@@ -465,7 +465,7 @@ impl J1939Driver {
 
     /// Requests `pgn`; the end comes as [`J1939Event::RequestDone`].
     pub fn request(&mut self, pgn: Pgn, destination: u8) -> Result<(), J1939Error> {
-        let now = crate::runtime::engine::now();
+        let now = self.adapter.hints.now();
         self.with_ecu(|e, _| e.request(now, pgn, destination))?.map_err(J1939Error::Ecu)
     }
 

@@ -37,7 +37,7 @@ use canx_core::{Duration, Filter};
 use parking_lot::{Condvar, Mutex};
 
 use super::host::{Adapter, Hosted};
-use crate::runtime::engine::{self, EngineHandle};
+use crate::runtime::engine::EngineHandle;
 use crate::runtime::{Bus, EventQueue, Notify};
 
 /// Concurrent client operations per node.
@@ -647,7 +647,7 @@ impl Node {
         self.live()?;
         let key = {
             let mut e = self.engine.lock();
-            let deadline = engine::now() + e.adapter.op_timeout;
+            let deadline = self.handle.now() + e.adapter.op_timeout;
             let waits =
                 e.engine.outmsg_into(board, number, var_blk, offset, len, deadline).map_err(|err| match err {
                     IntoError::Busy => MsError::Busy,

@@ -1,15 +1,20 @@
 //! Periodic transmission (python-can `send_periodic`) as a native timer on
 //! the bus's receive thread: no Python runs per frame and no extra thread.
+//! It runs where the backend does not offload periodic sends itself
+//! ([`Backend::periodic`](crate::runtime::Backend::periodic): on SocketCAN
+//! the kernel's broadcast manager, [`bcm`](crate::runtime::bcm), keeps the
+//! timer); [`PeriodicSender`](crate::runtime::PeriodicSender) picks one.
 //!
 //! The task sends its frames in turn, one every `period`, from the moment it
 //! is started; deadlines advance by whole periods from the start (no drift).
 //! If the thread falls behind by more than one period (a stalled machine),
-//! the missed sends are skipped rather than sent in a burst. Accuracy: the
-//! receive thread wakes at the deadline (SocketCAN `poll` with millisecond
-//! resolution spins the last sub-millisecond; the virtual bus waits on a
-//! condition variable), so jitter is the OS wake-up latency, typically tens
-//! of microseconds. (The kernel's CAN_BCM would keep the timer in the kernel;
-//! this timer runs the same on SocketCAN and the virtual bus.)
+//! it sends one frame when it wakes and skips the missed slots (no burst),
+//! staying on the original grid. Time is the bus's clock
+//! ([`BusConfig::clock`](crate::runtime::BusConfig::clock)). Accuracy: the
+//! receive thread waits until the deadline (SocketCAN: `ppoll` with a
+//! nanosecond timeout; the virtual bus: a timed receive on its inbox
+//! channel), so jitter is the OS wake-up latency, typically tens of
+//! microseconds.
 
 use std::sync::Arc;
 
@@ -151,7 +156,7 @@ impl PeriodicTask {
     /// Attaches a task to `bus` and starts it.
     pub fn start(bus: &Bus, frames: Vec<Frame>, period: Duration, duration: Option<Duration>) -> PeriodicTask {
         let mut p = Periodic::new(frames, period);
-        p.start(engine::now(), duration);
+        p.start(bus.clock().now(), duration);
         let engine = Arc::new(Mutex::new(p));
         let handle = bus.attach(engine.clone());
         PeriodicTask { engine, handle: Some(handle) }
@@ -180,7 +185,8 @@ impl PeriodicTask {
 
     /// Restarts a stopped task (first frame now).
     pub fn restart(&self, duration: Option<Duration>) {
-        self.with(|p| p.start(engine::now(), duration));
+        let now = self.handle.as_ref().map_or_else(engine::now, EngineHandle::now);
+        self.with(|p| p.start(now, duration));
     }
 
     /// Stops sending (the task stays attached and can be restarted).

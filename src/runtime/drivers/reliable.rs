@@ -110,7 +110,7 @@ impl Outstanding {
 
 /// Driver counters beyond the core's [`Stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DriverStats {
+pub struct ReliableDriverStats {
     /// Frames the bus refused to send (bus off, interface down); the engine's
     /// timers resend or give up as usual.
     pub send_failed: u64,
@@ -250,7 +250,7 @@ impl SenderDriver {
         Ok(ticket)
     }
 
-    pub fn stats(&self) -> (Stats, DriverStats) {
+    pub fn stats(&self) -> (Stats, ReliableDriverStats) {
         (self.engine.stats(), driver_stats(self.host_stats(), self.adapter.backlog.len()))
     }
 
@@ -259,8 +259,8 @@ impl SenderDriver {
     }
 }
 
-fn driver_stats(h: HostStats, waiting: usize) -> DriverStats {
-    DriverStats { send_failed: h.send_failed, waiting, app_queue_full: h.declined }
+fn driver_stats(h: HostStats, waiting: usize) -> ReliableDriverStats {
+    ReliableDriverStats { send_failed: h.send_failed, waiting, app_queue_full: h.declined }
 }
 
 pub fn id_filter(id: Id) -> Filter {
@@ -348,7 +348,7 @@ impl ReceiverDriver {
         Hosted::host(Box::new(Receivers { cores }), ReceiverAdapter { filters: accept.to_vec() }, queue_size)
     }
 
-    pub fn stats(&self) -> (Stats, DriverStats) {
+    pub fn stats(&self) -> (Stats, ReliableDriverStats) {
         let mut s = Stats::default();
         for (_, c) in &self.engine.cores {
             let c = c.stats();
@@ -451,7 +451,7 @@ impl GuideSenderDriver {
         Ok((ticket, count))
     }
 
-    pub fn stats(&self) -> (Stats, DriverStats) {
+    pub fn stats(&self) -> (Stats, ReliableDriverStats) {
         (self.engine.stats(), driver_stats(self.host_stats(), self.adapter.backlog.len()))
     }
 }
@@ -494,7 +494,7 @@ impl GuideListenerDriver {
         Hosted::host(Box::new(CompatListener::new(config)), adapter, queue_size)
     }
 
-    pub fn stats(&self) -> (Stats, DriverStats) {
+    pub fn stats(&self) -> (Stats, ReliableDriverStats) {
         (self.engine.stats(), driver_stats(self.host_stats(), 0))
     }
 }
