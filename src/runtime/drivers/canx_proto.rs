@@ -319,7 +319,7 @@ mod tests {
         for _ in 0..3 {
             l.recv_timeout(StdDuration::from_secs(2)).expect("frame");
         }
-        std::thread::sleep(StdDuration::from_millis(50));
+        // The error event is pushed in the round that counted the refusal.
         match events.recv_timeout(StdDuration::from_secs(2)).expect("error event") {
             CanxEvent::Error(e) => {
                 assert_eq!(e.reason, RxError::NoFreeSlot);

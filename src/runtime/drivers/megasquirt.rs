@@ -754,10 +754,35 @@ impl Drop for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{BusConfig, DropPolicy, ListenerFilter};
+    use crate::runtime::{BusConfig, Clock, DropPolicy, ListenerFilter, ManualClock};
 
     fn open(name: &str) -> Arc<Bus> {
         Arc::new(Bus::open(BusConfig::virtual_bus(name)).unwrap())
+    }
+
+    /// Two stepped buses (no receive threads) on `name` sharing a manual clock.
+    fn stepped_pair(name: &str) -> (Arc<Bus>, Arc<Bus>, Arc<ManualClock>) {
+        let (clock, time) = Clock::manual(canx_core::Instant::from_millis(1000));
+        let mk = || {
+            let mut c = BusConfig::virtual_bus(name);
+            c.clock = clock.clone();
+            Arc::new(Bus::stepped(c).unwrap())
+        };
+        (mk(), mk(), time)
+    }
+
+    /// Steps both buses in 1 ms ticks until `key`'s outcome is there (at
+    /// most `limit_ms`); returns it and the bus-clock milliseconds it took.
+    fn step_until(a: &Bus, b: &Bus, time: &ManualClock, n: &Node, key: u64, limit_ms: u64) -> (Option<Outcome>, u64) {
+        for t in 0..=limit_ms {
+            a.run_until_idle().unwrap();
+            b.run_until_idle().unwrap();
+            if let Some(o) = n.wait(key, StdDuration::ZERO) {
+                return (Some(o), t);
+            }
+            time.advance(canx_core::Duration::from_millis(1));
+        }
+        (None, limit_ms)
     }
 
     fn node(bus: &Arc<Bus>, id: u8) -> Node {
@@ -777,12 +802,27 @@ mod tests {
     /// has neither).
     #[test]
     fn write_completes_in_the_round_it_is_sent() {
-        let bus = open("ms-rt-write-alone");
+        // A stepped bus (no receive thread) that is never stepped: the
+        // frames go out from the calling thread, and so does the outcome.
+        let (bus, _other, _time) = stepped_pair("ms-rt-write-alone");
         let dash = node(&bus, 3);
-        let t0 = std::time::Instant::now();
         let k = dash.start_write(5, 20, 0, &[1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
-        assert_eq!(dash.wait(k, StdDuration::from_secs(2)), Some(Outcome::Done));
-        assert!(t0.elapsed() < StdDuration::from_millis(500), "{:?}", t0.elapsed());
+        assert_eq!(dash.wait(k, StdDuration::ZERO), Some(Outcome::Done));
+    }
+
+    /// A request nobody answers ends after 1 + 2 retries of 100 ms on the
+    /// bus clock: not before 300 ms, and at once then.
+    #[test]
+    fn unanswered_read_times_out_after_the_retries_on_the_bus_clock() {
+        let (a, b, time) = stepped_pair("ms-rt-timeout");
+        let ecu = node(&a, 0);
+        let dash = node(&b, 3);
+        ecu.serve_table(7, RO, vec![0; 8]).unwrap();
+        let k = dash.start_read(0, 9, 0, 4).unwrap();
+        let (o, t) = step_until(&a, &b, &time, &dash, k, 1000);
+        assert_eq!(o, Some(Outcome::TimedOut));
+        assert_eq!(t, 300, "3 tries of 100 ms");
+        assert_eq!(ecu.stats().server.refused, 3, "every try reached the server");
     }
 
     #[test]
@@ -810,10 +850,9 @@ mod tests {
         let k = dash.start_read(0, 7, 0, 2).unwrap();
         assert_eq!(wait(&dash, k), Outcome::Data(vec![9, 9]));
         // an unknown table gets no reply: a timeout after the retries
-        let t0 = std::time::Instant::now();
+        // (timing exactly: unanswered_read_times_out_after_the_retries_on_the_bus_clock)
         let k = dash.start_read(0, 9, 0, 4).unwrap();
         assert_eq!(wait(&dash, k), Outcome::TimedOut);
-        assert!(t0.elapsed() >= StdDuration::from_millis(250), "3 tries of 100 ms");
         assert!(ecu.stats().server.refused >= 3);
         assert!(matches!(ecu.serve_table(6, RW, vec![0; 8]), Err(MsError::Invalid(_))));
         assert!(matches!(ecu.serve_table(7, RW, vec![0; 8]), Err(MsError::Invalid(_))));
@@ -896,18 +935,21 @@ mod tests {
 
     #[test]
     fn abandoned_outcomes_are_dropped_and_detach_stops() {
-        let (a, b) = (open("ms-rt-5"), open("ms-rt-5"));
+        let (a, b, time) = stepped_pair("ms-rt-5");
         let ecu = node(&a, 0);
         let dash = node(&b, 3);
         ecu.serve_table(7, RO, vec![1; 8]).unwrap();
         let k = dash.start_read(0, 9, 0, 1).unwrap();
         dash.abandon(k);
-        std::thread::sleep(StdDuration::from_millis(500));
-        assert_eq!(dash.wait(k, StdDuration::ZERO), None);
+        // Past the operation's whole life (3 tries of 100 ms): its outcome was dropped.
+        let (o, _) = step_until(&a, &b, &time, &dash, k, 500);
+        assert_eq!(o, None);
+        assert_eq!(dash.stats().client_timeouts, 1, "the abandoned read ran to its end");
         ecu.detach();
         let l = a.listen(ListenerFilter::default(), 16, DropPolicy::DropNewest);
         let k = dash.start_read(0, 7, 0, 1).unwrap();
-        assert_eq!(wait(&dash, k), Outcome::TimedOut);
+        let (o, _) = step_until(&a, &b, &time, &dash, k, 1000);
+        assert_eq!(o, Some(Outcome::TimedOut));
         assert!(l.try_recv().is_some(), "the request was on the bus");
         assert!(matches!(ecu.serve_table(1, RO, vec![0]), Err(MsError::Closed)));
     }
