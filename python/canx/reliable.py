@@ -425,10 +425,8 @@ class _EventReceiver(abc.ABC):
             ev = self._native.next_event(left)
             if ev is None:
                 return None
-            obj = self._convert(ev)
-            if ev.kind in self._message_kinds:
-                return obj
-            self.errors.append(obj)
+            if self._is_message(ev):
+                return self._convert(ev)
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
@@ -449,10 +447,15 @@ class _EventReceiver(abc.ABC):
             ev = self._native.next_event(0.0)
             if ev is None:
                 return None
-            obj = self._convert(ev)
-            if ev.kind in self._message_kinds:
-                return obj
-            self.errors.append(obj)
+            if self._is_message(ev):
+                return self._convert(ev)
+
+    def _is_message(self, ev: Any) -> bool:
+        """Whether `ev` is a message; an error report goes to ``self.errors``."""
+        if ev.kind in self._message_kinds:
+            return True
+        self.errors.append(self._convert(ev))
+        return False
 
     async def receive_async(self, timeout: Optional[float] = _DEFAULT) -> Any:
         """``await`` form of :meth:`receive`. Waits on the event queue's
