@@ -101,7 +101,7 @@ impl<E> Default for EventQueue<E> {
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
