@@ -65,13 +65,15 @@ def test_jammed_bus_during_a_large_j1939_transfer_does_not_freeze_python():
     ch = f"virtual:jam-{next(_n)}"
     bus_a = canx.CAN(channel=ch)
     try:
-        a = j1939.ECU(bus=bus_a, name=j1939.Name(identity_number=1), address=0x10)
-        b = j1939.ECU(channel=ch, name=j1939.Name(identity_number=2), address=0x20)
+        # An ETP transfer of 8 MB (1.2 million data packets in windows of up
+        # to 255, sent in batches by the receive thread): long enough that a
+        # release build is still sending when the jam comes (100 kB take
+        # about 3 ms there); jam the sender once it is under way.
+        size = 8 << 20
+        a = j1939.ECU(bus=bus_a, name=j1939.Name(identity_number=1), address=0x10, etp_buffer=size)
+        b = j1939.ECU(channel=ch, name=j1939.Name(identity_number=2), address=0x20, etp_buffer=size)
         assert a.claim_address() == 0x10 and b.claim_address() == 0x20
-        # An ETP transfer (100 000 bytes: 14 286 data packets in windows of
-        # up to 255, sent in batches by the receive thread); jam the sender
-        # once it is under way.
-        transfer = a.send_pgn(0xEF00, bytes(100_000), destination=0x20)
+        transfer = a.send_pgn(0xEF00, bytes(size), destination=0x20)
         assert wait_until(lambda: bus_a.stats()["sent"] >= 300)
         bus_a._jam_tx(True)
         counter = Counter()

@@ -22,6 +22,8 @@ import logging
 import threading
 from typing import Any, Callable, Optional
 
+from .errors import ClosedError
+
 log = logging.getLogger("canx")
 
 #: How long the pump waits for an event before it checks whether to stop (s);
@@ -33,8 +35,9 @@ DEINIT_MSG = "Object has been deinitialized and can no longer be used. Create a 
 
 
 def is_closed_error(e: BaseException) -> bool:
-    """True for the error a native object raises once it (or its bus) is closed."""
-    return type(e) is ValueError and str(e) == DEINIT_MSG
+    """True for the error a native object raises once it (or its bus) is
+    closed: ``canx.errors.ClosedError`` (a ValueError with canio's message)."""
+    return isinstance(e, ClosedError) or (type(e) is ValueError and str(e) == DEINIT_MSG)
 
 
 class CallbackPump:
