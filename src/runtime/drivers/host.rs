@@ -205,6 +205,14 @@ where
     }
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
         if self.budget == 0 {
+            // Spent: keep the engine's next frame (if any) for the next
+            // round, so that `poll_timeout` asks for that round at once.
+            if self.acks.is_empty() && !self.adapter.pending(&self.engine) {
+                self.adapter.refill(&mut self.engine, &self.events);
+                if let Some(f) = self.engine.poll_transmit(now) {
+                    self.acks.push_back(f);
+                }
+            }
             return None;
         }
         let f = match self.acks.pop_front() {
@@ -220,7 +228,7 @@ where
     fn poll_timeout(&self) -> Option<Instant> {
         // More to send: come back at once (after a look at received frames).
         // Instant::ZERO is due on any bus clock (the wait saturates at zero).
-        let more = self.adapter.pending(&self.engine).then_some(Instant::ZERO);
+        let more = (!self.acks.is_empty() || self.adapter.pending(&self.engine)).then_some(Instant::ZERO);
         canx_core::time::earliest(self.engine.poll_timeout(), more)
     }
     /// Events the engine raised while sending (a completion on its last

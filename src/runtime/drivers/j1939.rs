@@ -225,6 +225,11 @@ impl J1939Adapter {
 
 impl Adapter<CoreEcu> for J1939Adapter {
     type Event = J1939Event;
+    /// The ECUs of one bus take turns: each sends at most this many frames
+    /// per receive round, so concurrent TP/ETP sessions all progress (a
+    /// whole 255-DT window per ECU in turn kept the last sessions' first DT
+    /// beyond the receivers' T2, 1.25 s, with 64 sessions in the qemu VM).
+    const TX_PER_ROUND: usize = 16;
 
     fn event(&mut self, ev: EcuEvent, at: f64, out: &EventQueue<J1939Event>) {
         let e = match ev {
