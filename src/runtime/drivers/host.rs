@@ -15,6 +15,11 @@
 //! - the ACK queue: with [`Adapter::EAGER_TX`] the frames an engine answers
 //!   with are taken out right after each received frame, so a small ACK ring
 //!   in the engine never overflows within one receive batch;
+//! - a per-round send budget ([`Adapter::TX_PER_ROUND`]): an engine that
+//!   used it keeps its next frame back in the ACK queue and asks for the
+//!   next round at once, so the engines of one bus take turns (64 J1939
+//!   ECUs each answering a CTS must not send 255 DTs one window after
+//!   another, or the last receivers' T2 expires);
 //! - [`HostStats::send_failed`]: frames the bus refused;
 //! - a [`Backlog`] (FIFO) an adapter keeps in front of the engine's fixed
 //!   slots, refilled after every round of events ([`Adapter::refill`]).
