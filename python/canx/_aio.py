@@ -163,6 +163,8 @@ async def wait_signal(fileno: Callable[[], int], clear: Callable[[], None], time
             await wait_readable(fd, t, clear)
             return
         except NotImplementedError:
+            # A loop without add_reader (Windows' ProactorEventLoop): fall
+            # through to the timed poll, which needs no thread.
             pass
     await asyncio.sleep(min(t, POLL_MAX))
 

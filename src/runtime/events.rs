@@ -67,13 +67,7 @@ impl<E> EventQueue<E> {
     /// one made now (`Notify::new`'s error where the platform has none).
     /// Signals at once if events are queued.
     pub fn notify(&self) -> std::io::Result<Arc<Notify>> {
-        if let Some(n) = self.notify.get() {
-            return Ok(n.clone());
-        }
-        let n = Arc::new(Notify::new()?);
-        self.set_notify(n.clone());
-        // Another thread may have set one first: that one is the notify.
-        Ok(self.notify.get().cloned().unwrap_or(n))
+        self.notify.get_or_make(!self.rx.is_empty())
     }
 
     /// Signals `n` whenever this queue goes from empty to non-empty (set

@@ -185,8 +185,16 @@ impl Readiness {
             self.wake();
         }
     }
-    pub(crate) fn get(&self) -> Option<&Arc<Notify>> {
-        self.0.get()
+    /// The notify, made now if there is none yet (`Notify::new`'s error
+    /// where the platform has none); signalled at once if items are `queued`.
+    pub(crate) fn get_or_make(&self, queued: bool) -> std::io::Result<Arc<Notify>> {
+        if let Some(n) = self.0.get() {
+            return Ok(n.clone());
+        }
+        let n = Arc::new(Notify::new()?);
+        self.set(n.clone(), queued);
+        // Another thread may have set one first: that one is the notify.
+        Ok(self.0.get().cloned().unwrap_or(n))
     }
     /// After a push that left `len` items queued: signals on the edge only
     /// (the descriptor stays readable until a reader empties the queue).

@@ -25,7 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use canx_core::megasquirt::{
@@ -38,6 +38,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::host::{Adapter, Hosted};
 use crate::runtime::engine::EngineHandle;
+use crate::runtime::listener::Readiness;
 use crate::runtime::{Bus, EventQueue, Notify};
 
 /// Concurrent client operations per node.
@@ -152,7 +153,7 @@ pub enum Outcome {
 pub struct Completions {
     map: Mutex<HashMap<u64, Outcome>>,
     cv: Condvar,
-    notify: OnceLock<Arc<Notify>>,
+    notify: Readiness,
 }
 
 impl Completions {
@@ -164,9 +165,7 @@ impl Completions {
 
     /// Signals the notify (if any): an operation ended.
     fn signal(&self) {
-        if let Some(n) = self.notify.get() {
-            n.signal();
-        }
+        self.notify.wake();
     }
 
     /// Takes the outcome of `key`, waiting up to `wait` for it.
@@ -695,12 +694,7 @@ impl Node {
     /// reader clears it. Made on first use; `Notify::new`'s error where the
     /// platform has none.
     pub fn completion_notify(&self) -> std::io::Result<Arc<Notify>> {
-        if let Some(n) = self.completions.notify.get() {
-            return Ok(n.clone());
-        }
-        let n = Arc::new(Notify::new()?);
-        let _ = self.completions.notify.set(n);
-        Ok(self.completions.notify.get().cloned().expect("set above"))
+        self.completions.notify.get_or_make(false)
     }
 
     /// Gives up on operation `key`: its outcome, when it comes, is dropped.
