@@ -175,7 +175,8 @@ def processed(can, n):
     return wait_for(lambda: can.stats()["error_frames"] >= n)
 
 
-STATS_KEYS = {"received", "sent", "backend_dropped", "listener_dropped", "error_frames", "receive_thread_stopped"}
+STATS_KEYS = {"received", "sent", "backend_dropped", "listener_dropped", "echo_dropped", "error_frames",
+              "receive_thread_stopped"}
 
 
 def test_stats_fresh(make_can):

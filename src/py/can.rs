@@ -402,7 +402,8 @@ impl CAN {
     }
     /// canx: counters as a dict: `received`, `sent`, `backend_dropped`
     /// (kernel overflow or virtual inbox), `listener_dropped` (full listener
-    /// queues), `error_frames`, `receive_thread_stopped` (1 once the receive
+    /// queues), `echo_dropped` (frames the bounded local echo between the
+    /// engines of this bus lost), `error_frames`, `receive_thread_stopped` (1 once the receive
     /// thread stopped after repeated backend errors; `link_error` says why).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let bus = self.bus()?;
@@ -412,6 +413,7 @@ impl CAN {
         d.set_item("sent", s.sent)?;
         d.set_item("backend_dropped", s.backend_dropped)?;
         d.set_item("listener_dropped", s.listener_dropped)?;
+        d.set_item("echo_dropped", s.echo_dropped)?;
         d.set_item("error_frames", s.error_frames)?;
         d.set_item("receive_thread_stopped", u8::from(bus.thread_error().is_some()))?;
         Ok(d)
