@@ -4,9 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-
 use super::listener::{Notify, Readiness};
+use super::queue::BoundedQueue;
 
 /// Default capacity of an engine's event queue.
 pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
@@ -21,42 +20,39 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
 /// [`Self::wake`]), never missing while an event is queued.
 #[derive(Debug)]
 pub struct EventQueue<E> {
-    tx: Sender<E>,
-    rx: Receiver<E>,
+    queue: BoundedQueue<E>,
     dropped: AtomicU64,
     notify: Readiness,
 }
 
 impl<E> EventQueue<E> {
     pub fn new(capacity: usize) -> Self {
-        let (tx, rx) = bounded(capacity.max(1));
-        EventQueue { tx, rx, dropped: AtomicU64::new(0), notify: Readiness::default() }
+        EventQueue { queue: BoundedQueue::new(capacity), dropped: AtomicU64::new(0), notify: Readiness::default() }
     }
     /// Called from the receive thread. Never blocks.
     pub fn push(&self, e: E) {
-        match self.tx.try_send(e) {
-            Ok(()) => self.notify.pushed(self.rx.len()),
-            Err(TrySendError::Full(_)) => {
+        match self.queue.try_push(e) {
+            Ok(len) => self.notify.pushed(len),
+            Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Disconnected(_)) => {}
         }
     }
     pub fn recv_timeout(&self, t: Duration) -> Option<E> {
-        self.rx.recv_timeout(t).ok()
+        self.queue.pop_timeout(t)
     }
     /// Takes an event without waiting; with a notify set, clears it when
     /// the queue is (now) empty.
     pub fn try_recv(&self) -> Option<E> {
-        let e = self.rx.try_recv().ok();
+        let e = self.queue.try_pop();
         self.rearm();
         e
     }
     pub fn len(&self) -> usize {
-        self.rx.len()
+        self.queue.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.queue.is_empty()
     }
     /// Events lost because the queue was full.
     pub fn dropped(&self) -> u64 {
@@ -67,13 +63,13 @@ impl<E> EventQueue<E> {
     /// one made now (`Notify::new`'s error where the platform has none).
     /// Signals at once if events are queued.
     pub fn notify(&self) -> std::io::Result<Arc<Notify>> {
-        self.notify.get_or_make(!self.rx.is_empty())
+        self.notify.get_or_make(!self.queue.is_empty())
     }
 
     /// Signals `n` whenever this queue goes from empty to non-empty (set
     /// once; later calls are ignored). Signals at once if events are queued.
     pub fn set_notify(&self, n: Arc<Notify>) {
-        self.notify.set(n, !self.rx.is_empty());
+        self.notify.set(n, !self.queue.is_empty());
     }
 
     /// Makes the notify readable without an event (closing, shutting
@@ -85,7 +81,7 @@ impl<E> EventQueue<E> {
     /// Clears the notify if the queue is empty (it stays readable while
     /// events are queued). Cheap when no notify is set.
     pub fn rearm(&self) {
-        self.notify.rearm(|| self.rx.is_empty());
+        self.notify.rearm(|| self.queue.is_empty());
     }
 }
 

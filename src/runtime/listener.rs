@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::queue::BoundedQueue;
 use canx_core::{Filter, Frame};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::RxFrame;
 
@@ -42,8 +42,7 @@ pub enum DropPolicy {
 #[derive(Debug)]
 pub struct Listener {
     pub(crate) filter: ListenerFilter,
-    tx: Sender<RxFrame>,
-    rx: Receiver<RxFrame>,
+    queue: BoundedQueue<RxFrame>,
     policy: DropPolicy,
     dropped: AtomicU64,
     closed: AtomicBool,
@@ -227,11 +226,9 @@ impl Readiness {
 
 impl Listener {
     pub fn new(filter: ListenerFilter, capacity: usize, policy: DropPolicy) -> Self {
-        let (tx, rx) = bounded(capacity.max(1));
         Listener {
             filter,
-            tx,
-            rx,
+            queue: BoundedQueue::new(capacity),
             policy,
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -242,14 +239,14 @@ impl Listener {
     /// Signals `n` whenever this queue goes from empty to non-empty (set
     /// once; later calls are ignored). Signals at once if frames are queued.
     pub fn set_notify(&self, n: Arc<Notify>) {
-        self.notify.set(n, !self.rx.is_empty());
+        self.notify.set(n, !self.queue.is_empty());
     }
 
     /// After taking frames: clears the notify descriptor if the queue is
     /// empty (it stays readable while frames are queued). Cheap when no
     /// notify is set.
     pub fn rearm(&self) {
-        self.notify.rearm(|| self.rx.is_empty());
+        self.notify.rearm(|| self.queue.is_empty());
     }
 
     /// Called by the receive thread. Never blocks.
@@ -257,40 +254,36 @@ impl Listener {
         if !self.filter.accepts(&f.frame) {
             return;
         }
-        match self.tx.try_send(*f) {
-            Ok(()) => self.notify.pushed(self.rx.len()),
-            Err(TrySendError::Full(f)) => {
+        match self.queue.try_push(*f) {
+            Ok(len) => self.notify.pushed(len),
+            Err(f) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 if self.policy == DropPolicy::DropOldest {
-                    let _ = self.rx.try_recv();
-                    let _ = self.tx.try_send(f);
+                    let _ = self.queue.try_pop();
+                    let _ = self.queue.try_push(f);
                 }
             }
-            Err(TrySendError::Disconnected(_)) => {}
         }
     }
 
     /// Waits up to `timeout` for a frame.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<RxFrame> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(f) => Some(f),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
-        }
+        self.queue.pop_timeout(timeout)
     }
 
     pub fn try_recv(&self) -> Option<RxFrame> {
-        self.rx.try_recv().ok()
+        self.queue.try_pop()
     }
 
     /// Frames queued now.
     pub fn len(&self) -> usize {
-        self.rx.len()
+        self.queue.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.queue.is_empty()
     }
     pub fn capacity(&self) -> usize {
-        self.rx.capacity().unwrap_or(0)
+        self.queue.capacity()
     }
     /// Frames dropped because the queue was full.
     pub fn dropped(&self) -> u64 {

@@ -15,6 +15,7 @@ pub mod drivers;
 pub mod engine;
 pub mod events;
 pub mod listener;
+pub mod queue;
 
 pub use backend::virtual_bus;
 #[cfg(target_os = "linux")]

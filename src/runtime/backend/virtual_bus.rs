@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use canx_core::frame::BusState;
 use canx_core::{ErrorFrame, Frame};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use super::{Backend, BusConfig, Capabilities, Scheme};
+use crate::runtime::queue::BoundedQueue;
 use crate::runtime::{epoch_now, Error, Origin, Result, RxFrame};
 
 /// The `virtual` entry of [`super::SCHEMES`].
@@ -45,7 +45,7 @@ enum Inbound {
 
 struct NodeEntry {
     id: u64,
-    inbox: Sender<Inbound>,
+    inbox: Arc<BoundedQueue<Inbound>>,
     receive_own: bool,
     fd: bool,
     off: Arc<AtomicBool>,
@@ -68,7 +68,7 @@ pub fn fail_receive(name: &str) -> bool {
     };
     c.fail_receive.store(true, Ordering::Relaxed);
     for n in c.nodes.lock().iter() {
-        let _ = n.inbox.try_send(Inbound::Wake);
+        let _ = n.inbox.try_push(Inbound::Wake);
     }
     true
 }
@@ -90,8 +90,7 @@ pub fn channels() -> Vec<String> {
 pub(crate) struct VirtualNode {
     id: u64,
     channel: Arc<VirtualChannel>,
-    inbox: Receiver<Inbound>,
-    self_tx: Sender<Inbound>,
+    inbox: Arc<BoundedQueue<Inbound>>,
     off: Arc<AtomicBool>,
     drops: Arc<AtomicU64>,
     /// Test fault ([`Backend::jam_tx`]): no frame is accepted.
@@ -114,18 +113,18 @@ impl VirtualNode {
             }
         };
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = bounded(INBOX_CAPACITY);
+        let inbox = Arc::new(BoundedQueue::new(INBOX_CAPACITY));
         let off = Arc::new(AtomicBool::new(false));
         let drops = Arc::new(AtomicU64::new(0));
         channel.nodes.lock().push(NodeEntry {
             id,
-            inbox: tx.clone(),
+            inbox: inbox.clone(),
             receive_own: config.receive_own,
             fd: config.fd,
             off: off.clone(),
             drops: drops.clone(),
         });
-        VirtualNode { id, channel, inbox: rx, self_tx: tx, off, drops, jammed: AtomicBool::new(false) }
+        VirtualNode { id, channel, inbox, off, drops, jammed: AtomicBool::new(false) }
     }
 }
 
@@ -141,11 +140,7 @@ impl Backend for VirtualNode {
             let source = std::io::Error::other("injected receive failure");
             return Err(Error::Os { context: "virtual bus receive".into(), source });
         }
-        let first = match self.inbox.recv_timeout(timeout) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => return Ok(()),
-            Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
-        };
+        let Some(first) = self.inbox.pop_timeout(timeout) else { return Ok(()) };
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(m) = next {
@@ -153,7 +148,7 @@ impl Backend for VirtualNode {
                 out.push(f);
             }
             taken += 1;
-            next = if taken < 256 { self.inbox.try_recv().ok() } else { None };
+            next = if taken < 256 { self.inbox.try_pop() } else { None };
         }
         Ok(())
     }
@@ -178,7 +173,7 @@ impl Backend for VirtualNode {
             }
             let origin = if own { Origin::Own } else { Origin::Bus };
             let rx = RxFrame { frame: *frame, timestamp, origin };
-            if let Err(TrySendError::Full(_)) = n.inbox.try_send(Inbound::Frame(rx)) {
+            if n.inbox.try_push(Inbound::Frame(rx)).is_err() {
                 n.drops.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -186,7 +181,7 @@ impl Backend for VirtualNode {
     }
 
     fn wake(&self) {
-        let _ = self.self_tx.try_send(Inbound::Wake);
+        let _ = self.inbox.try_push(Inbound::Wake);
     }
 
     fn backend_drops(&self) -> u64 {
@@ -210,7 +205,7 @@ impl Backend for VirtualNode {
     fn inject_state(&self, e: ErrorFrame) -> Result<()> {
         self.off.store(e.bus_state() == Some(BusState::BusOff), Ordering::Relaxed);
         let rx = RxFrame { frame: Frame::Error(e), timestamp: epoch_now(), origin: Origin::Own };
-        if self.self_tx.try_send(Inbound::Frame(rx)).is_err() {
+        if self.inbox.try_push(Inbound::Frame(rx)).is_err() {
             self.drops.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
