@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 
 /// See the module doc.
 #[derive(Debug)]
@@ -45,10 +45,7 @@ impl<T> BoundedQueue<T> {
     }
     /// The oldest item, waiting up to `timeout` for one.
     pub fn pop_timeout(&self, timeout: Duration) -> Option<T> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(item) => Some(item),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.rx.recv_timeout(timeout).ok()
     }
     pub fn len(&self) -> usize {
         self.rx.len()
