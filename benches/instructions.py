@@ -1,0 +1,141 @@
+"""CPU instructions per frame on the hot paths, counted by valgrind's
+callgrind (host, virtual bus; no VM):
+
+    .venv/bin/python benches/instructions.py [--python OTHER/.venv/bin/python ...]
+
+Instruction counts do not depend on what else the machine is doing (the
+build hosts are shared and the VM's timings move 3-4x between runs), so
+this is the load-independent check of a change to the hot path: the same
+script counted with two builds (``--python`` once per build) compares
+them, and python-can's ``virtual`` interface doing the same work in the
+same interpreter is the named peer.
+
+Cases (each a whole process under callgrind; the count of a process that
+does the same minus the frames is subtracted, so interpreter start-up and
+bus setup do not count):
+  rx        N frames sent on a virtual channel by one node, taken by another
+            node's Listener with ``receive()`` (canx) / ``recv()`` (python-can)
+  rx_many   the same, taken with ``receive_many(4096)``
+  send      N ``send()`` calls, nobody listening
+  j1939     N/100 1785-byte RTS/CTS transfers between two canx J1939 ECUs
+            (per frame: 257 frames a transfer)
+Prints instructions per frame; ``--json FILE`` writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List
+
+CASES = ("rx", "rx_many", "send", "j1939", "pycan_rx", "pycan_send")
+J1939_FRAMES = 257  # 1785 B RTS/CTS: RTS, 255 TP.DT, CTS, EoMA... nominal count as j1939_bench
+
+
+def workload(case: str, n: int) -> None:
+    """Runs `case` with `n` frames (n == 0: setup and teardown only)."""
+    if case.startswith("pycan"):
+        import can
+        a = can.Bus(interface="virtual", channel="ins")
+        b = can.Bus(interface="virtual", channel="ins") if case == "pycan_rx" else None
+        msg = can.Message(arbitration_id=0x123, data=bytes(8), is_extended_id=False)
+        for _ in range(n):
+            a.send(msg)
+        if b is not None:
+            for _ in range(n):
+                if b.recv(5.0) is None:
+                    raise RuntimeError("python-can frame lost")
+            b.shutdown()
+        a.shutdown()
+        return
+    import canx
+    if case == "j1939":
+        from canx import j1939
+        a = j1939.ECU(channel="virtual:ins", name=j1939.Name(identity_number=1), address=0x50)
+        b = j1939.ECU(channel="virtual:ins", name=j1939.Name(identity_number=2), address=0x51)
+        for e in (a, b):
+            e.begin_claim()
+        for e in (a, b):
+            e.claim_address(10.0)
+        stream = b.messages(0xEF00)
+        data = bytes(i % 251 for i in range(1785))
+        for _ in range(n // 100):
+            a.send_pgn(0xEF00, data, destination=0x51).result(30.0)
+            m = stream.get(30.0)
+            if m is None or m.data != data:
+                raise RuntimeError("J1939 transfer failed")
+        a.close()
+        b.close()
+        return
+    tx = canx.CAN(channel="virtual:ins")
+    rx = canx.CAN(channel="virtual:ins") if case != "send" else None
+    listener = rx.listen(timeout=5.0) if rx is not None else None
+    msg = canx.Message(id=0x123, data=bytes(8))
+    for _ in range(n):
+        tx.send(msg)
+    if listener is not None:
+        got = 0
+        while got < n:
+            if case == "rx":
+                if listener.receive() is None:
+                    raise RuntimeError("canx frame lost")
+                got += 1
+            else:
+                got += len(listener.receive_many(4096, 5.0))
+        rx.deinit()
+    tx.deinit()
+
+
+def count(python: str, case: str, n: int) -> int:
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "cg.out")
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python,
+                        os.path.abspath(__file__), "--run", case, "-n", str(n)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(out) as f:
+            for line in f:
+                m = re.match(r"summary: (\d+)", line) or re.match(r"totals: (\d+)", line)
+                if m:
+                    return int(m.group(1))
+    raise RuntimeError("no total in callgrind output")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", choices=CASES, help=argparse.SUPPRESS)
+    ap.add_argument("-n", type=int, default=20_000, help="frames per case (default 20000)")
+    ap.add_argument("--python", action="append", help="interpreter(s) to count with (default: this one)")
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if args.run:
+        workload(args.run, args.n)
+        return 0
+    pythons: List[str] = args.python or [sys.executable]
+    results: Dict[str, Dict[str, float]] = {}
+    for py in pythons:
+        r = results.setdefault(py, {})
+        for case in args.cases.split(","):
+            if case.startswith("pycan") and py != pythons[0]:
+                continue  # the peer does not depend on the canx build
+            frames = (args.n // 100) * J1939_FRAMES if case == "j1939" else args.n
+            per = (count(py, case, args.n) - count(py, case, 0)) / frames
+            r[case] = per
+            print(f"{py}: {case}: {per:,.0f} instructions/frame", file=sys.stderr, flush=True)
+    print("\n| case | " + " | ".join(pythons) + " |")
+    print("| --- |" + " --- |" * len(pythons))
+    for case in args.cases.split(","):
+        print(f"| {case} | " + " | ".join(f"{results[p].get(case, float('nan')):,.0f}" for p in pythons) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
