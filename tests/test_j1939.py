@@ -354,6 +354,34 @@ def test_raising_callback_is_reported_and_ecu_keeps_running(caplog):
         assert a.request_pgn(65260, destination=0x20, timeout=5).data == b"still*"
 
 
+def test_stats_report_callback_and_pump_errors(caplog):
+    """stats() carries the callback thread's counters: a callback that raised
+    and an event the thread failed to take (here: a broken `get`) are both
+    counted, logged, and the ECU keeps delivering."""
+    ch = chan()
+    with claimed(ch, 1, 0x10) as a, claimed(ch, 2, 0x20) as b:
+        assert b.stats()["callback_errors"] == 0 and b.stats()["pump_errors"] == 0
+        got: List[bytes] = []
+        b.on_pgn(0xFF31, lambda m: got.append(m.data) or (_ for _ in ()).throw(RuntimeError("boom")))
+        pump = b._pump
+        real_get = pump._get
+        fails = [2]
+
+        def flaky_get(timeout):
+            if fails[0]:
+                fails[0] -= 1
+                raise TypeError("broken event conversion")
+            return real_get(timeout)
+
+        pump._get = flaky_get
+        assert wait_until(lambda: b.stats()["pump_errors"] == 2)
+        a.send_pgn(0xFF31, b"1")
+        assert wait_until(lambda: got == [b"1"])
+        assert wait_until(lambda: b.stats()["callback_errors"] == 1), b.stats()
+        assert b.stats()["pump_errors"] == 2
+        assert "pump keeps running" in caplog.text
+
+
 def test_on_pgn_source_filter():
     ch = chan()
     with claimed(ch, 1, 0x10) as a, claimed(ch, 2, 0x20) as b, claimed(ch, 3, 0x30) as c:

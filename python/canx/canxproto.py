@@ -172,7 +172,7 @@ class Endpoint(_EventReceiver):
         ``keys_evicted``, ``waiting``, ``send_failed``, ``frames_received``,
         ``frames_ignored``, ``messages_received``, ``errors``,
         ``refused_open`` (heads refused at ``max_open``), ``open_envelopes``,
-        ``events_dropped``, ``callback_errors``."""
+        ``events_dropped``, ``callback_errors``, ``pump_errors``."""
         return super().stats()
 
     def _convert(self, ev: _ReceiverEvent) -> Any:

@@ -636,8 +636,14 @@ class ECU:
         return self._pump.last_callback_error
 
     def stats(self) -> Dict[str, int]:
-        """Counters of the native engine (drops, refused sessions, ...)."""
-        return dict(self._native.stats())
+        """Counters of the native engine (drops, refused sessions, ...),
+        plus ``callback_errors`` (callbacks that raised) and ``pump_errors``
+        (events the callback thread failed to take; each is logged on
+        logger ``canx`` and the thread keeps running)."""
+        s = dict(self._native.stats())
+        s["callback_errors"] = self._pump.callback_errors
+        s["pump_errors"] = self._pump.pump_errors
+        return s
 
     def _dispatch(self, ev: _Event) -> None:
         if isinstance(ev, _canx.J1939MessageEvent):

@@ -500,9 +500,11 @@ class Node:
         ``refused`` requests, ``tx_dropped`` replies (queue full),
         ``client_frames_sent``, ``client_replies``, ``client_unmatched``,
         ``client_timeouts``, ``client_retries``, ``events_dropped`` (callback
-        queue full), ``send_failed``, ``callback_errors``."""
+        queue full), ``send_failed``, ``callback_errors``, ``pump_errors``
+        (events the callback thread failed to take, each logged)."""
         s = dict(self._n.stats())
         s["callback_errors"] = self.callback_errors
+        s["pump_errors"] = self._pump.pump_errors if self._pump else 0
         return s
 
     @property

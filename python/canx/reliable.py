@@ -214,9 +214,11 @@ class _SenderBase(abc.ABC):
         ``failed``, ``stale_acks`` (ACKs matching nothing in flight),
         ``in_flight``/``waiting`` (general mode), ``malformed``,
         ``send_failed`` (frames the bus refused), ``events_dropped``,
-        ``callback_errors``."""
+        ``callback_errors``, ``pump_errors`` (events the callback thread
+        failed to take, each logged; it kept running)."""
         s = dict(self._native.stats())
         s["callback_errors"] = self._pump.callback_errors
+        s["pump_errors"] = self._pump.pump_errors
         return s
 
     @property
@@ -477,6 +479,7 @@ class _EventReceiver(abc.ABC):
     def stats(self) -> Dict[str, int]:
         s = dict(self._native.stats())
         s["callback_errors"] = self._pump.callback_errors if self._pump else 0
+        s["pump_errors"] = self._pump.pump_errors if self._pump else 0
         return s
 
     def close(self) -> None:
