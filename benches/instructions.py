@@ -18,7 +18,9 @@ bus setup do not count):
   rx_many   the same, taken with ``receive_many(4096)``
   send      N ``send()`` calls, nobody listening
   j1939     N/100 1785-byte RTS/CTS transfers between two canx J1939 ECUs
-            (per frame: 257 frames a transfer)
+            (per frame: the nominal 258 frames a transfer, as j1939_bench.py)
+  etp       N/10000 100,000-byte ETP transfers between the same ECUs
+            (the nominal 14,402 frames a transfer)
 Prints instructions per frame; ``--json FILE`` writes them.
 """
 
@@ -33,8 +35,16 @@ import sys
 import tempfile
 from typing import Dict, List
 
-CASES = ("rx", "rx_many", "send", "j1939", "pycan_rx", "pycan_send")
-J1939_FRAMES = 257  # 1785 B RTS/CTS: RTS, 255 TP.DT, CTS, EoMA... nominal count as j1939_bench
+CASES = ("rx", "rx_many", "send", "j1939", "etp", "pycan_rx", "pycan_send")
+#: case -> (PDU bytes, transfers per N frames asked); frames counted as j1939_bench.nominal_frames.
+J1939_CASES = {"j1939": (1785, 100), "etp": (100_000, 10_000)}
+
+
+def nominal_frames(size: int) -> int:
+    """RTS, data packets, CTS (+ DPO for ETP) per window, EoMA (j1939_bench.py)."""
+    pk = -(-size // 7)
+    windows = -(-pk // 255)
+    return pk + 1 + (windows if size <= 1785 else 2 * windows) + 1
 
 
 def workload(case: str, n: int) -> None:
@@ -54,8 +64,9 @@ def workload(case: str, n: int) -> None:
         a.shutdown()
         return
     import canx
-    if case == "j1939":
+    if case in J1939_CASES:
         from canx import j1939
+        size, per = J1939_CASES[case]
         a = j1939.ECU(channel="virtual:ins", name=j1939.Name(identity_number=1), address=0x50)
         b = j1939.ECU(channel="virtual:ins", name=j1939.Name(identity_number=2), address=0x51)
         for e in (a, b):
@@ -63,8 +74,8 @@ def workload(case: str, n: int) -> None:
         for e in (a, b):
             e.claim_address(10.0)
         stream = b.messages(0xEF00)
-        data = bytes(i % 251 for i in range(1785))
-        for _ in range(n // 100):
+        data = bytes(i % 251 for i in range(size))
+        for _ in range(n // per):
             a.send_pgn(0xEF00, data, destination=0x51).result(30.0)
             m = stream.get(30.0)
             if m is None or m.data != data:
@@ -123,7 +134,11 @@ def main() -> int:
         for case in args.cases.split(","):
             if case.startswith("pycan") and py != pythons[0]:
                 continue  # the peer does not depend on the canx build
-            frames = (args.n // 100) * J1939_FRAMES if case == "j1939" else args.n
+            if case in J1939_CASES:
+                size, per = J1939_CASES[case]
+                frames = (args.n // per) * nominal_frames(size)
+            else:
+                frames = args.n
             per = (count(py, case, args.n) - count(py, case, 0)) / frames
             r[case] = per
             print(f"{py}: {case}: {per:,.0f} instructions/frame", file=sys.stderr, flush=True)
