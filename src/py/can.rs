@@ -250,6 +250,7 @@ impl CAN {
         let channel = match channel {
             Some(c) => c,
             None if interface.as_deref() == Some("virtual") => "virtual:default".into(),
+            None if interface.as_deref() == Some("udp_multicast") => "udp_multicast:".into(),
             None => default_channel(py)?,
         };
         let target = Channel::parse(&channel, interface.as_deref()).map_err(|e| to_py(py, e))?;
@@ -403,7 +404,8 @@ impl CAN {
     /// canx: counters as a dict: `received`, `sent`, `backend_dropped`
     /// (kernel overflow or virtual inbox), `listener_dropped` (full listener
     /// queues), `echo_dropped` (frames the bounded local echo between the
-    /// engines of this bus lost), `error_frames`, `receive_thread_stopped` (1 once the receive
+    /// engines of this bus lost), `malformed` (input that was not a frame:
+    /// garbage `udp_multicast` datagrams), `error_frames`, `receive_thread_stopped` (1 once the receive
     /// thread stopped after repeated backend errors; `link_error` says why).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let bus = self.bus()?;
@@ -414,6 +416,7 @@ impl CAN {
         d.set_item("backend_dropped", s.backend_dropped)?;
         d.set_item("listener_dropped", s.listener_dropped)?;
         d.set_item("echo_dropped", s.echo_dropped)?;
+        d.set_item("malformed", s.malformed)?;
         d.set_item("error_frames", s.error_frames)?;
         d.set_item("receive_thread_stopped", u8::from(bus.thread_error().is_some()))?;
         Ok(d)
