@@ -128,7 +128,11 @@ RESPONDER = textwrap.dedent("""
     import json, sys
     import can
     kw = {"channel": sys.argv[1], "port": int(sys.argv[2])} if len(sys.argv) > 1 else {}
-    with can.Bus(interface="udp_multicast", fd=True, **kw) as bus:
+    try:
+        bus = can.Bus(interface="udp_multicast", fd=True, **kw)
+    except can.CanInitializationError as e:
+        sys.exit(print("cannot open:", e, repr(e.__cause__), flush=True))
+    with bus:
         print("ready", flush=True)
         while True:
             m = bus.recv(30)
@@ -161,7 +165,12 @@ def _exchange_with_python_can(channel: str, responder_args: List[str], timeout_s
     pytest.importorskip("msgpack")  # python-can's udp_multicast needs it
     with _spawn([sys.executable, "-c", RESPONDER, *responder_args]) as proc:
         lines = _lines(proc.stdout)  # type: ignore[arg-type]
-        assert lines.get(timeout=20 * timeout_scale) == "ready", _stderr(proc)
+        first = lines.get(timeout=20 * timeout_scale)
+        if first.startswith("cannot open:"):
+            # python-can joins on the interface of the route to the group, and
+            # has no loopback fallback (canx does, for IPv4).
+            pytest.skip(f"python-can's udp_multicast cannot work on this host: {first}")
+        assert first == "ready", _stderr(proc)
         with can.Bus(interface="canx", channel=channel, fd=True) as bus:
             for kw in MESSAGES:
                 sent = can.Message(**kw)
@@ -222,7 +231,11 @@ def test_garbage_datagrams_are_counted(group: str, timeout_scale: float) -> None
         junk = [b"", b"hello", b"\xc1", b"\x81\xa3abc\x01" + b"\x00", b"\x93\x01\x02\x03",
                 b"\x82\xaearbitration_id\xcd\x08\x00\xaeis_extended_id\xc2"]  # id 0x800 is not standard
         for j in junk:
-            s.sendto(j, (address, int(port)))
+            try:
+                s.sendto(j, (address, int(port)))
+            except OSError:  # no multicast route: canx joined on loopback
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+                s.sendto(j, (address, int(port)))
         with can.Bus(interface="canx", channel=f"udp_multicast:{group}") as other:
             other.send(can.Message(arbitration_id=0x42, is_extended_id=False, data=b"ok"))
         got = listener.receive()

@@ -321,8 +321,8 @@ impl UdpMulticastNode {
     /// Joins `group`. Errors: [`Error::Os`] when a socket cannot be made,
     /// bound or joined to the group (no multicast route, say).
     pub fn join(group: SocketAddr, config: &BusConfig) -> Result<UdpMulticastNode> {
-        let rx = receive_socket(group).map_err(os(format!("udp_multicast: cannot join group {group}")))?;
-        let tx = send_socket(group).map_err(os(format!("udp_multicast: cannot send to group {group}")))?;
+        let (rx, interface) = receive_socket(group).map_err(os(format!("udp_multicast: cannot join group {group}")))?;
+        let tx = send_socket(group, interface).map_err(os(format!("udp_multicast: cannot send to group {group}")))?;
         let own = tx.local_addr().map_err(os("udp_multicast: local address"))?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -353,8 +353,11 @@ impl UdpMulticastNode {
 
 /// The receive socket: bound to the group's port with address reuse (every
 /// node on the host binds it, python-can's too), joined on the interface
-/// the system picks for the group, as python-can does, so both meet.
-fn receive_socket(group: SocketAddr) -> io::Result<UdpSocket> {
+/// the system picks for the group, as python-can does, so both meet. Where
+/// the system has no route for an IPv4 group (a host or container with
+/// loopback only), it joins on the loopback interface instead; the returned
+/// interface is then what the send socket must use too.
+fn receive_socket(group: SocketAddr) -> io::Result<(UdpSocket, Option<Ipv4Addr>)> {
     let s = Socket::new(Domain::for_address(group), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
@@ -367,14 +370,23 @@ fn receive_socket(group: SocketAddr) -> io::Result<UdpSocket> {
         ip => ip,
     };
     s.bind(&SocketAddr::new(bind_ip, group.port()).into())?;
+    let mut interface = None;
     match group.ip() {
         IpAddr::V4(g) => {
-            s.join_multicast_v4(&g, &Ipv4Addr::UNSPECIFIED)?;
+            if let Err(e) = s.join_multicast_v4(&g, &Ipv4Addr::UNSPECIFIED) {
+                s.join_multicast_v4(&g, &Ipv4Addr::LOCALHOST).map_err(|_| e)?;
+                interface = Some(Ipv4Addr::LOCALHOST);
+            }
             #[cfg(target_os = "linux")]
             s.set_multicast_all_v4(false)?;
         }
         IpAddr::V6(g) => {
-            s.join_multicast_v6(&g, 0)?;
+            s.join_multicast_v6(&g, 0).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{e} (no IPv6 multicast route here: an IPv4 group such as 239.74.163.2 can use loopback)"),
+                )
+            })?;
             #[cfg(target_os = "linux")]
             s.set_multicast_all_v6(false)?;
         }
@@ -382,13 +394,16 @@ fn receive_socket(group: SocketAddr) -> io::Result<UdpSocket> {
     // Windows applies the loop option at the receiver.
     set_loop(&s, group)?;
     s.set_read_timeout(Some(READ_SLICE))?;
-    Ok(s.into())
+    Ok((s.into(), interface))
 }
 
 /// The send socket: an ephemeral port (its address marks this node's own
 /// frames), connected to the group so the system fixes the source address.
-fn send_socket(group: SocketAddr) -> io::Result<UdpSocket> {
+fn send_socket(group: SocketAddr, interface: Option<Ipv4Addr>) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(group), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Some(i) = interface {
+        s.set_multicast_if_v4(&i)?;
+    }
     match group {
         SocketAddr::V4(_) => s.set_multicast_ttl_v4(HOP_LIMIT)?,
         SocketAddr::V6(_) => s.set_multicast_hops_v6(HOP_LIMIT)?,
@@ -842,7 +857,9 @@ mod tests {
         let group = "239.255.42.4:43204";
         let Some(b) = open(group, false, false) else { return };
         let l = b.listen(ListenerFilter::default(), 100, DropPolicy::DropNewest);
-        let tx = send_socket(parse_group(group).unwrap()).unwrap();
+        let g = parse_group(group).unwrap();
+        let (_also_a_receiver, interface) = receive_socket(g).unwrap();
+        let tx = send_socket(g, interface).unwrap();
         let mut good = Vec::new();
         encode(&can(0x7, &[7]), 0.0, &mut good);
         let deep: Vec<u8> = std::iter::repeat_n(0x91u8, 60_000).collect();
@@ -878,11 +895,11 @@ mod tests {
     #[test]
     fn kernel_drops_are_counted() {
         let group = parse_group("239.255.42.7:43207").unwrap();
-        let Ok(rx) = receive_socket(group) else {
+        let Ok((rx, interface)) = receive_socket(group) else {
             eprintln!("SKIPPED: this host cannot join multicast group {group}");
             return;
         };
-        let tx = send_socket(group).unwrap();
+        let tx = send_socket(group, interface).unwrap();
         let mut buf = Vec::new();
         encode(&can(0x8, &[8; 8]), 0.0, &mut buf);
         let n = 20_000u64;
