@@ -190,9 +190,11 @@ pub(crate) fn notify_fileno(py: Python<'_>, n: std::io::Result<Arc<Notify>>) -> 
 /// `CAN(tx=None, rx=None, baudrate=250000, loopback=False, silent=False,
 /// auto_restart=False, *, channel=None, interface=None, fd=False)`.
 /// `tx`/`rx` are board pins and mean nothing on a PC (any objects are
-/// accepted); `channel` picks the bus: `"vcan0"`/`"can0"` (SocketCAN) or
-/// `"virtual:name"` (the in-process virtual bus). Without `channel` and
-/// `interface` the bus is `$CANX_CHANNEL`, else `"virtual:default"`.
+/// accepted); `channel` picks the bus: `"vcan0"`/`"can0"` (SocketCAN),
+/// `"virtual:name"` (the in-process virtual bus) or `"udp_multicast:GROUP"`
+/// (shared between processes; `interface="udp_multicast"` alone: python-can's
+/// default group). Without `channel` and `interface` the bus is
+/// `$CANX_CHANNEL`, else `"virtual:default"`.
 ///
 /// Raises: `ValueError("tx and rx cannot both be None")` (canio) when no pins
 /// and no channel are given; `canx.ChannelError` for a channel canx does not
