@@ -120,6 +120,27 @@ def test_canx_dump_sees_canx_send_in_another_process(group: str, timeout_scale: 
         assert got == frames
 
 
+def test_canx_log_records_another_process(group: str, tmp_path, timeout_scale: float) -> None:
+    """``canx log`` (with a candump filter) records frames another process sends."""
+    channel = f"udp_multicast:{group}"
+    out = tmp_path / "bus.log"
+    with _spawn([sys.executable, "-m", "canx", "log", f"{channel},123:7FF", "-n", "3", "-f", str(out)]) as log, \
+            canx.CAN(channel=channel) as bus:
+        # Until the logger has its 3 frames: it may start listening at any one.
+        for i in range(int(400 * timeout_scale)):
+            bus.send(canx.Message(0x124, b"other"))
+            bus.send(canx.Message(0x123, i.to_bytes(2, "big")))
+            if log.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert log.wait(10 * timeout_scale) == 0, _stderr(log)
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3, lines
+    counters = [int(line.rsplit("#", 1)[1], 16) for line in lines]
+    assert counters == list(range(counters[0], counters[0] + 3))
+    assert all(line.split(" ")[1] == channel and "123#" in line for line in lines), lines
+
+
 #: A python-can udp_multicast node in its own process: answers every frame
 #: with an even id by the same frame with id | 1 and prints what it got as
 #: JSON; stops at id 0x7FE. (python-can's bus also receives its own frames:

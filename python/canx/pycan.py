@@ -200,7 +200,8 @@ class CanxBus(BusABC):
     def _detect_available_configs() -> List[can.typechecking.AutoDetectedConfig]:
         """Every channel canx can open now, as the native backend registry
         lists them: CAN network interfaces (SocketCAN, Linux), then the open
-        canx virtual channels."""
+        canx virtual channels, then python-can's two default ``udp_multicast``
+        groups."""
         out: List[can.typechecking.AutoDetectedConfig] = [
             {"interface": "canx", "channel": ch} for ch in RawBus.available_channels()
         ]
