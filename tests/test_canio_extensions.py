@@ -175,7 +175,7 @@ def processed(can, n):
     return wait_for(lambda: can.stats()["error_frames"] >= n)
 
 
-STATS_KEYS = {"received", "sent", "backend_dropped", "listener_dropped", "echo_dropped", "error_frames",
+STATS_KEYS = {"received", "sent", "backend_dropped", "listener_dropped", "echo_dropped", "malformed", "error_frames",
               "receive_thread_stopped"}
 
 

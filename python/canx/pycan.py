@@ -6,8 +6,9 @@ python-can tool takes ``-i canx``::
     python -m can.logger -i canx -c vcan0
     python -m can.viewer -i canx -c virtual:test
 
-Channels: ``"vcan0"``, ``"can0"`` (SocketCAN) or ``"virtual:NAME"`` (canx's
-in-process virtual bus). Frames are received by canx's native receive thread
+Channels: ``"vcan0"``, ``"can0"`` (SocketCAN), ``"virtual:NAME"`` (canx's
+in-process virtual bus) or ``"udp_multicast:[GROUP[:PORT]]"`` (a bus shared
+between processes, python-can's ``udp_multicast`` on the wire). Frames are received by canx's native receive thread
 and filtered in the kernel (SocketCAN) or natively (virtual), so ``recv``
 only pops a queue and builds the ``can.Message`` natively. ``send_periodic``
 runs on a native timer of the bus (no Python per frame) unless a
@@ -60,8 +61,8 @@ class CanxBus(BusABC):
     """A python-can bus on canx.
 
     ``CanxBus(channel=None, can_filters=None, receive_own_messages=False,
-    fd=False, bitrate=None, **kwargs)``: ``channel`` ``"vcan0"``, ``"can0"``
-    or ``"virtual:NAME"`` (None: ``$CANX_CHANNEL``, else
+    fd=False, bitrate=None, **kwargs)``: ``channel`` ``"vcan0"``, ``"can0"``,
+    ``"virtual:NAME"`` or ``"udp_multicast:GROUP"`` (None: ``$CANX_CHANNEL``, else
     ``"virtual:default"``); ``can_filters`` python-can's
     ``[{"can_id", "can_mask", "extended"?}]``; ``receive_own_messages``
     delivers this bus's own frames with ``is_rx=False``; ``fd=True`` opens
@@ -199,7 +200,8 @@ class CanxBus(BusABC):
     def _detect_available_configs() -> List[can.typechecking.AutoDetectedConfig]:
         """Every channel canx can open now, as the native backend registry
         lists them: CAN network interfaces (SocketCAN, Linux), then the open
-        canx virtual channels."""
+        canx virtual channels, then python-can's two default ``udp_multicast``
+        groups."""
         out: List[can.typechecking.AutoDetectedConfig] = [
             {"interface": "canx", "channel": ch} for ch in RawBus.available_channels()
         ]

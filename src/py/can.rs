@@ -190,9 +190,11 @@ pub(crate) fn notify_fileno(py: Python<'_>, n: std::io::Result<Arc<Notify>>) -> 
 /// `CAN(tx=None, rx=None, baudrate=250000, loopback=False, silent=False,
 /// auto_restart=False, *, channel=None, interface=None, fd=False)`.
 /// `tx`/`rx` are board pins and mean nothing on a PC (any objects are
-/// accepted); `channel` picks the bus: `"vcan0"`/`"can0"` (SocketCAN) or
-/// `"virtual:name"` (the in-process virtual bus). Without `channel` and
-/// `interface` the bus is `$CANX_CHANNEL`, else `"virtual:default"`.
+/// accepted); `channel` picks the bus: `"vcan0"`/`"can0"` (SocketCAN),
+/// `"virtual:name"` (the in-process virtual bus) or `"udp_multicast:GROUP"`
+/// (shared between processes; `interface="udp_multicast"` alone: python-can's
+/// default group). Without `channel` and `interface` the bus is
+/// `$CANX_CHANNEL`, else `"virtual:default"`.
 ///
 /// Raises: `ValueError("tx and rx cannot both be None")` (canio) when no pins
 /// and no channel are given; `canx.ChannelError` for a channel canx does not
@@ -250,6 +252,7 @@ impl CAN {
         let channel = match channel {
             Some(c) => c,
             None if interface.as_deref() == Some("virtual") => "virtual:default".into(),
+            None if interface.as_deref() == Some("udp_multicast") => "udp_multicast:".into(),
             None => default_channel(py)?,
         };
         let target = Channel::parse(&channel, interface.as_deref()).map_err(|e| to_py(py, e))?;
@@ -403,7 +406,8 @@ impl CAN {
     /// canx: counters as a dict: `received`, `sent`, `backend_dropped`
     /// (kernel overflow or virtual inbox), `listener_dropped` (full listener
     /// queues), `echo_dropped` (frames the bounded local echo between the
-    /// engines of this bus lost), `error_frames`, `receive_thread_stopped` (1 once the receive
+    /// engines of this bus lost), `malformed` (input that was not a frame:
+    /// garbage `udp_multicast` datagrams), `error_frames`, `receive_thread_stopped` (1 once the receive
     /// thread stopped after repeated backend errors; `link_error` says why).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let bus = self.bus()?;
@@ -414,6 +418,7 @@ impl CAN {
         d.set_item("backend_dropped", s.backend_dropped)?;
         d.set_item("listener_dropped", s.listener_dropped)?;
         d.set_item("echo_dropped", s.echo_dropped)?;
+        d.set_item("malformed", s.malformed)?;
         d.set_item("error_frames", s.error_frames)?;
         d.set_item("receive_thread_stopped", u8::from(bus.thread_error().is_some()))?;
         Ok(d)

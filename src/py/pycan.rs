@@ -533,7 +533,8 @@ impl RawBus {
     }
 
     /// Channels that can be opened now, as `channel=` strings: CAN network
-    /// interfaces (Linux), then the virtual channels that have nodes.
+    /// interfaces (Linux), then the virtual channels that have nodes, then
+    /// python-can's two default `udp_multicast` groups.
     #[staticmethod]
     fn available_channels() -> Vec<String> {
         crate::runtime::available_channels()

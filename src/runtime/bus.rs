@@ -34,6 +34,8 @@ pub struct BusStats {
     pub error_frames: u64,
     /// Frames of the local echo between engines lost to a full echo queue.
     pub echo_dropped: u64,
+    /// Input that was not a frame ([`Backend::malformed`]: garbage datagrams).
+    pub malformed: u64,
 }
 
 /// Controller state as last reported.
@@ -380,6 +382,7 @@ impl Bus {
             listener_dropped,
             error_frames: self.shared.error_frames.load(Ordering::Relaxed),
             echo_dropped: self.shared.echo_dropped.load(Ordering::Relaxed),
+            malformed: self.shared.backend.malformed(),
         }
     }
 

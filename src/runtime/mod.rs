@@ -17,9 +17,9 @@ pub mod events;
 pub mod listener;
 pub mod queue;
 
-pub use backend::virtual_bus;
 #[cfg(target_os = "linux")]
 pub use backend::{bcm, socketcan};
+pub use backend::{udp_multicast, virtual_bus};
 
 use std::fmt;
 

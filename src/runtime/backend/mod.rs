@@ -14,6 +14,7 @@
 //! | --- | --- | --- | --- |
 //! | `socketcan` | `vcan0`, `can0` (no prefix) | Linux | [`socketcan`] (+ [`bcm`] for periodic offload) |
 //! | `virtual` | `virtual:NAME` | all | [`virtual_bus`] |
+//! | `udp_multicast` | `udp_multicast:`, `udp_multicast:GROUP[:PORT]` | all | [`udp_multicast`] |
 //!
 //! Adding a backend (an `slcan:/dev/ttyACM0` serial adapter, a
 //! `gs_usb:SERIAL` USB adapter) is one file with a `Backend` impl and a
@@ -24,6 +25,7 @@
 pub mod bcm;
 #[cfg(target_os = "linux")]
 pub mod socketcan;
+pub mod udp_multicast;
 pub mod virtual_bus;
 
 use std::fmt;
@@ -91,6 +93,11 @@ pub trait Backend: Send + Sync {
     fn set_prefilter(&self, _filters: Option<&[Filter]>) {}
     /// Frames the backend itself lost (kernel `SO_RXQ_OVFL`, full virtual inbox).
     fn backend_drops(&self) -> u64;
+    /// Input from the medium that was not a frame and was dropped (a
+    /// garbage datagram on `udp_multicast`).
+    fn malformed(&self) -> u64 {
+        0
+    }
     /// `Some(reason)` while the link is down.
     fn link_down(&self) -> Option<String> {
         None
@@ -349,7 +356,7 @@ pub struct Scheme {
 }
 
 /// Every channel scheme canx knows, in the order they are listed.
-pub static SCHEMES: &[Scheme] = &[socketcan::SCHEME, virtual_bus::SCHEME];
+pub static SCHEMES: &[Scheme] = &[socketcan::SCHEME, virtual_bus::SCHEME, udp_multicast::SCHEME];
 
 /// Off Linux: the `socketcan` scheme exists only to say why it cannot work.
 #[cfg(not(target_os = "linux"))]
@@ -389,6 +396,11 @@ impl Channel {
     /// such as SocketCAN off Linux).
     pub fn parse(channel: &str, interface: Option<&str>) -> Result<Channel> {
         let (prefix, name) = match channel.split_once(':') {
+            // With `interface=`, a channel whose prefix is no scheme is all
+            // name (python-can's udp_multicast channel "ff15::1").
+            Some((p, _)) if interface.is_some() && !SCHEMES.iter().any(|s| s.name.eq_ignore_ascii_case(p)) => {
+                (None, channel)
+            }
             Some((scheme, rest)) => (Some(scheme), rest),
             None => (None, channel),
         };
@@ -409,7 +421,8 @@ impl Channel {
                 .find(|s| s.default)
                 .ok_or_else(|| Error::BadChannel(format!("channel {channel:?} needs a scheme prefix")))?,
         };
-        if name.is_empty() {
+        // `udp_multicast:` is python-can's default group.
+        if name.is_empty() && scheme.name != udp_multicast::SCHEME.name {
             return Err(Error::BadChannel(format!("empty channel name in {channel:?}")));
         }
         (scheme.check)(name)?;
