@@ -292,7 +292,14 @@ impl Bus {
         let id = engine_id(&engine);
         let flush = move |e: &mut dyn Driven| {
             if let Some(shared) = bus.upgrade().filter(|s| !s.stop.load(Ordering::Relaxed)) {
-                transmit(&shared, id, e, shared.clock.now(), &mut Vec::new());
+                transmit(
+                    &shared,
+                    id,
+                    e,
+                    shared.clock.now(),
+                    shared.engine_count.load(Ordering::Relaxed) == 1,
+                    &mut Vec::new(),
+                );
                 e.flush_events();
             }
         };
@@ -447,6 +454,7 @@ fn run_engines(
     let mut next: Option<canx_core::Instant> = None;
     // Reused for every engine of this round (no allocation when none sends).
     let mut out: Vec<Frame> = Vec::new();
+    let lone = engines.len() == 1;
     for e in engines.iter() {
         let id = engine_id(e);
         let mut e = e.lock();
@@ -458,7 +466,7 @@ fn run_engines(
             e.handle_frame(now, f);
         }
         e.handle_timeout(now);
-        transmit(shared, id, &mut *e, now, &mut out);
+        transmit(shared, id, &mut *e, now, lone, &mut out);
         e.flush_events();
         next = canx_core::time::earliest(next, e.poll_timeout());
     }
@@ -474,13 +482,17 @@ fn run_engines(
 /// round. The engine is locked while this runs, so one stalled queue costs
 /// its callers one timeout per round, not one per frame. Frames sent are
 /// queued for the bus's other engines (local echo; `id` is the sender's
-/// [`engine_id`]). `out` is scratch space.
-fn transmit(shared: &Shared, id: usize, e: &mut dyn Driven, now: canx_core::Instant, out: &mut Vec<Frame>) {
+/// [`engine_id`]). An engine `lone` on its bus has nobody to take turns
+/// with: its per-round budget is renewed here ([`Driven::renew_budget`]),
+/// so its frames leave in full batches instead of a round each. `out` is
+/// scratch space.
+fn transmit(shared: &Shared, id: usize, e: &mut dyn Driven, now: canx_core::Instant, lone: bool, out: &mut Vec<Frame>) {
     loop {
         out.clear();
         while out.len() < SEND_BATCH {
             match e.poll_transmit(now) {
                 Some(f) => out.push(f),
+                None if lone && e.renew_budget() => continue,
                 None => break,
             }
         }

@@ -107,6 +107,14 @@ pub trait Driven: Send {
     /// the engine may ask about its bus (including the bus's clock, for
     /// changes made from the application: [`PeerHints::now`]).
     fn attached(&mut self, _hints: PeerHints) {}
+    /// The engine stopped at its per-round send budget with more to send:
+    /// renews the budget and returns true. The receive thread asks only when
+    /// the engine is alone on its bus (nobody to take turns with), so a lone
+    /// J1939 ECU sends a 255-DT window in full `send_many` batches.
+    /// Default: false (no budget).
+    fn renew_budget(&mut self) -> bool {
+        false
+    }
 }
 
 /// A shared engine.

@@ -612,3 +612,50 @@ fn j1939_sessions_of_one_bus_share_each_round() {
         assert!(sent, "sender {i} completed");
     }
 }
+
+/// The per-round budget is for taking turns: an ECU alone on its bus has
+/// nobody to take turns with, so its whole 255-DT window leaves in the round
+/// that took the CTS in (full `send_many` batches, no round per 16 frames).
+#[test]
+fn j1939_lone_ecu_sends_its_window_in_one_round() {
+    use super::drivers::j1939::{CtsTurnaround, J1939Driver, NodeConfig};
+    use canx_core::j1939::{EcuConfig, Name, Pgn};
+    let (clock, time) = Clock::manual(Instant::from_millis(1_000_000));
+    let tx = stepped("rt-j1939-lone", false, &clock);
+    let rx = stepped("rt-j1939-lone", false, &clock);
+    let mon = stepped("rt-j1939-lone", false, &clock);
+    let l = mon.listen(ListenerFilter::default(), 4096, DropPolicy::DropNewest);
+    let mk = |name: u64, addr: u8| NodeConfig {
+        config: EcuConfig::new(Name::from_u64(name), addr),
+        turnaround: CtsTurnaround::Auto,
+        etp_buffer: 2048,
+        queue: 64,
+    };
+    let (a, _) = J1939Driver::new(mk(1000, 0x10)).unwrap();
+    let a = Arc::new(Mutex::new(a));
+    let ha = tx.attach(a.clone());
+    let (b, _) = J1939Driver::new(mk(2000, 0x40)).unwrap();
+    let b = Arc::new(Mutex::new(b));
+    let hb = rx.attach(b.clone());
+    for (d, h) in [(&a, &ha), (&b, &hb)] {
+        d.lock().start().unwrap();
+        h.kick();
+    }
+    for _ in 0..260 {
+        time.advance(ms(1));
+        tx.step().unwrap();
+        rx.step().unwrap();
+    }
+    let data: Vec<u8> = (0..1785u32).map(|i| (i * 7 + 3) as u8).collect();
+    a.lock().send(6, Pgn::PROPRIETARY_A, 0x40, &data).unwrap();
+    ha.kick();
+    rx.step().unwrap(); // the RTS in, the CTS out
+    mon.run_until_idle().unwrap();
+    while l.try_recv().is_some() {}
+    tx.step().unwrap(); // the CTS in: the DTs out
+    mon.run_until_idle().unwrap();
+    let dts = std::iter::from_fn(|| l.try_recv())
+        .filter(|f| matches!(f.frame, Frame::Can(c) if (c.raw_id() >> 16) & 0xFF == 0xEB))
+        .count();
+    assert_eq!(dts, 255, "DTs sent in the round that took the CTS in");
+}

@@ -62,11 +62,11 @@ use std::time::Duration;
 
 use canx_core::frame::{fd_padded_len, make_id};
 use canx_core::{CanFrame, ErrorFrame, FdFrame, Frame};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Backend, BusConfig, Capabilities, Scheme};
+use crate::runtime::queue::BoundedQueue;
 use crate::runtime::{epoch_now, Error, Origin, Result, RxFrame};
 
 /// The `udp_multicast` entry of [`super::SCHEMES`].
@@ -316,8 +316,7 @@ pub(crate) struct UdpMulticastNode {
     tx_timeout: Mutex<Option<Duration>>,
     rx: UdpSocket,
     shared: Arc<Shared>,
-    inbox: Receiver<Inbound>,
-    self_tx: Sender<Inbound>,
+    inbox: Arc<BoundedQueue<Inbound>>,
 }
 
 fn os(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
@@ -337,20 +336,20 @@ impl UdpMulticastNode {
             inbox_drops: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
         });
-        let (self_tx, inbox) = bounded(INBOX_CAPACITY);
+        let inbox = Arc::new(BoundedQueue::new(INBOX_CAPACITY));
         let reader = Reader {
             socket: rx.try_clone().map_err(os("udp_multicast: socket"))?,
             own,
             receive_own: config.receive_own,
             fd: config.fd,
             shared: shared.clone(),
-            inbox: self_tx.clone(),
+            inbox: inbox.clone(),
         };
         std::thread::Builder::new()
             .name(format!("canx-udp-{group}"))
             .spawn(move || reader.run())
             .map_err(os("udp_multicast: cannot start the socket reader"))?;
-        Ok(UdpMulticastNode { group, tx, tx_timeout: Mutex::new(None), rx, shared, inbox, self_tx })
+        Ok(UdpMulticastNode { group, tx, tx_timeout: Mutex::new(None), rx, shared, inbox })
     }
 
     /// Datagrams received that were not a frame.
@@ -444,7 +443,7 @@ struct Reader {
     receive_own: bool,
     fd: bool,
     shared: Arc<Shared>,
-    inbox: Sender<Inbound>,
+    inbox: Arc<BoundedQueue<Inbound>>,
 }
 
 impl Reader {
@@ -463,7 +462,7 @@ impl Reader {
                     if self.shared.stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let _ = self.inbox.try_send(Inbound::Failed(e));
+                    let _ = self.inbox.try_push(Inbound::Failed(e));
                     failures += 1;
                     // A socket that keeps failing: slow down, the receive
                     // thread stops the bus after its error limit.
@@ -488,9 +487,7 @@ impl Reader {
                 continue; // a classic controller does not see FD frames
             }
             let origin = if own { Origin::Own } else { Origin::Bus };
-            if let Err(TrySendError::Full(_)) =
-                self.inbox.try_send(Inbound::Frame(RxFrame { frame, timestamp, origin }))
-            {
+            if self.inbox.try_push(Inbound::Frame(RxFrame { frame, timestamp, origin })).is_err() {
                 self.shared.inbox_drops.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -521,11 +518,7 @@ impl Drop for UdpMulticastNode {
 
 impl Backend for UdpMulticastNode {
     fn recv_batch(&self, out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()> {
-        let first = match self.inbox.recv_timeout(timeout) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => return Ok(()),
-            Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
-        };
+        let Some(first) = self.inbox.pop_timeout(timeout) else { return Ok(()) };
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(m) = next {
@@ -537,7 +530,7 @@ impl Backend for UdpMulticastNode {
                 Inbound::Wake => {}
             }
             taken += 1;
-            next = if taken < 256 { self.inbox.try_recv().ok() } else { None };
+            next = if taken < 256 { self.inbox.try_pop() } else { None };
         }
         Ok(())
     }
@@ -563,7 +556,7 @@ impl Backend for UdpMulticastNode {
     }
 
     fn wake(&self) {
-        let _ = self.self_tx.try_send(Inbound::Wake);
+        let _ = self.inbox.try_push(Inbound::Wake);
     }
 
     fn backend_drops(&self) -> u64 {

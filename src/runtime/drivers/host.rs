@@ -230,6 +230,13 @@ where
         self.budget -= 1;
         Some(Frame::Can(f))
     }
+    fn renew_budget(&mut self) -> bool {
+        if self.budget == 0 && (!self.acks.is_empty() || self.adapter.pending(&self.engine)) {
+            self.budget = A::TX_PER_ROUND;
+            return true;
+        }
+        false
+    }
     fn poll_timeout(&self) -> Option<Instant> {
         // More to send: come back at once (after a look at received frames).
         // Instant::ZERO is due on any bus clock (the wait saturates at zero).
