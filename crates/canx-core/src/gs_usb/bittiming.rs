@@ -11,7 +11,9 @@
 //!   the nearest (odd tseg*2 rounds up) and to a multiple of `brp_inc`; the
 //!   smallest bitrate error wins, then the sample point closest to the
 //!   nominal one without passing it;
-//! - more than 0.5 % bitrate error is refused;
+//! - more than 5.0 % bitrate error is refused (`CAN_CALC_MAX_ERROR` is 50
+//!   tenths of a percent; Linux 6.1 in the test VM accepts 3 Mbit/s from
+//!   80 MHz at 1.2 % error and refuses 30 Mbit/s);
 //! - `prop_seg = tseg1 / 2`, `phase_seg1 = tseg1 - prop_seg`;
 //! - SJW 1 unless asked for (then at most `sjw_max` and `phase_seg2`).
 //!
@@ -24,14 +26,19 @@ use core::fmt;
 pub use super::proto::BitTimingLimits;
 use super::proto::DeviceBitTiming;
 
-/// Largest bitrate error accepted, tenths of a percent (`CAN_CALC_MAX_ERROR`).
-pub const MAX_ERROR_PERMILLE: u32 = 5;
+/// Largest bitrate error accepted, tenths of a percent (`CAN_CALC_MAX_ERROR`
+/// = 50, i.e. 5.0 %; not 0.5 % as the team's research note says).
+pub const MAX_ERROR_PERMILLE: u32 = 50;
 const SYNC_SEG: u32 = 1;
+/// Largest `tseg1_max` / `tseg2_max` accepted. Real controllers have at most
+/// 256 / 128 (m_can); the bound keeps the search short whatever a device
+/// reports (the kernel would loop over 2^33 values for `u32::MAX`).
+pub const MAX_TSEG: u32 = 4096;
 
 /// A computed bit timing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BitTiming {
-    /// The bitrate this timing gives, bit/s (may differ from the request by ≤ 0.5 %).
+    /// The bitrate this timing gives, bit/s (may differ from the request by ≤ 5 %).
     pub bitrate: u32,
     /// Sample point, tenths of a percent (875 = 87.5 %).
     pub sample_point: u32,
@@ -60,11 +67,12 @@ impl BitTiming {
 /// Why no bit timing was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BitTimingError {
-    /// Bitrate 0, clock 0, `brp_inc` 0, or a sample point above 100 %.
+    /// Bitrate 0, clock 0, `brp_inc` 0, a sample point above 100 %, or tseg
+    /// limits above [`MAX_TSEG`].
     InvalidArgument,
     /// No prescaler within `brp_min..=brp_max` fits this bitrate.
     NoSolution,
-    /// The best timing is off by more than 0.5 %: the error in tenths of a percent.
+    /// The best timing is off by more than 5 %: the error in tenths of a percent.
     BitrateError(u32),
 }
 
@@ -127,7 +135,7 @@ fn update_sample_point(btc: &BitTimingLimits, sp_nominal: u32, tseg: u32) -> (u3
 /// ([`default_sample_point`]). `sjw`: 0 for the default (1).
 ///
 /// Errors: [`BitTimingError::InvalidArgument`], [`BitTimingError::NoSolution`],
-/// [`BitTimingError::BitrateError`] above 0.5 %.
+/// [`BitTimingError::BitrateError`] above 5 %.
 ///
 /// The kernel computes `tsegall * bitrate` in 32 bits; here it is 64 bits,
 /// which gives the same results wherever the kernel's product does not
@@ -139,7 +147,13 @@ pub fn calc_bittiming(
     sample_point: u32,
     sjw: u32,
 ) -> Result<BitTiming, BitTimingError> {
-    if bitrate == 0 || clock_hz == 0 || btc.brp_inc == 0 || sample_point > 1000 {
+    if bitrate == 0
+        || clock_hz == 0
+        || btc.brp_inc == 0
+        || sample_point > 1000
+        || btc.tseg1_max > MAX_TSEG
+        || btc.tseg2_max > MAX_TSEG
+    {
         return Err(BitTimingError::InvalidArgument);
     }
     let sp_nominal = if sample_point != 0 { sample_point } else { default_sample_point(bitrate) };

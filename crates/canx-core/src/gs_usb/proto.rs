@@ -9,8 +9,8 @@
 use core::fmt;
 
 use crate::frame::{
-    dlc_to_len, len_to_dlc, make_id, CanFrame, ErrorFrame, FdFrame, Frame, FrameError, CANFD_MAX_LEN,
-    CAN_MAX_LEN, EFF_FLAG, EFF_MASK, ERR_FLAG, RTR_FLAG, SFF_MASK,
+    dlc_to_len, len_to_dlc, make_id, CanFrame, ErrorFrame, FdFrame, Frame, FrameError, CANFD_MAX_LEN, CAN_MAX_LEN,
+    EFF_FLAG, EFF_MASK, ERR_FLAG, RTR_FLAG, SFF_MASK,
 };
 
 /// USB IDs the Linux gs_usb driver binds (K61 `gs_usb_table`, plus 1209:ca01
@@ -175,9 +175,7 @@ impl Request {
     pub fn direction(self) -> Direction {
         use Request::*;
         match self {
-            BtConst | DeviceConfig | Timestamp | BtConstExt | GetTermination | GetState | GetUserId => {
-                Direction::In
-            }
+            BtConst | DeviceConfig | Timestamp | BtConstExt | GetTermination | GetState | GetUserId => Direction::In,
             _ => Direction::Out,
         }
     }
@@ -186,8 +184,7 @@ impl Request {
     pub fn length(self) -> u16 {
         use Request::*;
         match self {
-            HostFormat | Berr | Timestamp | Identify | SetTermination | GetTermination | GetUserId
-            | SetUserId => 4,
+            HostFormat | Berr | Timestamp | Identify | SetTermination | GetTermination | GetUserId | SetUserId => 4,
             BitTiming | DataBitTiming => DeviceBitTiming::SIZE as u16,
             Mode => DeviceMode::SIZE as u16,
             BtConst => self::BtConst::SIZE as u16,
@@ -853,4 +850,3 @@ impl HostFrame {
         HostFrame { echo_id: ECHO_ID_RX, can_id, can_dlc, channel, flags, data, timestamp_us: None }
     }
 }
-

@@ -51,9 +51,7 @@ fn structs_golden_bytes() {
 
     // candleLight bxCAN at 48 MHz, features LISTEN_ONLY|LOOP_BACK|HW_TIMESTAMP|IDENTIFY
     // plus unknown bits 14 and 31 that must be masked.
-    let raw = hex(
-        "33400080 00366e01 01000000 10000000 01000000 08000000 04000000 01000000 00040000 01000000",
-    );
+    let raw = hex("33400080 00366e01 01000000 10000000 01000000 08000000 04000000 01000000 00040000 01000000");
     let c = BtConst::parse(&raw).unwrap();
     assert_eq!(c.feature.bits(), 0x33);
     assert!(c.feature.contains(Features::HW_TIMESTAMP));
@@ -260,7 +258,7 @@ proptest! {
 
     #[test]
     fn bittiming_never_panics(clock in any::<u32>(), bitrate in any::<u32>(), sp in 0u32..1200, sjw in 0u32..200,
-                              lim in proptest::array::uniform8(0u32..600)) {
+                              lim in proptest::array::uniform8(prop_oneof![0u32..600, any::<u32>()])) {
         let btc = BitTimingLimits { tseg1_min: lim[0], tseg1_max: lim[1], tseg2_min: lim[2], tseg2_max: lim[3],
                                     sjw_max: lim[4], brp_min: lim[5], brp_max: lim[6], brp_inc: lim[7] };
         if let Ok(bt) = calc_bittiming(clock, &btc, bitrate, sp, sjw) {
@@ -283,11 +281,11 @@ proptest! {
                 }
                 prop_assert!((1..=8).contains(&bt.phase_seg2) && (1..=1024).contains(&bt.brp), "{:?}", bt);
                 let err = u64::from(bitrate.abs_diff(bt.bitrate)) * 1000 / u64::from(bitrate);
-                prop_assert!(err <= 5);
+                prop_assert!(err <= 50);
                 let nominal = if sp == 0 { default_sample_point(bitrate) } else { sp };
                 prop_assert!(bt.sample_point <= nominal);
             }
-            Err(BitTimingError::BitrateError(e)) => prop_assert!(e > 5),
+            Err(BitTimingError::BitrateError(e)) => prop_assert!(e > 50),
             Err(e) => prop_assert!(false, "{e}"),
         }
     }
@@ -305,10 +303,20 @@ fn default_sample_points() {
 
 #[test]
 fn bittiming_errors() {
-    let btc = BitTimingLimits { tseg1_min: 1, tseg1_max: 16, tseg2_min: 1, tseg2_max: 8, sjw_max: 4,
-                                brp_min: 1, brp_max: 1024, brp_inc: 1 };
+    let btc = BitTimingLimits {
+        tseg1_min: 1,
+        tseg1_max: 16,
+        tseg2_min: 1,
+        tseg2_max: 8,
+        sjw_max: 4,
+        brp_min: 1,
+        brp_max: 1024,
+        brp_inc: 1,
+    };
     assert_eq!(calc_bittiming(48_000_000, &btc, 0, 0, 0), Err(BitTimingError::InvalidArgument));
     assert_eq!(calc_bittiming(48_000_000, &btc, 500_000, 1001, 0), Err(BitTimingError::InvalidArgument));
+    let huge = BitTimingLimits { tseg1_max: u32::MAX, ..btc };
+    assert_eq!(calc_bittiming(48_000_000, &huge, 500_000, 0, 0), Err(BitTimingError::InvalidArgument));
     // 20 Mbit/s from 48 MHz needs at least 2.4 tq per bit: no prescaler fits.
     assert!(calc_bittiming(48_000_000, &btc, 20_000_000, 0, 0).is_err());
     // 1 kbit/s would need brp > 1024.
@@ -331,8 +339,8 @@ fn bittiming_matches_the_kernel() {
         if cols[0] == "profile" {
             continue;
         }
-        let n: std::vec::Vec<u32> = cols[2..].iter().map(|c| c.trim().parse().unwrap()).collect();
-        assert_eq!(n.len(), 19, "{line}");
+        assert_eq!(cols.len(), 21, "{line}");
+        let n: std::vec::Vec<u32> = cols[2..13].iter().map(|c| c.trim().parse().unwrap()).collect();
         let btc = BitTimingLimits {
             tseg1_min: n[1],
             tseg1_max: n[2],
@@ -343,10 +351,16 @@ fn bittiming_matches_the_kernel() {
             brp_max: n[7],
             brp_inc: n[8],
         };
-        let bt = calc_bittiming(n[0], &btc, n[9], n[10], 0).unwrap_or_else(|e| panic!("{line}: {e}"));
-        let got = [bt.bitrate, bt.sample_point, bt.tq_ns, bt.prop_seg, bt.phase_seg1, bt.phase_seg2, bt.sjw, bt.brp];
-        assert_eq!(got.as_slice(), &n[11..], "{line}");
+        let result = calc_bittiming(n[0], &btc, n[9], n[10], 0);
         rows += 1;
+        if cols[13] == "ERR" {
+            assert!(result.is_err(), "{line}: the kernel refused, canx gives {result:?}");
+            continue;
+        }
+        let want: std::vec::Vec<u32> = cols[13..].iter().map(|c| c.trim().parse().unwrap()).collect();
+        let bt = result.unwrap_or_else(|e| panic!("{line}: {e}"));
+        let got = [bt.bitrate, bt.sample_point, bt.tq_ns, bt.prop_seg, bt.phase_seg1, bt.phase_seg2, bt.sjw, bt.brp];
+        assert_eq!(got.as_slice(), want.as_slice(), "{line}");
     }
     assert!(rows >= 10, "only {rows} rows in gs_usb_bittiming.csv");
 }
