@@ -22,6 +22,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod bcm;
+pub mod gs_usb;
 #[cfg(target_os = "linux")]
 pub mod socketcan;
 pub mod virtual_bus;
