@@ -298,3 +298,56 @@ def test_kernel_bittiming_reference(emu: tuple[GsUsbEmulator, str]) -> None:
 def _read(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+# ----------------------------------------------------------------- canx's own driver
+# Last in the file: it takes interface 0 away from the kernel driver (nusb
+# detach_and_claim_interface), after the kernel tests of the same emulator.
+
+PROBE = REPO / "target/debug/examples/gs_usb_probe"
+
+
+def test_canx_user_space_driver(emu: tuple[GsUsbEmulator, str], can_utils, timeout_scale: float) -> None:
+    """canx's gs_usb driver (nusb transport, tests/vm/gs_usb_probe.rs) opens
+    the emulated device, starts it with the kernel's bit timing, sends a
+    frame (confirmed by its echo) and receives one from the bus."""
+    e, dev = emu
+    if not PROBE.exists():
+        pytest.fail(f"{PROBE} missing: cargo build --no-default-features --example gs_usb_probe", pytrace=False)
+    ip("link", "set", "dev", dev, "down")
+    fd = e.profile.data is not None
+    args = [str(PROBE), "500000", "2000000" if fd else "-", "1", str(int(20 * timeout_scale)), "123#DEADBEEF"]
+    if fd:
+        args.append("12345678##1" + "11" * 12)
+    with can_utils.candump(BUS) as bus:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            lines = []
+            for line in proc.stdout:
+                lines.append(line.strip())
+                if line.startswith(("ready", "error")):
+                    break
+            assert lines and lines[-1] == "ready", (lines, proc.stderr.read() if proc.stderr else "")
+            can_utils.cansend(BUS, "456#1122")
+            out, err = proc.communicate(timeout=40 * timeout_scale)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        lines += out.splitlines()
+        bus.wait(2 if fd else 1)
+    assert proc.returncode == 0, (lines, err)
+    assert lines[0].startswith("open 1d50:606f serial=CANXEMU0001 channels=1"), lines
+    assert "tx-done 123#DEADBEEF" in " ".join(lines), lines
+    rx = [ln for ln in lines if ln.startswith("rx ")]
+    assert rx and rx[0].split()[1] == "456#1122", lines
+    assert int(rx[0].split("ts=")[1]) > 0  # hardware timestamp from the device
+    bus_frames = [f for _, f in bus.frames]
+    assert "123#DEADBEEF" in bus_frames, bus_frames
+    if fd:
+        assert "12345678##5" + "11" * 12 in bus_frames, bus_frames
+        assert f"tx-done 12345678##1{'11' * 12}" in " ".join(lines), lines
+    # What canx programmed is what the kernel computes for 500 kbit/s.
+    stored = {(r["profile"], r["phase"], r["bitrate_req"], r["sample_point_req"]): r for r in _read(REFERENCE)}
+    ref = stored[(e.profile.name, "nominal", "500000", "0")]
+    assert e.channels[0].bittiming == tuple(int(ref[k]) for k in ("prop_seg", "phase_seg1", "phase_seg2", "sjw", "brp"))
