@@ -14,6 +14,7 @@
 //! | --- | --- | --- | --- |
 //! | `socketcan` | `vcan0`, `can0` (no prefix) | Linux | [`socketcan`] (+ [`bcm`] for periodic offload) |
 //! | `virtual` | `virtual:NAME` | all | [`virtual_bus`] |
+//! | `gs_usb` | `gs_usb:0`, `gs_usb:SERIAL` | all (nusb) | [`gs_usb`] (first cut: classic, channel 0) |
 //!
 //! Adding a backend (an `slcan:/dev/ttyACM0` serial adapter, a
 //! `gs_usb:SERIAL` USB adapter) is one file with a `Backend` impl and a
@@ -350,7 +351,7 @@ pub struct Scheme {
 }
 
 /// Every channel scheme canx knows, in the order they are listed.
-pub static SCHEMES: &[Scheme] = &[socketcan::SCHEME, virtual_bus::SCHEME];
+pub static SCHEMES: &[Scheme] = &[socketcan::SCHEME, virtual_bus::SCHEME, gs_usb::backend::SCHEME];
 
 /// Off Linux: the `socketcan` scheme exists only to say why it cannot work.
 #[cfg(not(target_os = "linux"))]

@@ -281,6 +281,10 @@ impl<T: Transport> GsUsbDevice<T> {
     pub fn transport(&self) -> &T {
         &self.transport
     }
+    /// `true` if a frame can be sent now without waiting for an echo.
+    pub fn has_free_slot(&self) -> bool {
+        self.slots.lock().in_flight() < DEFAULT_TX_SLOTS
+    }
     /// Echoes with ids that were not in flight, so far.
     pub fn unknown_echoes(&self) -> u64 {
         self.slots.lock().unknown_echoes()

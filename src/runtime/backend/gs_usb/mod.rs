@@ -11,12 +11,16 @@
 //!   over the `nusb` crate (Linux usbfs, Windows WinUSB, macOS IOKit); the
 //!   tests drive the driver with an in-process mock device.
 //!
-//! Not yet here (issue 12): the `Backend` impl and the `gs_usb:` channel
-//! scheme, a receive thread, the TX watchdog, mapping device time to epoch.
+//! - [`backend`]: the `gs_usb:` channel scheme, a `Backend` over the driver
+//!   (first cut: classic CAN, channel 0; see its doc for what is missing).
+//!
+//! Not yet here (issue 12): FD through `BusConfig`, several channels of one
+//! device, the TX watchdog, drift correction of device time, hot-unplug tests.
 //!
 //! Protocol facts: `canx_core::gs_usb` and the team's
 //! `docs/research/usb-adapters.md` §1, §6.
 
+pub mod backend;
 pub mod device;
 pub mod usb;
 

@@ -345,3 +345,98 @@ fn solver_and_device_agree() {
         assert_eq!(DeviceBitTiming::parse(&dev.transport().payload(1)).unwrap(), s.nominal.to_device());
     }
 }
+
+// ------------------------------------------------------------------ Backend
+
+mod backend {
+    use super::*;
+    use crate::runtime::backend::gs_usb::backend::GsUsbBackend;
+    use crate::runtime::backend::{Backend, BusConfig, Channel};
+    use crate::runtime::{Error, Origin};
+
+    fn config(receive_own: bool) -> BusConfig {
+        let mut c = BusConfig::new(Channel::virtual_bus("unused"));
+        c.bitrate = 500_000;
+        c.receive_own = receive_own;
+        c
+    }
+
+    #[test]
+    fn frames_both_ways_with_own_echoes_and_hardware_time() {
+        let b = GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &config(true)).unwrap();
+        assert!(b.capabilities().hardware_timestamps && b.capabilities().bitrate_control);
+        b.send(&classic(0x123, &[0xDE, 0xAD]), T).unwrap();
+        let m = b.device().transport();
+        let mut rx = HostFrame::new_rx(0, 0x456, &[1, 2], FrameFlags::default());
+        rx.timestamp_us = Some(1_000_000 + 5_000); // 4 ms after the echo (stamped 1000 µs)
+        m.push_in(&rx);
+        let mut out = Vec::new();
+        b.recv_batch(&mut out, T).unwrap();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!((out[0].frame, out[0].origin), (classic(0x123, &[0xDE, 0xAD]), Origin::Own));
+        assert_eq!((out[1].frame, out[1].origin), (classic(0x456, &[1, 2]), Origin::Bus));
+        // Device time keeps its spacing in epoch seconds (one anchor).
+        let dt = out[1].timestamp - out[0].timestamp;
+        assert!((dt - 1.004).abs() < 1e-6, "{dt}");
+        // Nothing more: recv_batch returns after its timeout with nothing.
+        out.clear();
+        b.recv_batch(&mut out, Duration::from_millis(20)).unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn without_receive_own_echoes_only_free_slots() {
+        let b = GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &config(false)).unwrap();
+        for i in 0..25 {
+            b.send(&classic(i, &[]), T).unwrap();
+            let mut out = Vec::new();
+            b.recv_batch(&mut out, Duration::from_millis(5)).unwrap();
+            assert!(out.is_empty());
+        }
+        assert_eq!(b.device().transport().out.lock().len(), 25);
+    }
+
+    #[test]
+    fn send_times_out_when_the_device_never_echoes() {
+        let mut m = Mock::new(FD_FEATURES, 1);
+        m.echo = false;
+        let b = GsUsbBackend::open(m, ident(), &config(false)).unwrap();
+        for i in 0..DEFAULT_TX_SLOTS as u32 {
+            b.send(&classic(i, &[]), T).unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        assert!(matches!(b.send(&classic(0x7FF, &[]), Duration::from_millis(30)), Err(Error::SendTimeout)));
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn silent_fd_and_bad_bitrate() {
+        let mut c = config(false);
+        c.silent = true;
+        let b = GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c).unwrap();
+        assert!(matches!(b.send(&classic(1, &[]), T), Err(Error::Silent)));
+        assert!(DeviceMode::parse(&b.device().transport().payload(2)).unwrap().flags.contains(ModeFlags::LISTEN_ONLY));
+        let mut c = config(false);
+        c.fd = true;
+        assert!(matches!(GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c), Err(Error::Unsupported(_))));
+        let mut c = config(false);
+        c.silent = true;
+        assert!(matches!(
+            GsUsbBackend::open(Mock::new(Features::HW_TIMESTAMP, 1), ident(), &c),
+            Err(Error::Unsupported(_))
+        ));
+        let mut c = config(false);
+        c.bitrate = 1;
+        assert!(matches!(GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c), Err(Error::BadChannel(_))));
+    }
+
+    #[test]
+    fn channel_names() {
+        let c = Channel::parse("gs_usb:0", None).unwrap();
+        assert_eq!((c.scheme(), c.name()), ("gs_usb", "0"));
+        assert_eq!(c.to_string(), "gs_usb:0");
+        assert!(Channel::parse("gs_usb:ABC123", None).is_ok());
+        assert!(Channel::parse("0", Some("gs_usb")).is_ok());
+        assert!(matches!(Channel::parse("gs_usb:a/b", None), Err(Error::BadChannel(_))));
+    }
+}
