@@ -351,3 +351,45 @@ def test_canx_user_space_driver(emu: tuple[GsUsbEmulator, str], can_utils, timeo
     stored = {(r["profile"], r["phase"], r["bitrate_req"], r["sample_point_req"]): r for r in _read(REFERENCE)}
     ref = stored[(e.profile.name, "nominal", "500000", "0")]
     assert e.channels[0].bittiming == tuple(int(ref[k]) for k in ("prop_seg", "phase_seg1", "phase_seg2", "sjw", "brp"))
+
+
+def test_canx_gs_usb_channel(emu: tuple[GsUsbEmulator, str], can_utils, timeout_scale: float) -> None:
+    """``canx.CAN(channel="gs_usb:...")`` on the emulated device: refused while
+    the kernel's driver has it (with the SocketCAN hint), then frames both
+    ways with device timestamps in epoch seconds, at the kernel's bit timing."""
+    import canx
+
+    e, _ = emu
+    udev = e.usb_device_dir()
+    assert udev is not None
+    intf = f"{udev.name}:1.0"
+    bound = Path(f"/sys/bus/usb/devices/{intf}/driver")
+    if not bound.exists():  # the previous test detached it
+        Path("/sys/bus/usb/drivers/gs_usb/bind").write_text(intf)
+    wait_for(bound.exists, 5 * timeout_scale, "gs_usb bound again")
+    with pytest.raises(canx.UnsupportedError, match="SocketCAN"):
+        canx.CAN(channel="gs_usb:0", baudrate=250000)
+    Path("/sys/bus/usb/drivers/gs_usb/unbind").write_text(intf)
+    wait_for(lambda: not bound.exists(), 5 * timeout_scale, "gs_usb unbound")
+
+    t0 = time.time()
+    with canx.CAN(channel="gs_usb:CANXEMU0001", baudrate=250000, loopback=True) as can, \
+            can_utils.candump(BUS) as bus:
+        lis = can.listen(timeout=10 * timeout_scale)
+        can.send(canx.Message(0x123, b"\x11\x22"))
+        own = lis.receive()
+        assert own == canx.Message(0x123, b"\x11\x22") and own.is_own, own
+        assert bus.wait(1) and bus.frames[0][1] == "123#1122"
+        can_utils.cansend(BUS, "12345678#DEADBEEF")
+        got = lis.receive()
+        assert got == canx.Message(0x12345678, bytes.fromhex("DEADBEEF"), extended=True), got
+        assert not got.is_own
+        # Device time, anchored to epoch seconds: ordered, and near now.
+        assert own.timestamp is not None and got.timestamp is not None
+        assert own.timestamp < got.timestamp
+        assert abs(own.timestamp - t0) < 60 * timeout_scale
+    stored = {(r["profile"], r["phase"], r["bitrate_req"], r["sample_point_req"]): r for r in _read(REFERENCE)}
+    ref = stored[(e.profile.name, "nominal", "250000", "0")]
+    assert e.channels[0].bittiming == tuple(int(ref[k]) for k in ("prop_seg", "phase_seg1", "phase_seg2", "sjw", "brp"))
+    # Closing the bus stopped the channel (MODE RESET).
+    wait_for(lambda: not e.channels[0].started, 5 * timeout_scale, "MODE RESET on close")

@@ -103,6 +103,10 @@ pub trait Backend: Send + Sync {
     }
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
+    /// The bus is shut down ([`Bus::shutdown`], after its receive thread
+    /// ended): stop the hardware now, even if references to the backend
+    /// live on (a USB adapter's channel is reset). Default: nothing.
+    fn close(&self) {}
     /// A periodic transmission of `frames` in turn, one every `period`, run
     /// by the backend itself (SocketCAN: the kernel's broadcast manager),
     /// created stopped. `None`: no offload, the runtime uses its own timer

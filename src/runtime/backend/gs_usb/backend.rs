@@ -45,7 +45,7 @@ fn available() -> Vec<String> {
 }
 
 fn open_nusb(name: &str, config: &BusConfig) -> Result<GsUsbBackend<super::usb::NusbTransport>> {
-    let devices = super::usb::list().map_err(|e| to_error("listing USB devices", e))?;
+    let devices = super::usb::list().map_err(|e| to_error("gs_usb", e))?;
     let info = match name.parse::<usize>() {
         Ok(i) => devices.get(i),
         Err(_) => devices.iter().find(|d| d.serial_number() == Some(name)),
@@ -95,6 +95,7 @@ pub struct GsUsbBackend<T: Transport> {
     anchor: Mutex<Option<f64>>,
     drops: AtomicU64,
     hardware_timestamps: bool,
+    closed: AtomicBool,
 }
 
 impl<T: Transport> GsUsbBackend<T> {
@@ -119,6 +120,7 @@ impl<T: Transport> GsUsbBackend<T> {
             slot_freed: (Mutex::new(()), Condvar::new()),
             anchor: Mutex::new(None),
             drops: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             hardware_timestamps: started.flags.contains(canx_core::gs_usb::ModeFlags::HW_TIMESTAMP),
         })
     }
@@ -165,7 +167,7 @@ impl<T: Transport> GsUsbBackend<T> {
 
 impl<T: Transport> Drop for GsUsbBackend<T> {
     fn drop(&mut self) {
-        let _ = self.dev.stop(0);
+        self.close();
     }
 }
 
@@ -198,6 +200,9 @@ impl<T: Transport> Backend for GsUsbBackend<T> {
     }
 
     fn send(&self, frame: &Frame, timeout: Duration) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
         if self.silent {
             return Err(Error::Silent);
         }
@@ -221,6 +226,14 @@ impl<T: Transport> Backend for GsUsbBackend<T> {
 
     fn wake(&self) {
         self.wake.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops channel 0 (MODE RESET) once; the interface is released when the
+    /// backend is dropped.
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::Relaxed) {
+            let _ = self.dev.stop(0);
+        }
     }
 
     fn backend_drops(&self) -> u64 {

@@ -415,7 +415,15 @@ mod backend {
         c.silent = true;
         let b = GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c).unwrap();
         assert!(matches!(b.send(&classic(1, &[]), T), Err(Error::Silent)));
-        assert!(DeviceMode::parse(&b.device().transport().payload(2)).unwrap().flags.contains(ModeFlags::LISTEN_ONLY));
+        let mode = DeviceMode::parse(&b.device().transport().payload(2)).unwrap();
+        assert!(mode.flags.contains(ModeFlags::LISTEN_ONLY));
+        b.close();
+        assert_eq!(DeviceMode::parse(&b.device().transport().payload(2)).unwrap().mode, Mode::Reset);
+        assert!(matches!(b.send(&classic(1, &[]), T), Err(Error::Closed)));
+        let resets = |b: &GsUsbBackend<Mock>| b.device().transport().requests().iter().filter(|r| r.0 == 2).count();
+        let before = resets(&b);
+        b.close(); // once only
+        assert_eq!(resets(&b), before);
         let mut c = config(false);
         c.fd = true;
         assert!(matches!(GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c), Err(Error::Unsupported(_))));
