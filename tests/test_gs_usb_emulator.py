@@ -393,3 +393,49 @@ def test_canx_gs_usb_channel(emu: tuple[GsUsbEmulator, str], can_utils, timeout_
     assert e.channels[0].bittiming == tuple(int(ref[k]) for k in ("prop_seg", "phase_seg1", "phase_seg2", "sjw", "brp"))
     # Closing the bus stopped the channel (MODE RESET).
     wait_for(lambda: not e.channels[0].started, 5 * timeout_scale, "MODE RESET on close")
+
+
+def test_canx_gs_usb_unplug_and_replug(emu: tuple[GsUsbEmulator, str], can_utils, timeout_scale: float) -> None:
+    """The device goes away mid-receive: canx reports it (no hang); once it is
+    back, a new bus on it works. Last test of a profile: it re-enumerates."""
+    import threading
+
+    import canx
+
+    e, _ = emu
+    intf = f"{e.usb_device_dir().name}:1.0"  # type: ignore[union-attr]
+    if Path(f"/sys/bus/usb/devices/{intf}/driver").exists():
+        Path("/sys/bus/usb/drivers/gs_usb/unbind").write_text(intf)
+    can = canx.CAN(channel="gs_usb:0", baudrate=500000)
+    lis = can.listen(timeout=30 * timeout_scale)
+    result: dict[str, object] = {}
+
+    def receive() -> None:
+        try:
+            result["got"] = lis.receive()
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            result["error"] = exc
+
+    t = threading.Thread(target=receive, daemon=True)
+    t.start()
+    wait_for(lambda: e.channels[0].started, 5 * timeout_scale, "channel started")
+    e.unplug()
+    t.join(20 * timeout_scale)
+    assert not t.is_alive(), "receive() still blocked after the device went away"
+    err = result.get("error")
+    assert isinstance(err, canx.CanxError), result
+    assert "disconnected" in str(err), err
+    with pytest.raises(canx.CanxError):
+        can.send(canx.Message(0x1, b"x"))
+    can.deinit()
+
+    e.replug()
+    # The kernel driver binds the new device first; hand it to canx again.
+    wait_for(lambda: e.usb_device_dir() is not None and len(e.netdevs()) == 1, 20 * timeout_scale,
+             "the device enumerated again")
+    intf = f"{e.usb_device_dir().name}:1.0"  # type: ignore[union-attr]
+    Path("/sys/bus/usb/drivers/gs_usb/unbind").write_text(intf)
+    with canx.CAN(channel="gs_usb:0", baudrate=500000) as can2, can_utils.candump(BUS) as bus:
+        can2.send(canx.Message(0x321, b"\x01\x02"))
+        bus.wait(1)
+    assert bus.frames[0][1] == "321#0102"

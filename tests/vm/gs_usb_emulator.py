@@ -198,7 +198,9 @@ class GsUsbEmulator:
     BITTIMING, (prop_seg, phase_seg1, phase_seg2, sjw, brp)), ``.data_bittiming``,
     ``.flags`` (MODE flags of the last START), ``tx_frames`` (host frames
     received on the OUT endpoint), ``errors`` (exceptions of the worker threads).
-    Knob: ``drop_echoes`` (True: TX frames get no echo).
+    Knobs: ``drop_echoes`` (True: TX frames get no echo), ``unplug()`` /
+    ``replug()`` (unbind / bind the UDC: the host sees the device go and
+    come back). ``lost_to_host`` counts frames the host was gone for.
     """
 
     GADGET_ROOT = Path("/sys/kernel/config/usb_gadget")
@@ -219,6 +221,7 @@ class GsUsbEmulator:
         self.errors: list[BaseException] = []
         self.events: list[int] = []
         self.drop_echoes = False
+        self.lost_to_host = 0
         self._ep0 = self._ep_in = self._ep_out = -1
         self._in_lock = threading.Lock()
         self._stop = threading.Event()
@@ -295,6 +298,14 @@ class GsUsbEmulator:
             with contextlib.suppress(OSError):
                 d.rmdir()
 
+    def unplug(self) -> None:
+        """Unbind the gadget from the UDC: the device disappears from the host."""
+        (self.gadget / "UDC").write_text("\n")
+
+    def replug(self) -> None:
+        """Bind it again: the host enumerates the device anew."""
+        (self.gadget / "UDC").write_text(self.udc)
+
     def __enter__(self) -> GsUsbEmulator:
         self.start()
         return self
@@ -354,7 +365,12 @@ class GsUsbEmulator:
         with self._in_lock:
             if self._ep_in < 0:
                 return
-            os.write(self._ep_in, frame)
+            try:
+                os.write(self._ep_in, frame)
+            except OSError as e:  # host gone (UDC unbound): counted, not fatal
+                if e.errno in (errno.EBADF,):
+                    raise
+                self.lost_to_host += 1
 
     def inject(self, channel: int, can_id: int, data: bytes = b"", flags: int = 0) -> None:
         """Send an RX frame (echo_id 0xFFFFFFFF) to the host, e.g. an error frame."""
@@ -461,10 +477,9 @@ class GsUsbEmulator:
             except OSError as e:
                 if self._stop.is_set() or e.errno == errno.EBADF:
                     return
-                if e.errno in (errno.EINTR, errno.EAGAIN, errno.ESHUTDOWN, errno.ECONNRESET):
-                    time.sleep(0.01)
-                    continue
-                raise
+                # Host gone or endpoint disabled (UDC unbound): wait for it to come back.
+                time.sleep(0.01)
+                continue
             self.tx_frames.append(buf)
             if len(buf) < HF_HEADER.size:
                 continue

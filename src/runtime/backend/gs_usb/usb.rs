@@ -52,6 +52,8 @@ pub struct NusbTransport {
     interface: Interface,
     ep_in: Mutex<Endpoint<Bulk, In>>,
     ep_out: Mutex<Endpoint<Bulk, Out>>,
+    /// A transfer reported the device gone: every later call says so too.
+    gone: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for NusbTransport {
@@ -91,7 +93,7 @@ impl NusbTransport {
         };
         let ep_in = interface.endpoint::<Bulk, In>(a_in).map_err(|e| os_err("bulk IN endpoint", e))?;
         let ep_out = interface.endpoint::<Bulk, Out>(a_out).map_err(|e| os_err("bulk OUT endpoint", e))?;
-        Ok(NusbTransport { interface, ep_in: Mutex::new(ep_in), ep_out: Mutex::new(ep_out) })
+        Ok(NusbTransport { interface, ep_in: Mutex::new(ep_in), ep_out: Mutex::new(ep_out), gone: Default::default() })
     }
 }
 
@@ -147,6 +149,10 @@ impl Transport for NusbTransport {
     }
 
     fn bulk_in_next(&self, timeout: Duration) -> Option<Result<Vec<u8>, TransportError>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.gone.load(Relaxed) {
+            return Some(Err(TransportError::Disconnected));
+        }
         let mut ep = self.ep_in.lock();
         if ep.pending() == 0 {
             return Some(Err(TransportError::Other("no bulk IN transfer queued (bulk_in_start first)".into())));
@@ -157,7 +163,9 @@ impl Transport for NusbTransport {
             Err(e) => Err(map_err(e)),
         };
         // Keep the queue full: the buffer goes straight back (unless the device is gone).
-        if !matches!(result, Err(TransportError::Disconnected)) {
+        if matches!(result, Err(TransportError::Disconnected)) {
+            self.gone.store(true, Relaxed);
+        } else {
             let mut buf = done.buffer;
             buf.clear(); // keeps requested_len: the same length goes back
             ep.submit(buf);
@@ -166,6 +174,9 @@ impl Transport for NusbTransport {
     }
 
     fn bulk_out(&self, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
+        if self.gone.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(TransportError::Disconnected);
+        }
         let mut ep = self.ep_out.lock();
         // transfer_blocking asserts nothing is pending: the lock makes this
         // the only OUT transfer, and a timed-out one was cancelled and reaped.
