@@ -414,6 +414,7 @@ impl Bus {
         for l in self.shared.listeners.write().drain(..) {
             l.close();
         }
+        self.shared.backend.close();
     }
 }
 

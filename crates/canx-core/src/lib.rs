@@ -17,6 +17,8 @@
 //!   sequence numbers, duplicate suppression and backoff.
 //! - [`megasquirt`]: MegaSquirt CAN: header codec, table server, client, broadcast decoders.
 //! - [`j1939`]: SAE J1939 engines (TP/ETP, address claim, requests, DM1, codecs, `Ecu`).
+//! - [`gs_usb`]: the gs_usb (candleLight) USB protocol codec and Linux's
+//!   bit-timing calculation over a controller's limits.
 //! - [`log`]: candump `.log` lines and can-utils frame text (`cansend` syntax).
 //! - [`driver`]: pumps any set of engines over an `embedded_can` controller
 //!   (`nb` or `blocking`) with a caller-supplied clock, plus an in-memory bus.
@@ -46,6 +48,7 @@ pub mod canx_proto;
 pub mod driver;
 pub mod filter;
 pub mod frame;
+pub mod gs_usb;
 pub mod j1939;
 pub mod log;
 pub mod managed;

@@ -15,6 +15,7 @@
 //! | `socketcan` | `vcan0`, `can0` (no prefix) | Linux | [`socketcan`] (+ [`bcm`] for periodic offload) |
 //! | `virtual` | `virtual:NAME` | all | [`virtual_bus`] |
 //! | `udp_multicast` | `udp_multicast:`, `udp_multicast:GROUP[:PORT]` | all | [`udp_multicast`] |
+//! | `gs_usb` | `gs_usb:0`, `gs_usb:SERIAL` | all (nusb) | [`gs_usb`] (first cut: classic, channel 0) |
 //!
 //! Adding a backend (an `slcan:/dev/ttyACM0` serial adapter, a
 //! `gs_usb:SERIAL` USB adapter) is one file with a `Backend` impl and a
@@ -23,6 +24,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod bcm;
+pub mod gs_usb;
 #[cfg(target_os = "linux")]
 pub mod socketcan;
 pub mod udp_multicast;
@@ -108,6 +110,10 @@ pub trait Backend: Send + Sync {
     }
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
+    /// The bus is shut down ([`Bus::shutdown`], after its receive thread
+    /// ended): stop the hardware now, even if references to the backend
+    /// live on (a USB adapter's channel is reset). Default: nothing.
+    fn close(&self) {}
     /// A periodic transmission of `frames` in turn, one every `period`, run
     /// by the backend itself (SocketCAN: the kernel's broadcast manager),
     /// created stopped. `None`: no offload, the runtime uses its own timer
@@ -356,7 +362,8 @@ pub struct Scheme {
 }
 
 /// Every channel scheme canx knows, in the order they are listed.
-pub static SCHEMES: &[Scheme] = &[socketcan::SCHEME, virtual_bus::SCHEME, udp_multicast::SCHEME];
+pub static SCHEMES: &[Scheme] =
+    &[socketcan::SCHEME, virtual_bus::SCHEME, udp_multicast::SCHEME, gs_usb::backend::SCHEME];
 
 /// Off Linux: the `socketcan` scheme exists only to say why it cannot work.
 #[cfg(not(target_os = "linux"))]

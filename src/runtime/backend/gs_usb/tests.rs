@@ -1,0 +1,450 @@
+//! The driver against an in-process mock gs_usb device (the same behaviour
+//! as tests/vm/gs_usb_emulator.py, which the kernel's driver accepts).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use canx_core::gs_usb::proto::ECHO_ID_RX;
+use canx_core::gs_usb::{
+    calc_bittiming, BitTimingLimits, BtConst, BtConstExt, ControlSetup, DeviceBitTiming, DeviceConfig, DeviceMode,
+    Features, FrameFlags, HostFrame, Mode, ModeFlags, Request,
+};
+use canx_core::{frame::make_id, CanFrame, FdFrame, Frame};
+
+use super::device::*;
+use super::{Transport, TransportError};
+
+const T: Duration = Duration::from_millis(100);
+
+fn limits(t1: u32, t2: u32, sjw: u32, brp: u32) -> BitTimingLimits {
+    BitTimingLimits {
+        tseg1_min: 1,
+        tseg1_max: t1,
+        tseg2_min: 1,
+        tseg2_max: t2,
+        sjw_max: sjw,
+        brp_min: 1,
+        brp_max: brp,
+        brp_inc: 1,
+    }
+}
+
+/// A mock device: answers control requests from its BT_CONST, records what
+/// the host sent, echoes OUT frames (with a timestamp when started so).
+struct Mock {
+    config: DeviceConfig,
+    bt: BtConstExt,
+    mps: usize,
+    log: Mutex<Vec<(ControlSetup, Vec<u8>)>>,
+    out: Mutex<Vec<Vec<u8>>>,
+    inq: Mutex<VecDeque<Vec<u8>>>,
+    in_started: Mutex<Option<(usize, usize)>>,
+    ts: Mutex<u32>,
+    echo: bool,
+    stall: Option<u8>,
+}
+
+impl Mock {
+    fn new(feature: Features, channels: u8) -> Mock {
+        Mock {
+            config: DeviceConfig { icount: channels - 1, sw_version: 2, hw_version: 1 },
+            bt: BtConstExt {
+                feature,
+                fclk_can: 80_000_000,
+                nominal: limits(256, 128, 128, 512),
+                data: limits(32, 16, 16, 32),
+            },
+            mps: 512,
+            log: Mutex::new(Vec::new()),
+            out: Mutex::new(Vec::new()),
+            inq: Mutex::new(VecDeque::new()),
+            in_started: Mutex::new(None),
+            ts: Mutex::new(0),
+            echo: true,
+            stall: None,
+        }
+    }
+    fn requests(&self) -> Vec<(u8, u16)> {
+        self.log.lock().iter().map(|(s, _)| (s.request, s.value)).collect()
+    }
+    fn payload(&self, request: u8) -> Vec<u8> {
+        self.log.lock().iter().rev().find(|(s, _)| s.request == request).map(|(_, d)| d.clone()).unwrap()
+    }
+    fn push_in(&self, f: &HostFrame) {
+        let mut buf = [0u8; 80];
+        let n = f.encode_device(&mut buf).unwrap();
+        self.inq.lock().push_back(buf[..n].to_vec());
+    }
+    fn started_flags(&self) -> ModeFlags {
+        DeviceMode::parse(&self.payload(Request::Mode as u8)).unwrap().flags
+    }
+}
+
+impl Transport for Mock {
+    fn control_in(&self, setup: ControlSetup, _t: Duration) -> Result<Vec<u8>, TransportError> {
+        assert_eq!(setup.request_type, 0xC1, "{}", describe(&setup));
+        self.log.lock().push((setup, Vec::new()));
+        if self.stall == Some(setup.request) {
+            return Err(TransportError::Stall);
+        }
+        let ch_ok = u32::from(setup.value) <= u32::from(self.config.icount);
+        let mut reply = match Request::from_u8(setup.request) {
+            Some(Request::DeviceConfig) => self.config.to_bytes().to_vec(),
+            Some(Request::BtConst) if ch_ok => {
+                BtConst { feature: self.bt.feature, fclk_can: self.bt.fclk_can, nominal: self.bt.nominal }
+                    .to_bytes()
+                    .to_vec()
+            }
+            Some(Request::BtConstExt) if ch_ok && self.bt.feature.contains(Features::BT_CONST_EXT) => {
+                self.bt.to_bytes().to_vec()
+            }
+            Some(Request::Timestamp) => self.ts.lock().to_le_bytes().to_vec(),
+            _ => return Err(TransportError::Stall),
+        };
+        reply.truncate(setup.length as usize);
+        Ok(reply)
+    }
+    fn control_out(&self, setup: ControlSetup, data: &[u8], _t: Duration) -> Result<(), TransportError> {
+        assert_eq!(setup.request_type, 0x41, "{}", describe(&setup));
+        assert_eq!(data.len(), setup.length as usize, "{}", describe(&setup));
+        self.log.lock().push((setup, data.to_vec()));
+        if self.stall == Some(setup.request) {
+            return Err(TransportError::Stall);
+        }
+        if setup.request == Request::BitTiming as u8 {
+            // candleLight stalls timings outside BT_CONST (CLF can_set_bittiming).
+            if !self.bt.nominal.accepts(&DeviceBitTiming::parse(data).unwrap()) {
+                return Err(TransportError::Stall);
+            }
+        }
+        Ok(())
+    }
+    fn bulk_in_start(&self, len: usize, count: usize) -> Result<(), TransportError> {
+        *self.in_started.lock() = Some((len, count));
+        Ok(())
+    }
+    fn bulk_in_next(&self, _t: Duration) -> Option<Result<Vec<u8>, TransportError>> {
+        self.inq.lock().pop_front().map(Ok)
+    }
+    fn bulk_out(&self, data: &[u8], _t: Duration) -> Result<(), TransportError> {
+        self.out.lock().push(data.to_vec());
+        if self.echo {
+            let ts_on = self.started_flags().contains(ModeFlags::HW_TIMESTAMP);
+            let mut hf = HostFrame::decode(data, false).unwrap();
+            hf.timestamp_us = ts_on.then(|| {
+                let mut t = self.ts.lock();
+                *t = t.wrapping_add(1000);
+                *t
+            });
+            self.push_in(&hf);
+        }
+        Ok(())
+    }
+    fn max_packet_size_in(&self) -> usize {
+        self.mps
+    }
+}
+
+fn ident() -> UsbIdentity {
+    UsbIdentity { vendor_id: 0x1d50, product_id: 0x606f, ..UsbIdentity::default() }
+}
+
+fn classic(id: u32, data: &[u8]) -> Frame {
+    Frame::Can(CanFrame::new(make_id(id, false).unwrap(), data).unwrap())
+}
+
+const FD_FEATURES: Features = Features::LISTEN_ONLY
+    .union(Features::LOOP_BACK)
+    .union(Features::HW_TIMESTAMP)
+    .union(Features::FD)
+    .union(Features::BT_CONST_EXT);
+
+#[test]
+fn open_sequence_is_the_kernels() {
+    let dev = GsUsbDevice::open(Mock::new(FD_FEATURES, 2), ident(), T).unwrap();
+    let m = dev.transport();
+    // HOST_FORMAT(wValue 1), DEVICE_CONFIG(1), then per channel BT_CONST, BT_CONST_EXT.
+    assert_eq!(m.requests(), vec![(0, 1), (5, 1), (4, 0), (11, 0), (4, 1), (11, 1)]);
+    assert_eq!(m.payload(0), 0x0000_beef_u32.to_le_bytes());
+    assert_eq!(dev.channel_count(), 2);
+    assert!(dev.bt_const(1).is_ok());
+    assert_eq!(dev.bt_const(2).unwrap_err(), GsUsbError::NoSuchChannel(2));
+    dev.start_rx(DEFAULT_RX_TRANSFERS).unwrap();
+    // IN transfers are multiples of wMaxPacketSize (512 >= 80).
+    assert_eq!(*m.in_started.lock(), Some((512, 32)));
+}
+
+#[test]
+fn open_fails_cleanly() {
+    let mut m = Mock::new(Features::default(), 1);
+    m.stall = Some(Request::BtConst as u8);
+    let e = GsUsbDevice::open(m, ident(), T).unwrap_err();
+    assert_eq!(e, GsUsbError::Transport { context: "BT_CONST".into(), error: TransportError::Stall });
+    let m =
+        Mock { config: DeviceConfig { icount: 7, sw_version: 2, hw_version: 1 }, ..Mock::new(Features::default(), 1) };
+    assert!(matches!(GsUsbDevice::open(m, ident(), T), Err(GsUsbError::Unsupported(_))));
+}
+
+#[test]
+fn start_programs_the_kernels_bit_timing_and_only_known_flags() {
+    let dev = GsUsbDevice::open(Mock::new(FD_FEATURES, 1), ident(), T).unwrap();
+    let cfg =
+        ChannelConfig { bitrate: 500_000, data_bitrate: Some(2_000_000), listen_only: true, ..Default::default() };
+    let s = dev.start(0, &cfg).unwrap();
+    let m = dev.transport();
+    // 500k / 2M at 80 MHz: the kernel's values (tests/data/gs_usb_bittiming.csv).
+    assert_eq!(
+        DeviceBitTiming::parse(&m.payload(1)).unwrap(),
+        DeviceBitTiming { prop_seg: 69, phase_seg1: 70, phase_seg2: 20, sjw: 1, brp: 1 }
+    );
+    assert_eq!(
+        DeviceBitTiming::parse(&m.payload(10)).unwrap(),
+        DeviceBitTiming { prop_seg: 14, phase_seg1: 15, phase_seg2: 10, sjw: 1, brp: 1 }
+    );
+    let mode = DeviceMode::parse(&m.payload(2)).unwrap();
+    assert_eq!(mode.mode, Mode::Start);
+    assert_eq!(mode.flags, ModeFlags::LISTEN_ONLY.union(ModeFlags::FD).union(ModeFlags::HW_TIMESTAMP));
+    assert_eq!(s.flags, mode.flags);
+    assert_eq!(m.requests()[4..], [(1, 0), (10, 0), (2, 0)]);
+    dev.stop(0).unwrap();
+    assert_eq!(DeviceMode::parse(&m.payload(2)).unwrap().mode, Mode::Reset);
+}
+
+#[test]
+fn start_refuses_what_the_device_lacks() {
+    let dev = GsUsbDevice::open(Mock::new(Features::HW_TIMESTAMP, 1), ident(), T).unwrap();
+    let refuse = |cfg: ChannelConfig| dev.start(0, &cfg).unwrap_err();
+    assert_eq!(
+        refuse(ChannelConfig { bitrate: 500_000, listen_only: true, ..Default::default() }),
+        GsUsbError::Unsupported("listen-only".into())
+    );
+    assert_eq!(
+        refuse(ChannelConfig { bitrate: 500_000, data_bitrate: Some(2_000_000), ..Default::default() }),
+        GsUsbError::Unsupported("CAN FD".into())
+    );
+    assert!(matches!(refuse(ChannelConfig { bitrate: 0, ..Default::default() }), GsUsbError::BitTiming(_)));
+    assert!(matches!(
+        dev.start(3, &ChannelConfig { bitrate: 500_000, ..Default::default() }),
+        Err(GsUsbError::NoSuchChannel(3))
+    ));
+    // Nothing was sent for the refused starts.
+    assert!(dev.transport().requests().iter().all(|&(r, _)| r != Request::Mode as u8));
+}
+
+#[test]
+fn cantact_pro_quirks() {
+    let id = UsbIdentity { manufacturer: "LinkLayer Labs".into(), product: "CANtact Pro".into(), ..ident() };
+    let dev = GsUsbDevice::open(Mock::new(FD_FEATURES, 1), id, T).unwrap();
+    assert!(dev.quirks().data_bittiming_is_8 && dev.quirks().pad_out_by_one);
+    dev.start(0, &ChannelConfig { bitrate: 500_000, data_bitrate: Some(2_000_000), ..Default::default() }).unwrap();
+    let m = dev.transport();
+    assert_eq!(m.requests()[4..], [(1, 0), (8, 0), (2, 0)]); // DATA_BITTIMING as request 8
+    dev.send(0, &classic(0x123, &[1]), T).unwrap();
+    assert_eq!(m.out.lock()[0].len(), 77); // FD channel: 76 + pad byte
+}
+
+#[test]
+fn send_echo_and_slots() {
+    let mut m = Mock::new(FD_FEATURES, 1);
+    m.echo = false;
+    let dev = GsUsbDevice::open(m, ident(), T).unwrap();
+    assert_eq!(dev.send(0, &classic(1, &[]), T), Err(GsUsbError::NotStarted(0)));
+    dev.start(0, &ChannelConfig { bitrate: 250_000, ..Default::default() }).unwrap();
+    let fd = Frame::Fd(FdFrame::new(make_id(5, false).unwrap(), &[0; 12], true, false).unwrap());
+    assert!(matches!(dev.send(0, &fd, T), Err(GsUsbError::Unsupported(_))));
+    let ids: Vec<u32> =
+        (0..DEFAULT_TX_SLOTS).map(|i| dev.send(0, &classic(i as u32, &[i as u8]), T).unwrap()).collect();
+    assert_eq!(ids, (0..DEFAULT_TX_SLOTS as u32).collect::<Vec<_>>());
+    assert_eq!(dev.send(0, &classic(0x7FF, &[]), T), Err(GsUsbError::NoFreeSlot));
+    let m = dev.transport();
+    assert!(m.out.lock().iter().all(|b| b.len() == 20)); // classic channel: 20-byte frames
+                                                         // The device echoes slot 3 (with a timestamp): the frame is confirmed, the slot free.
+    let mut echo = HostFrame::decode(&m.out.lock()[3], false).unwrap();
+    echo.timestamp_us = Some(77);
+    m.push_in(&echo);
+    assert_eq!(
+        dev.poll(T).unwrap(),
+        Some(Event::TxDone { channel: 0, frame: classic(3, &[3]), timestamp_us: Some(77) })
+    );
+    assert_eq!(dev.send(0, &classic(0x7FF, &[]), T), Ok(3));
+    // The same echo again, and an id out of range: counted, ignored.
+    m.push_in(&echo);
+    echo.echo_id = 4000;
+    m.push_in(&echo);
+    assert_eq!(
+        dev.poll(T).unwrap(),
+        Some(Event::TxDone { channel: 0, frame: classic(0x7FF, &[]), timestamp_us: Some(77) })
+    );
+    assert_eq!(dev.poll(T).unwrap(), Some(Event::UnknownEcho(4000)));
+    assert_eq!(dev.unknown_echoes(), 1);
+    assert_eq!(dev.poll(T).unwrap(), None);
+}
+
+#[test]
+fn receive_frames_errors_overflow_and_timestamp_wrap() {
+    let dev = GsUsbDevice::open(Mock::new(FD_FEATURES, 1), ident(), T).unwrap();
+    dev.start(0, &ChannelConfig { bitrate: 500_000, data_bitrate: Some(2_000_000), ..Default::default() }).unwrap();
+    let m = dev.transport();
+    let mut f = HostFrame::new_rx(0, 0x8000_0000 | 0x1234_5678, &[1, 2, 3], FrameFlags::default());
+    f.timestamp_us = Some(0xFFFF_FF00);
+    m.push_in(&f);
+    let mut g = HostFrame::new_rx(0, 0x42, &[9; 20], FrameFlags::FD.union(FrameFlags::BRS).union(FrameFlags::OVERFLOW));
+    g.timestamp_us = Some(0x10); // wrapped
+    m.push_in(&g);
+    let mut e = HostFrame::new_rx(0, 0x2000_0004, &[0, 0x30, 0, 0, 0, 0, 0x80, 0x90], FrameFlags::default());
+    e.timestamp_us = Some(0x20);
+    m.push_in(&e);
+    let Some(Event::Rx { frame, timestamp_us, overflow, .. }) = dev.poll(T).unwrap() else { panic!() };
+    assert_eq!(frame, Frame::Can(CanFrame::new(make_id(0x1234_5678, true).unwrap(), &[1, 2, 3]).unwrap()));
+    assert_eq!((timestamp_us, overflow), (Some(0xFFFF_FF00), false));
+    let Some(Event::Rx { frame, timestamp_us, overflow, .. }) = dev.poll(T).unwrap() else { panic!() };
+    assert!(matches!(frame, Frame::Fd(ref fd) if fd.brs() && fd.data() == [9; 20]));
+    assert_eq!((timestamp_us, overflow), (Some((1 << 32) | 0x10), true));
+    let Some(Event::Rx { frame: Frame::Error(err), timestamp_us, .. }) = dev.poll(T).unwrap() else { panic!() };
+    assert_eq!(err.bus_state(), Some(canx_core::BusState::ErrorPassive));
+    assert_eq!(timestamp_us, Some((1 << 32) | 0x20));
+    // A short transfer and a frame for a channel the device does not have.
+    m.inq.lock().push_back(vec![0xFF; 11]);
+    m.inq.lock().push_back(vec![0xFF, 0xFF, 0xFF, 0xFF, 1, 0, 0, 0, 8, 0, 0, 0, 0xAA]);
+    m.inq.lock().push_back({
+        let mut b = vec![0; 24];
+        b[..4].copy_from_slice(&ECHO_ID_RX.to_le_bytes());
+        b[9] = 5;
+        b
+    });
+    assert!(matches!(dev.poll(T).unwrap(), Some(Event::Malformed(_))));
+    // Channel 0 runs with timestamps: the whole 24-byte struct is needed.
+    assert_eq!(
+        dev.poll(T).unwrap(),
+        Some(Event::Malformed(canx_core::gs_usb::DecodeError::Short { got: 13, needed: 24 }))
+    );
+    assert_eq!(dev.poll(T).unwrap(), Some(Event::BadChannel(5)));
+}
+
+#[test]
+fn timestamp_unwrap() {
+    let mut u = TimestampUnwrap::default();
+    assert_eq!(u.unwrap(10), 10);
+    assert_eq!(u.unwrap(5), 5); // a small step back (reordering) is not a wrap
+    assert_eq!(u.unwrap(u32::MAX - 1), u64::from(u32::MAX - 1));
+    assert_eq!(u.unwrap(3), (1 << 32) + 3);
+    assert_eq!(u.unwrap(u32::MAX), (1 << 32) + u64::from(u32::MAX));
+    assert_eq!(u.unwrap(0), 2 << 32);
+}
+
+#[test]
+fn solver_and_device_agree() {
+    // What start() programs is calc_bittiming's answer for the device's BT_CONST.
+    let dev = GsUsbDevice::open(Mock::new(Features::HW_TIMESTAMP, 1), ident(), T).unwrap();
+    for rate in [125_000, 250_000, 1_000_000] {
+        let s = dev.start(0, &ChannelConfig { bitrate: rate, sample_point: 800, ..Default::default() }).unwrap();
+        let c = dev.bt_const(0).unwrap();
+        assert_eq!(s.nominal, calc_bittiming(c.fclk_can, &c.nominal, rate, 800, 0).unwrap());
+        assert_eq!(DeviceBitTiming::parse(&dev.transport().payload(1)).unwrap(), s.nominal.to_device());
+    }
+}
+
+// ------------------------------------------------------------------ Backend
+
+mod backend {
+    use super::*;
+    use crate::runtime::backend::gs_usb::backend::GsUsbBackend;
+    use crate::runtime::backend::{Backend, BusConfig, Channel};
+    use crate::runtime::{Error, Origin};
+
+    fn config(receive_own: bool) -> BusConfig {
+        let mut c = BusConfig::new(Channel::virtual_bus("unused"));
+        c.bitrate = 500_000;
+        c.receive_own = receive_own;
+        c
+    }
+
+    #[test]
+    fn frames_both_ways_with_own_echoes_and_hardware_time() {
+        let b = GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &config(true)).unwrap();
+        assert!(b.capabilities().hardware_timestamps && b.capabilities().bitrate_control);
+        b.send(&classic(0x123, &[0xDE, 0xAD]), T).unwrap();
+        let m = b.device().transport();
+        let mut rx = HostFrame::new_rx(0, 0x456, &[1, 2], FrameFlags::default());
+        rx.timestamp_us = Some(1_000_000 + 5_000); // 4 ms after the echo (stamped 1000 µs)
+        m.push_in(&rx);
+        let mut out = Vec::new();
+        b.recv_batch(&mut out, T).unwrap();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!((out[0].frame, out[0].origin), (classic(0x123, &[0xDE, 0xAD]), Origin::Own));
+        assert_eq!((out[1].frame, out[1].origin), (classic(0x456, &[1, 2]), Origin::Bus));
+        // Device time keeps its spacing in epoch seconds (one anchor).
+        let dt = out[1].timestamp - out[0].timestamp;
+        assert!((dt - 1.004).abs() < 1e-6, "{dt}");
+        // Nothing more: recv_batch returns after its timeout with nothing.
+        out.clear();
+        b.recv_batch(&mut out, Duration::from_millis(20)).unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn without_receive_own_echoes_only_free_slots() {
+        let b = GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &config(false)).unwrap();
+        for i in 0..25 {
+            b.send(&classic(i, &[]), T).unwrap();
+            let mut out = Vec::new();
+            b.recv_batch(&mut out, Duration::from_millis(5)).unwrap();
+            assert!(out.is_empty());
+        }
+        assert_eq!(b.device().transport().out.lock().len(), 25);
+    }
+
+    #[test]
+    fn send_times_out_when_the_device_never_echoes() {
+        let mut m = Mock::new(FD_FEATURES, 1);
+        m.echo = false;
+        let b = GsUsbBackend::open(m, ident(), &config(false)).unwrap();
+        for i in 0..DEFAULT_TX_SLOTS as u32 {
+            b.send(&classic(i, &[]), T).unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        assert!(matches!(b.send(&classic(0x7FF, &[]), Duration::from_millis(30)), Err(Error::SendTimeout)));
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn silent_fd_and_bad_bitrate() {
+        let mut c = config(false);
+        c.silent = true;
+        let b = GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c).unwrap();
+        assert!(matches!(b.send(&classic(1, &[]), T), Err(Error::Silent)));
+        let mode = DeviceMode::parse(&b.device().transport().payload(2)).unwrap();
+        assert!(mode.flags.contains(ModeFlags::LISTEN_ONLY));
+        b.close();
+        assert_eq!(DeviceMode::parse(&b.device().transport().payload(2)).unwrap().mode, Mode::Reset);
+        assert!(matches!(b.send(&classic(1, &[]), T), Err(Error::Closed)));
+        let resets = |b: &GsUsbBackend<Mock>| b.device().transport().requests().iter().filter(|r| r.0 == 2).count();
+        let before = resets(&b);
+        b.close(); // once only
+        assert_eq!(resets(&b), before);
+        let mut c = config(false);
+        c.fd = true;
+        assert!(matches!(GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c), Err(Error::Unsupported(_))));
+        let mut c = config(false);
+        c.silent = true;
+        assert!(matches!(
+            GsUsbBackend::open(Mock::new(Features::HW_TIMESTAMP, 1), ident(), &c),
+            Err(Error::Unsupported(_))
+        ));
+        let mut c = config(false);
+        c.bitrate = 1;
+        assert!(matches!(GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c), Err(Error::BadChannel(_))));
+    }
+
+    #[test]
+    fn channel_names() {
+        let c = Channel::parse("gs_usb:0", None).unwrap();
+        assert_eq!((c.scheme(), c.name()), ("gs_usb", "0"));
+        assert_eq!(c.to_string(), "gs_usb:0");
+        assert!(Channel::parse("gs_usb:ABC123", None).is_ok());
+        assert!(Channel::parse("0", Some("gs_usb")).is_ok());
+        assert!(matches!(Channel::parse("gs_usb:a/b", None), Err(Error::BadChannel(_))));
+    }
+}
