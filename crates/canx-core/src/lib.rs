@@ -17,6 +17,7 @@
 //!   sequence numbers, duplicate suppression and backoff.
 //! - [`megasquirt`]: MegaSquirt CAN: header codec, table server, client, broadcast decoders.
 //! - [`j1939`]: SAE J1939 engines (TP/ETP, address claim, requests, DM1, codecs, `Ecu`).
+//! - [`slcan`]: the slcan (Lawicel serial-line CAN) line codec and dialects.
 //! - [`log`]: candump `.log` lines and can-utils frame text (`cansend` syntax).
 //! - [`driver`]: pumps any set of engines over an `embedded_can` controller
 //!   (`nb` or `blocking`) with a caller-supplied clock, plus an in-memory bus.
@@ -52,6 +53,7 @@ pub mod managed;
 pub mod megasquirt;
 pub mod reliable;
 mod ring;
+pub mod slcan;
 pub mod time;
 
 pub use filter::{Filter, FilterError, FilterItem, FilterSet};
