@@ -14,6 +14,7 @@
 //! | --- | --- | --- | --- |
 //! | `socketcan` | `vcan0`, `can0` (no prefix) | Linux | [`socketcan`] (+ [`bcm`] for periodic offload) |
 //! | `virtual` | `virtual:NAME` | all | [`virtual_bus`] |
+//! | `slcan` | `slcan:/dev/ttyACM0`, `slcan:COM3[@BAUD][,OPT=V...]` | all | [`slcan`] |
 //!
 //! Adding a backend (an `slcan:/dev/ttyACM0` serial adapter, a
 //! `gs_usb:SERIAL` USB adapter) is one file with a `Backend` impl and a
@@ -22,6 +23,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod bcm;
+pub mod slcan;
 #[cfg(target_os = "linux")]
 pub mod socketcan;
 pub mod virtual_bus;
@@ -119,6 +121,11 @@ pub trait Backend: Send + Sync {
     /// the state of `e` with its counters.
     fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
         Err(Error::Unsupported("error states can only be injected on a virtual bus".into()))
+    }
+    /// Backend-specific counters, `(name, value)`, shown by `CAN.stats()`
+    /// next to the bus's own (slcan: malformed and unknown lines, replies).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
     }
     /// Test fault (the virtual bus): while `on`, no frame is accepted for
     /// transmission; every send waits its whole timeout, then fails with
@@ -349,7 +356,7 @@ pub struct Scheme {
 }
 
 /// Every channel scheme canx knows, in the order they are listed.
-pub static SCHEMES: &[Scheme] = &[socketcan::SCHEME, virtual_bus::SCHEME];
+pub static SCHEMES: &[Scheme] = &[socketcan::SCHEME, virtual_bus::SCHEME, slcan::SCHEME];
 
 /// Off Linux: the `socketcan` scheme exists only to say why it cannot work.
 #[cfg(not(target_os = "linux"))]
