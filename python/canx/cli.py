@@ -23,7 +23,7 @@ from typing import List, Optional
 
 #: What a channel argument may be: the schemes of the native backend registry
 #: (runtime::backend::SCHEMES); SocketCAN interfaces exist on Linux only.
-CHANNEL_HELP = "vcan0, can0 (SocketCAN, Linux) or virtual:NAME"
+CHANNEL_HELP = "vcan0, can0 (SocketCAN, Linux), virtual:NAME or slcan:PORT (serial adapter)"
 
 
 def _parser() -> argparse.ArgumentParser:

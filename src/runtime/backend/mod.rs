@@ -122,6 +122,10 @@ pub trait Backend: Send + Sync {
     fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
         Err(Error::Unsupported("error states can only be injected on a virtual bus".into()))
     }
+    /// The bus shut down (its receive thread has ended): release the
+    /// device now (close a serial port, so it can be opened again while
+    /// Python objects still hold the bus). Idempotent.
+    fn close(&self) {}
     /// Backend-specific counters, `(name, value)`, shown by `CAN.stats()`
     /// next to the bus's own (slcan: malformed and unknown lines, replies).
     fn counters(&self) -> Vec<(&'static str, u64)> {

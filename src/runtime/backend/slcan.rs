@@ -220,7 +220,8 @@ pub(crate) struct SlcanBackend {
     fd: bool,
     receive_own: bool,
     timestamps: bool,
-    writer: Mutex<Box<dyn SerialPort>>,
+    /// `None` once closed ([`Backend::close`]).
+    writer: Mutex<Option<Box<dyn SerialPort>>>,
     inbox: Receiver<Inbound>,
     inbox_tx: Sender<Inbound>,
     shared: Arc<Shared>,
@@ -292,7 +293,7 @@ impl SlcanBackend {
             fd: config.fd,
             receive_own: config.receive_own,
             timestamps: o.timestamps == Some(true),
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Some(writer)),
             inbox: rx,
             inbox_tx: tx,
             shared,
@@ -408,7 +409,10 @@ impl SlcanBackend {
         if let Some(reason) = self.gone() {
             return (0, Err(Error::InterfaceDown(reason)));
         }
-        let mut port = self.writer.lock();
+        let mut guard = self.writer.lock();
+        let Some(port) = guard.as_mut() else {
+            return (0, Err(Error::Closed));
+        };
         let mut off = 0;
         let lines_done = |off: usize| ends.iter().take_while(|&&e| e <= off).count();
         while off < bytes.len() {
@@ -503,19 +507,29 @@ impl SlcanBackend {
     }
 }
 
-impl Drop for SlcanBackend {
-    fn drop(&mut self) {
-        if self.gone().is_none() {
-            // Best effort: leave the adapter closed, as the kernel does on ifdown.
-            if self.write_bytes(b"C\r", &[2], Instant::now() + Duration::from_millis(100)).1.is_ok() {
-                // tcdrain / FlushFileBuffers: the line leaves before the port closes.
-                let _ = self.writer.lock().flush();
+impl SlcanBackend {
+    /// Closes the adapter's channel (`C`, best effort, as the kernel does on
+    /// ifdown), stops the reader thread and closes the port. Idempotent.
+    fn close_port(&self) {
+        if self.gone().is_none()
+            && self.write_bytes(b"C\r", &[2], Instant::now() + Duration::from_millis(100)).1.is_ok()
+        {
+            // tcdrain / FlushFileBuffers: the line leaves before the port closes.
+            if let Some(p) = self.writer.lock().as_mut() {
+                let _ = p.flush();
             }
         }
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.reader.lock().take() {
             let _ = t.join();
         }
+        self.writer.lock().take();
+    }
+}
+
+impl Drop for SlcanBackend {
+    fn drop(&mut self) {
+        self.close_port();
     }
 }
 
@@ -712,6 +726,10 @@ impl Backend for SlcanBackend {
 
     fn backend_drops(&self) -> u64 {
         self.shared.drops.load(Ordering::Relaxed)
+    }
+
+    fn close(&self) {
+        self.close_port();
     }
 
     fn link_down(&self) -> Option<String> {
