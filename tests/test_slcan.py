@@ -158,3 +158,20 @@ def test_canx_send_and_dump(adapter: FakeAdapter, capsys: pytest.CaptureFixture[
     assert rc == [0]
     out = capsys.readouterr().out
     assert "321" in out and "AB CD" in out.upper() and "123" not in out.replace(adapter.path, "")
+
+
+def test_canable_fd_frames(adapter: FakeAdapter) -> None:
+    bus = canx.CAN(channel=f"slcan:{adapter.path},data_bitrate=2000000", baudrate=1_000_000, fd=True)
+    try:
+        assert lines(adapter.wait_for(b"O\r")) == [b"C", b"S8", b"Y2", b"M0", b"O"]
+        start = len(adapter.received)
+        bus.send(canx.Message(0x123, bytes(range(12)), fd=True, bitrate_switch=True))
+        bus.send(canx.Message(0x1234, b"\xaa" * 64, extended=True, fd=True))
+        sent = lines(adapter.wait_for(b"AA\r", start=start)[start:])
+        assert sent == [b"b1239" + bytes(range(12)).hex().upper().encode(), b"D00001234F" + b"AA" * 64]
+        listener = bus.listen(timeout=2 * TIMEOUT_SCALE)
+        adapter.write(b"d7FFA" + b"01" * 16 + b"\r")
+        m = listener.receive()
+        assert isinstance(m, canx.Message) and (m.id, m.fd, m.bitrate_switch, len(m.data)) == (0x7FF, True, False, 16)
+    finally:
+        bus.deinit()

@@ -212,6 +212,9 @@ struct Shared {
     ack_changed: Condvar,
     refused: AtomicU64,
     ack_lost: AtomicU64,
+    /// CAN FD frames read on a bus opened without `fd` (dropped, as a
+    /// classic SocketCAN socket never sees them).
+    fd_ignored: AtomicU64,
 }
 
 pub(crate) struct SlcanBackend {
@@ -276,15 +279,17 @@ impl SlcanBackend {
             ack_changed: Condvar::new(),
             refused: AtomicU64::new(0),
             ack_lost: AtomicU64::new(0),
+            fd_ignored: AtomicU64::new(0),
         });
         let (tx, rx) = bounded(QUEUE_CAPACITY);
         let thread = {
             let shared = shared.clone();
             let tx = tx.clone();
             let timestamps = o.timestamps == Some(true);
+            let fd = config.fd;
             std::thread::Builder::new()
                 .name(format!("canx-slcan-{}", o.port.rsplit(['/', '\\']).next().unwrap_or("")))
-                .spawn(move || read_loop(reader, &shared, &tx, timestamps))
+                .spawn(move || read_loop(reader, &shared, &tx, timestamps, fd))
                 .map_err(|e| Error::Os { context: "starting the slcan reader thread".into(), source: e })?
         };
         let backend = SlcanBackend {
@@ -376,6 +381,10 @@ impl SlcanBackend {
         loop {
             let free = ACK_WINDOW.saturating_sub(ack.outstanding) as usize;
             if free > 0 {
+                if ack.outstanding == 0 {
+                    // The staleness clock starts with the first frame in flight.
+                    ack.last_progress = Instant::now();
+                }
                 let n = free.min(want);
                 ack.outstanding += n as u32;
                 return n;
@@ -536,7 +545,7 @@ impl Drop for SlcanBackend {
 /// The reader thread: large reads, lines classified by the core decoder,
 /// frames into the bounded queue, replies and acknowledgements to the
 /// senders. Ends on `stop` or when the port fails (recorded in `gone`).
-fn read_loop(mut port: Box<dyn SerialPort>, shared: &Shared, tx: &Sender<Inbound>, timestamps: bool) {
+fn read_loop(mut port: Box<dyn SerialPort>, shared: &Shared, tx: &Sender<Inbound>, timestamps: bool, fd: bool) {
     let mut buf = vec![0u8; READ_SIZE];
     let mut decoder = Decoder::new();
     let mut clock = DeviceClock::default();
@@ -565,6 +574,10 @@ fn read_loop(mut port: Box<dyn SerialPort>, shared: &Shared, tx: &Sender<Inbound
         let mut replies: Vec<bool> = Vec::new();
         decoder.feed(&buf[..n], |line| {
             let frame = match line {
+                Line::Frame { frame: Frame::Fd(_), .. } if !fd => {
+                    shared.fd_ignored.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
                 Line::Frame { frame, timestamp_ms } => {
                     let t = match (timestamps, timestamp_ms) {
                         (true, Some(ms)) => clock.map(ms, now),
@@ -758,6 +771,7 @@ impl Backend for SlcanBackend {
             ("slcan_skipped_bytes", d.skipped_bytes),
             ("slcan_tx_refused", self.shared.refused.load(Ordering::Relaxed)),
             ("slcan_ack_lost", self.shared.ack_lost.load(Ordering::Relaxed)),
+            ("slcan_fd_ignored", self.shared.fd_ignored.load(Ordering::Relaxed)),
         ]
     }
 }
@@ -851,7 +865,7 @@ mod tests {
             assert_eq!(read_until(&mut dev, b"R123456782\r", Duration::from_secs(5)), b"t1AB3010203\rR123456782\r");
 
             // Garbage, a partial line closed by CR, CRLF framing, an e line, then good frames.
-            dev.write_all(b"t12\rxyz\r\nT1FFFFFFF1AA\r\0t7FF8\rsp130140\rt0010\r").unwrap();
+            dev.write_all(b"t12\rxyz\r\nT1FFFFFFF1AA\r\0t7FF8\rb1231AA\rsp130140\rt0010\r").unwrap();
             let got = recv(&b, 3);
             assert_eq!(got.len(), 3, "{got:?}");
             assert_eq!(got[0].frame, Frame::Can(CanFrame::new(make_id(0x1FFF_FFFF, true).unwrap(), &[0xAA]).unwrap()));
@@ -865,6 +879,7 @@ mod tests {
             assert_eq!(counters["slcan_malformed_lines"], 2, "{counters:?}"); // t12, t7FF8 (no data)
             assert_eq!(counters["slcan_other_lines"], 1); // xyz
             assert_eq!(counters["slcan_skipped_bytes"], 2);
+            assert_eq!(counters["slcan_fd_ignored"], 1); // b1231AA on a classic bus
 
             // The adapter goes away: sends fail with InterfaceDown, receive errors, no hang.
             drop(dev);
