@@ -7,15 +7,19 @@ import os
 import select
 import threading
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 
 class FakeAdapter:
     """Records every byte canx writes (``received``) and writes lines back
-    (``write``). Answers nothing by itself (the CANable and Linux dialects)."""
+    (``write``). Answers nothing by itself (the CANable and Linux dialects)
+    unless ``answer`` is given: called with every line canx writes (without
+    its ``\r``), its result is written back (a Lawicel/USBtin device)."""
 
-    def __init__(self, scale: float = 1.0) -> None:
+    def __init__(self, scale: float = 1.0, answer: Optional[Callable[[bytes], bytes]] = None) -> None:
         self.scale = scale
+        self.answer = answer
+        self._line = bytearray()
         self.master, self._slave = os.openpty()
         self.path = os.ttyname(self._slave)
         self.received = bytearray()
@@ -38,6 +42,15 @@ class FakeAdapter:
             with self._cond:
                 self.received += data
                 self._cond.notify_all()
+            if self.answer is not None:
+                for b in data:
+                    if b == 0x0D:
+                        reply = self.answer(bytes(self._line))
+                        self._line.clear()
+                        if reply:
+                            os.write(self.master, reply)
+                    else:
+                        self._line.append(b)
 
     def wait_for(self, needle: bytes, timeout: float = 5.0, start: int = 0) -> bytes:
         """Waits until ``needle`` was received (after offset ``start``);

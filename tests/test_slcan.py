@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -150,11 +151,15 @@ def test_canx_send_and_dump(adapter: FakeAdapter, capsys: pytest.CaptureFixture[
     start = len(adapter.received)
     rc: list[int] = []
     # The filter after the channel's options: only 0x321 is printed.
-    dump = threading.Thread(target=lambda: rc.append(main(["dump", "-n", "1", f"{chan},321:7FF"])))
+    dump = threading.Thread(target=lambda: rc.append(main(["dump", "-n", "1", "-T", "20000", f"{chan},321:7FF"])),
+                            daemon=True)
     dump.start()
     adapter.wait_for(b"O\r", start=start)
-    adapter.write(b"t1230\rt3212ABCD\r")
-    dump.join(10 * TIMEOUT_SCALE)
+    # dump adds its listener just after opening the port: repeat until it has printed one.
+    deadline = time.monotonic() + 10 * TIMEOUT_SCALE
+    while dump.is_alive() and time.monotonic() < deadline:
+        adapter.write(b"t1230\rt3212ABCD\r")
+        dump.join(0.1)
     assert rc == [0]
     out = capsys.readouterr().out
     assert "321" in out and "AB CD" in out.upper() and "123" not in out.replace(adapter.path, "")
@@ -175,3 +180,44 @@ def test_canable_fd_frames(adapter: FakeAdapter) -> None:
         assert isinstance(m, canx.Message) and (m.id, m.fd, m.bitrate_switch, len(m.data)) == (0x7FF, True, False, 16)
     finally:
         bus.deinit()
+
+
+def _usbtin(line: bytes) -> bytes:
+    """USBtin's answers (frontend.c): z/Z after frames, CR after commands."""
+    if line[:1] in (b"t", b"r"):
+        return b"z\r"
+    if line[:1] in (b"T", b"R"):
+        return b"Z\r"
+    return b"\r"
+
+
+def test_usbtin_acks_and_adapter_timestamps() -> None:
+    adapter = FakeAdapter(TIMEOUT_SCALE, answer=_usbtin)
+    bus = canx.CAN(channel=f"slcan:{adapter.path},dialect=usbtin,timestamps=1", baudrate=800_000)
+    try:
+        assert lines(adapter.wait_for(b"O\r")) == [b"C", b"S7", b"Z1", b"O"]
+        for i in range(40):  # more than the window of frames in flight: the acks let them through
+            bus.send(canx.Message(i, bytes([i]), extended=bool(i % 2)))
+        wait_until(lambda: bus.stats()["slcan_tx_acks"] == 40, 5, "40 acknowledgements", TIMEOUT_SCALE)
+        assert bus.stats()["slcan_ack_lost"] == 0
+        listener = bus.listen(timeout=2 * TIMEOUT_SCALE)
+        # Adapter clock: 59.990 s, then 0.020 s after its 60000 ms wrap (30 ms later).
+        adapter.write(b"t1231AAEA56\rt1231BB0014\r")
+        a, b = listener.receive(), listener.receive()
+        assert a is not None and b is not None and a.timestamp is not None and b.timestamp is not None
+        assert b.timestamp - a.timestamp == pytest.approx(0.030, abs=1e-6)
+    finally:
+        bus.deinit()
+        adapter.close()
+
+
+def test_a_lawicel_device_that_refuses_the_bitrate() -> None:
+    adapter = FakeAdapter(TIMEOUT_SCALE, answer=lambda line: b"\x07" if line.startswith(b"S") else b"\r")
+    try:
+        with pytest.raises(canx.UnsupportedError, match="refused \"S6\""):
+            canx.CAN(channel=f"slcan:{adapter.path},dialect=lawicel", baudrate=500_000)
+        # The port was released: it opens again.
+        adapter.answer = lambda line: b"\r"
+        canx.CAN(channel=f"slcan:{adapter.path},dialect=lawicel", baudrate=500_000).deinit()
+    finally:
+        adapter.close()

@@ -640,8 +640,9 @@ fn record_gone(shared: &Shared, tx: &Sender<Inbound>, why: String) {
 
 /// Maps the adapter's millisecond timestamps (modulo 60000) to epoch
 /// seconds: anchored at the host's clock on the first frame, re-anchored
-/// when the mapping runs ahead of the host or more than 1 s behind it (a
-/// gap longer than one 60 s wrap, or clock drift).
+/// when the mapping runs more than 100 ms ahead of the host (frames read in
+/// one burst may be stamped up to that much ahead) or more than 1 s behind
+/// it (a gap longer than one 60 s wrap, or clock drift).
 #[derive(Default)]
 struct DeviceClock {
     unwrap: TimestampUnwrapper,
@@ -653,7 +654,7 @@ impl DeviceClock {
         let dev = self.unwrap.unwrap(ms);
         if let Some((host, at)) = self.anchor {
             let t = host + (dev.saturating_sub(at)) as f64 / 1000.0;
-            if t <= host_now + 0.002 && t >= host_now - 1.0 {
+            if t <= host_now + 0.1 && t >= host_now - 1.0 {
                 return t;
             }
         }
