@@ -23,7 +23,8 @@ from typing import List, Optional
 
 #: What a channel argument may be: the schemes of the native backend registry
 #: (runtime::backend::SCHEMES); SocketCAN interfaces exist on Linux only.
-CHANNEL_HELP = "vcan0, can0 (SocketCAN, Linux), virtual:NAME or udp_multicast:[GROUP] (shared between processes)"
+CHANNEL_HELP = ("vcan0, can0 (SocketCAN, Linux), virtual:NAME, udp_multicast:[GROUP] (shared between processes), "
+                "slcan:PORT (serial adapter) or gs_usb:INDEX|SERIAL (USB adapter)")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -62,12 +62,13 @@ class CanxBus(BusABC):
 
     ``CanxBus(channel=None, can_filters=None, receive_own_messages=False,
     fd=False, bitrate=None, **kwargs)``: ``channel`` ``"vcan0"``, ``"can0"``,
-    ``"virtual:NAME"`` or ``"udp_multicast:GROUP"`` (None: ``$CANX_CHANNEL``, else
+    ``"virtual:NAME"``, ``"udp_multicast:GROUP"``, ``"slcan:/dev/ttyACM0"``/``"slcan:COM3"`` (options
+    as in README "USB adapters: slcan") or ``"gs_usb:0"`` (None: ``$CANX_CHANNEL``, else
     ``"virtual:default"``); ``can_filters`` python-can's
     ``[{"can_id", "can_mask", "extended"?}]``; ``receive_own_messages``
     delivers this bus's own frames with ``is_rx=False``; ``fd=True`` opens
-    for CAN FD; ``bitrate`` is accepted (SocketCAN rates are set with
-    ``ip link``). Other python-can options (``data_bitrate``, ...) are
+    for CAN FD; ``bitrate`` (bit/s) programs an slcan adapter and is
+    informational on SocketCAN (rates are set with ``ip link``). Other python-can options (``data_bitrate``, ...) are
     accepted and ignored.
 
     Raises ``can.CanInitializationError`` when the channel cannot be opened

@@ -408,7 +408,9 @@ impl CAN {
     /// queues), `echo_dropped` (frames the bounded local echo between the
     /// engines of this bus lost), `malformed` (input that was not a frame:
     /// garbage `udp_multicast` datagrams), `error_frames`, `receive_thread_stopped` (1 once the receive
-    /// thread stopped after repeated backend errors; `link_error` says why).
+    /// thread stopped after repeated backend errors; `link_error` says why),
+    /// plus the backend's own counters (slcan: `slcan_malformed_lines`,
+    /// `slcan_other_lines`, ...; `Backend::counters`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let bus = self.bus()?;
         let s = bus.stats();
@@ -421,6 +423,9 @@ impl CAN {
         d.set_item("malformed", s.malformed)?;
         d.set_item("error_frames", s.error_frames)?;
         d.set_item("receive_thread_stopped", u8::from(bus.thread_error().is_some()))?;
+        for (name, value) in bus.backend().counters() {
+            d.set_item(name, value)?;
+        }
         Ok(d)
     }
     /// canx, virtual bus only: makes the controller report `state` with the

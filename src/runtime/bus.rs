@@ -411,10 +411,10 @@ impl Bus {
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
+        self.shared.backend.close();
         for l in self.shared.listeners.write().drain(..) {
             l.close();
         }
-        self.shared.backend.close();
     }
 }
 

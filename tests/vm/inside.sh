@@ -32,7 +32,7 @@ for m in can can-raw vcan; do
         exit 2
     fi
 done
-for m in can-bcm can-gw can-j1939 can-isotp; do
+for m in can-bcm can-gw can-j1939 can-isotp slcan; do
     modprobe "$m" || log "WARNING: optional module $m not loaded; tests that need it will fail or skip"
 done
 

@@ -19,6 +19,7 @@
 //! - [`j1939`]: SAE J1939 engines (TP/ETP, address claim, requests, DM1, codecs, `Ecu`).
 //! - [`gs_usb`]: the gs_usb (candleLight) USB protocol codec and Linux's
 //!   bit-timing calculation over a controller's limits.
+//! - [`slcan`]: the slcan (Lawicel serial-line CAN) line codec and dialects.
 //! - [`log`]: candump `.log` lines and can-utils frame text (`cansend` syntax).
 //! - [`driver`]: pumps any set of engines over an `embedded_can` controller
 //!   (`nb` or `blocking`) with a caller-supplied clock, plus an in-memory bus.
@@ -55,6 +56,7 @@ pub mod managed;
 pub mod megasquirt;
 pub mod reliable;
 mod ring;
+pub mod slcan;
 pub mod time;
 
 pub use filter::{Filter, FilterError, FilterItem, FilterSet};

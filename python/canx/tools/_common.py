@@ -69,13 +69,18 @@ def receive_batches(buses: Sequence[RawBus], specs: Sequence["ChannelSpec"], idl
 
 
 def parse_channel_spec(text: str) -> ChannelSpec:
-    """``vcan0``, ``vcan0,123:7FF,#FFFFFFFF``, ``virtual:x,12345678~1FFFFFFF,j``.
-    Raises ToolError naming the bad item."""
+    """``vcan0``, ``vcan0,123:7FF,#FFFFFFFF``, ``virtual:x,12345678~1FFFFFFF,j``,
+    ``slcan:/dev/ttyACM0,dialect=lawicel,123:7FF`` (``KEY=VALUE`` items stay
+    with the channel). Raises ToolError naming the bad item."""
     channel, _, rest = text.partition(",")
     if not channel:
         raise ToolError(f"missing channel name in {text!r}")
-    spec = ChannelSpec(channel)
-    for item in filter(None, rest.split(",")):
+    items = [i for i in rest.split(",") if i]
+    # KEY=VALUE items are options of the channel (slcan:/dev/ttyACM0,dialect=lawicel);
+    # candump filters never contain "=".
+    options = [i for i in items if "=" in i]
+    spec = ChannelSpec(",".join([channel, *options]))
+    for item in (i for i in items if "=" not in i):
         try:
             parsed = parse_candump_filter(item)
         except ValueError as e:
@@ -96,7 +101,8 @@ def open_bus(channel: str, *, fd: bool = True, receive_own: bool = False,
     try:
         try:
             return RawBus(channel, fd=fd, receive_own=receive_own, filters=filters, error_frames=error_frames)
-        except errors.InterfaceError:
+        except (errors.InterfaceError, errors.UnsupportedError):
+            # No FD on this interface (SocketCAN MTU 16, an slcan dialect without FD).
             if not fd:
                 raise
             return RawBus(channel, fd=False, receive_own=receive_own, filters=filters, error_frames=error_frames)

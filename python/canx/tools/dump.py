@@ -20,7 +20,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p = sub.add_parser("dump", help="print received frames (like candump)",
                        description="Print frames received on one or more channels, in candump's formats.")
     p.add_argument("channels", nargs="+", metavar="CHANNEL[,FILTER...]",
-                   help="vcan0, can0 or virtual:NAME, optionally followed by candump filters: "
+                   help="vcan0, can0, virtual:NAME or slcan:PORT, optionally followed by candump filters: "
                         "<id>:<mask> (match), <id>~<mask> (inverted), #<error_mask>, j (all must match)")
     p.add_argument("-L", dest="log", action="store_true", help="candump log format: (time) channel frame")
     p.add_argument("-t", dest="ts", choices=["a", "A", "d", "z"],

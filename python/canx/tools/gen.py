@@ -24,7 +24,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p = sub.add_parser("gen", help="generate frames (like cangen)",
                        description="Send generated frames: ids, lengths and data random ('r'), "
                                    "incrementing ('i') or fixed.")
-    p.add_argument("channel", help="vcan0, can0 or virtual:NAME")
+    p.add_argument("channel", help="vcan0, can0, virtual:NAME or slcan:PORT")
     p.add_argument("-g", dest="gap_ms", type=float, default=200.0, help="gap between frames in ms (default 200)")
     p.add_argument("--rate", type=float, help="frames per second (instead of -g)")
     p.add_argument("-n", dest="count", type=int, help="stop after this many frames (default: run until Ctrl-C)")

@@ -23,7 +23,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                        description="Record received frames. .log files are written by canx's Rust codec "
                                    "(candump -L lines); other suffixes go through python-can's can.Logger.")
     p.add_argument("channels", nargs="+", metavar="CHANNEL[,FILTER...]",
-                   help="vcan0, can0 or virtual:NAME, optionally with candump filters")
+                   help="vcan0, can0, virtual:NAME or slcan:PORT, optionally with candump filters")
     p.add_argument("-f", "--file", help="output file (default candump-<date>_<time>.log)")
     p.add_argument("-n", dest="count", type=int, help="stop after this many frames")
     p.add_argument("-T", dest="timeout_ms", type=int, help="stop after this many ms without frames")

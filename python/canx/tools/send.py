@@ -18,7 +18,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p = sub.add_parser("send", help="send one frame (like cansend)",
                        description="Send one frame written in cansend syntax: <id>#<data>, <id>#R[len], "
                                    "<id>##<flags><data> (CAN FD). 3 hex digits: standard id, 8: extended.")
-    p.add_argument("channel", help="vcan0, can0 or virtual:NAME")
+    p.add_argument("channel", help="vcan0, can0, virtual:NAME or slcan:PORT")
     p.add_argument("frames", nargs="+", metavar="FRAME", help="frame text; several are sent in order")
 
 

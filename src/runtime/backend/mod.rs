@@ -16,6 +16,7 @@
 //! | `virtual` | `virtual:NAME` | all | [`virtual_bus`] |
 //! | `udp_multicast` | `udp_multicast:`, `udp_multicast:GROUP[:PORT]` | all | [`udp_multicast`] |
 //! | `gs_usb` | `gs_usb:0`, `gs_usb:SERIAL` | all (nusb) | [`gs_usb`] (first cut: classic, channel 0) |
+//! | `slcan` | `slcan:/dev/ttyACM0`, `slcan:COM3[@BAUD][,OPT=V...]` | all | [`slcan`] |
 //!
 //! Adding a backend (an `slcan:/dev/ttyACM0` serial adapter, a
 //! `gs_usb:SERIAL` USB adapter) is one file with a `Backend` impl and a
@@ -25,6 +26,7 @@
 #[cfg(target_os = "linux")]
 pub mod bcm;
 pub mod gs_usb;
+pub mod slcan;
 #[cfg(target_os = "linux")]
 pub mod socketcan;
 pub mod udp_multicast;
@@ -110,10 +112,6 @@ pub trait Backend: Send + Sync {
     }
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
-    /// The bus is shut down ([`Bus::shutdown`], after its receive thread
-    /// ended): stop the hardware now, even if references to the backend
-    /// live on (a USB adapter's channel is reset). Default: nothing.
-    fn close(&self) {}
     /// A periodic transmission of `frames` in turn, one every `period`, run
     /// by the backend itself (SocketCAN: the kernel's broadcast manager),
     /// created stopped. `None`: no offload, the runtime uses its own timer
@@ -132,6 +130,17 @@ pub trait Backend: Send + Sync {
     /// the state of `e` with its counters.
     fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
         Err(Error::Unsupported("error states can only be injected on a virtual bus".into()))
+    }
+    /// The bus shut down ([`Bus::shutdown`], after its receive thread
+    /// ended): stop and release the device now, even if references to the
+    /// backend live on (a USB adapter's channel is reset; a serial port is
+    /// closed, so it can be opened again while Python objects still hold
+    /// the bus). Idempotent. Default: nothing.
+    fn close(&self) {}
+    /// Backend-specific counters, `(name, value)`, shown by `CAN.stats()`
+    /// next to the bus's own (slcan: malformed and unknown lines, replies).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
     }
     /// Test fault (the virtual bus): while `on`, no frame is accepted for
     /// transmission; every send waits its whole timeout, then fails with
@@ -363,7 +372,7 @@ pub struct Scheme {
 
 /// Every channel scheme canx knows, in the order they are listed.
 pub static SCHEMES: &[Scheme] =
-    &[socketcan::SCHEME, virtual_bus::SCHEME, udp_multicast::SCHEME, gs_usb::backend::SCHEME];
+    &[socketcan::SCHEME, virtual_bus::SCHEME, udp_multicast::SCHEME, slcan::SCHEME, gs_usb::backend::SCHEME];
 
 /// Off Linux: the `socketcan` scheme exists only to say why it cannot work.
 #[cfg(not(target_os = "linux"))]
