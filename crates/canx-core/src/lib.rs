@@ -17,6 +17,7 @@
 //!   sequence numbers, duplicate suppression and backoff.
 //! - [`megasquirt`]: MegaSquirt CAN: header codec, table server, client, broadcast decoders.
 //! - [`j1939`]: SAE J1939 engines (TP/ETP, address claim, requests, DM1, codecs, `Ecu`).
+//! - [`isotp`]: ISO-TP (ISO 15765-2): N_PCI codec, addressing, `Channel` (one N_AI's sender and receiver).
 //! - [`log`]: candump `.log` lines and can-utils frame text (`cansend` syntax).
 //! - [`driver`]: pumps any set of engines over an `embedded_can` controller
 //!   (`nb` or `blocking`) with a caller-supplied clock, plus an in-memory bus.
@@ -46,6 +47,7 @@ pub mod canx_proto;
 pub mod driver;
 pub mod filter;
 pub mod frame;
+pub mod isotp;
 pub mod j1939;
 pub mod log;
 pub mod managed;

@@ -1,0 +1,1 @@
+//! Deterministic simulations (virtual clock, seeded loss and reordering).

@@ -1,0 +1,1 @@
+//! Unit tests: codec, addressing, timers, Table 23.
