@@ -46,6 +46,8 @@ struct TxSeg {
     stmin: Duration,
     /// Earliest time of the next CF (the last CF plus STmin).
     next_cf: Instant,
+    /// When the last CF went out, if one did.
+    last_cf: Option<Instant>,
     waits: u16,
     got_fc: bool,
 }
@@ -218,6 +220,7 @@ impl<'b> Channel<'b> {
             in_block: 0,
             stmin: Duration::ZERO,
             next_cf: now,
+            last_cf: None,
             waits: 0,
             got_fc: false,
         });
@@ -267,7 +270,7 @@ impl<'b> Channel<'b> {
     /// Padding rules on receive for an SF, FC or last CF whose N_PDU takes
     /// `used` bytes of `data` (the whole frame).
     fn padding_ok(&self, data: &[u8], used: usize) -> bool {
-        if self.cfg.rx_check_padding_len && data.len() <= 8 && data.len() != 8 {
+        if self.cfg.rx_check_padding_len && data.len() < 8 {
             return false;
         }
         match self.cfg.rx_padding_byte {
@@ -293,7 +296,7 @@ impl<'b> Channel<'b> {
         bump(&mut self.stats.rx_frames);
         self.release(now);
         let ae = self.ae;
-        let pdu = match parse(&data[ae..], ae) {
+        let pdu = match parse(data.get(ae..).unwrap_or(&[]), ae) {
             Ok(p) => p,
             Err(PciError::InvalidFlowStatus(_)) if self.awaiting_fc() && !self.fc_blocked() => {
                 self.tx_fail(NResult::NInvalidFs);
@@ -404,9 +407,10 @@ impl<'b> Channel<'b> {
                 seg.next_sn = (seg.next_sn + 1) & 0x0F;
                 if last {
                     self.rx = None;
-                    self.mf_unread = true;
                     bump(&mut self.stats.rx_messages);
-                    self.push(Pending::Multi { len: seg.len, gen: self.rx_gen, ta: seg.ta });
+                    // A dropped event must not leave the buffer marked unread.
+                    self.mf_unread =
+                        self.events.push_counted(Pending::Multi { len: seg.len, gen: self.rx_gen, ta: seg.ta });
                     return;
                 }
                 seg.deadline = after(now, self.cfg.n_cr);
@@ -452,6 +456,10 @@ impl<'b> Channel<'b> {
                 seg.in_block = 0;
                 seg.waits = 0;
                 seg.stmin = self.cfg.stmin_override.unwrap_or(Duration::from_micros(stmin_micros(stmin)));
+                // The new STmin also holds between the last CF of the previous block and the next.
+                if let Some(last) = seg.last_cf {
+                    seg.next_cf = seg.next_cf.max(after(last, seg.stmin));
+                }
                 seg.phase = TxPhase::SendCf;
                 seg.deadline = after(if seg.next_cf > now { seg.next_cf } else { now }, self.cfg.n_as);
                 self.tx = Tx::Segmented(seg);
@@ -616,6 +624,7 @@ impl<'b> Channel<'b> {
                     seg.pos += n;
                     seg.sn = (seg.sn + 1) & 0x0F;
                     seg.next_cf = after(now, seg.stmin);
+                    seg.last_cf = Some(now);
                     if seg.pos >= seg.len {
                         self.tx = Tx::Idle;
                         bump(&mut self.stats.tx_messages);
