@@ -21,7 +21,7 @@
 //! - [`log`]: candump `.log` lines and can-utils frame text (`cansend` syntax).
 //! - [`driver`]: pumps any set of engines over an `embedded_can` controller
 //!   (`nb` or `blocking`) with a caller-supplied clock, plus an in-memory bus.
-//! - the protocol engines ([`canx_proto`], [`reliable`], [`megasquirt`],
+//! - the protocol engines ([`canx_proto`], [`reliable`], [`megasquirt`], [`isotp`],
 //!   [`j1939`]) are state machines with `handle_frame(now, &frame)`,
 //!   `handle_timeout(now)`, `poll_transmit(now)`, `poll_event()` and
 //!   `poll_timeout() -> Option<Instant>`.

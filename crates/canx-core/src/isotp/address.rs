@@ -1,5 +1,5 @@
-//! ISO-TP addressing (ISO 15765-2:2016 §10.3; facts copied in
-//! `docs/protocols/isotp.md` §Addressing): which CAN identifiers and which
+//! ISO-TP addressing (ISO 15765-2:2016; facts and sources in
+//! `docs/protocols/isotp.md` §5): which CAN identifiers and which
 //! address byte (N_TA or N_AE in data byte 0) carry a channel's N_PDUs.
 
 use core::fmt;
@@ -40,7 +40,7 @@ pub enum TargetAddressType {
     /// 1-to-1 communication; segmented messages allowed.
     #[default]
     Physical,
-    /// 1-to-n communication; single frames only (ISO 15765-2 §9.6.1).
+    /// 1-to-n communication; single frames only (isotp.md §5).
     Functional,
 }
 
@@ -75,7 +75,7 @@ const PF_PHYSICAL_FIXED: u32 = 0xDA;
 const PF_FUNCTIONAL_FIXED: u32 = 0xDB;
 const PF_PHYSICAL_MIXED: u32 = 0xCE;
 const PF_FUNCTIONAL_MIXED: u32 = 0xCD;
-/// Default priority of the fixed formats (ISO 15765-2 §10.3.3: 0x18DA.. is priority 6).
+/// Default priority of the fixed formats (isotp.md §5: 0x18DA.. is priority 6).
 pub const DEFAULT_PRIORITY: u8 = 6;
 
 /// The N_AI of one ISO-TP channel: identifiers and address bytes for both

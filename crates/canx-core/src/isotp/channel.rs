@@ -282,7 +282,7 @@ impl<'b> Channel<'b> {
     /// Feeds one received frame. Frames of other N_AIs (identifier or
     /// address byte), remote and error frames, and FD frames on a classic
     /// channel are ignored at once. The rest follows ISO 15765-2:2016
-    /// §9.6 and Table 23 (see the module doc).
+    /// `docs/protocols/isotp.md` §1-§6 (Table 23 in §6).
     pub fn handle_frame(&mut self, now: Instant, frame: &Frame) {
         let (id, data, is_fd) = match frame {
             Frame::Can(f) if !f.is_remote() => (f.id(), f.data(), false),

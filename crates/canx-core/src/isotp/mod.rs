@@ -62,7 +62,7 @@ pub use pci::{FlowStatus, PciError, Pdu, PduKind};
 
 use crate::time::Duration;
 
-/// N_Result (ISO 15765-2:2016 §8.3.7): how a transfer ended.
+/// N_Result (ISO 15765-2:2016; `docs/protocols/isotp.md` §7): how a transfer ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NResult {
     /// N_OK: completed.
@@ -78,7 +78,7 @@ pub enum NResult {
     NWrongSn,
     /// N_INVALID_FS: an FC with a reserved FlowStatus (or OVFLW after the first FC).
     NInvalidFs,
-    /// N_UNEXP_PDU: a reception was ended by a new SF or FF (Table 23).
+    /// N_UNEXP_PDU: a reception was ended by a new SF or FF (isotp.md §6, Table 23).
     NUnexpPdu,
     /// N_WFT_OVRN: more consecutive FC.WAIT than N_WFTmax (sent by this
     /// receiver, or, with [`Config::tx_wft_max`], received by this sender).
@@ -149,23 +149,23 @@ pub struct Config {
     /// Bit rate switch on the FD frames sent. Default `false`.
     pub brs: bool,
     /// TX_DL, bytes per frame sent: 8 (classic; also allowed with FD) or an
-    /// FD length 12, 16, 20, 24, 32, 48, 64 (§10.4.2). Default 8.
+    /// FD length 12, 16, 20, 24, 32, 48, 64 (isotp.md §4). Default 8.
     pub tx_dl: u8,
     /// Padding byte for SF, FC and the last CF (0xCC is the standard's
     /// suggestion). `None`: frames of 8 bytes or fewer keep their length
     /// (data optimisation); longer FD frames are padded with 0xCC anyway,
-    /// padding being mandatory there (§10.4.2.3). Default `None`.
+    /// padding being mandatory there (isotp.md §4). Default `None`.
     pub padding: Option<u8>,
     /// BS this receiver puts in its FCs: CFs per block, 0 = no further FC.
     pub bs: u8,
-    /// Raw STmin byte this receiver puts in its FCs (Table 20: 0x00..=0x7F
+    /// Raw STmin byte this receiver puts in its FCs (isotp.md §2: 0x00..=0x7F
     /// ms, 0xF1..=0xF9 100..=900 µs).
     pub stmin: u8,
     /// Sender: use this gap between CFs instead of the receiver's STmin
     /// (Linux `CAN_ISOTP_FORCE_TXSTMIN`). Default `None`.
     pub stmin_override: Option<Duration>,
     /// N_WFTmax of this receiver: how many FC.WAIT it may send in a row
-    /// while its buffer still holds an unread message (§8.3.7; the receiver
+    /// while its buffer still holds an unread message (isotp.md §2, §8; the receiver
     /// then reports N_WFT_OVRN). 0: never wait; an unread multi-frame
     /// message is dropped (counted in [`Stats::rx_unread_dropped`]) when the next FF arrives.
     pub wft_max: u8,
@@ -204,7 +204,7 @@ pub struct Config {
     pub listen_only: bool,
 }
 
-/// The default of every ISO-TP timer (ISO 15765-2:2016 Table 16; Linux, python-can-isotp).
+/// The default of every ISO-TP timer (isotp.md §3: ISO 15765-2, Linux, python-can-isotp).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 impl Config {
@@ -276,7 +276,7 @@ pub enum SendError {
     Empty,
     /// Longer than the transmit buffer (or 2^32-1 bytes); `max` bytes fit.
     TooLong { len: usize, max: usize },
-    /// Functional addressing carries single frames only (§9.6.1); `max` bytes fit one.
+    /// Functional addressing carries single frames only (isotp.md §5); `max` bytes fit one.
     FunctionalTooLong { len: usize, max: usize },
     /// The channel is [`Config::listen_only`].
     ListenOnly,

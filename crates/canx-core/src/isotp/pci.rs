@@ -1,6 +1,6 @@
 //! The N_PCI codec: single, first, consecutive and flow-control frames
-//! (ISO 15765-2:2016 §9.6, Tables 9-18; copied in `docs/protocols/isotp.md`
-//! §N_PCI). [`parse`] is strict and says why it refused a frame; [`encode`]
+//! (ISO 15765-2:2016; facts and sources in `docs/protocols/isotp.md`
+//! §1, §2, §4). [`parse`] is strict and says why it refused a frame; [`encode`]
 //! builds a frame's data with the address byte, padding and CAN FD length
 //! rounding.
 
@@ -8,13 +8,13 @@ use core::fmt;
 
 use crate::frame::fd_padded_len;
 
-/// Largest 12-bit FF_DL; longer PDUs use the 32-bit escape (§9.6.3.1).
+/// Largest 12-bit FF_DL; longer PDUs use the 32-bit escape (isotp.md §1).
 pub const FF_DL_12BIT_MAX: u32 = 4095;
 /// Padding byte used where padding is mandatory (CAN_DL > 8) and none was
-/// configured, and the usual configured one (§10.4.2.1: 0xCC).
+/// configured, and the usual configured one (isotp.md §4: 0xCC).
 pub const DEFAULT_PADDING: u8 = 0xCC;
 
-/// FlowStatus of a flow-control frame (§9.6.5.1, Table 18).
+/// FlowStatus of a flow-control frame (isotp.md §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FlowStatus {
     /// 0: ContinueToSend (CTS).
@@ -36,7 +36,7 @@ impl FlowStatus {
     }
 }
 
-/// N_PDU kinds (N_PCItype, §9.6.1 Table 9).
+/// N_PDU kinds (N_PCItype, isotp.md §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PduKind {
     SingleFrame,
@@ -72,32 +72,32 @@ impl Pdu<'_> {
 }
 
 /// Why [`parse`] refused a frame. Each is an N_PDU the standard says to
-/// ignore (§9.6; the receiver does not act on it).
+/// ignore (isotp.md §1, §8; the receiver does not act on it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PciError {
     /// No N_PCI byte.
     Empty,
-    /// N_PCItype 4..=15 (reserved, Table 9).
+    /// N_PCItype 4..=15 (reserved, isotp.md §1).
     ReservedType(u8),
     /// SF_DL = 0 in the escape form.
     SfDlZero,
     /// SF_DL larger than the frame carries.
     SfDlTooLong { sf_dl: u8, room: u8 },
-    /// The escape form (low nibble 0) in a frame of CAN_DL <= 8 (§9.6.2.1).
+    /// The escape form (low nibble 0) in a frame of CAN_DL <= 8 (isotp.md §1).
     SfEscapeInShortFrame,
-    /// A frame of CAN_DL > 8 without the escape form (Table 10: SF_DL in byte 2 is mandatory).
+    /// A frame of CAN_DL > 8 without the escape form (isotp.md §1: SF_DL in byte 2).
     SfMissingEscape,
-    /// An FF shorter than 8 bytes (an FF fills TX_DL, §9.6.3).
+    /// An FF shorter than 8 bytes (an FF fills TX_DL, isotp.md §1).
     FfShortFrame,
-    /// FF_DL below FF_DLmin for this RX_DL (Table 14).
+    /// FF_DL below FF_DLmin for this RX_DL (isotp.md §1).
     FfDlTooSmall { ff_dl: u32, min: u32 },
-    /// The 32-bit FF_DL form with FF_DL <= 4095 (§9.6.3.1: the short form shall be used).
+    /// The 32-bit FF_DL form with FF_DL <= 4095 (isotp.md §1: the short form shall be used).
     FfEscapeUnneeded { ff_dl: u32 },
     /// A CF carrying no data.
     CfEmpty,
     /// An FC shorter than 3 N_PCI bytes.
     FcTooShort,
-    /// FS 3..=15 (reserved, Table 18): the sender aborts with N_INVALID_FS.
+    /// FS 3..=15 (reserved, isotp.md §1): the sender aborts with N_INVALID_FS.
     InvalidFlowStatus(u8),
 }
 
@@ -122,7 +122,7 @@ impl fmt::Display for PciError {
 
 impl core::error::Error for PciError {}
 
-/// Largest SF_DL in a frame of `tx_dl` bytes with `ae` address bytes (Table 11).
+/// Largest SF_DL in a frame of `tx_dl` bytes with `ae` address bytes (isotp.md §1).
 pub const fn max_sf_dl(tx_dl: usize, ae: usize) -> usize {
     if tx_dl <= 8 {
         tx_dl.saturating_sub(1 + ae)
@@ -132,7 +132,7 @@ pub const fn max_sf_dl(tx_dl: usize, ae: usize) -> usize {
 }
 
 /// FF_DLmin for RX_DL `rx_dl` and `ae` address bytes: one more than the
-/// largest SF_DL (Table 14).
+/// largest SF_DL (isotp.md §1).
 pub const fn ff_dl_min(rx_dl: usize, ae: usize) -> u32 {
     (max_sf_dl(rx_dl, ae) + 1) as u32
 }
@@ -235,8 +235,8 @@ impl core::error::Error for EncodeError {}
 
 /// The CAN_DL of a frame whose PDU takes `raw` bytes: with `padding`
 /// frames of 8 bytes or fewer are padded to 8, without it they keep their
-/// length (CAN frame data optimisation, §10.4.2.2); above 8 the length is
-/// rounded up to the next CAN FD length, always padded (§10.4.2.3).
+/// length (CAN frame data optimisation, isotp.md §4); above 8 the length is
+/// rounded up to the next CAN FD length, always padded (isotp.md §4).
 pub const fn padded_len(raw: usize, padding: bool) -> usize {
     if raw <= 8 {
         if padding {
@@ -333,7 +333,7 @@ pub fn encode(
     Ok(len)
 }
 
-/// Reads a raw STmin byte (§9.6.5.4, Table 20): 0x00..=0x7F milliseconds,
+/// Reads a raw STmin byte (isotp.md §2): 0x00..=0x7F milliseconds,
 /// 0xF1..=0xF9 100..=900 µs; every reserved value is read as 0x7F
 /// (127 ms), as the standard tells a sender to do (and as Linux does).
 /// Returns microseconds.
