@@ -57,7 +57,7 @@ mod sim_tests;
 mod tests;
 
 pub use address::{Address, AddressError, AddressingMode, TargetAddressType};
-pub use channel::Channel;
+pub use channel::{Channel, EVENT_QUEUE};
 pub use pci::{FlowStatus, PciError, Pdu, PduKind};
 
 use crate::time::Duration;
