@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use canx_core::driver::{Engine, Events};
-use canx_core::{CanFrame, Filter, Frame, Instant};
+use canx_core::{Filter, Frame, Instant};
 
 use crate::runtime::engine::Driven;
 use crate::runtime::{epoch_now, EventQueue, PeerHints, RxFrame};
@@ -122,7 +122,8 @@ where
     pub(crate) adapter: A,
     events: Arc<EventQueue<A::Event>>,
     capacity: usize,
-    acks: VecDeque<CanFrame>,
+    /// Classic or FD frames ([`Engine::poll_transmit_frame`]: ISO-TP sends FD).
+    acks: VecDeque<Frame>,
     budget: usize,
     stats: HostStats,
 }
@@ -197,7 +198,7 @@ where
         }
         self.adapter.feed(&mut self.engine, now, rx);
         if A::EAGER_TX {
-            while let Some(f) = self.engine.poll_transmit(now) {
+            while let Some(f) = self.engine.poll_transmit_frame(now) {
                 self.acks.push_back(f);
             }
         }
@@ -214,7 +215,7 @@ where
             // round, so that `poll_timeout` asks for that round at once.
             if self.acks.is_empty() && !self.adapter.pending(&self.engine) {
                 self.adapter.refill(&mut self.engine, &self.events);
-                if let Some(f) = self.engine.poll_transmit(now) {
+                if let Some(f) = self.engine.poll_transmit_frame(now) {
                     self.acks.push_back(f);
                 }
             }
@@ -224,11 +225,11 @@ where
             Some(f) => f,
             None => {
                 self.adapter.refill(&mut self.engine, &self.events);
-                self.engine.poll_transmit(now)?
+                self.engine.poll_transmit_frame(now)?
             }
         };
         self.budget -= 1;
-        Some(Frame::Can(f))
+        Some(f)
     }
     fn poll_timeout(&self) -> Option<Instant> {
         // More to send: come back at once (after a look at received frames).
