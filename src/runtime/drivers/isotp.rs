@@ -251,8 +251,7 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
     /// before the next message goes in (or the channel's 8-event ring could
     /// overflow within one send batch).
     fn refill(&mut self, channel: &mut Channel<'static>, out: &EventQueue<IsoTpMessage>) {
-        loop {
-            let Some(ev) = channel.poll_event() else { break };
+        while let Some(ev) = channel.poll_event() {
             self.event(ev, epoch_now(), out);
         }
         if self.inflight.is_some() || channel.transmitting() {
@@ -391,6 +390,11 @@ impl IsoTpDriver {
         self.engine.transmitting() || self.adapter.inflight.is_some() || !self.adapter.backlog.is_empty()
     }
 
+    /// Largest message one SF carries (functional sends are limited to it).
+    pub fn max_single_frame(&self) -> usize {
+        self.engine.max_single_frame()
+    }
+
     /// A segmented reception is in progress.
     pub fn receiving(&self) -> bool {
         self.engine.receiving()
@@ -443,9 +447,8 @@ mod tests {
     fn pair(name: &str, fd: bool) -> (Bus, Bus, Arc<Mutex<IsoTpDriver>>, Arc<Mutex<IsoTpDriver>>) {
         let a = open(name, fd);
         let b = open(name, fd);
-        let tester = Arc::new(Mutex::new(
-            IsoTpDriver::new(config(Address::normal_11(0x7E0, 0x7E8).unwrap(), fd)).unwrap(),
-        ));
+        let tester =
+            Arc::new(Mutex::new(IsoTpDriver::new(config(Address::normal_11(0x7E0, 0x7E8).unwrap(), fd)).unwrap()));
         let ecu =
             Arc::new(Mutex::new(IsoTpDriver::new(config(Address::normal_11(0x7E8, 0x7E0).unwrap(), fd)).unwrap()));
         (a, b, tester, ecu)
