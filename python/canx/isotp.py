@@ -189,6 +189,8 @@ class Address:
                 if (physical_id >> 16) & 0x3FF != pf_phys:
                     raise ValueError(f"physical_id must carry PF 0x{pf_phys:02X} (data page 0) in {mode.name}")
                 self._priority = (physical_id >> 26) & 7
+                if functional_id is None:  # the priority applies to physical frames only
+                    functional_id = (6 << 26) | (_FIXED_PF[mode][1] << 16)
             if functional_id is not None:
                 base = functional_id & 0x1FFF0000
                 self._functional_txid = base | (ta << 8) | sa
