@@ -368,3 +368,27 @@ def test_python_can_isotp_over_the_canx_plugin_both_ways(n: int) -> None:
         peer.stop()
         notifier.stop()
         bus.shutdown()
+
+
+# ------------------------------------------------------------ CLI
+
+
+def test_cli_isotp_send_and_recv(capsys: pytest.CaptureFixture[str]) -> None:
+    from canx.cli import main
+
+    ch = channel()
+    a, b = pair()
+    with isotp.CanStack(ch, b, params=BIG) as ecu:
+        assert main(["isotp", "send", ch, "-s", "7E0", "-d", "7E8", "-D", "100"]) == 0
+        assert ecu.recv(block=True, timeout=5) == payload(100)
+        rc: List[int] = []
+        t = threading.Thread(target=lambda: rc.append(main(["isotp", "recv", ch, "-s", "7E0", "-d", "7E8"])))
+        t.start()
+        time.sleep(0.3)
+        ecu.send(b"\x62\xf1\x90" + b"VIN", send_timeout=5)
+        t.join(10)
+    assert rc == [0]
+    assert capsys.readouterr().out.strip() == "62 F1 90 56 49 4E"
+    # No peer: the send fails with N_TIMEOUT_Bs, exit status 2.
+    assert main(["isotp", "send", channel(), "-s", "7E0", "-d", "7E8", "-D", "20", "-t", "3"]) == 2
+    assert "N_TIMEOUT_Bs" in capsys.readouterr().err
