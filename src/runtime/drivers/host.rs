@@ -79,6 +79,14 @@ pub trait Adapter<E: Engine + Events>: Send {
     /// (an engine slot may be free again): moves backlog entries into the
     /// engine.
     fn refill(&mut self, _engine: &mut E, _out: &EventQueue<Self::Event>) {}
+    /// The time a frame about to be taken from the engine is stamped with:
+    /// the round's `now` by default. An engine that paces its frames from
+    /// the time it handed the previous one out (ISO-TP's STmin) gets a
+    /// fresh reading of the bus clock, so a round that started earlier
+    /// (a slow batch, a descheduled thread) cannot shorten the gap.
+    fn tx_time(&self, now: Instant) -> Instant {
+        now
+    }
     /// More to send than the round's budget allowed: the host asks to be
     /// run again at once.
     fn pending(&self, _engine: &E) -> bool {
@@ -210,6 +218,7 @@ where
         self.drain(epoch_now());
     }
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        let now = self.adapter.tx_time(now);
         if self.budget == 0 {
             // Spent: keep the engine's next frame (if any) for the next
             // round, so that `poll_timeout` asks for that round at once.

@@ -28,6 +28,7 @@ use canx_core::frame::{id_is_extended, id_raw};
 use canx_core::isotp::{
     AddressingMode, Channel, Config, ConfigError, Event, NResult, PduKind, SendError, Stats, TargetAddressType,
 };
+use canx_core::Instant;
 use parking_lot::{Condvar, Mutex};
 
 use super::host::{Adapter, Hosted};
@@ -271,6 +272,12 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
 
     fn pending(&self, channel: &Channel<'static>) -> bool {
         !self.backlog.is_empty() && self.inflight.is_none() && !channel.transmitting()
+    }
+
+    /// STmin is measured from the time each CF is handed out (the core's
+    /// `poll_transmit`): read the bus clock then, not at the round's start.
+    fn tx_time(&self, now: Instant) -> Instant {
+        self.hints.now().max(now)
     }
 
     fn attached(&mut self, hints: PeerHints) {
