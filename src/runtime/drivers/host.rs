@@ -87,6 +87,14 @@ pub trait Adapter<E: Engine + Events>: Send {
     fn tx_time(&self, now: Instant) -> Instant {
         now
     }
+    /// Frames the engine produced were handed to the backend at `at` ([`Driven::sent`]).
+    fn sent(&mut self, _at: Instant) {}
+    /// While `Some(t)`, the engine is not asked for a frame before `t` (bus
+    /// clock) and the host's deadline is no earlier than `t`: ISO-TP keeps
+    /// STmin from the moment the previous CF was actually sent.
+    fn hold(&self) -> Option<Instant> {
+        None
+    }
     /// More to send than the round's budget allowed: the host asks to be
     /// run again at once.
     fn pending(&self, _engine: &E) -> bool {
@@ -233,6 +241,9 @@ where
         let f = match self.acks.pop_front() {
             Some(f) => f,
             None => {
+                if self.adapter.hold().is_some_and(|t| now < t) {
+                    return None;
+                }
                 self.adapter.refill(&mut self.engine, &self.events);
                 self.engine.poll_transmit_frame(now)?
             }
@@ -244,7 +255,12 @@ where
         // More to send: come back at once (after a look at received frames).
         // Instant::ZERO is due on any bus clock (the wait saturates at zero).
         let more = (!self.acks.is_empty() || self.adapter.pending(&self.engine)).then_some(Instant::ZERO);
-        canx_core::time::earliest(self.engine.poll_timeout(), more)
+        let engine = self.engine.poll_timeout();
+        let engine = match self.adapter.hold() {
+            Some(h) => engine.map(|t| t.max(h)),
+            None => engine,
+        };
+        canx_core::time::earliest(engine, more)
     }
     /// Events the engine raised while sending (a completion on its last
     /// frame) leave in the same round.
@@ -259,6 +275,9 @@ where
     }
     fn attached(&mut self, hints: PeerHints) {
         self.adapter.attached(hints);
+    }
+    fn sent(&mut self, _count: usize, at: Instant) {
+        self.adapter.sent(at);
     }
 }
 

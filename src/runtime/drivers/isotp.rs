@@ -25,14 +25,15 @@ use std::sync::Arc;
 use canx_core::driver::Engine;
 use canx_core::filter::Filter;
 use canx_core::frame::{id_is_extended, id_raw};
+use canx_core::isotp::pci::stmin_micros;
 use canx_core::isotp::{
     AddressingMode, Channel, Config, ConfigError, Event, NResult, PduKind, SendError, Stats, TargetAddressType,
 };
-use canx_core::Instant;
+use canx_core::{Frame, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::host::{Adapter, Hosted};
-use crate::runtime::{epoch_now, EventQueue, PeerHints};
+use crate::runtime::{epoch_now, EventQueue, PeerHints, RxFrame};
 
 /// Frames sent per receive-thread round before received frames are handled
 /// again (a 66000-byte message at STmin 0 is 9429 CFs).
@@ -191,6 +192,10 @@ pub struct IsoTpAdapter {
     /// An N_UNEXP_PDU whose interrupting N_PDU (the next event tells) is not known yet.
     interrupted: bool,
     first_frames: u64,
+    /// STmin of the send in progress (the last FC.CTS, or the override).
+    stmin: canx_core::Duration,
+    /// When the backend last took a frame of this channel.
+    last_sent: Option<Instant>,
 }
 
 impl IsoTpAdapter {
@@ -205,6 +210,7 @@ impl IsoTpAdapter {
     }
 
     fn end(&mut self, r: NResult, at: f64) {
+        self.stmin = canx_core::Duration::ZERO;
         if let Some(ticket) = self.inflight.take() {
             self.status.end(ticket, r);
             if r != NResult::NOk {
@@ -280,6 +286,42 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
         self.hints.now().max(now)
     }
 
+    /// Reads the STmin of each FC.CTS for this channel (ISO 15765-2:2016
+    /// §9.6.5.4, Table 20; reserved values as 127 ms), then feeds the frame.
+    fn feed(&mut self, channel: &mut Channel<'static>, now: Instant, rx: &RxFrame) {
+        let (id, data) = match &rx.frame {
+            Frame::Can(f) => (Some(f.id()), f.data()),
+            Frame::Fd(f) => (Some(f.id()), f.data()),
+            _ => (None, &[][..]),
+        };
+        let a = self.config.channel.address;
+        if let Some(id) = id {
+            let ae = a.address_len();
+            if self.inflight.is_some() && data.get(ae) == Some(&0x30) && a.classify(id, data).is_some() {
+                self.stmin = self.config.channel.stmin_override.unwrap_or_else(|| {
+                    canx_core::Duration::from_micros(stmin_micros(data.get(ae + 2).copied().unwrap_or(0x7F)))
+                });
+            }
+        }
+        channel.handle_frame(now, &rx.frame);
+    }
+
+    /// The backend took a frame: the next CF waits STmin from now.
+    fn sent(&mut self, at: Instant) {
+        self.last_sent = Some(at);
+    }
+
+    /// STmin from the moment the previous frame was actually sent, not
+    /// from when the core handed it out: a descheduled thread or a slow
+    /// send between the two would otherwise shorten the gap on the bus
+    /// (the kernel paces from each CF's echo for the same reason).
+    fn hold(&self) -> Option<Instant> {
+        if self.stmin.total_micros() == 0 || self.inflight.is_none() {
+            return None;
+        }
+        self.last_sent.and_then(|t| t.checked_add(self.stmin))
+    }
+
     fn attached(&mut self, hints: PeerHints) {
         self.hints = hints;
     }
@@ -324,6 +366,8 @@ impl IsoTpDriver {
             status: Arc::new(TxStatus::default()),
             interrupted: false,
             first_frames: 0,
+            stmin: canx_core::Duration::ZERO,
+            last_sent: None,
         };
         Ok(Hosted::host(Box::new(channel), adapter, config.queue_size))
     }
