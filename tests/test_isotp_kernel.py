@@ -172,7 +172,12 @@ def test_stmin_never_undershot(vcan_channel: str, can_utils: Any, stmin: int, se
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
     # candump's timestamps are the kernel's receive times on vcan, taken
     # right after each CF's send; 20 us of slack for their own jitter.
-    assert min(gaps) >= seconds - 0.00002, (min(gaps), seconds)
+    i = min(range(len(gaps)), key=gaps.__getitem__)
+    with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as f:
+        clocksource = f.read().strip()
+    import os
+
+    assert gaps[i] >= seconds - 0.00002, (i, gaps[max(0, i - 2) : i + 3], seconds, clocksource, os.cpu_count())
 
 
 def test_can_fd_both_ways(vcan_channel: str) -> None:
