@@ -1007,3 +1007,24 @@ fn runs_under_the_embedded_driver() {
     assert!(Engine::poll_transmit(&mut fd, T0).is_none());
     assert!(matches!(Engine::poll_transmit_frame(&mut fd, T0), Some(Frame::Fd(_))));
 }
+
+#[cfg(feature = "alloc")]
+#[test]
+fn owned_buffers_make_a_static_channel() {
+    fn keep(c: Channel<'static>) -> Channel<'static> {
+        c
+    }
+    let mut a = keep(Channel::new(Config::new(tester()), vec![0u8; 0], vec![0u8; 5000]).unwrap());
+    let mut b = keep(Channel::new(Config::new(ecu()), vec![0u8; 5000], vec![0u8; 0]).unwrap());
+    a.send(T0, &payload(4095), TargetAddressType::Physical).unwrap();
+    for _ in 0..1000 {
+        while let Some(f) = a.poll_transmit(T0) {
+            b.handle_frame(T0, &f);
+        }
+        while let Some(f) = b.poll_transmit(T0) {
+            a.handle_frame(T0, &f);
+        }
+    }
+    assert_eq!(drain(&mut b).last(), Some(&Ev::Rx(payload(4095), TargetAddressType::Physical)));
+    assert_eq!(b.send(T0, &payload(100), TargetAddressType::Physical), Err(SendError::TooLong { len: 100, max: 0 }));
+}
