@@ -222,6 +222,8 @@ def test_stmin_paces_consecutive_frames() -> None:
         ) as s2:
             s1.send(payload(50), send_timeout=5)
             assert s2.recv(block=True, timeout=2) == payload(50)
+            own_gap = s1.stats()["min_paced_gap_us"]
+            assert own_gap is not None and own_gap >= 5000, own_gap
         stamps = []
         while True:
             m = listener.receive()

@@ -803,8 +803,10 @@ class CanStack:
         """Readable while a received message waits (for ``select``)."""
         return int(self._n.fileno())
 
-    def stats(self) -> Dict[str, int]:
-        """The channel's counters (frames, messages, errors, drops)."""
+    def stats(self) -> Dict[str, Optional[int]]:
+        """The channel's counters (frames, messages, errors, drops) and
+        ``min_paced_gap_us``: the smallest gap between two frames sent while
+        an STmin above 0 applied (us; None before such a pair)."""
         s = dict(self._n.stats())
         s["callback_errors"] = self._pump.callback_errors if self._pump else 0
         return s

@@ -341,6 +341,7 @@ impl NativeIsoTp {
         out.set_item("wait_sent", s.wait_sent)?;
         out.set_item("wait_received", s.wait_received)?;
         out.set_item("first_frames", d.first_frames)?;
+        out.set_item("min_paced_gap_us", d.min_paced_gap_us)?;
         out.set_item("waiting", d.waiting)?;
         out.set_item("send_failed", d.send_failed)?;
         out.set_item("messages_dropped", self.messages.dropped())?;

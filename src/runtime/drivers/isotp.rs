@@ -196,6 +196,8 @@ pub struct IsoTpAdapter {
     stmin: canx_core::Duration,
     /// When the backend last took a frame of this channel.
     last_sent: Option<Instant>,
+    /// Smallest gap (µs, bus clock) between two sends while STmin applied.
+    min_paced_gap: Option<u64>,
 }
 
 impl IsoTpAdapter {
@@ -308,6 +310,10 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
 
     /// The backend took a frame: the next CF waits STmin from now.
     fn sent(&mut self, at: Instant) {
+        if let (Some(prev), true) = (self.last_sent, self.hold().is_some()) {
+            let gap = at.saturating_duration_since(prev).total_micros();
+            self.min_paced_gap = Some(self.min_paced_gap.map_or(gap, |g| g.min(gap)));
+        }
         self.last_sent = Some(at);
     }
 
@@ -348,6 +354,9 @@ pub struct IsoTpDriverStats {
     pub waiting: usize,
     /// First frames received (receptions started).
     pub first_frames: u64,
+    /// Smallest gap between two frames handed to the backend while an
+    /// STmin above 0 applied, µs on the bus clock (None: no such pair yet).
+    pub min_paced_gap_us: Option<u64>,
 }
 
 impl IsoTpDriver {
@@ -368,6 +377,7 @@ impl IsoTpDriver {
             first_frames: 0,
             stmin: canx_core::Duration::ZERO,
             last_sent: None,
+            min_paced_gap: None,
         };
         Ok(Hosted::host(Box::new(channel), adapter, config.queue_size))
     }
@@ -459,6 +469,7 @@ impl IsoTpDriver {
                 send_failed: h.send_failed,
                 waiting: self.adapter.backlog.len(),
                 first_frames: self.adapter.first_frames,
+                min_paced_gap_us: self.adapter.min_paced_gap,
             },
         )
     }
