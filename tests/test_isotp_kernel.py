@@ -158,23 +158,7 @@ def cf_stamps(lines: List[str], can_id: str) -> List[float]:
     return out
 
 
-@pytest.mark.parametrize(
-    "stmin,seconds",
-    [
-        (0, 0.0),
-        (5, 0.005),
-        pytest.param(
-            0xF3,
-            0.0003,
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="open: under qemu, 3 of 5 runs showed one CF gap of 24-220 us at STmin 300 us "
-                "(candump, hpet), while kernel -> kernel showed none in 4 runs; canx paces from "
-                "its own clock after each send returns (Adapter::hold), so the cause is not found yet",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("stmin,seconds", [(0, 0.0), (5, 0.005), (0xF3, 0.0003)])
 def test_stmin_never_undershot(vcan_channel: str, can_utils: Any, stmin: int, seconds: float) -> None:
     a, rx, tx, _ = setup(M.Normal_11bits)
     with can_utils.candump(vcan_channel) as cap:
@@ -196,7 +180,15 @@ def test_stmin_never_undershot(vcan_channel: str, can_utils: Any, stmin: int, se
 
     # canx's own view (bus clock, after each send returned) must keep STmin in any case.
     assert own_gap is None or own_gap >= seconds * 1e6, own_gap
-    assert gaps[i] >= seconds - 0.00002, (i, gaps[max(0, i - 2) : i + 3], seconds, clocksource, os.cpu_count(), own_gap)
+    detail = (i, gaps[max(0, i - 2) : i + 3], seconds, clocksource, os.cpu_count(), own_gap)
+    if seconds < 0.001 and gaps[i] < seconds - 0.00002:
+        # Open finding (see the report in ARCHITECTURE.md "Adding an engine"):
+        # under qemu, candump has shown one CF gap of 24-220 us at STmin 300 us
+        # in about half the runs while canx's own post-send clock readings
+        # of the same frames were >= 515 us apart (min_paced_gap_us, asserted
+        # above) and kernel -> kernel showed no such gap in 4 runs.
+        pytest.xfail(f"candump gap below 300 us while canx's own gaps kept STmin: {detail}")
+    assert gaps[i] >= seconds - 0.00002, detail
 
 
 def test_can_fd_both_ways(vcan_channel: str) -> None:
