@@ -19,7 +19,7 @@ EVENT_CLASSES = [
 
 
 def test_every_event_class_is_frozen_named_and_in_the_native_module():
-    assert len(EVENT_CLASSES) == 21, EVENT_CLASSES
+    assert len(EVENT_CLASSES) == 23, EVENT_CLASSES
     for name in EVENT_CLASSES:
         cls = getattr(_canx, name)
         assert cls.__module__ == "canx._canx", name

@@ -117,7 +117,7 @@ __all__ = [
 
 #: The protocol modules, imported on first use (``canx.j1939``, ``from canx
 #: import reliable``): ``import canx`` alone costs only the canio half.
-_LAZY_MODULES = ("reliable", "canxproto", "megasquirt", "j1939")
+_LAZY_MODULES = ("reliable", "canxproto", "megasquirt", "j1939", "isotp", "uds")
 
 
 def __getattr__(name: str) -> Any:

@@ -175,6 +175,30 @@ event_class!(
     MegasquirtRefusedEvent = "refused" { from_id: u8, msg: &'static str, var_blk: u8, var_offset: u16, reason: String }
 );
 
+// --- ISO-TP (canx.isotp)
+
+event_class!(
+    /// An ISO-TP message received (N_USData.indication with N_OK, ISO
+    /// 15765-2:2016 §8.2): its bytes, whether it came functionally
+    /// addressed (N_TAtype), the time its last frame arrived (s since the epoch).
+    IsotpMessageEvent = "message" { data: Data, functional: bool, timestamp: f64 }
+);
+event_class!(
+    /// An ISO-TP error: `direction` "tx" (a send failed, `ticket` names it)
+    /// or "rx"; `n_result` the standard's name (`"N_TIMEOUT_Bs"`, ...) or
+    /// None for an N_PDU ignored by Table 23, whose kind (`"SF"`, `"FF"`,
+    /// `"CF"`, `"FC"`) `pdu` gives (for N_UNEXP_PDU: the N_PDU that
+    /// interrupted the reception).
+    IsotpErrorEvent = "error" {
+        direction: &'static str,
+        n_result: Option<&'static str>,
+        pdu: Option<&'static str>,
+        ticket: Option<u64>,
+        functional: bool,
+        timestamp: f64,
+    }
+);
+
 /// Adds every event class to `canx._canx`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ReliableOutcomeEvent>()?;
@@ -198,5 +222,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<MegasquirtForwardEvent>()?;
     m.add_class::<MegasquirtUnhandledEvent>()?;
     m.add_class::<MegasquirtRefusedEvent>()?;
+    m.add_class::<IsotpMessageEvent>()?;
+    m.add_class::<IsotpErrorEvent>()?;
     Ok(())
 }

@@ -4,6 +4,7 @@ mod can;
 mod canx_proto;
 mod errors;
 mod events;
+mod isotp;
 mod j1939;
 mod log;
 mod megasquirt;
@@ -46,6 +47,7 @@ fn _canx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reliable::NativeGuideSender>()?;
     m.add_class::<reliable::NativeGuideListener>()?;
     m.add_class::<canx_proto::NativeCanxEndpoint>()?;
+    m.add_class::<isotp::NativeIsoTp>()?;
     m.add_class::<pycan::RawBus>()?;
     m.add_class::<pycan::PeriodicSend>()?;
     m.add_function(wrap_pyfunction!(pycan::pycan_filter, m)?)?;

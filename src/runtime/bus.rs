@@ -504,6 +504,9 @@ fn transmit(shared: &Shared, id: usize, e: &mut dyn Driven, now: canx_core::Inst
         while !rest.is_empty() {
             let (n, r) = shared.backend.send_many(rest, SEND_TIMEOUT);
             shared.sent.fetch_add(n as u64, Ordering::Relaxed);
+            if n > 0 {
+                e.sent(n, shared.clock.now());
+            }
             echo(shared, id, &rest[..n]);
             match r {
                 Ok(()) => break,

@@ -103,6 +103,10 @@ pub trait Driven: Send {
     }
     /// A frame it produced could not be sent (bus off, interface down).
     fn send_failed(&mut self, _frame: &Frame, _error: &super::Error) {}
+    /// `count` frames it produced were handed to the backend; `at` is the
+    /// bus clock read after the send returned (ISO-TP paces its next CF
+    /// from it, as the kernel paces from the echo).
+    fn sent(&mut self, _count: usize, _at: Instant) {}
     /// Called once by [`super::Bus::attach`], before the first frame: what
     /// the engine may ask about its bus (including the bus's clock, for
     /// changes made from the application: [`PeerHints::now`]).

@@ -104,6 +104,12 @@ pub trait Engine {
     fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame>;
     /// The next deadline, if any.
     fn poll_timeout(&self) -> Option<Instant>;
+    /// The next frame to send, classic or CAN FD. Hosts that can send FD
+    /// frames (the runtime) call this instead of `poll_transmit`; engines
+    /// that speak only classic CAN keep this default.
+    fn poll_transmit_frame(&mut self, now: Instant) -> Option<Frame> {
+        self.poll_transmit(now).map(Frame::Can)
+    }
 }
 
 /// The events half of an engine: what it reports to its application.
@@ -131,6 +137,9 @@ impl<E: Engine + ?Sized> Engine for &mut E {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         (**self).poll_timeout()
+    }
+    fn poll_transmit_frame(&mut self, now: Instant) -> Option<Frame> {
+        (**self).poll_transmit_frame(now)
     }
 }
 
@@ -169,6 +178,34 @@ forward_engine! {
     [const OPS: usize, const BUF: usize] crate::megasquirt::Client<OPS, BUF>;
     [T: crate::megasquirt::Tables, const TXQ: usize, const EVQ: usize, const OPS: usize, const BUF: usize, const N: usize, const RAWQ: usize]
         crate::megasquirt::Node<T, TXQ, EVQ, OPS, BUF, N, RAWQ>;
+}
+
+/// ISO-TP sends CAN FD frames too, so its inherent `poll_transmit` returns
+/// a [`Frame`]: the classic `poll_transmit` hands out classic frames only.
+/// A channel configured for FD on a classic-only controller sends nothing
+/// and its N_As/N_Ar timers report `N_TIMEOUT_A`.
+impl Engine for crate::isotp::Channel<'_> {
+    fn handle_frame(&mut self, now: Instant, frame: &Frame) {
+        crate::isotp::Channel::handle_frame(self, now, frame)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        crate::isotp::Channel::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
+        if self.config().fd {
+            return None;
+        }
+        match crate::isotp::Channel::poll_transmit(self, now) {
+            Some(Frame::Can(f)) => Some(f),
+            _ => None,
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        crate::isotp::Channel::poll_timeout(self)
+    }
+    fn poll_transmit_frame(&mut self, now: Instant) -> Option<Frame> {
+        crate::isotp::Channel::poll_transmit(self, now)
+    }
 }
 
 /// Settings of a [`Driver`].

@@ -20,10 +20,11 @@
 //! - [`gs_usb`]: the gs_usb (candleLight) USB protocol codec and Linux's
 //!   bit-timing calculation over a controller's limits.
 //! - [`slcan`]: the slcan (Lawicel serial-line CAN) line codec and dialects.
+//! - [`isotp`]: ISO-TP (ISO 15765-2): N_PCI codec, addressing, `Channel` (one N_AI's sender and receiver).
 //! - [`log`]: candump `.log` lines and can-utils frame text (`cansend` syntax).
 //! - [`driver`]: pumps any set of engines over an `embedded_can` controller
 //!   (`nb` or `blocking`) with a caller-supplied clock, plus an in-memory bus.
-//! - the protocol engines ([`canx_proto`], [`reliable`], [`megasquirt`],
+//! - the protocol engines ([`canx_proto`], [`reliable`], [`megasquirt`], [`isotp`],
 //!   [`j1939`]) are state machines with `handle_frame(now, &frame)`,
 //!   `handle_timeout(now)`, `poll_transmit(now)`, `poll_event()` and
 //!   `poll_timeout() -> Option<Instant>`.
@@ -50,6 +51,7 @@ pub mod driver;
 pub mod filter;
 pub mod frame;
 pub mod gs_usb;
+pub mod isotp;
 pub mod j1939;
 pub mod log;
 pub mod managed;

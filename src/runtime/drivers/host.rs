@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use canx_core::driver::{Engine, Events};
-use canx_core::{CanFrame, Filter, Frame, Instant};
+use canx_core::{Filter, Frame, Instant};
 
 use crate::runtime::engine::Driven;
 use crate::runtime::{epoch_now, EventQueue, PeerHints, RxFrame};
@@ -79,6 +79,22 @@ pub trait Adapter<E: Engine + Events>: Send {
     /// (an engine slot may be free again): moves backlog entries into the
     /// engine.
     fn refill(&mut self, _engine: &mut E, _out: &EventQueue<Self::Event>) {}
+    /// The time a frame about to be taken from the engine is stamped with:
+    /// the round's `now` by default. An engine that paces its frames from
+    /// the time it handed the previous one out (ISO-TP's STmin) gets a
+    /// fresh reading of the bus clock, so a round that started earlier
+    /// (a slow batch, a descheduled thread) cannot shorten the gap.
+    fn tx_time(&self, now: Instant) -> Instant {
+        now
+    }
+    /// Frames the engine produced were handed to the backend at `at` ([`Driven::sent`]).
+    fn sent(&mut self, _at: Instant) {}
+    /// While `Some(t)`, the engine is not asked for a frame before `t` (bus
+    /// clock) and the host's deadline is no earlier than `t`: ISO-TP keeps
+    /// STmin from the moment the previous CF was actually sent.
+    fn hold(&self) -> Option<Instant> {
+        None
+    }
     /// More to send than the round's budget allowed: the host asks to be
     /// run again at once.
     fn pending(&self, _engine: &E) -> bool {
@@ -122,7 +138,8 @@ where
     pub(crate) adapter: A,
     events: Arc<EventQueue<A::Event>>,
     capacity: usize,
-    acks: VecDeque<CanFrame>,
+    /// Classic or FD frames ([`Engine::poll_transmit_frame`]: ISO-TP sends FD).
+    acks: VecDeque<Frame>,
     budget: usize,
     stats: HostStats,
 }
@@ -197,7 +214,7 @@ where
         }
         self.adapter.feed(&mut self.engine, now, rx);
         if A::EAGER_TX {
-            while let Some(f) = self.engine.poll_transmit(now) {
+            while let Some(f) = self.engine.poll_transmit_frame(now) {
                 self.acks.push_back(f);
             }
         }
@@ -209,12 +226,13 @@ where
         self.drain(epoch_now());
     }
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        let now = self.adapter.tx_time(now);
         if self.budget == 0 {
             // Spent: keep the engine's next frame (if any) for the next
             // round, so that `poll_timeout` asks for that round at once.
             if self.acks.is_empty() && !self.adapter.pending(&self.engine) {
                 self.adapter.refill(&mut self.engine, &self.events);
-                if let Some(f) = self.engine.poll_transmit(now) {
+                if let Some(f) = self.engine.poll_transmit_frame(now) {
                     self.acks.push_back(f);
                 }
             }
@@ -223,12 +241,15 @@ where
         let f = match self.acks.pop_front() {
             Some(f) => f,
             None => {
+                if self.adapter.hold().is_some_and(|t| now < t) {
+                    return None;
+                }
                 self.adapter.refill(&mut self.engine, &self.events);
-                self.engine.poll_transmit(now)?
+                self.engine.poll_transmit_frame(now)?
             }
         };
         self.budget -= 1;
-        Some(Frame::Can(f))
+        Some(f)
     }
     fn renew_budget(&mut self) -> bool {
         if self.budget == 0 && (!self.acks.is_empty() || self.adapter.pending(&self.engine)) {
@@ -241,7 +262,12 @@ where
         // More to send: come back at once (after a look at received frames).
         // Instant::ZERO is due on any bus clock (the wait saturates at zero).
         let more = (!self.acks.is_empty() || self.adapter.pending(&self.engine)).then_some(Instant::ZERO);
-        canx_core::time::earliest(self.engine.poll_timeout(), more)
+        let engine = self.engine.poll_timeout();
+        let engine = match self.adapter.hold() {
+            Some(h) => engine.map(|t| t.max(h)),
+            None => engine,
+        };
+        canx_core::time::earliest(engine, more)
     }
     /// Events the engine raised while sending (a completion on its last
     /// frame) leave in the same round.
@@ -256,6 +282,9 @@ where
     }
     fn attached(&mut self, hints: PeerHints) {
         self.adapter.attached(hints);
+    }
+    fn sent(&mut self, _count: usize, at: Instant) {
+        self.adapter.sent(at);
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod canx_proto;
 pub mod host;
+pub mod isotp;
 pub mod j1939;
 pub mod megasquirt;
 pub mod periodic;
