@@ -113,6 +113,10 @@ pub struct Channel<'b> {
     /// A completed multi-frame message is in `rx_buf` and its event not yet taken.
     mf_unread: bool,
     rx_gen: u32,
+    /// `tx_confirm`: a data frame (SF/FF/CF) was handed out and not yet confirmed.
+    tx_unconfirmed: bool,
+    /// `tx_confirm`: the N_Ar deadline of an FC handed out and not yet confirmed.
+    fc_unconfirmed: Option<Instant>,
     stats: Stats,
 }
 
@@ -147,6 +151,8 @@ impl<'b> Channel<'b> {
             current: None,
             mf_unread: false,
             rx_gen: 0,
+            tx_unconfirmed: false,
+            fc_unconfirmed: None,
             stats: Stats::default(),
         })
     }
@@ -232,6 +238,7 @@ impl<'b> Channel<'b> {
     pub fn abort_send(&mut self) -> bool {
         let was = self.transmitting();
         self.tx = Tx::Idle;
+        self.tx_unconfirmed = false;
         was
     }
 
@@ -241,6 +248,7 @@ impl<'b> Channel<'b> {
 
     fn tx_fail(&mut self, r: NResult) {
         self.tx = Tx::Idle;
+        self.tx_unconfirmed = false;
         bump(&mut self.stats.tx_errors);
         self.push(Pending::TxError(r));
     }
@@ -248,6 +256,7 @@ impl<'b> Channel<'b> {
     fn rx_fail(&mut self, r: NResult) {
         self.rx = None;
         self.fc = None;
+        self.fc_unconfirmed = None;
         bump(&mut self.stats.rx_errors);
         self.push(Pending::RxError(r));
     }
@@ -382,6 +391,8 @@ impl<'b> Channel<'b> {
                     return self.unexpected(PduKind::ConsecutiveFrame, ta);
                 }
                 let Some(mut seg) = self.rx else { return self.unexpected(PduKind::ConsecutiveFrame, ta) };
+                // a CF answering our FC confirms it
+                self.fc_unconfirmed = None;
                 if seg.phase != RxPhase::AwaitCf || self.fc.is_some() || seg.ta != ta {
                     return self.unexpected(PduKind::ConsecutiveFrame, ta);
                 }
@@ -427,6 +438,13 @@ impl<'b> Channel<'b> {
                 self.rx = Some(seg);
             }
             Pdu::FlowControl { fs, bs, stmin } => {
+                // tx_confirm: an FC answering a block's last CF confirms it
+                if let Tx::Segmented(seg) = self.tx {
+                    if self.tx_unconfirmed && seg.phase == TxPhase::SendCf && seg.bs != 0 && seg.in_block + 1 >= seg.bs
+                    {
+                        self.confirm_data(now);
+                    }
+                }
                 if !self.awaiting_fc() || self.fc_blocked() {
                     return self.unexpected(PduKind::FlowControl, ta);
                 }
@@ -449,6 +467,8 @@ impl<'b> Channel<'b> {
 
     fn handle_fc(&mut self, now: Instant, fs: FlowStatus, bs: u8, stmin: u8) {
         let Tx::Segmented(mut seg) = self.tx else { return };
+        // an FC answering our FF or last CF confirms it
+        self.tx_unconfirmed = false;
         match fs {
             FlowStatus::ContinueToSend => {
                 seg.got_fc = true;
@@ -509,14 +529,21 @@ impl<'b> Channel<'b> {
                 self.rx_fail(NResult::NTimeoutA);
             }
         }
+        if self.fc_unconfirmed.is_some_and(|d| d <= now) {
+            self.rx_fail(NResult::NTimeoutA);
+        }
         match self.tx {
             Tx::Single { deadline, .. } if deadline <= now => self.tx_fail(NResult::NTimeoutA),
             Tx::Segmented(seg) if seg.deadline <= now => {
-                self.tx_fail(if seg.phase == TxPhase::AwaitFc { NResult::NTimeoutBs } else { NResult::NTimeoutA })
+                self.tx_fail(if seg.phase == TxPhase::AwaitFc && !self.tx_unconfirmed {
+                    NResult::NTimeoutBs
+                } else {
+                    NResult::NTimeoutA
+                })
             }
             _ => {}
         }
-        if self.fc.is_some() {
+        if self.fc.is_some() || self.fc_unconfirmed.is_some() {
             return;
         }
         let Some(mut seg) = self.rx else { return };
@@ -542,17 +569,19 @@ impl<'b> Channel<'b> {
     /// [`handle_timeout`](Channel::handle_timeout) and `poll_transmit` then.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.fc.map(|f| f.deadline);
+        let mut t = earliest(self.fc.map(|f| f.deadline), self.fc_unconfirmed);
         t = earliest(
             t,
             match self.tx {
                 Tx::Idle => None,
                 Tx::Single { deadline, .. } => Some(deadline),
-                Tx::Segmented(seg) if seg.phase == TxPhase::SendCf => Some(seg.next_cf.min(seg.deadline)),
+                Tx::Segmented(seg) if seg.phase == TxPhase::SendCf && !self.tx_unconfirmed => {
+                    Some(seg.next_cf.min(seg.deadline))
+                }
                 Tx::Segmented(seg) => Some(seg.deadline),
             },
         );
-        if self.fc.is_none() {
+        if self.fc.is_none() && self.fc_unconfirmed.is_none() {
             t = earliest(t, self.rx.map(|s| s.deadline));
         }
         t
@@ -582,21 +611,31 @@ impl<'b> Channel<'b> {
         self.release(now);
         let phys = self.cfg.address.tx_id(TargetAddressType::Physical);
         if let Some(fc) = self.fc.take() {
-            if let Some(seg) = self.rx.as_mut() {
+            if self.cfg.tx_confirm {
+                self.fc_unconfirmed = Some(fc.deadline);
+            } else if let Some(seg) = self.rx.as_mut() {
                 if seg.phase == RxPhase::AwaitCf {
                     seg.deadline = after(now, self.cfg.n_cr);
                 }
             }
             return self.emit(phys, &Pdu::FlowControl { fs: fc.fs, bs: self.cfg.bs, stmin: self.cfg.stmin });
         }
+        if self.tx_unconfirmed {
+            return None;
+        }
         match self.tx {
             Tx::Idle => None,
             Tx::Single { len, data, ta, .. } => {
                 let id = self.cfg.address.tx_id(ta);
-                self.tx = Tx::Idle;
                 let f = self.emit(id, &Pdu::Single { data: &data[..usize::from(len)] });
-                bump(&mut self.stats.tx_messages);
-                self.push(Pending::SendComplete);
+                if self.cfg.tx_confirm {
+                    self.tx_unconfirmed = true;
+                    self.tx = Tx::Single { len, data, ta, deadline: after(now, self.cfg.n_as) };
+                } else {
+                    self.tx = Tx::Idle;
+                    bump(&mut self.stats.tx_messages);
+                    self.push(Pending::SendComplete);
+                }
                 f
             }
             Tx::Segmented(mut seg) => match seg.phase {
@@ -609,7 +648,8 @@ impl<'b> Channel<'b> {
                     seg.pos = n;
                     seg.sn = 1;
                     seg.phase = TxPhase::AwaitFc;
-                    seg.deadline = after(now, self.cfg.n_bs);
+                    seg.deadline = after(now, if self.cfg.tx_confirm { self.cfg.n_as } else { self.cfg.n_bs });
+                    self.tx_unconfirmed = self.cfg.tx_confirm;
                     self.tx = Tx::Segmented(seg);
                     self.emit(phys, &Pdu::First { ff_dl: seg.len as u32, data: &chunk[..n] })
                 }
@@ -625,7 +665,12 @@ impl<'b> Channel<'b> {
                     seg.sn = (seg.sn + 1) & 0x0F;
                     seg.next_cf = after(now, seg.stmin);
                     seg.last_cf = Some(now);
-                    if seg.pos >= seg.len {
+                    if self.cfg.tx_confirm {
+                        // the rest happens at the confirmation (on_tx_confirm)
+                        self.tx_unconfirmed = true;
+                        seg.deadline = after(now, self.cfg.n_as);
+                        self.tx = Tx::Segmented(seg);
+                    } else if seg.pos >= seg.len {
                         self.tx = Tx::Idle;
                         bump(&mut self.stats.tx_messages);
                         self.push(Pending::SendComplete);
@@ -643,6 +688,76 @@ impl<'b> Channel<'b> {
                     self.emit(phys, &Pdu::Consecutive { sn, data: &chunk[..n] })
                 }
             },
+        }
+    }
+
+    /// With [`Config::tx_confirm`]: `frame`, which this channel's
+    /// `poll_transmit` returned, is now on the bus (a SocketCAN echo, a
+    /// controller's transmit-complete). Stops N_As/N_Ar; starts N_Bs or
+    /// N_Cr; releases the next CF (STmin counted from now); completes the
+    /// send after its last frame. Frames of other channels, and calls
+    /// without `tx_confirm`, are ignored.
+    pub fn on_tx_confirm(&mut self, now: Instant, frame: &Frame) {
+        if !self.cfg.tx_confirm {
+            return;
+        }
+        let Some(id) = frame.id() else { return };
+        let a = &self.cfg.address;
+        let ours = id == a.tx_id(TargetAddressType::Physical) || id == a.tx_id(TargetAddressType::Functional);
+        let data = frame.data();
+        if !ours || (a.tx_address_byte().is_some() && data.first() != a.tx_address_byte().as_ref()) {
+            return;
+        }
+        let Some(&b0) = data.get(self.ae) else { return };
+        if b0 >> 4 == 3 {
+            if self.fc_unconfirmed.take().is_some() {
+                if let Some(seg) = self.rx.as_mut() {
+                    if seg.phase == RxPhase::AwaitCf {
+                        seg.deadline = after(now, self.cfg.n_cr);
+                    }
+                }
+            }
+            return;
+        }
+        self.confirm_data(now);
+    }
+
+    /// The unconfirmed SF/FF/CF is on the bus (see [`Channel::on_tx_confirm`]).
+    fn confirm_data(&mut self, now: Instant) {
+        if !self.tx_unconfirmed {
+            return;
+        }
+        self.tx_unconfirmed = false;
+        match self.tx {
+            Tx::Idle => {}
+            Tx::Single { .. } => {
+                self.tx = Tx::Idle;
+                bump(&mut self.stats.tx_messages);
+                self.push(Pending::SendComplete);
+            }
+            Tx::Segmented(mut seg) => {
+                if seg.pos >= seg.len {
+                    self.tx = Tx::Idle;
+                    bump(&mut self.stats.tx_messages);
+                    self.push(Pending::SendComplete);
+                    return;
+                }
+                if seg.phase == TxPhase::AwaitFc {
+                    seg.deadline = after(now, self.cfg.n_bs);
+                } else {
+                    seg.next_cf = seg.next_cf.max(after(now, seg.stmin));
+                    seg.last_cf = Some(now);
+                    seg.deadline = after(seg.next_cf, self.cfg.n_as);
+                    if seg.bs != 0 {
+                        seg.in_block += 1;
+                        if seg.in_block >= seg.bs {
+                            seg.phase = TxPhase::AwaitFc;
+                            seg.deadline = after(now, self.cfg.n_bs);
+                        }
+                    }
+                }
+                self.tx = Tx::Segmented(seg);
+            }
         }
     }
 

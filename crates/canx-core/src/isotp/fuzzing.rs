@@ -29,10 +29,12 @@ fn address(sel: u8) -> Address {
 ///
 /// Encoding: byte 0 chooses the addressing (bits 0..=2, mod 7), FD with
 /// TX_DL 64 (bit 3), padding 0xCC (bit 4), half duplex (bit 5), N_WFTmax 2
-/// (bit 6) and receive padding checks (bit 7); byte 1 is BS, byte 2 STmin.
+/// (bit 6) and receive padding checks (bit 7); byte 1 is BS (bits 0..=6)
+/// and transmit confirmations (bit 7), byte 2 STmin.
 /// Then, repeated until the input ends:
 /// - `op` 0xC0..=0xFF: advance the clock by `(op & 0x3F) * 5` ms, `handle_timeout`.
-/// - `op` 0x80..=0xBF: `send` of `1 + b1 * 2` bytes (bit 0 functional); `b1` follows.
+/// - `op` 0x80..=0x9F: `send` of `1 + b1 * 2` bytes (bit 0 functional); `b1` follows.
+/// - `op` 0xA0..=0xBF: `on_tx_confirm` of the last frame sent (bit 0: of the one before).
 /// - `op` 0x00..=0x7F: a frame: length `op & 0x3F` (FD lengths rounded up,
 ///   classic above 8 becomes FD), bit 6 the functional identifier, then
 ///   that many data bytes. The identifier is the channel's own receive
@@ -54,7 +56,8 @@ pub fn drive_channel(input: &[u8]) -> usize {
         wft_max: if cfg0 & 0x40 != 0 { 2 } else { 0 },
         rx_check_padding_len: cfg0 & 0x80 != 0,
         rx_padding_byte: (cfg0 & 0x80 != 0).then_some(0xCC),
-        bs: *bs,
+        bs: bs & 0x7F,
+        tx_confirm: bs & 0x80 != 0,
         stmin: *stmin,
         n_bs: Duration::from_millis(100),
         n_cr: Duration::from_millis(100),
@@ -68,6 +71,7 @@ pub fn drive_channel(input: &[u8]) -> usize {
     let mut now = Instant::ZERO;
     let mut received = 0;
     let msg = [0x5Au8; FUZZ_TX];
+    let mut sent: [Option<Frame>; 2] = [None, None];
     while let [op, tail @ ..] = rest {
         rest = tail;
         match op {
@@ -75,7 +79,12 @@ pub fn drive_channel(input: &[u8]) -> usize {
                 now += Duration::from_millis(u64::from(op & 0x3F) * 5);
                 ch.handle_timeout(now);
             }
-            0x80..=0xBF => {
+            0xA0..=0xBF => {
+                if let Some(f) = sent[usize::from(op & 1)] {
+                    ch.on_tx_confirm(now, &f);
+                }
+            }
+            0x80..=0x9F => {
                 let [b1, tail @ ..] = rest else { break };
                 rest = tail;
                 let len = (1 + usize::from(*b1) * 2).min(FUZZ_TX);
@@ -105,6 +114,7 @@ pub fn drive_channel(input: &[u8]) -> usize {
             }
         }
         while let Some(f) = ch.poll_transmit(now) {
+            sent = [Some(f), sent[0]];
             assert!(f.data().len() <= usize::from(config.tx_dl).max(8), "frame above TX_DL");
             assert!(matches!(f, Frame::Fd(_)) == fd, "frame type follows the configuration");
         }
@@ -142,7 +152,7 @@ mod tests {
 
         /// Inputs made of plausible frames (valid N_PCI types) reach deeper states.
         #[test]
-        fn plausible_frames_never_panic(cfg in any::<[u8; 3]>(), ops in proptest::collection::vec((0u8..5, any::<u8>(), any::<u8>(), any::<u8>()), 0..120)) {
+        fn plausible_frames_never_panic(cfg in any::<[u8; 3]>(), ops in proptest::collection::vec((0u8..6, any::<u8>(), any::<u8>(), any::<u8>()), 0..120)) {
             let mut input = cfg.to_vec();
             for (kind, a, b, c) in ops {
                 match kind {
@@ -150,6 +160,7 @@ mod tests {
                     1 => input.extend_from_slice(&[8, 0x20 | (a & 0x0F), b, c, 4, 5, 6, 7, 8]),
                     2 => input.extend_from_slice(&[3, 0x30 | (a & 3), b, c]),
                     3 => input.extend_from_slice(&[0x80 | (a & 1), b]),
+                    4 => input.push(0xA0 | (a & 1)),
                     _ => input.push(0xC0 | (a & 0x3F)),
                 }
             }

@@ -202,6 +202,13 @@ pub struct Config {
     /// Receive without ever sending an FC (a sniffer, Linux
     /// `CAN_ISOTP_LISTEN_MODE`); [`Channel::send`] is refused.
     pub listen_only: bool,
+    /// Wait for transmit confirmations ([`Channel::on_tx_confirm`], e.g.
+    /// the host's echo of each frame sent, as Linux paces on its echo):
+    /// N_As/N_Ar then run until the confirmation, the next CF waits for the
+    /// previous one's confirmation (and STmin counts from it), N_Bs and N_Cr
+    /// start at it, and `SendComplete` follows the last frame's. Default
+    /// `false`: a frame counts as sent when `poll_transmit` returns it.
+    pub tx_confirm: bool,
 }
 
 /// The default of every ISO-TP timer (isotp.md §3: ISO 15765-2, Linux, python-can-isotp).
@@ -231,6 +238,7 @@ impl Config {
             rx_padding_byte: None,
             half_duplex: false,
             listen_only: false,
+            tx_confirm: false,
         }
     }
 

@@ -1028,3 +1028,75 @@ fn owned_buffers_make_a_static_channel() {
     assert_eq!(drain(&mut b).last(), Some(&Ev::Rx(payload(4095), TargetAddressType::Physical)));
     assert_eq!(b.send(T0, &payload(100), TargetAddressType::Physical), Err(SendError::TooLong { len: 100, max: 0 }));
 }
+
+// ---------------------------------------------------------------- transmit confirmations
+
+fn confirming(a: Address) -> Config {
+    Config { tx_confirm: true, ..Config::new(a) }
+}
+
+#[test]
+fn tx_confirm_paces_on_confirmations() {
+    let mut a = chan(Config { stmin_override: Some(Duration::from_millis(5)), ..confirming(tester()) }, 100, 100);
+    let mut b = chan(confirming(ecu()), 100, 100);
+    a.send(T0, &payload(20), TargetAddressType::Physical).unwrap();
+    let ff = a.poll_transmit(T0).unwrap();
+    assert!(a.poll_transmit(T0).is_none());
+    assert_eq!(a.poll_timeout(), Some(ms(1000)), "N_As runs until the confirmation");
+    a.on_tx_confirm(ms(2), &ff);
+    assert_eq!(a.poll_timeout(), Some(ms(1002)), "N_Bs from the confirmation");
+    b.handle_frame(ms(3), &ff);
+    let fc = b.poll_transmit(ms(3)).unwrap();
+    assert_eq!(b.poll_timeout(), Some(ms(1003)), "N_Ar until the FC is confirmed");
+    b.on_tx_confirm(ms(4), &fc);
+    assert_eq!(b.poll_timeout(), Some(ms(1004)), "N_Cr from the FC's confirmation");
+    a.handle_frame(ms(5), &fc);
+    let cf1 = a.poll_transmit(ms(5)).unwrap();
+    assert!(a.poll_transmit(ms(50)).is_none(), "no CF before the previous one is confirmed");
+    a.on_tx_confirm(ms(8), &cf1);
+    assert!(a.poll_transmit(ms(12)).is_none(), "STmin counts from the confirmation");
+    let cf2 = a.poll_transmit(ms(13)).unwrap();
+    b.handle_frame(ms(13), &cf1);
+    b.handle_frame(ms(13), &cf2);
+    assert!(drain(&mut a).is_empty(), "complete only when the last frame is confirmed");
+    assert!(a.transmitting());
+    // a confirmation of someone else's frame changes nothing
+    a.on_tx_confirm(ms(14), &std_frame(0x123, &[0x21, 0]));
+    assert!(a.transmitting());
+    a.on_tx_confirm(ms(14), &cf2);
+    assert_eq!(drain(&mut a), vec![Ev::Done]);
+    assert_eq!(drain(&mut b).last(), Some(&Ev::Rx(payload(20), TargetAddressType::Physical)));
+}
+
+#[test]
+fn tx_confirm_timeouts_are_n_timeout_a() {
+    // SF never confirmed
+    let mut a = chan(confirming(tester()), 100, 100);
+    a.send(T0, &[1], TargetAddressType::Physical).unwrap();
+    a.poll_transmit(ms(10)).unwrap();
+    a.handle_timeout(ms(1009));
+    assert!(drain(&mut a).is_empty());
+    a.handle_timeout(ms(1010));
+    assert_eq!(drain(&mut a), vec![Ev::TxErr(NResult::NTimeoutA)]);
+    // FF never confirmed: N_TIMEOUT_A, not N_TIMEOUT_Bs
+    a.send(ms(2000), &payload(20), TargetAddressType::Physical).unwrap();
+    a.poll_transmit(ms(2000)).unwrap();
+    a.handle_timeout(ms(3000));
+    assert_eq!(drain(&mut a), vec![Ev::TxErr(NResult::NTimeoutA)]);
+    // FC never confirmed and no CF
+    let mut b = chan(confirming(ecu()), 100, 100);
+    b.handle_frame(T0, &std_frame(0x7E0, &[0x10, 20, 1, 2, 3, 4, 5, 6]));
+    b.poll_transmit(T0).unwrap();
+    b.handle_timeout(ms(1000));
+    assert_eq!(drain(&mut b), vec![Ev::First(20, TargetAddressType::Physical), Ev::RxErr(NResult::NTimeoutA)]);
+    // an answer stands for the confirmation: a CF after our unconfirmed FC, an FC after our FF
+    let mut b = chan(confirming(ecu()), 100, 100);
+    b.handle_frame(T0, &std_frame(0x7E0, &[0x10, 20, 1, 2, 3, 4, 5, 6]));
+    b.poll_transmit(T0).unwrap();
+    b.handle_frame(ms(1), &std_frame(0x7E0, &[0x21, 7, 8, 9, 10, 11, 12, 13]));
+    assert_eq!(b.poll_timeout(), Some(ms(1001)), "N_Cr");
+    a.send(ms(4000), &payload(20), TargetAddressType::Physical).unwrap();
+    a.poll_transmit(ms(4000)).unwrap();
+    a.handle_frame(ms(4001), &std_frame(0x7E8, &[0x30, 0, 0]));
+    assert!(a.poll_transmit(ms(4001)).is_some());
+}
