@@ -54,25 +54,47 @@ impl<T> BoundedQueue<T> {
     }
     /// The oldest item, waiting up to `timeout` for one.
     pub fn pop_timeout(&self, timeout: Duration) -> Option<T> {
+        let mut first = None;
+        self.pop_batch(timeout, 1, |item| {
+            first = Some(item);
+            true
+        });
+        first
+    }
+    /// Waits up to `timeout` for an item, then hands the queued items,
+    /// oldest first, to `take` under one lock: at most `max`, and no more
+    /// after `take` returns false (that item is taken too). A receive
+    /// thread's batch. Returns how many were taken.
+    pub fn pop_batch(&self, timeout: Duration, max: usize, mut take: impl FnMut(T) -> bool) -> usize {
         let deadline = Instant::now().checked_add(timeout);
         let mut q = self.items.lock();
-        loop {
-            if let Some(item) = Self::take(&mut q) {
-                // Another waiter may be parked on an item queued meanwhile.
-                if !q.is_empty() {
-                    self.ready.notify_one();
-                }
-                return Some(item);
-            }
+        while q.is_empty() {
             match deadline {
                 Some(d) => {
                     if self.ready.wait_until(&mut q, d).timed_out() {
-                        return Self::take(&mut q);
+                        break;
                     }
                 }
                 None => self.ready.wait(&mut q),
             }
         }
+        let mut n = 0;
+        while n < max {
+            let Some(item) = q.pop_front() else { break };
+            n += 1;
+            if !take(item) {
+                break;
+            }
+        }
+        if q.is_empty() {
+            if q.capacity() > KEEP {
+                q.shrink_to(KEEP);
+            }
+        } else if n > 0 {
+            // Another waiter may be parked on an item queued meanwhile.
+            self.ready.notify_one();
+        }
+        n
     }
     fn take(q: &mut VecDeque<T>) -> Option<T> {
         let item = q.pop_front();
@@ -95,6 +117,44 @@ impl<T> BoundedQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::BoundedQueue;
+    use std::time::Duration;
+
+    #[test]
+    fn pop_batch_takes_at_most_max_and_stops_when_asked() {
+        let q = BoundedQueue::new(10);
+        for i in 0..6 {
+            q.try_push(i).unwrap();
+        }
+        let mut got = Vec::new();
+        assert_eq!(
+            q.pop_batch(Duration::ZERO, 4, |i| {
+                got.push(i);
+                true
+            }),
+            4
+        );
+        assert_eq!(got, [0, 1, 2, 3]);
+        assert_eq!(
+            q.pop_batch(Duration::ZERO, 10, |i| {
+                got.push(i);
+                i != 4
+            }),
+            1
+        );
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+        assert_eq!(q.pop_timeout(Duration::ZERO), Some(5));
+        assert_eq!(q.pop_batch(Duration::from_millis(20), 10, |_| true), 0, "times out empty");
+    }
+
+    #[test]
+    fn a_waiter_wakes_for_an_item_pushed_later() {
+        let q = std::sync::Arc::new(BoundedQueue::new(4));
+        let q2 = q.clone();
+        let t = std::thread::spawn(move || q2.pop_timeout(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        q.try_push(7u8).unwrap();
+        assert_eq!(t.join().unwrap(), Some(7));
+    }
 
     #[test]
     fn refuses_at_capacity_and_keeps_order() {

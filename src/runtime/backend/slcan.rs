@@ -672,16 +672,12 @@ impl Backend for SlcanBackend {
             }));
             return if out.len() > before { Ok(()) } else { Err(Error::InterfaceDown(reason)) };
         }
-        let Some(first) = self.inbox.pop_timeout(timeout) else { return Ok(()) };
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(m) = next {
+        self.inbox.pop_batch(timeout, 256, |m| {
             if let Inbound::Frame(f) = m {
                 out.push(f);
             }
-            taken += 1;
-            next = if taken < 256 { self.inbox.try_pop() } else { None };
-        }
+            true
+        });
         Ok(())
     }
 
@@ -870,7 +866,15 @@ mod tests {
                 (Some(canx_core::BusState::ErrorPassive), Some(130), Some(140))
             );
             assert_eq!(got[2].frame, Frame::Can(CanFrame::new(make_id(0x001, false).unwrap(), &[]).unwrap()));
-            let counters: std::collections::HashMap<_, _> = b.counters().into_iter().collect();
+            // The reader adds a read's counts after queueing its frames: wait for them.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let counters = loop {
+                let c: std::collections::HashMap<_, _> = b.counters().into_iter().collect();
+                if c["slcan_frame_lines"] >= 3 || Instant::now() > deadline {
+                    break c;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
             assert_eq!(counters["slcan_malformed_lines"], 2, "{counters:?}"); // t12, t7FF8 (no data)
             assert_eq!(counters["slcan_other_lines"], 1); // xyz
             assert_eq!(counters["slcan_skipped_bytes"], 2);

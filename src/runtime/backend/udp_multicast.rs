@@ -518,21 +518,22 @@ impl Drop for UdpMulticastNode {
 
 impl Backend for UdpMulticastNode {
     fn recv_batch(&self, out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()> {
-        let Some(first) = self.inbox.pop_timeout(timeout) else { return Ok(()) };
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(m) = next {
-            match m {
-                Inbound::Frame(f) => out.push(f),
-                Inbound::Failed(source) => {
-                    return Err(Error::Os { context: format!("udp_multicast: receive from {}", self.group), source })
-                }
-                Inbound::Wake => {}
+        let mut failed = None;
+        self.inbox.pop_batch(timeout, 256, |m| match m {
+            Inbound::Frame(f) => {
+                out.push(f);
+                true
             }
-            taken += 1;
-            next = if taken < 256 { self.inbox.try_pop() } else { None };
+            Inbound::Failed(source) => {
+                failed = Some(source);
+                false
+            }
+            Inbound::Wake => true,
+        });
+        match failed {
+            Some(source) => Err(Error::Os { context: format!("udp_multicast: receive from {}", self.group), source }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn send(&self, frame: &Frame, timeout: Duration) -> Result<()> {

@@ -37,6 +37,8 @@ pub(super) const SCHEME: Scheme = Scheme {
 
 /// Frames a node's inbox holds before it drops (like a socket receive buffer).
 pub const INBOX_CAPACITY: usize = 65_536;
+/// Most inbox entries one `recv_batch` takes.
+const RECV_BATCH: usize = 256;
 
 enum Inbound {
     Frame(RxFrame),
@@ -140,16 +142,12 @@ impl Backend for VirtualNode {
             let source = std::io::Error::other("injected receive failure");
             return Err(Error::Os { context: "virtual bus receive".into(), source });
         }
-        let Some(first) = self.inbox.pop_timeout(timeout) else { return Ok(()) };
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(m) = next {
+        self.inbox.pop_batch(timeout, RECV_BATCH, |m| {
             if let Inbound::Frame(f) = m {
                 out.push(f);
             }
-            taken += 1;
-            next = if taken < 256 { self.inbox.try_pop() } else { None };
-        }
+            true
+        });
         Ok(())
     }
 
