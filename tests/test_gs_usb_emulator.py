@@ -395,6 +395,67 @@ def test_canx_gs_usb_channel(emu: tuple[GsUsbEmulator, str], can_utils, timeout_
     wait_for(lambda: not e.channels[0].started, 5 * timeout_scale, "MODE RESET on close")
 
 
+def _ref_timing(profile: str, phase: str, bitrate: int) -> tuple[int, ...]:
+    stored = {(r["profile"], r["phase"], r["bitrate_req"], r["sample_point_req"]): r for r in _read(REFERENCE)}
+    ref = stored[(profile, phase, str(bitrate), "0")]
+    return tuple(int(ref[k]) for k in ("prop_seg", "phase_seg1", "phase_seg2", "sjw", "brp"))
+
+
+def test_canx_gs_usb_fd(emu: tuple[GsUsbEmulator, str], can_utils, timeout_scale: float) -> None:
+    """``canx.CAN(channel="gs_usb:...", fd=True, data_bitrate=...)``: on the FD
+    profile the device is started with the FD mode flag and the kernel's data
+    bit timing, and 64-byte BRS frames go both ways; on the classic profile a
+    clear UnsupportedError; ``fd=True`` without ``data_bitrate`` a ChannelError."""
+    import canx
+
+    e, _ = emu
+    intf = f"{e.usb_device_dir().name}:1.0"  # type: ignore[union-attr]
+    if Path(f"/sys/bus/usb/devices/{intf}/driver").exists():
+        Path("/sys/bus/usb/drivers/gs_usb/unbind").write_text(intf)
+    with pytest.raises(canx.ChannelError, match="data_bitrate"):
+        canx.CAN(channel="gs_usb:CANXEMU0001", baudrate=500000, fd=True)
+    if e.profile.data is None:
+        with pytest.raises(canx.UnsupportedError, match="CAN FD"):
+            canx.CAN(channel="gs_usb:CANXEMU0001", baudrate=500000, fd=True, data_bitrate=4_000_000)
+        # The classic device still opens without fd (data_bitrate alone is ignored).
+        with canx.CAN(channel="gs_usb:CANXEMU0001", baudrate=500000, data_bitrate=4_000_000):
+            assert not e.channels[0].flags & (1 << 8)
+        return
+    payload = bytes(range(64))
+    with canx.CAN(channel="gs_usb:CANXEMU0001", baudrate=500000, fd=True, data_bitrate=4_000_000,
+                  loopback=True) as can, can_utils.candump(BUS) as bus:
+        assert e.channels[0].flags & (1 << 8), "MODE without the FD flag"
+        # What canx programmed is what the kernel's solver gives (tests/data/gs_usb_bittiming.csv).
+        assert e.channels[0].bittiming == _ref_timing(e.profile.name, "nominal", 500000)
+        assert e.channels[0].data_bittiming == _ref_timing(e.profile.name, "data", 4_000_000)
+        lis = can.listen(timeout=10 * timeout_scale)
+        sent = canx.Message(0x1F0, payload, fd=True, bitrate_switch=True)
+        can.send(sent)
+        own = lis.receive()
+        assert own == sent and own.is_own and own.fd and own.bitrate_switch, own
+        assert bus.wait(1), bus.frames
+        # Kernel >= 6.0 sets CANFD_FDF (4) next to BRS (1) on received FD frames.
+        assert bus.frames[0][1] == "1F0##5" + payload.hex().upper(), bus.frames
+        assert e.tx_frames[-1][10] & 0x06 == 0x06  # FD | BRS in the host frame
+        can_utils.cansend(BUS, "12345678##1" + "AB" * 64)
+        got = lis.receive()
+        assert got is not None and not got.is_own, got
+        assert (got.id, got.extended, got.fd, got.bitrate_switch, got.data) == (
+            0x12345678, True, True, True, b"\xab" * 64), got
+    wait_for(lambda: not e.channels[0].started, 5 * timeout_scale, "MODE RESET on close")
+
+
+def test_canx_list_shows_the_device(emu: tuple[GsUsbEmulator, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """``canx list --json`` lists the emulated device as gs_usb:0 with its USB identity."""
+    from canx.cli import main
+
+    assert main(["list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    usb = [r for r in rows if r["scheme"] == "gs_usb"]
+    assert [r["channel"] for r in usb] == ["gs_usb:0"], rows
+    assert "1d50:606f serial=CANXEMU0001" in usb[0]["description"], usb
+
+
 def test_canx_gs_usb_unplug_and_replug(emu: tuple[GsUsbEmulator, str], can_utils, timeout_scale: float) -> None:
     """The device goes away mid-receive: canx reports it (no hang); once it is
     back, a new bus on it works. Last test of a profile: it re-enumerates."""

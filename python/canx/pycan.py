@@ -61,15 +61,16 @@ class CanxBus(BusABC):
     """A python-can bus on canx.
 
     ``CanxBus(channel=None, can_filters=None, receive_own_messages=False,
-    fd=False, bitrate=None, **kwargs)``: ``channel`` ``"vcan0"``, ``"can0"``,
+    fd=False, bitrate=None, data_bitrate=None, **kwargs)``: ``channel`` ``"vcan0"``, ``"can0"``,
     ``"virtual:NAME"``, ``"udp_multicast:GROUP"``, ``"slcan:/dev/ttyACM0"``/``"slcan:COM3"`` (options
     as in README "USB adapters: slcan") or ``"gs_usb:0"`` (None: ``$CANX_CHANNEL``, else
     ``"virtual:default"``); ``can_filters`` python-can's
     ``[{"can_id", "can_mask", "extended"?}]``; ``receive_own_messages``
     delivers this bus's own frames with ``is_rx=False``; ``fd=True`` opens
     for CAN FD; ``bitrate`` (bit/s) programs an slcan adapter and is
-    informational on SocketCAN (rates are set with ``ip link``). Other python-can options (``data_bitrate``, ...) are
-    accepted and ignored.
+    informational on SocketCAN (rates are set with ``ip link``); ``data_bitrate``
+    (bit/s) is the CAN FD data-phase rate, used with ``fd=True`` (gs_usb: required
+    for FD; slcan: ``Yn``). Other python-can options are accepted and ignored.
 
     Raises ``can.CanInitializationError`` when the channel cannot be opened
     (unknown interface name, no such device, no permission).
@@ -82,6 +83,7 @@ class CanxBus(BusABC):
         receive_own_messages: bool = False,
         fd: bool = False,
         bitrate: Optional[int] = None,
+        data_bitrate: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         if channel is None:
@@ -89,7 +91,8 @@ class CanxBus(BusABC):
         channel = str(channel)
         try:
             self._raw = RawBus(channel, fd=bool(fd), receive_own=bool(receive_own_messages),
-                               bitrate=int(bitrate or 250_000))
+                               bitrate=int(bitrate or 250_000),
+                               data_bitrate=None if data_bitrate is None else int(data_bitrate))
         except (errors.CanxError, ValueError) as e:
             raise can.CanInitializationError(f"canx: cannot open {channel!r}: {e}") from None
         self._raw.set_message_class(Message, channel)

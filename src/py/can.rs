@@ -188,7 +188,11 @@ pub(crate) fn notify_fileno(py: Python<'_>, n: std::io::Result<Arc<Notify>>) -> 
 /// A CAN bus: CircuitPython's `canio.CAN`, on a PC.
 ///
 /// `CAN(tx=None, rx=None, baudrate=250000, loopback=False, silent=False,
-/// auto_restart=False, *, channel=None, interface=None, fd=False)`.
+/// auto_restart=False, *, channel=None, interface=None, fd=False,
+/// send_timeout=1.0, data_bitrate=None)`. `data_bitrate` (bit/s): the CAN FD
+/// data-phase rate, used with `fd=True` where canx programs the controller
+/// (gs_usb: required for FD; slcan: `Yn`, unless the channel option
+/// `data_bitrate=` is given); informational on SocketCAN.
 /// `tx`/`rx` are board pins and mean nothing on a PC (any objects are
 /// accepted); `channel` picks the bus: `"vcan0"`/`"can0"` (SocketCAN),
 /// `"virtual:name"` (the in-process virtual bus) or `"udp_multicast:GROUP"`
@@ -225,7 +229,7 @@ impl CAN {
 #[pymethods]
 impl CAN {
     #[new]
-    #[pyo3(signature = (tx=None, rx=None, baudrate=250000, loopback=false, silent=false, auto_restart=false, *, channel=None, interface=None, fd=false, send_timeout=1.0))]
+    #[pyo3(signature = (tx=None, rx=None, baudrate=250000, loopback=false, silent=false, auto_restart=false, *, channel=None, interface=None, fd=false, send_timeout=1.0, data_bitrate=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -239,6 +243,7 @@ impl CAN {
         interface: Option<String>,
         fd: bool,
         send_timeout: f64,
+        data_bitrate: Option<u32>,
     ) -> PyResult<Self> {
         if tx.is_none() && rx.is_none() && channel.is_none() && interface.is_none() {
             return Err(PyValueError::new_err("tx and rx cannot both be None"));
@@ -248,6 +253,9 @@ impl CAN {
         }
         if baudrate == 0 {
             return Err(PyValueError::new_err("baudrate must be positive"));
+        }
+        if data_bitrate == Some(0) {
+            return Err(PyValueError::new_err("data_bitrate must be positive"));
         }
         let channel = match channel {
             Some(c) => c,
@@ -262,6 +270,7 @@ impl CAN {
         cfg.silent = silent;
         cfg.auto_restart = auto_restart;
         cfg.bitrate = baudrate;
+        cfg.data_bitrate = data_bitrate;
         let bus = py.detach(|| Bus::open(cfg)).map_err(|e| to_py(py, e))?;
         Ok(CAN { bus: Some(Arc::new(bus)), channel, baudrate, loopback, silent, auto_restart, send_timeout })
     }

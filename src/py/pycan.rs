@@ -163,7 +163,8 @@ struct Queues {
 /// A bus for python-can and the tools.
 ///
 /// `RawBus(channel, *, fd=False, receive_own=False, filters=None,
-/// error_frames=True, queue_size=65536, bitrate=250000)`: `channel` as for
+/// error_frames=True, queue_size=65536, bitrate=250000, data_bitrate=None)`
+/// (`data_bitrate`: CAN FD data-phase bit/s, see `canx.CAN`): `channel` as for
 /// `canx.CAN` (`"vcan0"`, `"can0"`, `"virtual:NAME"`); `filters`: list of
 /// `(can_id, can_mask, inverted)` with Linux `struct can_filter` semantics
 /// (EFF/RTR flag bits in id and mask), applied in the kernel on SocketCAN.
@@ -226,7 +227,7 @@ impl RawBus {
 #[pymethods]
 impl RawBus {
     #[new]
-    #[pyo3(signature = (channel, *, fd=false, receive_own=false, filters=None, error_frames=true, queue_size=DEFAULT_QUEUE, bitrate=250_000))]
+    #[pyo3(signature = (channel, *, fd=false, receive_own=false, filters=None, error_frames=true, queue_size=DEFAULT_QUEUE, bitrate=250_000, data_bitrate=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -237,6 +238,7 @@ impl RawBus {
         error_frames: bool,
         queue_size: usize,
         bitrate: u32,
+        data_bitrate: Option<u32>,
     ) -> PyResult<Self> {
         if queue_size == 0 {
             return Err(PyValueError::new_err("queue_size must be at least 1"));
@@ -246,6 +248,7 @@ impl RawBus {
         cfg.receive_own = receive_own;
         cfg.fd = fd;
         cfg.bitrate = bitrate.max(1);
+        cfg.data_bitrate = data_bitrate.filter(|&r| r > 0);
         let bus = py.detach(|| Bus::open(cfg)).map_err(|e| to_py(py, e))?;
         let current = bus.listen(
             ListenerFilter { filters: filters_from(filters), error_frames },
@@ -538,6 +541,15 @@ impl RawBus {
     #[staticmethod]
     fn available_channels() -> Vec<String> {
         crate::runtime::available_channels()
+    }
+
+    /// `available_channels()` as `(channel, scheme, description)` tuples
+    /// (`canx list`): SocketCAN interfaces with their state and driver, gs_usb
+    /// devices and USB serial ports with `VID:PID serial=... manufacturer
+    /// product` where the OS gives them, virtual channels, udp_multicast groups.
+    #[staticmethod]
+    fn available_channel_details() -> Vec<(String, &'static str, String)> {
+        crate::runtime::available_channel_details().into_iter().map(|c| (c.channel, c.scheme, c.description)).collect()
     }
 
     /// Stops the receive thread and releases the interface. Idempotent.

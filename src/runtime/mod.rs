@@ -23,7 +23,9 @@ pub use backend::{udp_multicast, virtual_bus};
 
 use std::fmt;
 
-pub use backend::{available_channels, Backend, BusConfig, Capabilities, Channel, PeerHints, PeriodicSender};
+pub use backend::{
+    available_channel_details, available_channels, Backend, BusConfig, Capabilities, Channel, PeerHints, PeriodicSender,
+};
 pub use bus::{Bus, BusStats, StateInfo};
 pub use engine::{Clock, Driven, EngineHandle, EngineRef, ManualClock};
 pub use events::EventQueue;

@@ -6,6 +6,7 @@
 - ``canx log CHANNEL[,FILTERS]``      record to a candump ``.log`` (other formats through python-can)
 - ``canx replay FILE``                replay a log with its original timing (or faster)
 - ``canx isotp send|recv|dump``        like isotpsend, isotprecv, isotpsniffer (ISO-TP)
+- ``canx list [--json]``              the channels that can be opened now, with a description
 
 Channels: ``vcan0``, ``can0`` (SocketCAN) or ``virtual:NAME``. Frames and
 filters use can-utils syntax, parsed by canx's Rust core. Each tool module
@@ -20,4 +21,5 @@ from ._common import ToolError
 __all__ = ["ToolError", "TOOLS"]
 
 #: Subcommand name -> module name in this package.
-TOOLS = {"dump": "dump", "send": "send", "gen": "gen", "log": "log", "replay": "replay", "isotp": "isotp"}
+TOOLS = {"dump": "dump", "send": "send", "gen": "gen", "log": "log", "replay": "replay", "isotp": "isotp",
+         "list": "list_channels"}

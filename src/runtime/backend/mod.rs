@@ -15,7 +15,7 @@
 //! | `socketcan` | `vcan0`, `can0` (no prefix) | Linux | [`socketcan`] (+ [`bcm`] for periodic offload) |
 //! | `virtual` | `virtual:NAME` | all | [`virtual_bus`] |
 //! | `udp_multicast` | `udp_multicast:`, `udp_multicast:GROUP[:PORT]` | all | [`udp_multicast`] |
-//! | `gs_usb` | `gs_usb:0`, `gs_usb:SERIAL` | all (nusb) | [`gs_usb`] (first cut: classic, channel 0) |
+//! | `gs_usb` | `gs_usb:0`, `gs_usb:SERIAL` | all (nusb) | [`gs_usb`] (channel 0; FD with `data_bitrate`) |
 //! | `slcan` | `slcan:/dev/ttyACM0`, `slcan:COM3[@BAUD][,OPT=V...]` | all | [`slcan`] |
 //!
 //! Adding a backend (an `slcan:/dev/ttyACM0` serial adapter, a
@@ -328,6 +328,11 @@ pub struct BusConfig {
     /// Nominal bit rate, bit/s (programs the controller only where
     /// [`Capabilities::bitrate_control`]; informational on SocketCAN and virtual).
     pub bitrate: u32,
+    /// CAN FD data-phase bit rate, bit/s, used when [`BusConfig::fd`]
+    /// (programs the controller where [`Capabilities::bitrate_control`]:
+    /// gs_usb DATA_BITTIMING, slcan `Yn`; `None`: the backend's own setting,
+    /// an slcan `data_bitrate=` channel option; gs_usb refuses FD without it).
+    pub data_bitrate: Option<u32>,
     /// The clock the bus's engines run on ([`Clock::System`]; tests:
     /// [`Clock::manual`]).
     pub clock: Clock,
@@ -342,6 +347,7 @@ impl BusConfig {
             silent: false,
             auto_restart: false,
             bitrate: 250_000,
+            data_bitrate: None,
             clock: Clock::System,
         }
     }
@@ -366,8 +372,36 @@ pub struct Scheme {
     pub check: fn(&str) -> Result<()>,
     /// Opens a backend on a checked name.
     pub open: fn(&str, &BusConfig) -> Result<Arc<dyn Backend>>,
-    /// Names of the channels of this scheme that exist now (without prefix).
-    pub available: fn() -> Vec<String>,
+    /// The channels of this scheme that exist now (names without prefix).
+    pub available: fn() -> Vec<AvailableChannel>,
+}
+
+/// A channel that exists now, as a scheme lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AvailableChannel {
+    /// The name within the scheme (`"vcan0"`, `"0"`, `"/dev/ttyACM0"`).
+    pub name: String,
+    /// A short description for people (`canx list`): what it is and, for a
+    /// USB device, `VID:PID`, serial number, manufacturer and product where
+    /// the OS gives them without opening the device. May be empty.
+    pub description: String,
+}
+
+impl AvailableChannel {
+    pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
+        AvailableChannel { name: name.into(), description: description.into() }
+    }
+}
+
+/// One line of [`available_channel_details`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelListing {
+    /// The `channel=` string.
+    pub channel: String,
+    /// The scheme ([`Scheme::name`]).
+    pub scheme: &'static str,
+    /// [`AvailableChannel::description`].
+    pub description: String,
 }
 
 /// Every channel scheme canx knows, in the order they are listed.
@@ -493,18 +527,52 @@ impl fmt::Debug for Channel {
 /// Every channel that can be opened now, as `channel=` strings, scheme by
 /// scheme (SocketCAN interfaces of type CAN, then open virtual channels).
 pub fn available_channels() -> Vec<String> {
+    available_channel_details().into_iter().map(|c| c.channel).collect()
+}
+
+/// [`available_channels`] with each channel's scheme and description.
+pub fn available_channel_details() -> Vec<ChannelListing> {
     let mut out = Vec::new();
     for s in SCHEMES {
-        for name in (s.available)() {
-            out.push(if s.default { name } else { format!("{}:{name}", s.name) });
+        for c in (s.available)() {
+            let channel = if s.default { c.name } else { format!("{}:{}", s.name, c.name) };
+            out.push(ChannelListing { channel, scheme: s.name, description: c.description });
         }
     }
     out
 }
 
+/// `VID:PID serial=S manufacturer product` of a USB device, the parts the OS gave.
+pub(crate) fn usb_description(
+    vid: u16,
+    pid: u16,
+    serial: Option<&str>,
+    manufacturer: Option<&str>,
+    product: Option<&str>,
+) -> String {
+    let mut d = format!("{vid:04x}:{pid:04x}");
+    for (label, v) in [("serial=", serial), ("", manufacturer), ("", product)] {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            d.push(' ');
+            d.push_str(label);
+            d.push_str(v);
+        }
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usb_descriptions_name_what_the_os_gave() {
+        assert_eq!(
+            usb_description(0x1d50, 0x606f, Some("CANXEMU0001"), Some("canx"), Some("gs_usb emulator")),
+            "1d50:606f serial=CANXEMU0001 canx gs_usb emulator"
+        );
+        assert_eq!(usb_description(0x16d0, 0x117e, None, Some(""), Some("CANable")), "16d0:117e CANable");
+    }
 
     #[test]
     fn channel_parse() {
@@ -543,6 +611,12 @@ mod tests {
     fn open_virtual_channels_are_listed() {
         let _bus = Bus::open(BusConfig::virtual_bus("backend-listing")).unwrap();
         assert!(available_channels().contains(&"virtual:backend-listing".to_string()));
+        let details = available_channel_details();
+        let v = details.iter().find(|c| c.channel == "virtual:backend-listing").unwrap();
+        assert_eq!((v.scheme, v.description.as_str()), ("virtual", "in-process virtual bus"));
+        let udp: Vec<_> = details.iter().filter(|c| c.scheme == "udp_multicast").collect();
+        assert_eq!(udp.len(), 2);
+        assert!(udp.iter().all(|c| c.channel.starts_with("udp_multicast:") && c.description.contains("multicast")));
     }
 
     #[test]

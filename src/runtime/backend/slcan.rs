@@ -49,7 +49,7 @@ use canx_core::Frame;
 use parking_lot::{Condvar, Mutex};
 use serialport::SerialPort;
 
-use super::{Backend, BusConfig, Capabilities, Scheme};
+use super::{usb_description, AvailableChannel, Backend, BusConfig, Capabilities, Scheme};
 use crate::runtime::queue::BoundedQueue;
 use crate::runtime::{epoch_now, Error, Origin, Result, RxFrame};
 
@@ -174,16 +174,27 @@ impl Options {
 
 /// USB serial ports that exist now (any of them may be an slcan adapter;
 /// other serial ports are not listed).
-fn usb_serial_ports() -> Vec<String> {
+fn usb_serial_ports() -> Vec<AvailableChannel> {
     let Ok(ports) = serialport::available_ports() else {
         return Vec::new();
     };
-    let mut out: Vec<String> = ports
+    let mut out: Vec<AvailableChannel> = ports
         .into_iter()
-        .filter(|p| matches!(p.port_type, serialport::SerialPortType::UsbPort(_)))
-        .map(|p| p.port_name)
+        .filter_map(|p| match p.port_type {
+            serialport::SerialPortType::UsbPort(u) => {
+                let desc = usb_description(
+                    u.vid,
+                    u.pid,
+                    u.serial_number.as_deref(),
+                    u.manufacturer.as_deref(),
+                    u.product.as_deref(),
+                );
+                Some(AvailableChannel::new(p.port_name, format!("USB serial port (slcan?) {desc}")))
+            }
+            _ => None,
+        })
         .collect();
-    out.sort();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
@@ -248,7 +259,7 @@ impl SlcanBackend {
         let open_cfg = OpenConfig {
             bitrate: o.bitrate.unwrap_or(config.bitrate),
             bit_timing: o.bit_timing,
-            data_bitrate: o.data_bitrate,
+            data_bitrate: o.data_bitrate.or(config.data_bitrate.filter(|_| config.fd)),
             fd: config.fd,
             listen_only: config.silent,
             timestamps: o.timestamps,
@@ -952,6 +963,35 @@ mod tests {
             assert!(read_until(&mut dev, b"\r", Duration::from_secs(5)).starts_with(b"t3218"));
             let got = recv(&b, 1);
             assert_eq!((got[0].frame, got[0].origin), (f, Origin::Own));
+        }
+
+        #[test]
+        fn the_bus_config_data_bitrate_programs_y_unless_the_channel_option_does() {
+            // BusConfig::data_bitrate (canx.CAN(data_bitrate=), python-can's) is used with fd.
+            let (mut dev, path) = pair();
+            let mut cfg = config(&path, "");
+            cfg.fd = true;
+            cfg.data_bitrate = Some(2_000_000);
+            let b = SlcanBackend::open(&path, &cfg).unwrap();
+            assert_eq!(read_until(&mut dev, b"O\r", Duration::from_secs(5)), b"C\rS6\rY2\rM0\rO\r");
+            drop(b);
+            // The channel option wins.
+            let (mut dev, path) = pair();
+            let b = SlcanBackend::open(&format!("{path},data_bitrate=5000000"), &cfg).unwrap();
+            assert_eq!(read_until(&mut dev, b"O\r", Duration::from_secs(5)), b"C\rS6\rY5\rM0\rO\r");
+            drop(b);
+            // Without fd the data bit rate is not sent (python-can passes it regardless).
+            let (mut dev, path) = pair();
+            cfg.fd = false;
+            let b = SlcanBackend::open(&path, &cfg).unwrap();
+            assert_eq!(read_until(&mut dev, b"O\r", Duration::from_secs(5)), b"C\rS6\rM0\rO\r");
+            drop(b);
+            // A rate the dialect has no Y code for is a clear error naming it.
+            let (_dev, path) = pair();
+            cfg.fd = true;
+            cfg.data_bitrate = Some(3_000_000);
+            let Err(Error::Unsupported(msg)) = SlcanBackend::open(&path, &cfg) else { panic!("3 Mbit/s accepted") };
+            assert!(msg.contains("3000000"), "{msg}");
         }
 
         #[test]

@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use socketcan::{CanFilter, CanSocket, Socket, SocketOptions};
 
 use super::bcm::BcmTask;
-use super::{Backend, BusConfig, Capabilities, KernelStacks, PeriodicOffload, Scheme};
+use super::{AvailableChannel, Backend, BusConfig, Capabilities, KernelStacks, PeriodicOffload, Scheme};
 use crate::runtime::{epoch_now, Error, Origin, Result, RxFrame};
 
 /// The `socketcan` entry of [`super::SCHEMES`].
@@ -52,7 +52,25 @@ fn check_name(name: &str) -> Result<()> {
 const ARPHRD_CAN: u32 = 280;
 
 /// Names of the CAN network interfaces, sorted (none if sysfs is unreadable).
-fn can_interfaces() -> Vec<String> {
+fn can_interfaces() -> Vec<AvailableChannel> {
+    can_interface_names()
+        .into_iter()
+        .map(|n| {
+            let sys = std::path::Path::new("/sys/class/net").join(&n);
+            let state = std::fs::read_to_string(sys.join("operstate")).unwrap_or_default();
+            let driver = std::fs::read_link(sys.join("device/driver"))
+                .ok()
+                .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()));
+            let mut d = format!("SocketCAN interface, {}", state.trim());
+            if let Some(driver) = driver {
+                d.push_str(&format!(", driver {driver}"));
+            }
+            AvailableChannel::new(n, d)
+        })
+        .collect()
+}
+
+fn can_interface_names() -> Vec<String> {
     let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
         return Vec::new();
     };

@@ -65,7 +65,7 @@ use canx_core::{CanFrame, ErrorFrame, FdFrame, Frame};
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Backend, BusConfig, Capabilities, Scheme};
+use super::{AvailableChannel, Backend, BusConfig, Capabilities, Scheme};
 use crate::runtime::queue::BoundedQueue;
 use crate::runtime::{epoch_now, Error, Origin, Result, RxFrame};
 
@@ -75,7 +75,12 @@ pub(super) const SCHEME: Scheme = Scheme {
     default: false,
     check: |name| parse_group(name).map(|_| ()),
     open: |name, config| Ok(Arc::new(UdpMulticastNode::join(parse_group(name)?, config)?)),
-    available: || vec![DEFAULT_GROUP_V6.to_string(), DEFAULT_GROUP_V4.to_string()],
+    available: || {
+        vec![
+            AvailableChannel::new(DEFAULT_GROUP_V6.to_string(), "python-can's default IPv6 multicast group (UDP)"),
+            AvailableChannel::new(DEFAULT_GROUP_V4.to_string(), "python-can's default IPv4 multicast group (UDP)"),
+        ]
+    },
 };
 
 /// python-can's default group (`UdpMulticastBus.DEFAULT_GROUP_IPv6`, site-local scope).

@@ -22,7 +22,7 @@ use canx_core::frame::BusState;
 use canx_core::{ErrorFrame, Frame};
 use parking_lot::Mutex;
 
-use super::{Backend, BusConfig, Capabilities, Scheme};
+use super::{AvailableChannel, Backend, BusConfig, Capabilities, Scheme};
 use crate::runtime::queue::BoundedQueue;
 use crate::runtime::{epoch_now, Error, Origin, Result, RxFrame};
 
@@ -32,7 +32,7 @@ pub(super) const SCHEME: Scheme = Scheme {
     default: false,
     check: |_| Ok(()),
     open: |name, config| Ok(Arc::new(VirtualNode::join(name, config))),
-    available: channels,
+    available: || channels().into_iter().map(|n| AvailableChannel::new(n, "in-process virtual bus")).collect(),
 };
 
 /// Frames a node's inbox holds before it drops (like a socket receive buffer).

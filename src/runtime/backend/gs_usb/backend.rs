@@ -21,7 +21,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::device::{ChannelConfig, Event, GsUsbDevice, GsUsbError, UsbIdentity, DEFAULT_RX_TRANSFERS};
 use super::{Transport, TransportError};
-use crate::runtime::backend::{Backend, BusConfig, Capabilities, Scheme};
+use crate::runtime::backend::{usb_description, AvailableChannel, Backend, BusConfig, Capabilities, Scheme};
 use crate::runtime::{epoch_now, Error, Origin, Result, RxFrame};
 
 /// The `gs_usb` entry of [`crate::runtime::backend::SCHEMES`].
@@ -39,12 +39,39 @@ pub(in crate::runtime::backend) const SCHEME: Scheme = Scheme {
     available,
 };
 
-/// Channels of the gs_usb devices present now: `"0"`, `"1"`... (by index).
-fn available() -> Vec<String> {
-    super::usb::list().map(|l| (0..l.len()).map(|i| i.to_string()).collect()).unwrap_or_default()
+/// Channels of the gs_usb devices present now: `"0"`, `"1"`... (by index),
+/// described by their USB identity (also openable as `gs_usb:SERIAL`).
+fn available() -> Vec<AvailableChannel> {
+    let Ok(list) = super::usb::list() else { return Vec::new() };
+    list.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let desc = usb_description(
+                d.vendor_id(),
+                d.product_id(),
+                d.serial_number(),
+                d.manufacturer_string(),
+                d.product_string(),
+            );
+            AvailableChannel::new(i.to_string(), format!("gs_usb USB device {desc}"))
+        })
+        .collect()
+}
+
+/// The data bitrate to start the channel with: `None` for a classic channel.
+/// Errors: [`Error::BadChannel`] for `fd` without [`BusConfig::data_bitrate`].
+fn data_bitrate(config: &BusConfig) -> Result<Option<u32>> {
+    match (config.fd, config.data_bitrate) {
+        (false, _) => Ok(None),
+        (true, Some(rate)) => Ok(Some(rate)),
+        (true, None) => Err(Error::BadChannel(
+            "gs_usb: fd=True needs data_bitrate (the data-phase bit rate, bit/s, e.g. 2000000)".into(),
+        )),
+    }
 }
 
 fn open_nusb(name: &str, config: &BusConfig) -> Result<GsUsbBackend<super::usb::NusbTransport>> {
+    data_bitrate(config)?; // before looking for the device
     let devices = super::usb::list().map_err(|e| to_error("gs_usb", e))?;
     let info = match name.parse::<usize>() {
         Ok(i) => devices.get(i),
@@ -95,22 +122,33 @@ pub struct GsUsbBackend<T: Transport> {
     anchor: Mutex<Option<f64>>,
     drops: AtomicU64,
     hardware_timestamps: bool,
+    /// Started as a CAN FD channel.
+    fd: bool,
     closed: AtomicBool,
 }
 
 impl<T: Transport> GsUsbBackend<T> {
-    /// Opens the device and starts channel 0. Errors: [`Error::Unsupported`]
-    /// for FD (not plumbed yet) or a mode the device lacks, [`Error::BadChannel`]
-    /// for a bitrate without bit timing, [`Error::Os`] for USB errors.
+    /// Opens the device and starts channel 0; with `fd`, as a CAN FD channel
+    /// whose data phase runs at [`BusConfig::data_bitrate`] (DATA_BITTIMING
+    /// from the kernel's bit timing solver, MODE flag FD; frames with BRS use
+    /// it). Errors: [`Error::BadChannel`] for `fd` without a data bitrate or a
+    /// bitrate without bit timing, [`Error::Unsupported`] for FD or a mode the
+    /// device lacks, [`Error::Os`] for USB errors.
     pub fn open(transport: T, identity: UsbIdentity, config: &BusConfig) -> Result<Self> {
-        if config.fd {
-            return Err(Error::Unsupported(
-                "CAN FD on gs_usb needs a data bitrate, which canx cannot pass to it yet".into(),
-            ));
-        }
+        let data_bitrate = data_bitrate(config)?;
         let dev = GsUsbDevice::open(transport, identity, Duration::from_secs(1)).map_err(from_driver)?;
-        let cfg = ChannelConfig { bitrate: config.bitrate, listen_only: config.silent, ..ChannelConfig::default() };
-        let started = dev.start(0, &cfg).map_err(from_driver)?;
+        let cfg = ChannelConfig {
+            bitrate: config.bitrate,
+            data_bitrate,
+            listen_only: config.silent,
+            ..ChannelConfig::default()
+        };
+        let started = dev.start(0, &cfg).map_err(|e| match e {
+            GsUsbError::Unsupported(what) if what == "CAN FD" => {
+                Error::Unsupported("gs_usb: this device has no CAN FD (its BT_CONST lacks the FD feature)".into())
+            }
+            other => from_driver(other),
+        })?;
         dev.start_rx(DEFAULT_RX_TRANSFERS).map_err(from_driver)?;
         Ok(GsUsbBackend {
             dev,
@@ -122,6 +160,7 @@ impl<T: Transport> GsUsbBackend<T> {
             drops: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             hardware_timestamps: started.flags.contains(canx_core::gs_usb::ModeFlags::HW_TIMESTAMP),
+            fd: started.flags.contains(canx_core::gs_usb::ModeFlags::FD),
         })
     }
 
@@ -241,6 +280,11 @@ impl<T: Transport> Backend for GsUsbBackend<T> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { hardware_timestamps: self.hardware_timestamps, bitrate_control: true, ..Capabilities::default() }
+        Capabilities {
+            fd: self.fd,
+            hardware_timestamps: self.hardware_timestamps,
+            bitrate_control: true,
+            ..Capabilities::default()
+        }
     }
 }

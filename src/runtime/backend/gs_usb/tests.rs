@@ -425,8 +425,8 @@ mod backend {
         b.close(); // once only
         assert_eq!(resets(&b), before);
         let mut c = config(false);
-        c.fd = true;
-        assert!(matches!(GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c), Err(Error::Unsupported(_))));
+        c.fd = true; // without data_bitrate
+        assert!(matches!(GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c), Err(Error::BadChannel(_))));
         let mut c = config(false);
         c.silent = true;
         assert!(matches!(
@@ -435,6 +435,41 @@ mod backend {
         ));
         let mut c = config(false);
         c.bitrate = 1;
+        assert!(matches!(GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c), Err(Error::BadChannel(_))));
+    }
+
+    #[test]
+    fn fd_with_a_data_bitrate_programs_the_data_phase_and_sends_fd_frames() {
+        let mut c = config(false);
+        c.fd = true;
+        c.data_bitrate = Some(2_000_000);
+        let b = GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c).unwrap();
+        assert!(b.capabilities().fd);
+        let m = b.device().transport();
+        // DATA_BITTIMING (10): the kernel's values for 2M at 80 MHz (tests/data/gs_usb_bittiming.csv).
+        assert_eq!(
+            DeviceBitTiming::parse(&m.payload(10)).unwrap(),
+            DeviceBitTiming { prop_seg: 14, phase_seg1: 15, phase_seg2: 10, sjw: 1, brp: 1 }
+        );
+        assert!(DeviceMode::parse(&m.payload(2)).unwrap().flags.contains(ModeFlags::FD));
+        let fd = Frame::Fd(FdFrame::new(make_id(0x1F0, false).unwrap(), &[0xA5; 64], true, false).unwrap());
+        b.send(&fd, T).unwrap();
+        let sent = HostFrame::decode(&m.out.lock()[0], false).unwrap();
+        assert_eq!(sent.payload(), &[0xA5; 64][..]);
+        assert!(sent.flags.contains(FrameFlags::FD) && sent.flags.contains(FrameFlags::BRS));
+        // fd without data_bitrate: data_bitrate alone is ignored (classic channel).
+        let mut c2 = config(false);
+        c2.data_bitrate = Some(2_000_000);
+        let b2 = GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c2).unwrap();
+        assert!(!b2.capabilities().fd);
+        assert!(!DeviceMode::parse(&b2.device().transport().payload(2)).unwrap().flags.contains(ModeFlags::FD));
+        // A device without the FD feature: a clear Unsupported.
+        let Err(Error::Unsupported(msg)) = GsUsbBackend::open(Mock::new(Features::HW_TIMESTAMP, 1), ident(), &c) else {
+            panic!("FD accepted on a classic device")
+        };
+        assert!(msg.contains("CAN FD"), "{msg}");
+        // A data rate the solver cannot reach: BadChannel naming it.
+        c.data_bitrate = Some(1);
         assert!(matches!(GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &c), Err(Error::BadChannel(_))));
     }
 
