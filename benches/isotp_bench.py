@@ -60,7 +60,7 @@ except ImportError:  # pragma: no cover
 
 SOL_CAN_ISOTP = getattr(socket, "SOL_CAN_BASE", 100) + getattr(socket, "CAN_ISOTP", 6)
 CAN_ISOTP_OPTS, CAN_ISOTP_RECV_FC = 1, 2
-T = 60.0  # every wait's limit, s
+T = 20.0  # every wait's limit, s
 
 # (tx id of side A, tx id of side B); A is the "left" name of the pair.
 IDS = {"kk": (0x700, 0x708), "ck": (0x710, 0x718), "cc": (0x720, 0x728), "pk": (0x730, 0x738)}
@@ -121,7 +121,7 @@ class PyIsotp:
         self.stack = pyisotp.NotifierBasedCanStack(
             self.bus,
             self.notifier,
-            pyisotp.Address(pyisotp.AddressingMode.Normal_11bits, txid=tx, rxid=rx),
+            address=pyisotp.Address(pyisotp.AddressingMode.Normal_11bits, txid=tx, rxid=rx),
             params={"max_frame_size": 66000, "blocksize": bs, "stmin": stmin, "tx_padding": 0xCC},
         )
         self.stack.start()
