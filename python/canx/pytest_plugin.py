@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, List, Optional
 
 import pytest
 
@@ -75,7 +75,7 @@ def _fresh_virtual(request: pytest.FixtureRequest) -> str:
     stash = request.node.stash
     if _VIRTUAL_KEY not in stash:
         stash[_VIRTUAL_KEY] = f"virtual:pytest-{os.getpid()}-{next(_counter)}"
-    return stash[_VIRTUAL_KEY]
+    return str(stash[_VIRTUAL_KEY])
 
 
 def vcan_problem() -> Optional[str]:
@@ -204,7 +204,7 @@ def can_recorder(request: pytest.FixtureRequest, can_channel: str) -> Iterator["
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     rec = item.stash.get(_RECORDER_KEY, None)
     if rec is None:
