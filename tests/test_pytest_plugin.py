@@ -267,7 +267,9 @@ def test_megasquirt_node_factory(pytester: pytest.Pytester) -> None:
             dash = megasquirt_node(3)
             ecu.serve_table(7, bytes(range(64)))
             assert dash.read(0, 7, 4, 4) == bytes([4, 5, 6, 7])
-            assert len(can_recorder.frames) >= 2
+            # the request and the reply, both 29-bit (MegaSquirt CAN protocol)
+            req, rep = can_expect.sequence([{"extended": True}, {"extended": True}])
+            assert req.arbitration_id != rep.arbitration_id
     """)
     r.assert_outcomes(passed=1)
 
@@ -330,3 +332,13 @@ def test_readme_snippet(pytester: pytest.Pytester) -> None:
     r = run(pytester, snippet.replace("source=0x00", "source=0x01"))
     r.assert_outcomes(failed=1)
     r.stdout.fnmatch_lines(["*no frame PGN 0xf004 from SA 0x01 within 0.1 s*", "*0CF00400#*"])
+
+
+@pytest.mark.vcan
+@pytest.mark.skipif(VCAN_PROBLEM is not None, reason=f"cannot make vcan here: {VCAN_PROBLEM}")
+def test_worked_example_on_vcan(pytester: pytest.Pytester) -> None:
+    """docs/testing.md's worked example, unchanged, on a fresh vcanN per test."""
+    example = Path(__file__).resolve().parent / "test_testing_example.py"
+    r = pytester.runpytest(str(example), "--can-channel=vcan", "-p", "no:cacheprovider", "-v")
+    r.assert_outcomes(passed=4)
+    r.stdout.no_fnmatch_line("*SKIPPED*")
