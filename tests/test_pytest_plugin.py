@@ -319,8 +319,16 @@ def test_replay_fixture(pytester: pytest.Pytester) -> None:
             r = replay("run.log", timing=False, background=True)
             can_expect.frame(id=0x101, within=1.0)
             assert r.wait(2.0) == 3
+        def test_bad_file(replay, can_expect, tmp_path):
+            import pytest
+            from canx.tools._common import ToolError
+            p = tmp_path / "bad.log"
+            p.write_text("(1.0) can0 100#01\\ngarbage\\n")
+            with pytest.raises(ToolError, match="bad.log:2: unreadable log line 'garbage'"):
+                replay(p)
+            can_expect.no_frame(during=0.05)  # nothing sent: the file is checked first
     """)
-    r.assert_outcomes(passed=2)
+    r.assert_outcomes(passed=3)
 
 
 def test_readme_snippet(pytester: pytest.Pytester) -> None:

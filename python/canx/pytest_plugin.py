@@ -401,8 +401,9 @@ def replay(can_channel: str) -> Iterator[Callable[..., Replay]]:
              background: bool = False) -> Replay:
         if not speed > 0:
             raise ValueError(f"speed must be positive, not {speed}")
-        frames = [f for _, _, f in _read_log(Path(path)) if not f[3]]
-        stamps = [ts for ts, _, f in _read_log(Path(path)) if not f[3]]
+        lines = [(ts, f) for ts, _, f in _read_log(Path(path)) if not f[3]]  # all read (and checked) first
+        stamps = [ts for ts, _ in lines]
+        frames = [f for _, f in lines]
         r = Replay()
 
         def run() -> None:
