@@ -130,6 +130,37 @@ def test_vcan_is_made_and_removed(pytester: pytest.Pytester) -> None:
     r.assert_outcomes(passed=2)
 
 
+@pytest.mark.vcan
+@pytest.mark.skipif(VCAN_PROBLEM is not None, reason=f"cannot make vcan here: {VCAN_PROBLEM}")
+def test_vcan_link_down_and_up(pytester: pytest.Pytester) -> None:
+    r = run(pytester, """
+        import canx, pytest
+        def test_l(vcan_link, can_bus, can_expect):
+            can_bus.send(canx.Message(0x1, b"u"))
+            can_expect.frame(id=0x1, within=1.0)
+            vcan_link.down()
+            with pytest.raises(canx.errors.CanxError) as ei:
+                can_bus.send(canx.Message(0x2, b"d"))
+            print("send while down:", type(ei.value).__name__, ei.value)
+            can_expect.no_frame(during=0.2)
+            vcan_link.up()
+            can_bus.send(canx.Message(0x3, b"u"))
+            can_expect.frame(id=0x3, within=2.0)
+    """, "-s")
+    r.assert_outcomes(passed=1)
+    r.stdout.fnmatch_lines(["send while down: *"])
+
+
+@pytest.mark.skipif(VCAN_PROBLEM is None, reason="this machine can make vcan interfaces")
+def test_vcan_link_skips_without_vcan(pytester: pytest.Pytester) -> None:
+    r = run(pytester, """
+        def test_l(vcan_link):
+            pass
+    """, "--can-fallback-virtual")
+    r.assert_outcomes(skipped=1)
+    r.stdout.fnmatch_lines(["*vcan_link needs a vcan interface (the test channel is virtual:pytest-*)*"])
+
+
 # ------------------------------------------------------------------ fixtures
 
 

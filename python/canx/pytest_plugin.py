@@ -26,6 +26,7 @@ Fixtures (function scope)
     j1939_ecu        -> factory(address, name=..., claim=True, **ECU kw) -> j1939.ECU
     megasquirt_node  -> factory(can_id, **Node kw) -> megasquirt.Node
     can_faults       -> Faults         bus_off()/error_passive()/recover()/jam_tx() on can_bus
+    vcan_link        -> VcanLink       down()/up() of the test's vcan interface
     replay           -> factory(path, speed=1.0, timing=True) plays a candump .log
 """
 
@@ -363,6 +364,41 @@ def can_faults(request: pytest.FixtureRequest, can_channel: str) -> Faults:
     if not can_channel.startswith("virtual:"):
         pytest.skip(f"can_faults needs a virtual: channel (the test channel is {can_channel})")
     return Faults(request.getfixturevalue("can_bus"))
+
+
+class VcanLink:
+    """``down()`` / ``up()`` of the test's vcan interface (``ip link set``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _set(self, state: str) -> None:
+        r = _ip("link", "set", "dev", self.name, state)
+        if r.returncode != 0:
+            raise OSError(f"ip link set {self.name} {state} failed: {r.stderr.strip()}")
+
+    def down(self) -> None:
+        """Takes the interface down (sends then fail; receivers get nothing)."""
+        self._set("down")
+
+    def up(self) -> None:
+        """Brings it up again."""
+        self._set("up")
+
+
+@pytest.fixture
+def vcan_link(vcan: str) -> Iterator[VcanLink]:
+    """:class:`VcanLink` for the test's ``vcan`` interface (skips like
+    ``vcan``; skips too when ``vcan`` fell back to a virtual channel). The
+    interface is up again after the test (then deleted by ``vcan``)."""
+    if not vcan.startswith("vcan"):
+        pytest.skip(f"vcan_link needs a vcan interface (the test channel is {vcan})")
+    link = VcanLink(vcan)
+    try:
+        yield link
+    finally:
+        with contextlib.suppress(OSError):
+            link.up()
 
 
 class Replay:
