@@ -52,7 +52,7 @@ def test_answers_vin_request(engine, j1939_ecu, can_expect):
     tool = j1939_ecu(0xF9)
     answer = tool.request_pgn(j1939.PGN_VEHICLE_IDENTIFICATION, destination=0x00, timeout=2.0)
     assert (answer.data, answer.source) == (VIN, 0x00)
-    can_expect.pgn(j1939.PGN_VEHICLE_IDENTIFICATION, source=0x00)  # the TP.CM RTS announcing it
+    can_expect.pgn(j1939.PGN_VEHICLE_IDENTIFICATION, source=0x00, within=1.0)  # the TP.CM RTS announcing it
 
 
 def test_quiet_before_start(can_channel, can_recorder):
