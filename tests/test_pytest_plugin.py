@@ -139,7 +139,7 @@ def test_vcan_link_down_and_up(pytester: pytest.Pytester) -> None:
             can_bus.send(canx.Message(0x1, b"u"))
             can_expect.frame(id=0x1, within=1.0)
             vcan_link.down()
-            with pytest.raises(canx.errors.CanxError) as ei:
+            with pytest.raises(canx.errors.InterfaceDownError) as ei:
                 can_bus.send(canx.Message(0x2, b"d"))
             print("send while down:", type(ei.value).__name__, ei.value)
             can_expect.no_frame(during=0.2)
@@ -148,7 +148,7 @@ def test_vcan_link_down_and_up(pytester: pytest.Pytester) -> None:
             can_expect.frame(id=0x3, within=2.0)
     """, "-s")
     r.assert_outcomes(passed=1)
-    r.stdout.fnmatch_lines(["send while down: *"])
+    r.stdout.fnmatch_lines(["*send while down: InterfaceDownError interface vcan* is down*"])
 
 
 @pytest.mark.skipif(VCAN_PROBLEM is None, reason="this machine can make vcan interfaces")
@@ -376,9 +376,12 @@ def test_readme_snippet(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.vcan
 @pytest.mark.skipif(VCAN_PROBLEM is not None, reason=f"cannot make vcan here: {VCAN_PROBLEM}")
-def test_worked_example_on_vcan(pytester: pytest.Pytester) -> None:
+def test_worked_example_on_vcan(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/testing.md's worked example, unchanged, on a fresh vcanN per test."""
     example = Path(__file__).resolve().parent / "test_testing_example.py"
+    from conftest import TIMEOUT_SCALE  # 10 under qemu: the example's timing bounds widen
+
+    monkeypatch.setenv("CANX_TIMEOUT_SCALE", str(TIMEOUT_SCALE))
     r = pytester.runpytest(str(example), "--can-channel=vcan", "-p", "no:cacheprovider", "-v")
     r.assert_outcomes(passed=4)
     r.stdout.no_fnmatch_line("*SKIPPED*")

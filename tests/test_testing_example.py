@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from canx import j1939
-from canx.testing import expect_no_frame, intervals
+from canx.testing import expect_no_frame, intervals, timeout_scale
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "j1939"))
 from engine import VIN, Engine  # noqa: E402
@@ -43,8 +43,11 @@ def test_eec1_every_10_ms(engine, can_expect, can_recorder):
     assert len(gaps) >= 20
     # The schedule is fixed (no drift): the median gap is the period. Single
     # gaps jitter with the OS scheduler; none may be as long as 5 periods.
-    assert statistics.median(gaps) == pytest.approx(0.010, abs=0.002)
-    assert max(gaps) < 0.050
+    # A slow machine (CANX_TIMEOUT_SCALE, e.g. 10 under qemu) widens the upper
+    # bounds only: there they show the rate is held roughly, not to 2 ms.
+    slack = timeout_scale()
+    assert 0.008 <= statistics.median(gaps) <= 0.010 + 0.002 * slack
+    assert max(gaps) < 0.050 * slack
     assert j1939.decode_eec1(eec1[-1].data) == pytest.approx(800.0)
 
 
