@@ -1,0 +1,478 @@
+"""canx's pytest plugin: fixtures and options for testing CAN applications.
+
+Active wherever canx is installed (``pytest11`` entry point ``canx``;
+``-p no:canx`` turns it off). Loading it costs the import of the ``canx``
+package (its native module, ~15 ms; no thread, no bus); ``canx.testing``,
+the protocol modules and python-can are imported only by the fixtures that
+need them, and no bus is opened unless a test asks for a fixture.
+
+Options (and environment)
+    --can-channel=CH        the test channel (env CANX_TEST_CHANNEL). Default:
+                            a fresh ``virtual:pytest-N`` per test, so tests never
+                            see each other's frames. ``vcan``: a fresh vcanN per
+                            test (the ``vcan`` fixture).
+    --can-fallback-virtual  where no vcan can be made, ``vcan`` gives a virtual
+                            channel instead of skipping (also the marker
+                            ``@pytest.mark.can_fallback_virtual``).
+
+Fixtures (function scope)
+    can_channel      -> str            the test's channel (vcan's if the test uses vcan)
+    vcan             -> str            a vcanN made for this test (root + vcan module), removed after
+    can_bus          -> canx.CAN       on can_channel, closed after the test
+    pycan_bus        -> can.BusABC     python-can Bus(interface="canx") on can_channel
+    can_recorder     -> testing.Recorder  every frame of the test; candump log
+                                       attached to the report on failure
+    can_expect       -> Expect         expect_frame/no_frame/sequence/pgn bound to can_recorder
+    j1939_ecu        -> factory(address, name=..., claim=True, **ECU kw) -> j1939.ECU
+    megasquirt_node  -> factory(can_id, **Node kw) -> megasquirt.Node
+    can_faults       -> Faults         bus_off()/error_passive()/recover()/jam_tx() on can_bus
+    vcan_link        -> VcanLink       down()/up() of the test's vcan interface
+    replay           -> factory(path, speed=1.0, timing=True) plays a candump .log
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, List, Optional
+
+import pytest
+
+if TYPE_CHECKING:
+    from . import testing
+
+_ENV_CHANNEL = "CANX_TEST_CHANNEL"
+_counter = itertools.count(1)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("canx", "canx CAN bus testing")
+    group.addoption("--can-channel", dest="can_channel", default=None, metavar="CHANNEL",
+                    help=f"CAN channel of the canx fixtures (env {_ENV_CHANNEL}; default: a fresh virtual: "
+                         "channel per test; 'vcan': a fresh vcanN per test)")
+    group.addoption("--can-fallback-virtual", dest="can_fallback_virtual", action="store_true",
+                    help="the vcan fixture falls back to a virtual: channel instead of skipping")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "can_fallback_virtual: the vcan fixture falls back to a virtual: "
+                                       "channel where no vcan interface can be made")
+
+
+# ------------------------------------------------------------------ channels
+
+_VIRTUAL_KEY = pytest.StashKey[str]()
+
+
+def _fresh_virtual(request: pytest.FixtureRequest) -> str:
+    """The test's own virtual channel (one per test, shared by its fixtures)."""
+    stash = request.node.stash
+    if _VIRTUAL_KEY not in stash:
+        stash[_VIRTUAL_KEY] = f"virtual:pytest-{os.getpid()}-{next(_counter)}"
+    return str(stash[_VIRTUAL_KEY])
+
+
+def vcan_problem() -> Optional[str]:
+    """None if this process can create vcan interfaces, else why not."""
+    if not sys.platform.startswith("linux"):
+        return f"vcan needs Linux (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return "creating a vcan interface needs root (run as root, or use a virtual: channel)"
+    if shutil.which("ip") is None:
+        return "creating a vcan interface needs the 'ip' tool (iproute2)"
+    if not Path("/sys/module/vcan").exists():
+        if shutil.which("modprobe"):
+            subprocess.run(["modprobe", "vcan"], capture_output=True, timeout=30)
+        if not Path("/sys/module/vcan").exists():
+            return "the vcan kernel module is not loaded and cannot be loaded (modprobe vcan)"
+    return None
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+
+def _make_vcan() -> tuple[Optional[str], str]:
+    """(name, "") of a new vcanN that is up, or (None, reason)."""
+    for n in range(10, 1000):
+        name = f"vcan{n}"
+        if Path(f"/sys/class/net/{name}").exists():
+            continue
+        r = _ip("link", "add", "dev", name, "type", "vcan")
+        if r.returncode != 0:
+            if "exists" in r.stderr:
+                continue
+            return None, f"ip link add {name} type vcan failed: {r.stderr.strip()}"
+        _ip("link", "set", "dev", name, "mtu", "72")  # CAN FD; best effort
+        r = _ip("link", "set", "dev", name, "up")
+        if r.returncode != 0:
+            _ip("link", "del", "dev", name)
+            return None, f"ip link set {name} up failed: {r.stderr.strip()}"
+        return name, ""
+    return None, "no free vcanN name (vcan10..vcan999 all exist)"
+
+
+def _wants_fallback(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("can_fallback_virtual")) or \
+        request.node.get_closest_marker("can_fallback_virtual") is not None
+
+
+@pytest.fixture
+def vcan(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A vcanN interface made for this test (``ip link add vcanN type vcan``,
+    up, MTU 72 where possible) and deleted after it. Needs Linux, root and the
+    vcan module; otherwise skips with the reason, or, with
+    ``--can-fallback-virtual`` or the ``can_fallback_virtual`` marker, gives a
+    fresh ``virtual:`` channel (the test's, as ``can_channel`` gives)."""
+    reason = vcan_problem()
+    name: Optional[str] = None
+    if reason is None:
+        name, reason = _make_vcan()
+    if name is None:
+        if _wants_fallback(request):
+            yield _fresh_virtual(request)
+            return
+        pytest.skip(f"no vcan: {reason}")
+    try:
+        yield name
+    finally:
+        _ip("link", "del", "dev", name)
+
+
+@pytest.fixture
+def can_channel(request: pytest.FixtureRequest) -> str:
+    """The test's channel: the ``vcan`` fixture's interface if the test uses
+    it, else ``--can-channel``, else ``$CANX_TEST_CHANNEL``, else a fresh
+    ``virtual:pytest-<pid>-<n>``. The value ``vcan`` asks for the ``vcan`` fixture."""
+    chosen = request.config.getoption("can_channel") or os.environ.get(_ENV_CHANNEL) or ""
+    if chosen == "vcan" or "vcan" in request.fixturenames:
+        return str(request.getfixturevalue("vcan"))
+    if chosen in ("", "virtual"):
+        return _fresh_virtual(request)
+    return str(chosen)
+
+
+# ------------------------------------------------------------------ buses
+
+@pytest.fixture
+def can_bus(can_channel: str) -> Iterator[Any]:
+    """A ``canx.CAN`` on the test's channel (FD off), deinitialized after the test."""
+    import canx
+
+    bus = canx.CAN(channel=can_channel)
+    try:
+        yield bus
+    finally:
+        bus.deinit()
+
+
+@pytest.fixture
+def pycan_bus(can_channel: str) -> Iterator[Any]:
+    """A python-can ``Bus(interface="canx", channel=can_channel)``, shut down
+    after the test. Skips if python-can is not installed."""
+    can = pytest.importorskip("can", reason="pycan_bus needs python-can (pip install python-can)")
+    bus = can.Bus(interface="canx", channel=can_channel)
+    try:
+        yield bus
+    finally:
+        bus.shutdown()
+
+
+_RECORDER_KEY = pytest.StashKey["testing.Recorder"]()
+
+
+@pytest.fixture
+def can_recorder(request: pytest.FixtureRequest, can_channel: str) -> Iterator["testing.Recorder"]:
+    """A :class:`canx.testing.Recorder` on the test's channel, started before
+    the test body. If the test fails, its frames are added to the report as
+    the section "canx candump log" and written to a ``.log`` file whose path
+    is in ``user_properties`` as ``canx_candump_log`` (shown in JUnit XML)."""
+    from .testing import Recorder
+
+    rec = Recorder(can_channel)
+    request.node.stash[_RECORDER_KEY] = rec
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    rec = item.stash.get(_RECORDER_KEY, None)
+    if rec is None:
+        return
+    report: pytest.TestReport = outcome.get_result()
+    if not report.failed:
+        return
+    text = rec.log_text()
+    note = f"{len(rec.frames)} frames on {rec.channel}" + (f", {rec.dropped} dropped" if rec.dropped else "")
+    path = _log_path(item)
+    try:
+        path.write_text(text)
+        report.user_properties.append(("canx_candump_log", str(path)))
+        item.user_properties.append(("canx_candump_log", str(path)))
+        note += f"; written to {path}"
+    except OSError as e:
+        note += f"; not written to {path}: {e.strerror}"
+    report.sections.append(("canx candump log", f"# {note}\n{text}"))
+
+
+def _log_path(item: pytest.Item) -> Path:
+    factory = getattr(item.config, "_tmp_path_factory", None)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.name)[:80]
+    base = factory.getbasetemp() if factory is not None else Path.cwd()
+    return Path(base) / f"canx-{safe}.log"
+
+
+class Expect:
+    """The :mod:`canx.testing` expectations bound to the test's recorder."""
+
+    def __init__(self, recorder: "testing.Recorder") -> None:
+        from . import testing
+
+        self.recorder = recorder
+        self._t = testing
+
+    def frame(self, **kw: Any) -> "testing.Frame":
+        """:func:`canx.testing.expect_frame` on the test's recorder."""
+        return self._t.expect_frame(self.recorder, **kw)
+
+    def no_frame(self, **kw: Any) -> None:
+        """:func:`canx.testing.expect_no_frame` on the test's recorder."""
+        self._t.expect_no_frame(self.recorder, **kw)
+
+    def sequence(self, frames: Any, **kw: Any) -> List["testing.Frame"]:
+        """:func:`canx.testing.expect_sequence` on the test's recorder."""
+        return self._t.expect_sequence(self.recorder, frames, **kw)
+
+    def pgn(self, pgn: int, **kw: Any) -> "testing.Frame":
+        """:func:`canx.testing.expect_pgn` on the test's recorder."""
+        return self._t.expect_pgn(self.recorder, pgn, **kw)
+
+
+@pytest.fixture
+def can_expect(can_recorder: "testing.Recorder") -> Expect:
+    """``can_expect.frame(id=...)``, ``.no_frame``, ``.sequence``, ``.pgn`` on ``can_recorder``."""
+    return Expect(can_recorder)
+
+
+# ------------------------------------------------------------------ protocol nodes
+
+@pytest.fixture
+def j1939_ecu(can_channel: str) -> Iterator[Callable[..., Any]]:
+    """Factory: ``j1939_ecu(address, name=None, claim=True, **kw)`` ->
+    a claimed :class:`canx.j1939.ECU` on the test's channel (its own bus),
+    closed after the test. ``name``: Name or int; default a NAME with a
+    unique identity number. ``kw``: the other ECU arguments."""
+    from . import j1939
+
+    made: List[Any] = []
+    numbers = itertools.count(0x1000)
+
+    def make(address: int, name: Any = None, claim: bool = True, claim_timeout: float = 2.0, **kw: Any) -> Any:
+        from .testing import timeout_scale
+
+        ecu = j1939.ECU(channel=can_channel, name=name if name is not None else
+                        j1939.Name(identity_number=next(numbers)), address=address, **kw)
+        made.append(ecu)
+        if claim:
+            ecu.claim_address(timeout=claim_timeout * timeout_scale())
+        return ecu
+
+    try:
+        yield make
+    finally:
+        for ecu in reversed(made):
+            ecu.close()
+
+
+@pytest.fixture
+def megasquirt_node(can_channel: str) -> Iterator[Callable[..., Any]]:
+    """Factory: ``megasquirt_node(can_id, **kw)`` -> a
+    :class:`canx.megasquirt.Node` on the test's channel (its own bus), closed
+    after the test. ``kw``: the other Node arguments."""
+    from . import megasquirt
+
+    made: List[Any] = []
+
+    def make(can_id: int, **kw: Any) -> Any:
+        node = megasquirt.Node(channel=can_channel, can_id=can_id, **kw)
+        made.append(node)
+        return node
+
+    try:
+        yield make
+    finally:
+        for node in reversed(made):
+            node.close()
+
+
+# ------------------------------------------------------------------ faults and replay
+
+class Faults:
+    """Error states and a jammed transmitter for ``can_bus`` (virtual bus;
+    the runtime's test hooks ``CAN.inject_error_state`` and ``CAN._jam_tx``).
+    Dropping or delaying chosen frames needs runtime support that does not
+    exist yet."""
+
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+
+    def _inject(self, state: str, tec: Optional[int], rec: Optional[int]) -> None:
+        import canx
+
+        self.bus.inject_error_state(getattr(canx.BusState, state), tec=tec, rec=rec)
+
+    def bus_off(self, tec: Optional[int] = None) -> None:
+        """The bus goes BUS_OFF (TEC 256 unless given)."""
+        self._inject("BUS_OFF", tec, None)
+
+    def error_passive(self, tec: Optional[int] = None, rec: Optional[int] = None) -> None:
+        """The bus goes ERROR_PASSIVE (a counter above 127)."""
+        self._inject("ERROR_PASSIVE", tec, rec)
+
+    def error_warning(self, tec: Optional[int] = None, rec: Optional[int] = None) -> None:
+        """The bus goes ERROR_WARNING (a counter above 96)."""
+        self._inject("ERROR_WARNING", tec, rec)
+
+    def recover(self) -> None:
+        """Back to ERROR_ACTIVE with low counters."""
+        self._inject("ERROR_ACTIVE", None, None)
+
+    @contextlib.contextmanager
+    def jam_tx(self) -> Iterator[None]:
+        """While the block runs, no frame ``can_bus`` sends is accepted (sends time out)."""
+        self.bus._jam_tx(True)
+        try:
+            yield
+        finally:
+            self.bus._jam_tx(False)
+
+
+@pytest.fixture
+def can_faults(request: pytest.FixtureRequest, can_channel: str) -> Faults:
+    """:class:`Faults` on ``can_bus`` (virtual channels only: skips otherwise)."""
+    if not can_channel.startswith("virtual:"):
+        pytest.skip(f"can_faults needs a virtual: channel (the test channel is {can_channel})")
+    return Faults(request.getfixturevalue("can_bus"))
+
+
+class VcanLink:
+    """``down()`` / ``up()`` of the test's vcan interface (``ip link set``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _set(self, state: str) -> None:
+        r = _ip("link", "set", "dev", self.name, state)
+        if r.returncode != 0:
+            raise OSError(f"ip link set {self.name} {state} failed: {r.stderr.strip()}")
+
+    def down(self) -> None:
+        """Takes the interface down (sends then fail; receivers get nothing)."""
+        self._set("down")
+
+    def up(self) -> None:
+        """Brings it up again."""
+        self._set("up")
+
+
+@pytest.fixture
+def vcan_link(vcan: str) -> Iterator[VcanLink]:
+    """:class:`VcanLink` for the test's ``vcan`` interface (skips like
+    ``vcan``; skips too when ``vcan`` fell back to a virtual channel). The
+    interface is up again after the test (then deleted by ``vcan``)."""
+    if not vcan.startswith("vcan"):
+        pytest.skip(f"vcan_link needs a vcan interface (the test channel is {vcan})")
+    link = VcanLink(vcan)
+    try:
+        yield link
+    finally:
+        with contextlib.suppress(OSError):
+            link.up()
+
+
+class Replay:
+    """A running or finished replay: ``wait(timeout)``, ``sent``, ``error``."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.error: Optional[BaseException] = None
+        self.done = threading.Event()
+        self.stop = threading.Event()
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Blocks until the replay ends; returns the frames sent; re-raises its error."""
+        if not self.done.wait(timeout):
+            raise TimeoutError(f"replay still running after {timeout} s ({self.sent} frames sent)")
+        if self.error is not None:
+            raise self.error
+        return self.sent
+
+
+@pytest.fixture
+def replay(can_channel: str) -> Iterator[Callable[..., Replay]]:
+    """Factory: ``replay(path, speed=1.0, timing=True, background=False)``
+    sends the frames of a candump ``.log`` into the test's channel (whatever
+    channel each line names) with their original gaps divided by ``speed``
+    (``timing=False``: as fast as possible). Error frames are skipped. With
+    ``background=True`` it returns at once; the replay is stopped after the
+    test. Returns a :class:`Replay`. Raises ``canx.tools._common.ToolError``
+    for an unreadable file (before anything is sent)."""
+    from .tools._common import open_bus, send_fields
+    from .tools.replay import _read_log
+
+    running: List[tuple[Replay, threading.Thread]] = []
+
+    def play(path: "os.PathLike[str] | str", speed: float = 1.0, timing: bool = True,
+             background: bool = False) -> Replay:
+        if not speed > 0:
+            raise ValueError(f"speed must be positive, not {speed}")
+        lines = [(ts, f) for ts, _, f in _read_log(Path(path)) if not f[3]]  # all read (and checked) first
+        stamps = [ts for ts, _ in lines]
+        frames = [f for _, f in lines]
+        r = Replay()
+
+        def run() -> None:
+            bus = open_bus(can_channel, fd=True)
+            try:
+                t0 = time.perf_counter()
+                for ts, f in zip(stamps, frames):
+                    if r.stop.is_set():
+                        return
+                    if timing:
+                        delay = t0 + (ts - stamps[0]) / speed - time.perf_counter()
+                        if delay > 0 and r.stop.wait(delay):
+                            return
+                    send_fields(bus, f)
+                    r.sent += 1
+            except BaseException as e:  # reported by wait()
+                r.error = e
+            finally:
+                bus.shutdown()
+                r.done.set()
+
+        if not background:
+            run()
+            r.wait()
+            return r
+        t = threading.Thread(target=run, name="canx-replay", daemon=True)
+        running.append((r, t))
+        t.start()
+        return r
+
+    try:
+        yield play
+    finally:
+        for r, t in running:
+            r.stop.set()
+            t.join(timeout=5.0)
