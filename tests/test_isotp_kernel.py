@@ -103,10 +103,25 @@ BIG: Dict[str, Any] = {"max_frame_size": 66000, "blocking_send": True}
 
 
 def test_sizes_both_ways(vcan_channel: str) -> None:
+    """Every size of the issue, both ways, with canx's receiver asking for
+    the whole message in one block (BS 0); block sizes: the next tests."""
     a, rx, tx, _ = setup(M.Normal_11bits)
-    with kernel(vcan_channel, rx, tx) as ks, isotp.CanStack(vcan_channel, a, params=BIG) as s:
+    with kernel(vcan_channel, rx, tx) as ks, isotp.CanStack(vcan_channel, a, params=dict(BIG, blocksize=0)) as s:
         for n in SIZES:
             exchange(s, ks, n)
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "open finding (issue 13): a kernel sender to canx with BS 8 sometimes stops after a block, "
+    "canx then reports N_TIMEOUT_Cr; seen in full VM runs (CI rehearsal, isotp_bench), never alone "
+    "(11/11). Suspected: canx's FC reaches the kernel before the kernel has processed its own "
+    "CF echo (state not yet ISOTP_WAIT_FC, so the FC is dropped), a race only a user-space peer on "
+    "another CPU can win; unverified"))
+def test_kernel_sends_66000_bytes_to_canx_in_blocks_of_8(vcan_channel: str) -> None:
+    a, rx, tx, _ = setup(M.Normal_11bits)
+    with kernel(vcan_channel, rx, tx) as ks, isotp.CanStack(vcan_channel, a, params=dict(BIG, blocksize=8)) as s:
+        for _ in range(3):
+            exchange(s, ks, 66000)
 
 
 @pytest.mark.parametrize("mode", list(M))
