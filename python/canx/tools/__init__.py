@@ -7,6 +7,8 @@
 - ``canx replay FILE``                replay a log with its original timing (or faster)
 - ``canx isotp send|recv|dump``        like isotpsend, isotprecv, isotpsniffer (ISO-TP)
 - ``canx list [--json]``              the channels that can be opened now, with a description
+- ``canx monitor CHANNEL``            live full-screen view, one row per id (like cansniffer)
+- ``canx bridge mqtt CHANNEL --broker HOST``  CAN <-> MQTT gateway (docs/mqtt.md)
 
 Channels: ``vcan0``, ``can0`` (SocketCAN) or ``virtual:NAME``. Frames and
 filters use can-utils syntax, parsed by canx's Rust core. Each tool module
@@ -22,4 +24,4 @@ __all__ = ["ToolError", "TOOLS"]
 
 #: Subcommand name -> module name in this package.
 TOOLS = {"dump": "dump", "send": "send", "gen": "gen", "log": "log", "replay": "replay", "isotp": "isotp",
-         "list": "list_channels"}
+         "list": "list_channels", "monitor": "monitor", "bridge": "bridge"}
