@@ -157,6 +157,7 @@ class MqttBridge:
                  decode: Optional[Decode] = None) -> None:
         try:
             import paho.mqtt.client as mqtt
+            from paho.mqtt.enums import CallbackAPIVersion
         except ImportError:
             raise ToolError("canx bridge mqtt needs paho-mqtt: pip install canx[mqtt]") from None
         if options.qos not in (0, 1):
@@ -185,7 +186,7 @@ class MqttBridge:
              "command_errors", "decode_errors", "reconnects"), 0)
         self.last_command_error = ""
         cid = options.client_id or f"canx-{gw}-{os.getpid()}"
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
         c.max_inflight_messages_set(options.max_inflight)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(min_delay=1, max_delay=5)

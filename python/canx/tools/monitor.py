@@ -291,7 +291,7 @@ class MonitorModel:
         key = ("tp", pgn, sa)
         row = self.rows.get(key)
         if row is None:
-            row = self.rows[key] = Row(key, aid, True, pgn, sa, da, transport=True, flags="TP")
+            row = self.rows[key] = Row(key, aid, True, pgn, sa, da, transport=True)
         row.destination = da
         row._update(ts, payload)
 
@@ -511,8 +511,10 @@ class ReplaySource(Source):
                 if self.speed > 0 and log_t / self.speed > now - self._t0:
                     return out
                 # Receive time: now (the rows' rates follow the replay speed), as a bus would stamp it.
-                out.append(f[:9] + (self._t0 + (log_t / self.speed if self.speed > 0 else now - self._t0)
-                                    + _EPOCH_OFFSET, f[10]))
+                # Receive time as a bus would stamp it; as fast as possible (speed 0) keeps the
+                # log's own intervals so that periods and rates stay meaningful.
+                out.append(f[:9] + (self._t0 + _EPOCH_OFFSET + (log_t / self.speed if self.speed > 0 else log_t),
+                                    f[10]))
                 self.i += 1
                 if len(out) >= 4096:
                     return out
@@ -670,12 +672,12 @@ class CursesView:
         head = (f" canx monitor {self.title} | load {s.bus_load:5.1f}% @ {self.model.bitrate // 1000} kbit/s"
                 f" | {s.frames_per_s:7.0f} frames/s | total {s.frames} | errors {s.error_frames}"
                 f" | {state} | dropped {drops}")
-        if self.model.j1939:
-            head += f" | TP done {tp.completed} aborted {tp.aborted} timeouts {tp.timeouts}"
         _put(scr, 0, 0, head.ljust(w), w, self.header_attr)
         status = (f" {'PAUSED' if self.paused else 'live'} | sort {self.sort} | filter "
-                  f"{self.filter_text or 'none'} | rows {len(self.model.rows)} | keys: space pause, s sort, "
-                  f"/ filter, c clear, q quit")
+                  f"{self.filter_text or 'none'} | rows {len(self.model.rows)}")
+        if self.model.j1939:
+            status += f" | TP done {tp.completed} aborted {tp.aborted} timeouts {tp.timeouts}"
+        status += " | keys: space pause, s sort, / filter, c clear, q quit"
         if self.message:
             status += f" | {self.message}"
         _put(scr, 1, 0, status, w, curses.A_NORMAL)
