@@ -5,6 +5,7 @@ broker restart)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -44,7 +45,9 @@ class Broker:
         self.conf = tmp / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {tmp}/\nmax_queued_messages 100000\nlog_dest file {tmp}/mosquitto.log\n")
+            f"persistence_location {tmp}/\nmax_queued_messages 100000\nlog_dest file {tmp}/mosquitto.log\n"
+            # Run as root, mosquitto would switch to user "mosquitto" and could not write here.
+            f"user {getpass.getuser()}\n")
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> None:
@@ -266,7 +269,8 @@ def test_broker_restart_loses_nothing_that_fits_in_the_buffer_and_counts_the_res
         broker.start()
         assert _wait(lambda: run.bridge.connected, 20)
         send(50)
-        assert _wait(lambda: set(range(300)) <= set(seqs()), 30), sorted(set(range(300)) - set(seqs()))[:20]
+        assert _wait(lambda: set(range(300)) <= set(seqs()), 30), (sorted(set(range(300)) - set(seqs()))[:20],
+                                                                   run.bridge.stats(), run.bridge.last_error)
         assert run.bridge.counters["buffer_dropped"] == 0
         # Down again, 500 frames: the buffer keeps the newest 200 and counts 300 dropped.
         broker.stop()

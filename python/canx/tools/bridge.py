@@ -38,6 +38,10 @@ from .._canx import RawBus, parse_frame_text
 from ..errors import CanxError
 from ._common import Fields, ToolError, open_bus, parse_channel_spec
 
+#: paho's MQTTErrorCode values (paho.mqtt.enums) that mean "not taken".
+MQTT_ERR_NO_CONN = 4
+MQTT_ERR_QUEUE_SIZE = 15
+
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 
@@ -143,12 +147,17 @@ Decode = Callable[[Fields], Optional[Tuple[str, str]]]
 
 class MqttBridge:
     """Publishes what ``bus`` receives and sends what arrives on the command
-    topic. ``run(stop)`` loops until ``stop`` is set (or Ctrl-C); the paho
-    network loop runs in its own thread (reconnects: 1 s, doubling up to 5 s).
+    topic. ``run(stop)`` loops until ``stop`` is set (or Ctrl-C), in one
+    thread: it selects on the bus and the broker's socket and drives paho's
+    ``loop_read``/``loop_write``/``loop_misc`` itself (paho's own thread would
+    cost a wake-up and a GIL hand-over per published message). After a lost
+    connection it reconnects after 0.25 s, doubling up to 5 s; a connection
+    attempt blocks for at most paho's connect timeout (5 s), while the bus's
+    receive queue keeps the frames (and counts what it drops).
 
     Counters (:meth:`stats`): ``received`` (frames from the bus), ``published``
     (messages handed to paho while connected), ``acknowledged`` (QoS 1
-    PUBACKs, or QoS 0 writes), ``buffer_dropped`` (oldest dropped from a full
+    PUBACKs; with QoS 0 the messages written to the socket), ``buffer_dropped`` (oldest dropped from a full
     buffer), ``rate_limited`` (frames over ``--rate-limit``), ``commands``,
     ``command_errors``, ``decode_errors``, ``bus_dropped`` (kernel/queue drops
     of the bus), ``reconnects``."""
@@ -177,9 +186,11 @@ class MqttBridge:
         self.command_topic = f"{self.base}/tx"
         self.stats_topic = f"{self.base}/stats"
         self._buffer: Deque[Tuple[str, str]] = collections.deque()
-        self._lock = threading.Lock()
         self._outstanding = 0
-        self._connected = threading.Event()
+        self._connected = False
+        self._retry_at = 0.0
+        self._backoff = 0.25
+        self.last_error = ""
         self._last_pub: Dict[Tuple[int, bool], float] = {}
         self.counters: Dict[str, int] = dict.fromkeys(
             ("received", "published", "acknowledged", "buffer_dropped", "rate_limited", "commands",
@@ -189,7 +200,6 @@ class MqttBridge:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
         c.max_inflight_messages_set(options.max_inflight)
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(min_delay=1, max_delay=5)
         c.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         if options.username is not None:
             c.username_pw_set(options.username, options.password)
@@ -201,35 +211,39 @@ class MqttBridge:
                 c.tls_insecure_set(True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
-        c.on_publish = self._on_publish
+        if options.qos == 1:
+            # QoS 1: count PUBACKs to bound what paho holds. QoS 0 needs no callback per message
+            # (paho builds two objects per call): ``pump`` stops while paho has unwritten data.
+            c.on_publish = self._on_publish
         c.on_message = self._on_message
         self.client = c
         self._ever_connected = False
 
-    # ---- paho callbacks (paho's network thread)
+    # ---- paho callbacks (called from loop_read/loop_write/loop_misc in run's thread)
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if getattr(reason, "is_failure", False):
+            self.last_error = f"broker refused the connection: {reason}"
             return
-        with self._lock:
-            if self.options.qos == 0:
-                # paho forgets unsent QoS 0 packets on reconnect: none is outstanding any more.
-                self._outstanding = 0
-            if self._ever_connected:
-                self.counters["reconnects"] += 1
-            self._ever_connected = True
+        if self.options.qos == 0:
+            # paho forgets unsent QoS 0 packets on reconnect: none is outstanding any more.
+            self._outstanding = 0
+        if self._ever_connected:
+            self.counters["reconnects"] += 1
+        self._ever_connected = True
+        self._backoff = 0.25
         client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
         if self.options.commands:
             client.subscribe(self.command_topic, qos=self.options.qos)
-        self._connected.set()
+        self._connected = True
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self._connected.clear()
+        self._connected = False
+        self._retry_at = time.monotonic() + self._backoff
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        with self._lock:
-            if self._outstanding > 0:
-                self._outstanding -= 1
-            self.counters["acknowledged"] += 1
+        if self._outstanding > 0:
+            self._outstanding -= 1
+        self.counters["acknowledged"] += 1
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         if msg.topic != self.command_topic:
@@ -245,7 +259,7 @@ class MqttBridge:
     # ---- main thread
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._connected
 
     def buffered(self) -> int:
         """Messages waiting in the buffer (not yet handed to paho)."""
@@ -262,21 +276,51 @@ class MqttBridge:
         return s
 
     def start(self) -> None:
-        """Connects in the background (the first connection too: a broker
-        that is not up yet is retried like a lost one)."""
+        """Sets the broker up; ``run`` connects (a broker that is not up yet
+        is retried like a lost one)."""
         self.client.connect_async(self.options.host, self.options.port, keepalive=self.options.keepalive)
-        self.client.loop_start()
 
     def stop(self) -> None:
-        """Publishes ``offline``, disconnects and stops paho's thread."""
+        """Publishes ``offline`` (waiting up to 1 s for the broker) and disconnects."""
         if self.connected:
-            try:
-                info = self.client.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
-                info.wait_for_publish(1.0)
-            except (RuntimeError, ValueError):
-                pass
+            info = self.client.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+            deadline = time.monotonic() + 1.0
+            while not info.is_published() and self.connected and time.monotonic() < deadline:
+                self._network(0.05)
         self.client.disconnect()
-        self.client.loop_stop()
+        self._connected = False
+
+    def _connect(self) -> None:
+        now = time.monotonic()
+        if now < self._retry_at:
+            return
+        try:
+            self.client.reconnect()
+        except (OSError, ValueError) as e:  # refused, unreachable, TLS failures (ssl.SSLError is an OSError)
+            self.last_error = f"{type(e).__name__}: {e}"
+            self._retry_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, 5.0)
+
+    def _network(self, timeout: float, bus_fd: Optional[int] = None) -> bool:
+        """One select over the broker's socket (and the bus): paho's reads,
+        writes and keepalive. Returns whether the bus is readable."""
+        sock = self.client.socket()
+        if sock is None:
+            if bus_fd is None:
+                time.sleep(timeout)
+                return False
+            ready, _, _ = select.select([bus_fd], [], [], timeout)
+            return bool(ready)
+        rlist: List[Any] = [sock] if bus_fd is None else [sock, bus_fd]
+        wlist = [sock] if self.client.want_write() else []
+        ready, writable, _ = select.select(rlist, wlist, [], timeout)
+        if sock in ready:
+            self.client.loop_read()
+        if writable and self.client.socket() is not None:
+            self.client.loop_write()
+        if self.client.socket() is not None:
+            self.client.loop_misc()
+        return bus_fd is not None and bus_fd in ready
 
     def handle(self, frames: List[Fields]) -> None:
         """Formats received frames into the buffer (rate limit, DBC decode)."""
@@ -320,24 +364,30 @@ class MqttBridge:
     def pump(self) -> int:
         """Hands buffered messages to paho while connected, at most
         ``max_inflight`` outstanding; returns how many it handed over."""
-        if not self._connected.is_set():
+        if not self._connected:
             return 0
         buf = self._buffer
         qos = self.options.qos
         publish = self.client.publish
         n = 0
-        with self._lock:
-            room = self.options.max_inflight - self._outstanding
-        while buf and n < room:
+        room = self.options.max_inflight - self._outstanding if qos else self.options.max_inflight
+        want_write = self.client.want_write
+        while buf and n < room and self._connected:
+            if not qos and want_write():
+                # The socket takes no more now: the rest waits here, not in paho.
+                break
             topic, payload = buf[0]
             info = publish(topic, payload, qos)
-            if info.rc != 0:
-                # Not connected any more (or paho's queue is full): keep it for later.
+            # paho keeps a QoS 1 message whatever the socket did (it sends it again after a
+            # reconnect); a QoS 0 message it could not queue stays in the buffer.
+            if info.rc == MQTT_ERR_QUEUE_SIZE or (qos == 0 and info.rc == MQTT_ERR_NO_CONN):
                 break
             buf.popleft()
             n += 1
-        with self._lock:
+        if qos:
             self._outstanding += n
+        else:
+            self.counters["acknowledged"] += n
         self.counters["published"] += n
         return n
 
@@ -350,10 +400,13 @@ class MqttBridge:
         fd = self.bus.fileno()
         next_stats = time.monotonic() + self.options.stats_interval
         while stop is None or not stop.is_set():
-            ready, _, _ = select.select([fd], [], [], 0.02)
-            if ready:
+            if self.client.socket() is None:
+                self._connected = False
+                self._connect()
+            if self._network(0.02, fd):
                 self.handle(self.bus.recv_many(batch, 0))
-            self.pump()
+            if self.pump() and self.client.want_write() and self.client.socket() is not None:
+                self.client.loop_write()
             if self.options.stats_interval > 0 and time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + self.options.stats_interval
                 self.publish_stats()
