@@ -60,6 +60,8 @@ TP_T1 = 0.75
 TP_MAX_SESSIONS = 256
 
 SORTS = ("id", "count", "rate", "change")
+#: s between reads of the source (frames wait in the bus's receive queue meanwhile).
+POLL = 0.01
 
 
 def frame_bits(is_extended_id: bool, is_remote_frame: bool, data_length: int) -> int:
@@ -565,21 +567,20 @@ class CursesView:
         scr.nodelay(True)
         scr.keypad(True)
         self._colors(curses)
-        fd = self.source.fileno()
         stdin = sys.stdin.fileno()
         next_draw = time.monotonic()
         while True:
             now = time.monotonic()
-            wait = max(0.0, next_draw - now)
-            watch = [stdin] if fd is None else [stdin, fd]
-            ready, _, _ = select.select(watch, [], [], wait if fd is not None else min(wait, 0.01))
-            if fd is None or fd in ready:
+            # Wake for keys at once, for frames every POLL s: frames are read in batches of
+            # what accumulated (the bus's receive queue holds them), not one wake-up each.
+            wait = min(max(0.0, next_draw - now), POLL)
+            ready, _, _ = select.select([stdin], [], [], wait)
+            batch = self.source.read()
+            while batch:
+                self.model.add(batch)
+                if len(batch) < 4096 or time.monotonic() >= next_draw:
+                    break
                 batch = self.source.read()
-                while batch:
-                    self.model.add(batch)
-                    if len(batch) < 4096 or time.monotonic() >= next_draw:
-                        break
-                    batch = self.source.read()
             if stdin in ready:
                 if not self._keys(scr, curses):
                     return 0
