@@ -3,9 +3,11 @@ matching, the sample DBC, load errors."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from canx import megasquirt  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 TEST_DBC = DATA / "j1939_test.dbc"
+_chans = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +225,88 @@ def test_missing_cantools_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "cantools", None)
     with pytest.raises(ImportError, match=r"pip install canx\[dbc\]"):
         dbc.load(dbc.SAMPLE)
+
+
+# ------------------------------------------------------------ J1939 ECU: on_pgn(decode=db), TP payloads
+
+def _wait(pred, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture
+def ecus():
+    from canx import j1939
+    ch = f"virtual:dbc-{next(_chans)}"
+    a = j1939.ECU(channel=ch, name=j1939.Name(identity_number=1), address=0x17)
+    b = j1939.ECU(channel=ch, name=j1939.Name(identity_number=2), address=0x42)
+    assert a.claim_address() == 0x17 and b.claim_address() == 0x42
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_on_pgn_decode_single_frames_and_tp(ecus, sample: dbc.Database, testdb: dbc.Database) -> None:
+    from canx import j1939
+    a, b = ecus
+    got: list = []
+    plain: list = []
+    b.on_pgn(j1939.PGN_EEC1, got.append, decode=sample)
+    b.on_pgn(j1939.PGN_DM1, got.append, decode=sample)
+    b.on_pgn(0xFF10, got.append, decode=testdb)
+    b.on_pgn(0xEF00, got.append, decode=testdb)
+    b.on_pgn(j1939.PGN_EEC1, plain.append)                 # existing callers: no decode, decoded None
+    a.send_engine_speed(1800)                               # single frame, SA 0x17, priority 3
+    a.send_dm1([(190, 3, 1), (110, 0, 2), (175, 1, 5)], malfunction=1)   # 14 bytes by BAM
+    big = bytes(range(1, 21)) + bytes(30)                   # 50 bytes, BigPropB is 20: excess is ignored
+    a.send_pgn(0xFF10, big).result(10)                      # BAM
+    prop = bytes([7, 0x34, 0x12]) + bytes(range(20))        # PDU1 to b by RTS/CTS (23 bytes)
+    a.send_pgn(0xEF00, prop, destination=0x42).result(10)
+    assert _wait(lambda: len(got) == 4 and len(plain) == 1), (got, plain)
+    by = {m.pgn: m for m in got}
+    eec1 = by[j1939.PGN_EEC1]
+    assert eec1.via == "single" and eec1.decoded is not None and eec1.decoded.name == "EEC1"
+    assert eec1.decoded.signals["EngineSpeed"] == 1800.0 and eec1.decoded.source_address == 0x17
+    assert eec1.decoded.signals == peer_decode(dbc.SAMPLE, 0x0CF00400, eec1.data)
+    assert plain[0].decoded is None and plain[0].data == eec1.data
+    dm1 = by[j1939.PGN_DM1]
+    assert dm1.via == "tp" and len(dm1.data) == 14 and dm1.decoded is not None
+    assert dm1.decoded.signals == peer_decode(dbc.SAMPLE, 0x18FECA00, dm1.data)
+    assert dm1.decoded.signals["DTC1_SPN_Low"] == 190 and dm1.decoded.signals["DTC1_FMI"] == 3
+    assert dm1.decoded.signals["MalfunctionIndicatorLampStatus"] == "On"
+    bp = by[0xFF10]
+    assert bp.via == "tp" and bp.data == big and bp.decoded is not None and bp.decoded.name == "BigPropB"
+    assert bp.decoded.signals == peer_decode(TEST_DBC, 0x18FF1000, big[:20])
+    pa = by[0xEF00]
+    assert pa.via == "tp" and pa.destination == 0x42 and pa.decoded is not None
+    assert pa.decoded.signals == {"Command": 7, "Setpoint": pytest.approx(0x1234 * 0.1)}
+    assert b.callback_errors == 0
+
+
+def test_on_pgn_decode_pgn_not_in_dbc_and_short_payload(ecus, sample: dbc.Database) -> None:
+    from canx import j1939
+    a, b = ecus
+    got: list = []
+    b.on_pgn(None, got.append, decode=sample)
+    a.send_pgn(0xFF99, b"\x01\x02")                          # no such PGN in the DBC
+    a.send_pgn(j1939.PGN_ET1, b"\x82")                       # 1 byte: coolant only (truncated)
+    assert _wait(lambda: {m.pgn for m in got} >= {0xFF99, j1939.PGN_ET1})
+    by = {m.pgn: m for m in got}
+    assert by[0xFF99].decoded is None
+    et1 = by[j1939.PGN_ET1].decoded
+    assert et1 is not None and et1.signals == {"EngineCoolantTemperature": 0x82 - 40}
+    assert b.callback_errors == 0
+
+
+def test_messages_stream_decodes(ecus, sample: dbc.Database) -> None:
+    from canx import j1939
+    a, b = ecus
+    with b.messages(j1939.PGN_ET1, timeout=5.0, decode=sample) as stream:
+        a.send_coolant_temperature(95, 50)
+        m = stream.get(5.0)
+    assert m is not None and m.decoded is not None
+    assert m.decoded.signals["EngineCoolantTemperature"] == 95 and m.decoded.signals["EngineFuelTemperature1"] == 50
