@@ -310,3 +310,21 @@ def test_messages_stream_decodes(ecus, sample: dbc.Database) -> None:
         m = stream.get(5.0)
     assert m is not None and m.decoded is not None
     assert m.decoded.signals["EngineCoolantTemperature"] == 95 and m.decoded.signals["EngineFuelTemperature1"] == 50
+
+
+def test_source_address_only_for_j1939(testdb: dbc.Database) -> None:
+    d = testdb.decode(0x1ABCDE01, bytes(4), True)
+    assert d is not None and d.source_address is None and d.pgn == 0x2BC00
+
+
+def test_example_script_prints_decoded_signals() -> None:
+    import subprocess
+    script = Path(__file__).parent.parent / "examples" / "dbc" / "j1939_signals.py"
+    r = subprocess.run([sys.executable, str(script), f"virtual:dbc-example-{os.getpid()}"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [ln.split("EngineSpeed=")[1].split()[0] for ln in lines if "EEC1" in ln] == ["800.0", "1200.0", "1800.0"]
+    assert any("ET1 EngineCoolantTemperature=88 degC EngineFuelTemperature1=40 degC" in ln for ln in lines)
+    dm1 = [ln for ln in lines if " DM1 " in ln]
+    assert len(dm1) == 1 and " tp " in dm1[0] and "AmberWarningLampStatus=On" in dm1[0] and "DTC1_SPN_Low=190" in dm1[0]

@@ -114,3 +114,176 @@ def test_dump_dbc_bad_file_one_line_exit_2(argv: List[str], words: List[str], ca
     assert err.count("\n") == 1 and err.startswith("canx dump: ")
     for w in words:
         assert w in err
+
+
+# ------------------------------------------------------------ canx plot
+
+def _write_log(path: Path, seconds: float = 3.0) -> List[str]:
+    """A candump .log: EEC1 from SA 0x00 and 0x01 every 10 ms (a sine of
+    engine speed), ET1 every 100 ms, MegaSquirt dash frame 0 every 20 ms."""
+    import math
+    import struct
+
+    lines = []
+    t = 1_700_000_000.0
+    for i in range(int(seconds * 100)):
+        ts = t + i * 0.01
+        rpm = 1500 + 700 * math.sin(i / 50)
+        for sa in (0x00, 0x01):
+            data = bytes([0xF0, 0x7D, 0x7D]) + struct.pack("<H", int(rpm / 0.125) + sa * 800) + b"\x00\xff\x7d"
+            lines.append(f"({ts:.6f}) vcan0 0CF004{sa:02X}#{data.hex().upper()}")
+        if i % 10 == 0:
+            lines.append(f"({ts + 0.001:.6f}) vcan0 18FEEE00#{bytes([110 + i // 30, 80]).hex().upper()}FFFFFFFFFFFF")
+        if i % 2 == 0:
+            lines.append(f"({ts + 0.002:.6f}) vcan0 5E8#{struct.pack('>hHhh', 955, int(rpm), 1802, 250).hex().upper()}")
+    lines.append(f"({t + seconds:.6f}) vcan0 123#R")
+    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def _png_checks(path: Path, width: int, height: int) -> None:
+    """The image exists, has the size asked for, and is not blank: its pixels
+    vary and the first line color (matplotlib's tab:blue) is drawn."""
+    import matplotlib.image
+    import numpy as np
+
+    assert path.is_file() and path.stat().st_size > 10_000
+    img = matplotlib.image.imread(str(path))
+    assert img.shape[:2] == (height, width)
+    rgb = img[:, :, :3]
+    assert float(rgb.std()) > 0.05
+    assert float((rgb.mean(axis=2) < 0.9).mean()) > 0.01       # more than 1 % is not white
+    blue = np.abs(rgb - np.array([0x1F, 0x77, 0xB4]) / 255).max(axis=2) < 0.08
+    assert int(blue.sum()) > 500                                 # a line was drawn
+
+
+def test_plot_collect_equals_cantools(tmp_path: Path) -> None:
+    from canx.tools.plot import collect, read_frames, resolve_signals
+
+    log = tmp_path / "run.log"
+    lines = _write_log(log)
+    db = dbc.load(dbc.SAMPLE)
+    wanted = resolve_signals(db, ["EngineSpeed", "MS_Dash0.RPM", "EngineCoolantTemperature"])
+    assert wanted == {"EEC1": {"EngineSpeed"}, "MS_Dash0": {"RPM"}, "ET1": {"EngineCoolantTemperature"}}
+    load: list = []
+    series, units, t0 = collect(read_frames(log), db, wanted, load)
+    assert t0 == 1_700_000_000.0 and len(load) == len(lines)
+    assert set(series) == {("EEC1", "EngineSpeed", 0), ("EEC1", "EngineSpeed", 1), ("MS_Dash0", "RPM", None),
+                           ("ET1", "EngineCoolantTemperature", 0)}
+    assert units["EEC1.EngineSpeed"] == "rpm" and units["ET1.EngineCoolantTemperature"] == "degC"
+    peer = cantools.database.load_file(dbc.SAMPLE)
+    expect: dict = {}
+    for ln in lines:
+        ts, _, frame = ln.split(" ")
+        fid, data = frame.split("#")
+        can_id = int(fid, 16)
+        if data.startswith("R"):
+            continue
+        try:
+            msg = peer.get_message_by_frame_id(can_id & ~0xFF if len(fid) == 8 else can_id)
+        except KeyError:
+            continue
+        sig = {"EEC1": "EngineSpeed", "MS_Dash0": "RPM", "ET1": "EngineCoolantTemperature"}[msg.name]
+        sa = can_id & 0xFF if len(fid) == 8 else None
+        xs, ys = expect.setdefault((msg.name, sig, sa), ([], []))
+        xs.append(float(ts[1:-1]))
+        ys.append(float(msg.decode(bytes.fromhex(data))[sig]))
+    assert set(expect) == set(series)
+    for key, (xs, ys) in expect.items():
+        assert series[key][0] == pytest.approx(xs) and series[key][1] == pytest.approx(ys), key
+
+
+def test_plot_png_signals_and_bus_load(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (pip install canx[plot])")
+    log = tmp_path / "run.log"
+    _write_log(log)
+    out = tmp_path / "run.png"
+    assert main(["plot", str(log), "--dbc", dbc.SAMPLE, "-s", "EngineSpeed", "-s", "EngineCoolantTemperature",
+                 "-s", "MS_Dash0.RPM", "--bus-load", "--bitrate", "250000", "-o", str(out), "--size", "900x700"]) == 0
+    _png_checks(out, 900, 700)
+
+
+def test_plot_bus_load_only_default_size(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (pip install canx[plot])")
+    log = tmp_path / "run.log"
+    _write_log(log, seconds=1.0)
+    out = tmp_path / "load.png"
+    assert main(["plot", str(log), "--bus-load", "--stuffing", "exact", "--interval", "0.05", "-o", str(out)]) == 0
+    import matplotlib.image
+    img = matplotlib.image.imread(str(out))
+    assert img.shape[:2] == (800, 1200)
+    rgb = img[:, :, :3]
+    red = ((rgb[:, :, 0] > 0.75) & (rgb[:, :, 1] < 0.3) & (rgb[:, :, 2] < 0.3)).sum()   # tab:red bus load line
+    assert int(red) > 300
+
+
+def test_plot_python_can_format(tmp_path: Path) -> None:
+    """A log in another format (python-can's BLF writer) plots the same data."""
+    can = pytest.importorskip("can")
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (pip install canx[plot])")
+    from canx.tools.plot import collect, read_frames, resolve_signals
+
+    log = tmp_path / "run.log"
+    _write_log(log, seconds=0.5)
+    blf = tmp_path / "run.blf"
+    with can.BLFWriter(str(blf)) as w:
+        for m in can.LogReader(str(log)):
+            w.on_message_received(m)
+    db = dbc.load(dbc.SAMPLE)
+    wanted = resolve_signals(db, ["EngineSpeed"])
+    a, _, _ = collect(read_frames(log), db, wanted)
+    b, _, _ = collect(read_frames(blf), db, wanted)
+    assert set(a) == set(b) and all(a[k][1] == b[k][1] for k in a)
+    out = tmp_path / "blf.png"
+    assert main(["plot", str(blf), "--dbc", dbc.SAMPLE, "-s", "EngineSpeed", "-o", str(out)]) == 0
+    _png_checks(out, 1200, 800)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["-s", "EngineSpeed"], ["--signal needs --dbc"]),
+    ([], ["nothing to plot"]),
+    (["--dbc", dbc.SAMPLE, "-s", "EngineSped"], ["no signal 'EngineSped'", "did you mean EngineSpeed"]),
+    (["--dbc", dbc.SAMPLE, "-s", "ET1.EngineSpeed"], ["no signal 'ET1.EngineSpeed'"]),
+    (["--dbc", dbc.SAMPLE, "-s", "DTC1_FMI"], ["none of the signals DTC1_FMI occur"]),
+    (["--bus-load", "--size", "12x"], ["bad --size '12x'"]),
+    (["--bus-load", "--interval", "0"], ["--interval"]),
+    (["--bus-load", "--bitrate", "0"], ["--bitrate"]),
+])
+def test_plot_bad_input_one_line_exit_2(tmp_path: Path, extra: List[str], words: List[str],
+                                        capsys: pytest.CaptureFixture) -> None:
+    log = tmp_path / "run.log"
+    _write_log(log, seconds=0.2)
+    assert main(["plot", str(log), *extra, "-o", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("canx plot: "), err
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_missing_log_and_bad_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["plot", str(tmp_path / "nope.log"), "--bus-load", "-o", str(tmp_path / "x.png")]) == 2
+    assert "nope.log" in capsys.readouterr().err
+    assert main(["plot", str(DATA / "candump_bad.log"), "--bus-load", "-o", str(tmp_path / "x.png")]) == 2
+    assert "candump_bad.log:2" in capsys.readouterr().err
+
+
+def test_plot_without_display_asks_for_output(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (pip install canx[plot])")
+    import matplotlib
+    monkeypatch.setattr(matplotlib, "get_backend", lambda: "agg")
+    log = tmp_path / "run.log"
+    _write_log(log, seconds=0.2)
+    assert main(["plot", str(log), "--bus-load"]) == 2
+    assert "-o FILE" in capsys.readouterr().err
+
+
+def test_plot_missing_matplotlib_names_the_extra(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    log = tmp_path / "run.log"
+    _write_log(log, seconds=0.2)
+    assert main(["plot", str(log), "--bus-load", "-o", str(tmp_path / "x.png")]) == 2
+    assert "pip install canx[plot]" in capsys.readouterr().err

@@ -174,21 +174,25 @@ class Database:
         return self._by_pgn.get(_normalize_pgn(pgn))
 
     def decode(self, arbitration_id: int, data: bytes, is_extended_id: Optional[bool] = None, *,
-               allow_truncated: bool = False) -> Optional[Decoded]:
+               allow_truncated: bool = False, decode_choices: bool = True) -> Optional[Decoded]:
         """Decodes one frame. ``is_extended_id`` None means: 29-bit when
         ``arbitration_id`` > 0x7FF, else 11-bit (pass it whenever you know it:
         a 29-bit id may be small). Returns None when no DBC message matches;
         raises :class:`DecodeError` when one matches but ``data`` is too short
-        (unless ``allow_truncated``) or otherwise undecodable."""
+        (unless ``allow_truncated``) or otherwise undecodable.
+        ``decode_choices=False`` keeps value-table signals numeric.
+        ``source_address`` of the result: the id's low byte for J1939
+        messages (VFrameFormat J1939PG or matched by PGN), else None."""
         ext = arbitration_id > 0x7FF if is_extended_id is None else bool(is_extended_id)
         m = self.message_for(arbitration_id, ext)
         if m is None:
             return None
-        return self._decode(m, bytes(data), allow_truncated,
-                            source_address=(arbitration_id & 0xFF) if ext else None)
+        j1939 = ext and (m.protocol == "j1939" or m.frame_id != arbitration_id)
+        return self._decode(m, bytes(data), allow_truncated, decode_choices,
+                            source_address=(arbitration_id & 0xFF) if j1939 else None)
 
     def decode_pgn(self, pgn: int, data: bytes, *, allow_truncated: bool = False,
-                   source_address: Optional[int] = None) -> Optional[Decoded]:
+                   source_address: Optional[int] = None, decode_choices: bool = True) -> Optional[Decoded]:
         """Decodes a J1939 payload of any length (single frame or reassembled
         by TP/ETP) by its PGN (see the module doc for PDU1 and duplicate PGNs).
         ``source_address`` is only copied into the result. None when no 29-bit
@@ -196,12 +200,12 @@ class Database:
         m = self.message_for_pgn(pgn)
         if m is None:
             return None
-        return self._decode(m, bytes(data), allow_truncated, source_address=source_address)
+        return self._decode(m, bytes(data), allow_truncated, decode_choices, source_address=source_address)
 
-    def _decode(self, m: "_cdb.Message", data: bytes, allow_truncated: bool,
+    def _decode(self, m: "_cdb.Message", data: bytes, allow_truncated: bool, decode_choices: bool,
                 source_address: Optional[int]) -> Decoded:
         try:
-            raw: Any = m.decode(data, decode_choices=True, scaling=True,
+            raw: Any = m.decode(data, decode_choices=decode_choices, scaling=True,
                                 allow_truncated=allow_truncated, allow_excess=True)
         except Exception as e:  # cantools raises its DecodeError, ValueError, bitstruct errors
             raise DecodeError(f"cannot decode {len(data)} bytes as {m.name} "

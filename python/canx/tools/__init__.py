@@ -7,6 +7,7 @@
 - ``canx replay FILE``                replay a log with its original timing (or faster)
 - ``canx isotp send|recv|dump``        like isotpsend, isotprecv, isotpsniffer (ISO-TP)
 - ``canx list [--json]``              the channels that can be opened now, with a description
+- ``canx plot LOG --signal NAME --dbc FILE [-o out.png] [--bus-load]``  signals and bus load over time
 
 Channels: ``vcan0``, ``can0`` (SocketCAN) or ``virtual:NAME``. Frames and
 filters use can-utils syntax, parsed by canx's Rust core. Each tool module
@@ -22,4 +23,4 @@ __all__ = ["ToolError", "TOOLS"]
 
 #: Subcommand name -> module name in this package.
 TOOLS = {"dump": "dump", "send": "send", "gen": "gen", "log": "log", "replay": "replay", "isotp": "isotp",
-         "list": "list_channels"}
+         "list": "list_channels", "plot": "plot"}
