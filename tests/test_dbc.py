@@ -328,3 +328,21 @@ def test_example_script_prints_decoded_signals() -> None:
     assert any("ET1 EngineCoolantTemperature=88 degC EngineFuelTemperature1=40 degC" in ln for ln in lines)
     dm1 = [ln for ln in lines if " DM1 " in ln]
     assert len(dm1) == 1 and " tp " in dm1[0] and "AmberWarningLampStatus=On" in dm1[0] and "DTC1_SPN_Low=190" in dm1[0]
+
+
+def test_j1939_not_available_and_error_ranges(sample: dbc.Database) -> None:
+    """J1939-71 ranges (docs/protocols/j1939.md): 1 byte 0xFE error / 0xFF n/a;
+    2 bytes 0xFExx error / 0xFFxx n/a. Values stay cantools' scaled ones."""
+    data = bytes([0xF0, 0xFE, 0x7D, 0x12, 0xFF, 0xFF, 0xFF, 0xFF])
+    d = sample.decode(0x0CF00400, data, True)
+    assert d is not None
+    assert d.status == {"DriversDemandEnginePercentTorque": "error", "EngineSpeed": "n/a",
+                        "SourceAddressOfControllingDevice": "n/a", "EngineDemandPercentTorque": "n/a"}
+    assert d.signals == peer_decode(dbc.SAMPLE, 0x0CF00400, data)
+    assert "EngineSpeed=n/a " in str(d) and "DriversDemandEnginePercentTorque=error " in str(d)
+    assert "ActualEnginePercentTorque=0 %" in str(d) and "EngineTorqueMode=0" in str(d)  # 4-bit: not checked
+    et1 = sample.decode_pgn(65262, bytes([0x82, 0xFF, 0x00, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF]))
+    assert et1 is not None and et1.status == {"EngineFuelTemperature1": "n/a", "EngineOilTemperature1": "error"}
+    assert sample.decode(0x0CF00400, bytes([0xF0, 0x7D, 0x7D, 0x40, 0x38, 0x00, 0xFF, 0x7D]), True).status == {}  # type: ignore[union-attr]
+    # 11-bit and non-J1939 messages: never
+    assert sample.decode(0x5E8, b"\xff" * 8, False).status == {}  # type: ignore[union-attr]

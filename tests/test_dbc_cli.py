@@ -100,8 +100,7 @@ def test_dump_dbc_with_log_format(chan: str) -> None:
     main(["send", chan, "18FEEE2A#8255FFFFFFFFFFFF"])
     lines = bg.join().splitlines()
     assert re.fullmatch(r"\(\d+\.\d{6}\) " + re.escape(chan) + " 18FEEE2A#8255FFFFFFFFFFFF", lines[0])
-    assert lines[1] == "    ET1 EngineCoolantTemperature=90 degC EngineFuelTemperature1=45 degC " \
-                       "EngineOilTemperature1=1774.96875 degC"
+    assert lines[1] == "    ET1 EngineCoolantTemperature=90 degC EngineFuelTemperature1=45 degC EngineOilTemperature1=n/a"
 
 
 @pytest.mark.parametrize("argv, words", [

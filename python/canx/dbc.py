@@ -33,12 +33,19 @@ unless ``allow_truncated=True``, which decodes the signals that fit. Longer
 data (TP payloads, padding) is accepted: signals are read from the start.
 Signal values are ``float`` or ``int`` after scaling, or ``str`` for values
 with a DBC value table (``VAL_``).
+
+J1939 parameter ranges (J1939-71, docs/protocols/j1939.md): in J1939
+messages (``J1939PG``), an unsigned 1-, 2- or 4-byte signal whose most
+significant byte is 0xFF is "not available" and 0xFE "error"; such signals
+keep cantools' scaled value in ``signals`` and are named in
+``Decoded.status`` (``"n/a"`` or ``"error"``), which ``str()`` shows instead
+of the value (``EngineSpeed=n/a``).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from .errors import CanxError
@@ -99,7 +106,9 @@ class Decoded:
     physical value (float/int, or str from a value table), in DBC order;
     ``units``: signal name -> unit ("" when the DBC gives none); ``pgn``: the
     PGN for 29-bit messages, None for 11-bit ones; ``source_address``: the SA
-    of the received 29-bit id (J1939), None when unknown (decode_pgn) or 11-bit.
+    of the received 29-bit id (J1939), None when unknown (decode_pgn) or 11-bit;
+    ``status``: J1939 signals whose raw value is in the "not available"
+    (``"n/a"``) or ``"error"`` range (see the module doc); empty otherwise.
     """
 
     name: str
@@ -109,13 +118,19 @@ class Decoded:
     pgn: Optional[int] = None
     source_address: Optional[int] = None
     is_extended_id: bool = False
+    status: Dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        """``EEC1 EngineSpeed=1800.0 rpm EngineCoolantTemperature=90 degC ...``"""
+        """``EEC1 EngineSpeed=1800.0 rpm EngineCoolantTemperature=90 degC ...``
+        (``NAME=n/a`` / ``NAME=error`` for the signals in ``status``)."""
         parts = [self.name]
         for k, v in self.signals.items():
             unit = self.units.get(k, "")
-            parts.append(f"{k}={v} {unit}" if unit else f"{k}={v}")
+            flag = self.status.get(k)
+            if flag is not None:
+                parts.append(f"{k}={flag}")
+            else:
+                parts.append(f"{k}={v} {unit}" if unit else f"{k}={v}")
         return " ".join(parts)
 
 
@@ -130,6 +145,8 @@ class Database:
         self._by_pgn: Dict[int, "_cdb.Message"] = {}
         self._j1939_by_pgn: Dict[int, "_cdb.Message"] = {}
         self._units: Dict[str, Dict[str, str]] = {}
+        #: J1939 message name -> [(signal, bit length)] checked for n/a and error ranges
+        self._ranges: Dict[str, List[Tuple[str, int]]] = {}
         for m in db.messages:
             self._by_id.setdefault((m.frame_id, bool(m.is_extended_frame)), m)
             if m.is_extended_frame:
@@ -137,6 +154,9 @@ class Database:
                 self._by_pgn.setdefault(pgn, m)
                 if m.protocol == "j1939":
                     self._j1939_by_pgn.setdefault(pgn, m)
+                    checked = [(s.name, s.length) for s in m.signals if not s.is_signed and s.length in (8, 16, 32)]
+                    if checked:
+                        self._ranges[m.name] = checked
 
     def __repr__(self) -> str:
         return f"<canx.dbc.Database {self.path!r}: {len(self.cantools.messages)} messages>"
@@ -216,9 +236,25 @@ class Database:
         units = self._units.get(m.name)
         if units is None:
             units = self._units[m.name] = {s.name: s.unit or "" for s in m.signals}
+        status: Dict[str, str] = {}
+        ranges = self._ranges.get(m.name)
+        if ranges:
+            try:
+                rawvalues: Any = m.decode(data, decode_choices=False, scaling=False,
+                                          allow_truncated=allow_truncated, allow_excess=True)
+            except Exception:  # decoded above with the same arguments: not expected
+                rawvalues = {}
+            for name, bits in ranges:
+                r = rawvalues.get(name)
+                if isinstance(r, int):
+                    top = r >> (bits - 8)
+                    if top == 0xFF:
+                        status[name] = "n/a"
+                    elif top == 0xFE:
+                        status[name] = "error"
         return Decoded(m.name, m.frame_id, signals, {k: units.get(k, "") for k in signals},
                        pgn=pgn_of(m.frame_id) if m.is_extended_frame else None,
-                       source_address=source_address, is_extended_id=bool(m.is_extended_frame))
+                       source_address=source_address, is_extended_id=bool(m.is_extended_frame), status=status)
 
 
 def load(path: Union[str, "os.PathLike[str]"], *, strict: bool = True) -> Database:
