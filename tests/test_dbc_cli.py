@@ -286,3 +286,16 @@ def test_plot_missing_matplotlib_names_the_extra(tmp_path: Path, capsys: pytest.
     _write_log(log, seconds=0.2)
     assert main(["plot", str(log), "--bus-load", "-o", str(tmp_path / "x.png")]) == 2
     assert "pip install canx[plot]" in capsys.readouterr().err
+
+
+def test_plot_leaves_out_j1939_not_available(tmp_path: Path) -> None:
+    from canx.tools.plot import collect, read_frames, resolve_signals
+
+    log = tmp_path / "na.log"
+    log.write_text("(1.000000) vcan0 0CF00400#F07D7D40380000FF\n"
+                   "(1.010000) vcan0 0CF00400#F07D7DFFFF0000FF\n"      # EngineSpeed 0xFFFF: n/a
+                   "(1.020000) vcan0 0CF00400#F07D7D00FE0000FF\n"      # 0xFE00: error
+                   "(1.030000) vcan0 0CF00400#F07D7D80380000FF\n")
+    db = dbc.load(dbc.SAMPLE)
+    series, _, _ = collect(read_frames(log), db, resolve_signals(db, ["EngineSpeed"]))
+    assert series == {("EEC1", "EngineSpeed", 0): ([1.0, 1.03], [1800.0, 1808.0])}

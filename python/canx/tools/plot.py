@@ -9,9 +9,10 @@ Logs: candump ``.log`` (read by canx's own codec); other suffixes (``.asc``,
 ``--signal`` takes a signal name or ``MESSAGE.SIGNAL``; a name several
 messages use is plotted for each of them. Signals with the same unit share a
 subplot; a J1939 signal heard from several source addresses gets one line
-per SA. Value-table signals are plotted as their numbers. Frames too short
-for their DBC message contribute the signals they hold. Time is seconds
-from the first frame of the log.
+per SA. Value-table signals are plotted as their numbers; J1939 values in
+the "not available" / "error" ranges (``Decoded.status``) are left out.
+Frames too short for their DBC message contribute the signals they hold.
+Time is seconds from the first frame of the log.
 
 ``--bus-load`` adds a subplot of bus load % per ``--interval`` s at
 ``--bitrate`` (and ``--data-bitrate`` for CAN FD with BRS), from each
@@ -125,7 +126,7 @@ def collect(frames: Iterable[Fields], db: Optional["Database"], wanted: Dict[str
             continue
         for sig in wanted[m.name]:
             v = d.signals.get(sig)
-            if isinstance(v, (int, float)):
+            if isinstance(v, (int, float)) and sig not in d.status:
                 key = (m.name, sig, d.source_address)
                 xs, ys = series.setdefault(key, ([], []))
                 xs.append(ts)
