@@ -68,6 +68,7 @@ __all__ = [
 SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "canx_sample.dbc")
 
 SignalValue = Union[float, int, str]
+_NUMBERS = (int, float)
 
 _INSTALL_HINT = "canx.dbc needs cantools: pip install canx[dbc]"
 
@@ -147,6 +148,7 @@ class Database:
         self._units: Dict[str, Dict[str, str]] = {}
         #: J1939 message name -> [(signal, bit length)] checked for n/a and error ranges
         self._ranges: Dict[str, List[Tuple[str, int]]] = {}
+        self._conversions: Dict[str, Dict[str, Any]] = {}
         for m in db.messages:
             self._by_id.setdefault((m.frame_id, bool(m.is_extended_frame)), m)
             if m.is_extended_frame:
@@ -157,6 +159,7 @@ class Database:
                     checked = [(s.name, s.length) for s in m.signals if not s.is_signed and s.length in (8, 16, 32)]
                     if checked:
                         self._ranges[m.name] = checked
+                        self._conversions[m.name] = {sg.name: sg.conversion for sg in m.signals}
 
     def __repr__(self) -> str:
         return f"<canx.dbc.Database {self.path!r}: {len(self.cantools.messages)} messages>"
@@ -224,35 +227,39 @@ class Database:
 
     def _decode(self, m: "_cdb.Message", data: bytes, allow_truncated: bool, decode_choices: bool,
                 source_address: Optional[int]) -> Decoded:
+        ranges = self._ranges.get(m.name)
         try:
-            raw: Any = m.decode(data, decode_choices=decode_choices, scaling=True,
-                                allow_truncated=allow_truncated, allow_excess=True)
+            if ranges:
+                # J1939 message with range-checked signals: decode raw once, then scale
+                # (what cantools does with scaling=True: Signal.conversion.raw_to_scaled).
+                rawvalues: Any = m.decode(data, decode_choices=False, scaling=False,
+                                          allow_truncated=allow_truncated, allow_excess=True)
+                convs = self._conversions[m.name]
+                scaled: Any = {k: convs[k].raw_to_scaled(v, decode_choices) for k, v in rawvalues.items()}
+            else:
+                rawvalues = None
+                scaled = m.decode(data, decode_choices=decode_choices, scaling=True,
+                                  allow_truncated=allow_truncated, allow_excess=True)
         except Exception as e:  # cantools raises its DecodeError, ValueError, bitstruct errors
             raise DecodeError(f"cannot decode {len(data)} bytes as {m.name} "
                               f"(DBC length {m.length} bytes): {e}") from None
-        signals: Dict[str, SignalValue] = {}
-        for k, v in dict(raw).items():
-            signals[k] = v if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+        # numbers stay numbers; value-table entries (cantools' NamedSignalValue) become str
+        signals: Dict[str, SignalValue] = {k: v if type(v) in _NUMBERS else str(v) for k, v in scaled.items()}
         units = self._units.get(m.name)
         if units is None:
             units = self._units[m.name] = {s.name: s.unit or "" for s in m.signals}
         status: Dict[str, str] = {}
-        ranges = self._ranges.get(m.name)
-        if ranges:
-            try:
-                rawvalues: Any = m.decode(data, decode_choices=False, scaling=False,
-                                          allow_truncated=allow_truncated, allow_excess=True)
-            except Exception:  # decoded above with the same arguments: not expected
-                rawvalues = {}
+        if ranges and rawvalues:
             for name, bits in ranges:
                 r = rawvalues.get(name)
-                if isinstance(r, int):
+                if type(r) is int:
                     top = r >> (bits - 8)
                     if top == 0xFF:
                         status[name] = "n/a"
                     elif top == 0xFE:
                         status[name] = "error"
-        return Decoded(m.name, m.frame_id, signals, {k: units.get(k, "") for k in signals},
+        sig_units = dict(units) if len(signals) == len(units) else {k: units.get(k, "") for k in signals}
+        return Decoded(m.name, m.frame_id, signals, sig_units,
                        pgn=pgn_of(m.frame_id) if m.is_extended_frame else None,
                        source_address=source_address, is_extended_id=bool(m.is_extended_frame), status=status)
 
