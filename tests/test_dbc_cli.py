@@ -164,9 +164,13 @@ def test_plot_collect_equals_cantools(tmp_path: Path) -> None:
     db = dbc.load(dbc.SAMPLE)
     wanted = resolve_signals(db, ["EngineSpeed", "MS_Dash0.RPM", "EngineCoolantTemperature"])
     assert wanted == {"EEC1": {"EngineSpeed"}, "MS_Dash0": {"RPM"}, "ET1": {"EngineCoolantTemperature"}}
-    load: list = []
-    series, units, t0 = collect(read_frames(log), db, wanted, load)
-    assert t0 == 1_700_000_000.0 and len(load) == len(lines)
+    from canx.busload import LoadBins
+    bins = LoadBins(bitrate=250_000, interval=1.0, stuffing="none")
+    series, units, t0 = collect(read_frames(log), db, wanted, bins)
+    assert t0 == 1_700_000_000.0 and bins.frames == len(lines)
+    # per second: 200 EEC1 (131 bits) + 10 ET1 (131) + 50 MS_Dash0 (111), then one 11-bit remote frame (47 bits)
+    assert [round(v, 6) for _, v in bins.result()] == pytest.approx(
+        [100 * (210 * 131 + 50 * 111) / 250_000] * 3 + [100 * 47 / 250_000])
     assert set(series) == {("EEC1", "EngineSpeed", 0), ("EEC1", "EngineSpeed", 1), ("MS_Dash0", "RPM", None),
                            ("ET1", "EngineCoolantTemperature", 0)}
     assert units["EEC1.EngineSpeed"] == "rpm" and units["ET1.EngineCoolantTemperature"] == "degC"

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from typing import Iterable, List, Literal, Optional, Sequence, Tuple
 
-__all__ = ["frame_bits", "frame_time", "bus_load", "Stuffing"]
+__all__ = ["frame_bits", "frame_time", "bus_load", "LoadBins", "Stuffing"]
 
 Stuffing = Literal["worst", "exact", "none"]
 
@@ -156,29 +156,52 @@ def frame_time(arbitration_id: int, is_extended_id: bool, *, data: bytes = b"", 
 LoadFrame = Tuple[float, int, bool, bool, bool, bool, int, bytes]
 
 
+class LoadBins:
+    """Bus load per interval, fed one frame at a time (constant memory per
+    frame; one float per interval). ``add(ts, ...)`` takes frames in time
+    order (an earlier timestamp counts in the current interval);
+    ``result()`` gives ``[(interval start s, load %), ...]``. ``start``: the
+    time of the first interval (default: the first frame's timestamp).
+    ValueError for interval <= 0 or a bitrate <= 0."""
+
+    def __init__(self, *, bitrate: int = 500_000, data_bitrate: Optional[int] = None, interval: float = 0.1,
+                 stuffing: Stuffing = "worst", start: Optional[float] = None) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be positive, not {interval}")
+        if bitrate <= 0 or (data_bitrate is not None and data_bitrate <= 0):
+            raise ValueError("bitrates must be positive")
+        self.bitrate = bitrate
+        self.data_bitrate = data_bitrate
+        self.interval = interval
+        self.stuffing: Stuffing = stuffing
+        self.start = start
+        self.frames = 0
+        self._busy: List[float] = []
+
+    def add(self, ts: float, arbitration_id: int, is_extended_id: bool, is_remote_frame: bool, is_fd: bool,
+            bitrate_switch: bool, dlc: int, data: bytes) -> None:
+        if self.start is None:
+            self.start = ts
+        i = max(int((ts - self.start) // self.interval), len(self._busy) - 1, 0)
+        while len(self._busy) <= i:
+            self._busy.append(0.0)
+        self._busy[i] += frame_time(arbitration_id, is_extended_id, data=data, is_remote_frame=is_remote_frame,
+                                    dlc=dlc, is_fd=is_fd, bitrate_switch=bitrate_switch, bitrate=self.bitrate,
+                                    data_bitrate=self.data_bitrate, stuffing=self.stuffing)
+        self.frames += 1
+
+    def result(self) -> List[Tuple[float, float]]:
+        t0 = self.start if self.start is not None else 0.0
+        return [(t0 + i * self.interval, 100.0 * busy / self.interval) for i, busy in enumerate(self._busy)]
+
+
 def bus_load(frames: Iterable[LoadFrame], *, bitrate: int = 500_000, data_bitrate: Optional[int] = None,
              interval: float = 0.1, stuffing: Stuffing = "worst",
              start: Optional[float] = None) -> List[Tuple[float, float]]:
     """Bus load per ``interval`` s: ``[(interval start s, load %), ...]``
     from the first frame's timestamp (or ``start``) to the last, empty
-    intervals included. Frames must be in time order (earlier ones are
-    counted in the current interval). ValueError for interval <= 0."""
-    if not interval > 0:
-        raise ValueError(f"interval must be positive, not {interval}")
-    out: List[Tuple[float, float]] = []
-    t0 = start
-    busy = 0.0
-    index = 0
-    for ts, can_id, ext, rtr, fd, brs, dlc, data in frames:
-        if t0 is None:
-            t0 = ts
-        i = max(int((ts - t0) // interval), index)
-        while index < i:
-            out.append((t0 + index * interval, 100.0 * busy / interval))
-            busy = 0.0
-            index += 1
-        busy += frame_time(can_id, ext, data=data, is_remote_frame=rtr, dlc=dlc, is_fd=fd, bitrate_switch=brs,
-                           bitrate=bitrate, data_bitrate=data_bitrate, stuffing=stuffing)
-    if t0 is not None:
-        out.append((t0 + index * interval, 100.0 * busy / interval))
-    return out
+    intervals included (see :class:`LoadBins`). ValueError for interval <= 0."""
+    bins = LoadBins(bitrate=bitrate, data_bitrate=data_bitrate, interval=interval, stuffing=stuffing, start=start)
+    for f in frames:
+        bins.add(*f)
+    return bins.result()

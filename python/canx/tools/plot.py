@@ -34,7 +34,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from ..busload import LoadFrame, bus_load
+from ..busload import LoadBins
 from ._common import Fields, ToolError, load_dbc
 
 if TYPE_CHECKING:
@@ -95,11 +95,11 @@ def resolve_signals(db: "Database", names: Iterable[str]) -> Dict[str, Set[str]]
 
 
 def collect(frames: Iterable[Fields], db: Optional["Database"], wanted: Dict[str, Set[str]],
-            load_frames: Optional[List[LoadFrame]] = None) -> Tuple[Series, Dict[str, str], Optional[float]]:
+            load: Optional[LoadBins] = None) -> Tuple[Series, Dict[str, str], Optional[float]]:
     """Decodes ``frames``: (series keyed (message, signal, SA or None) ->
     (times, values), signal unit per "message.signal", time of the first
-    frame). Appends each non-error frame to ``load_frames`` when given.
-    Times are the frames' timestamps (s)."""
+    frame). Adds each non-error frame to ``load`` when given. Times are the
+    frames' timestamps (s)."""
     from ..dbc import DecodeError
 
     series: Series = OrderedDict()
@@ -111,8 +111,8 @@ def collect(frames: Iterable[Fields], db: Optional["Database"], wanted: Dict[str
             continue
         if t0 is None:
             t0 = ts
-        if load_frames is not None:
-            load_frames.append((ts, can_id, ext, rtr, fd, brs, dlc, data))
+        if load is not None:
+            load.add(ts, can_id, ext, rtr, fd, brs, dlc, data)
         if db is None or rtr:
             continue
         m = db.message_for(can_id, ext)
@@ -216,16 +216,14 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError("canx plot needs matplotlib: pip install canx[plot]") from None
 
     path = Path(args.file)
-    load_frames: Optional[List[LoadFrame]] = [] if args.bus_load else None
-    series, units, t0 = collect(read_frames(path), db, wanted, load_frames)
+    bins = LoadBins(bitrate=args.bitrate, data_bitrate=args.data_bitrate, interval=args.interval,
+                    stuffing=args.stuffing) if args.bus_load else None
+    series, units, t0 = collect(read_frames(path), db, wanted, bins)
     if t0 is None:
         raise ToolError(f"no frames in {str(path)!r}")
     if args.signal and not series:
         raise ToolError(f"none of the signals {', '.join(args.signal)} occur in {str(path)!r}")
-    load = None
-    if load_frames is not None:
-        load = bus_load(load_frames, bitrate=args.bitrate, data_bitrate=args.data_bitrate, interval=args.interval,
-                        stuffing=args.stuffing, start=t0)
+    load = bins.result() if bins is not None else None
     title = args.title if args.title is not None else path.name
     size = (width / args.dpi, height / args.dpi)
     if args.output:
