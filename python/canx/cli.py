@@ -10,6 +10,7 @@ Subcommands:
   canx log CHANNEL[,FILTERS]... [-f FILE]   record to a candump .log (python-can formats too)
   canx replay FILE [--channel CH] [--speed X]   replay a log with its timing
   canx isotp send|recv|dump CHANNEL -s ID -d ID   ISO-TP like isotpsend/isotprecv/isotpsniffer
+  canx plot LOG --signal NAME --dbc FILE [-o out.png] [--bus-load]   signals and bus load over time
 
 Bad input gives a one-line error and exit status 2, never a traceback.
 """

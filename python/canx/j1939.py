@@ -18,6 +18,8 @@ Example::
     ecu.claim_address()                       # blocks ~250 ms (J1939-81)
     ecu.send_engine_speed(1800)               # EEC1, PGN 61444, to all
     ecu.on_pgn(65262, lambda m: print(m.source, j1939.decode_et1(m.data)))
+    db = canx.dbc.load("engine.dbc")          # DBC signals (pip install canx[dbc])
+    ecu.on_pgn(61444, lambda m: print(m.decoded), decode=db)   # "EEC1 EngineSpeed=1800.0 rpm ..."
     vin = ecu.request_pgn(65260, destination=0x00, timeout=2.0).data
 
 Callbacks run on one thread per ECU (:class:`canx._dispatch.CallbackPump`);
@@ -32,12 +34,15 @@ import collections
 import concurrent.futures
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import _aio, _canx
 from ._dispatch import CallbackPump
 from .errors import AddressClaimError, RequestRejectedError, RequestTimeoutError, TransferAbortedError
+
+if TYPE_CHECKING:
+    from .dbc import Database, Decoded
 
 __all__ = [
     "ECU",
@@ -209,7 +214,10 @@ class J1939Message:
     """A message for an ECU. ``pgn``; ``source`` (SA) and ``destination``
     (DA, 255 = all); ``priority`` 0..7; ``data`` the reassembled bytes;
     ``timestamp`` seconds since the epoch of the frame that completed it;
-    ``via`` "single", "tp" (BAM or RTS/CTS) or "etp"."""
+    ``via`` "single", "tp" (BAM or RTS/CTS) or "etp"; ``decoded`` the DBC
+    signals (:class:`canx.dbc.Decoded`) when the message came through
+    ``on_pgn(..., decode=db)`` or ``messages(..., decode=db)`` and the DBC
+    has its PGN, else None."""
 
     pgn: int
     source: int
@@ -218,6 +226,16 @@ class J1939Message:
     data: bytes
     timestamp: float
     via: str = "single"
+    decoded: "Optional[Decoded]" = None
+
+
+def _with_decoded(m: J1939Message, db: "Database") -> J1939Message:
+    """``m`` with ``decoded`` from ``db`` by PGN (J1939 DBC convention, any
+    length: single frames and TP/ETP payloads). Data shorter than the DBC
+    message decodes the signals it holds (``allow_truncated``); raises
+    canx.dbc.DecodeError only for data cantools cannot decode at all."""
+    d = db.decode_pgn(m.pgn, m.data, allow_truncated=True, source_address=m.source)
+    return m if d is None else replace(m, decoded=d)
 
 
 def _message(ev: _canx.J1939MessageEvent) -> J1939Message:
@@ -285,10 +303,11 @@ class PgnStream:
     a closed stream ends iteration once drained."""
 
     def __init__(self, ecu: "ECU", pgn: Optional[int], source: Optional[int], timeout: Optional[float],
-                 maxsize: int = 65536) -> None:
+                 maxsize: int = 65536, decode: "Optional[Database]" = None) -> None:
         self.pgn = pgn
         self.source = source
         self.timeout = timeout
+        self._db = decode
         self._native = ecu._native.subscribe(pgn, source, maxsize)
 
     @property
@@ -299,9 +318,14 @@ class PgnStream:
     def get(self, timeout: Optional[float] = None) -> Optional[J1939Message]:
         """The next message, waiting up to ``timeout`` seconds (None:
         forever; Ctrl-C interrupts), or None after it or when the stream is
-        closed and empty. Raises ValueError when the ECU's bus was shut down."""
+        closed and empty. Raises ValueError when the ECU's bus was shut down,
+        canx.dbc.DecodeError (message consumed) when the stream decodes and
+        cantools cannot decode the payload."""
         ev = self._native.get(timeout)
-        return None if ev is None else _message(ev)
+        if ev is None:
+            return None
+        m = _message(ev)
+        return m if self._db is None else _with_decoded(m, self._db)
 
     def __iter__(self) -> Iterator[J1939Message]:
         while True:
@@ -379,7 +403,7 @@ class ECU:
                                       cts_delay=cts_delay, cts_turnaround=cts_turnaround)
         self._request_timeout = request_timeout
         self._lock = threading.Lock()
-        self._handlers: Dict[Optional[int], List[Tuple[Callback, Optional[int]]]] = {}
+        self._handlers: Dict[Optional[int], List[Tuple[Callback, Optional[int], Optional[Database]]]] = {}
         self._request_handlers: Dict[int, RequestHandler] = {}
         self._abort_handlers: List[Callable[[int, int, int, int, bool], Any]] = []
         self._pending: Dict[Tuple[int, int], Deque["concurrent.futures.Future[J1939Message]"]] = {}
@@ -596,13 +620,24 @@ class ECU:
 
     # ----------------------------------------------------------- receiving
 
-    def on_pgn(self, pgn: Optional[int], callback: Callback, source: Optional[int] = None) -> Callback:
+    def on_pgn(self, pgn: Optional[int], callback: Callback, source: Optional[int] = None, *,
+               decode: "Optional[Database]" = None) -> Callback:
         """Calls ``callback(J1939Message)`` for every message of ``pgn``
         (None: every PGN) to this ECU or to all, from ``source`` (None: any
         SA). Returns ``callback`` (usable as a decorator with
-        ``functools.partial``)."""
+        ``functools.partial``).
+
+        ``decode``: a :class:`canx.dbc.Database`; each message then carries
+        its DBC signals in ``message.decoded`` (:class:`canx.dbc.Decoded`,
+        None when the DBC has no message with that PGN), matched by PGN as
+        the J1939 DBC convention says (priority and SA ignored, a PDU1 DA
+        too), single frames and TP/ETP-reassembled payloads alike. A payload
+        shorter than the DBC message gives the signals it holds. If cantools
+        cannot decode it at all, the callback is not called and the
+        canx.dbc.DecodeError counts as a callback error (logged on logger
+        ``canx``, ``callback_errors``)."""
         with self._lock:
-            self._handlers.setdefault(None if pgn is None else _normalize(pgn), []).append((callback, source))
+            self._handlers.setdefault(None if pgn is None else _normalize(pgn), []).append((callback, source, decode))
         return callback
 
     def remove_handler(self, pgn: Optional[int], callback: Callback) -> None:
@@ -616,13 +651,15 @@ class ECU:
         self._abort_handlers.append(callback)
 
     def messages(self, pgn: Optional[int] = None, source: Optional[int] = None,
-                 timeout: Optional[float] = None, maxsize: int = 65536) -> PgnStream:
+                 timeout: Optional[float] = None, maxsize: int = 65536, *,
+                 decode: "Optional[Database]" = None) -> PgnStream:
         """A :class:`PgnStream` of messages of ``pgn`` (None: all; a PDU1
         PGN matches whatever its DA byte) from ``source`` (None: any SA),
         for ``for`` or ``async for``; it receives from now on and holds at
-        most ``maxsize`` messages. Raises ValueError for maxsize < 1 or a
-        PGN above 0x3FFFF."""
-        return PgnStream(self, None if pgn is None else _normalize(pgn), source, timeout, maxsize)
+        most ``maxsize`` messages. ``decode``: a :class:`canx.dbc.Database`
+        that fills ``message.decoded`` as in :meth:`on_pgn`. Raises
+        ValueError for maxsize < 1 or a PGN above 0x3FFFF."""
+        return PgnStream(self, None if pgn is None else _normalize(pgn), source, timeout, maxsize, decode)
 
     # ------------------------------------------------------------ plumbing
 
@@ -654,10 +691,17 @@ class ECU:
             with self._lock:
                 hs = list(self._handlers.get(key, ())) + list(self._handlers.get(None, ()))
             errors: List[BaseException] = []
-            for cb, src in hs:
+            decoded: Dict[int, J1939Message] = {}  # id(db) -> m with its signals, once per DBC
+            for cb, src, db in hs:
                 if src is None or src == sa:
                     try:
-                        cb(m)
+                        if db is None:
+                            cb(m)
+                        else:
+                            md = decoded.get(id(db))
+                            if md is None:
+                                md = decoded[id(db)] = _with_decoded(m, db)
+                            cb(md)
                     except Exception as e:  # reported by the pump, the others still run
                         errors.append(e)
             if errors:

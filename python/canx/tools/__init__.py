@@ -7,6 +7,7 @@
 - ``canx replay FILE``                replay a log with its original timing (or faster)
 - ``canx isotp send|recv|dump``        like isotpsend, isotprecv, isotpsniffer (ISO-TP)
 - ``canx list [--json]``              the channels that can be opened now, with a description
+- ``canx plot LOG --signal NAME --dbc FILE [-o out.png] [--bus-load]``  signals and bus load over time
 - ``canx monitor CHANNEL``            live full-screen view, one row per id (like cansniffer)
 - ``canx bridge mqtt CHANNEL --broker HOST``  CAN <-> MQTT gateway (docs/mqtt.md)
 
@@ -24,4 +25,4 @@ __all__ = ["ToolError", "TOOLS"]
 
 #: Subcommand name -> module name in this package.
 TOOLS = {"dump": "dump", "send": "send", "gen": "gen", "log": "log", "replay": "replay", "isotp": "isotp",
-         "list": "list_channels", "monitor": "monitor", "bridge": "bridge"}
+         "list": "list_channels", "plot": "plot", "monitor": "monitor", "bridge": "bridge"}

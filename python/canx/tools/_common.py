@@ -7,10 +7,13 @@ import select
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
 
 from .. import errors
 from .._canx import RawBus, format_frame_text, parse_candump_filter, parse_frame_text
+
+if TYPE_CHECKING:
+    from ..dbc import Database
 
 #: RawBus field tuple: (arbitration_id, is_extended_id, is_remote_frame, is_error_frame,
 #: is_fd, bitrate_switch, error_state_indicator, dlc, data, timestamp, own)
@@ -194,3 +197,14 @@ def bus_drops(buses: List[RawBus]) -> Callable[[], int]:
             total += s[2] + s[3]
         return total
     return drops
+
+
+def load_dbc(path: str) -> "Database":
+    """``canx.dbc.load`` for the tools: a missing file, cantools not installed
+    or a file cantools cannot parse become a ToolError naming the file."""
+    from .. import dbc
+
+    try:
+        return dbc.load(path)
+    except (ImportError, OSError, dbc.DbcError) as e:
+        raise ToolError(f"--dbc {path}: {e}") from None

@@ -3,6 +3,15 @@
     canx dump vcan0                      # "  vcan0  123   [4]  DE AD BE EF"
     canx dump -L vcan0,123:7FF           # "(1700000000.123456) vcan0 123#DEADBEEF"
     canx dump -t d virtual:x vcan1       # several channels, delta timestamps
+    canx dump --dbc engine.dbc can0      # each frame, then "    EEC1 EngineSpeed=1800.0 rpm ..."
+
+With ``--dbc FILE`` (needs cantools: ``pip install canx[dbc]``) each frame a
+DBC message matches is followed by one line, indented by 4 spaces: the
+message name and its signals as ``NAME=VALUE UNIT`` (see ``canx.dbc``: exact
+id, then the PGN for J1939 messages). A frame too short for its message
+gives ``    NAME: cannot decode ...`` instead. Remote and error frames are not
+decoded. With ``-L`` the decoded lines are not log lines: keep ``--dbc`` for
+reading, not for files to replay.
 """
 
 from __future__ import annotations
@@ -13,7 +22,8 @@ import time
 from typing import List, Optional, TextIO
 
 from .._canx import format_log_line
-from ._common import Fields, Progress, ToolError, bus_drops, open_bus, parse_channel_spec, receive_batches
+from ..dbc import DecodeError
+from ._common import Fields, Progress, ToolError, bus_drops, load_dbc, open_bus, parse_channel_spec, receive_batches
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -30,6 +40,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("-e", dest="errors", action="store_true", help="also show error frames (all classes)")
     p.add_argument("-x", dest="extra", action="store_true", help="show direction (RX/TX; R/T in -L)")
     p.add_argument("--own", action="store_true", help="also show frames this process sends (none, usually)")
+    p.add_argument("--dbc", metavar="FILE",
+                   help="decode frames with this DBC (cantools; pip install canx[dbc]): "
+                        "a line of signals after each frame a message matches")
 
 
 def _long(f: Fields) -> str:
@@ -48,6 +61,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     if args.count is not None and args.count < 1:
         raise ToolError(f"-n must be at least 1, not {args.count}")
     specs = [parse_channel_spec(c) for c in args.channels]
+    db = load_dbc(args.dbc) if getattr(args, "dbc", None) else None
     buses = []
     for s in specs:
         if args.errors:
@@ -82,6 +96,14 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
                     line = f"{prefix} {spec.channel:>{width}}  {direction}{_long(f)}"
                 last = ts
                 out.write(line + "\n")
+                if db is not None and not (f[2] or f[3]):
+                    try:
+                        decoded = db.decode(f[0], f[8], f[1])
+                    except DecodeError as e:
+                        out.write(f"    {e}\n")
+                    else:
+                        if decoded is not None:
+                            out.write(f"    {decoded}\n")
                 n += 1
                 progress.add()
                 if args.count and n >= args.count:
