@@ -97,12 +97,17 @@ def test_same_id_standard_and_extended_are_separate_rows_and_errors_are_counted(
 def test_bus_load_and_frames_per_second() -> None:
     m = MonitorModel(bitrate=125_000)
     m.snapshot(0.0)
-    # 1000 standard 8-byte frames (111 bits each) in one second at 125 kbit/s: 88.8 %.
-    m.add([fr(0x100, bytes(8), i / 1000) for i in range(1000)])
+    # 500 standard 8-byte frames (135 bits each, worst-case stuffing) in one second at 125 kbit/s: 54 %.
+    m.add([fr(0x100, bytes(8), i / 500) for i in range(500)])
     s = m.snapshot(1.0)
-    assert s.frames_per_s == pytest.approx(1000)
-    assert s.bus_load == pytest.approx(100 * 1000 * 111 / 125_000)
-    assert frame_bits(False, False, 8) == 111 and frame_bits(True, False, 0) == 67 and frame_bits(True, True, 8) == 67
+    assert s.frames_per_s == pytest.approx(500)
+    assert s.bus_load == pytest.approx(100 * 500 * 135 / 125_000)
+    # The same numbers as canx.busload (which canx plot uses), for every id kind and length.
+    from canx import busload
+    for ext in (False, True):
+        for n in range(9):
+            assert frame_bits(ext, False, n) == busload.frame_bits(0, ext, data=bytes(n))
+        assert frame_bits(ext, True, 8) == busload.frame_bits(0, ext, data=bytes(8), is_remote_frame=True)
     m.clear()
     assert not m.rows and m.frames == 0
 
@@ -210,6 +215,32 @@ def test_tp_reassembly_of_canx_j1939_transfers(destination: int) -> None:
         tap.shutdown()
 
 
+EEC1 = bytes([0x00, 0x7D, 0x7D, 0x40, 0x38, 0x00, 0x00, 0x7D])  # EngineSpeed 0x3840 * 0.125 = 1800 rpm
+
+
+def test_dbc_decoding_of_rows_single_frames_and_tp_payloads() -> None:
+    pytest.importorskip("cantools", reason="cantools not installed (pip install canx[dbc])")
+    from canx import dbc
+    from canx.tools.monitor import dbc_decoder
+    decode = dbc_decoder(dbc.SAMPLE)
+    for j in (False, True):
+        m = MonitorModel(j1939=j)
+        m.add([fr(0x0CF00401, EEC1, 1.0, ext=True), fr(0x7FF, b"\x01", 1.0)])
+        rows = {r.arbitration_id: r for r in m.select()}
+        text = decode(rows[0x0CF00401])
+        assert text.startswith("EEC1 ") and "EngineSpeed=1800.0 rpm" in text
+        assert decode(rows[0x7FF]) == ""  # no DBC message: nothing shown
+    # DM1 with 2 DTCs (10 bytes) by BAM, decoded by PGN from the reassembled payload.
+    dm1 = bytes([0x04, 0xFF, 0x6E, 0x00, 0x05, 0x01, 0x6F, 0x00, 0x03, 0x02])
+    m = MonitorModel(j1939=True)
+    m.add(_bam(0x00, 0xFECA, dm1, 2.0))
+    text = decode(m.rows[("tp", 0xFECA, 0x00)])
+    assert text.startswith("DM1 ") and "DTC1_SPN_Low=110" in text and "DTC1_FMI=5" in text
+    # Too short for its message: shown as such, never raised.
+    m.add([fr(0x0CF00402, b"\x00", 3.0, ext=True)])
+    assert decode(m.rows[("j", 0xF004, 0x02)]) == "(not decodable)"
+
+
 # ------------------------------------------------------------------------------------------ tmux
 
 TMUX = shutil.which("tmux")
@@ -220,7 +251,7 @@ class Tmux:
         assert TMUX is not None
         self.sock = f"canx-test-{os.getpid()}"
         cmd = " ".join(argv) + "; echo MONITOR-EXIT $?; sleep 60"
-        subprocess.run([TMUX, "-L", self.sock, "new-session", "-d", "-s", "m", "-x", "170", "-y", "40", cmd],
+        subprocess.run([TMUX, "-L", self.sock, "new-session", "-d", "-s", "m", "-x", "240", "-y", "40", cmd],
                        check=True, env={**os.environ, "TERM": "xterm-256color"})
 
     def keys(self, *keys: str) -> None:
@@ -244,6 +275,14 @@ class Tmux:
         subprocess.run([TMUX, "-L", self.sock, "kill-server"], capture_output=True)
 
 
+def _has_cantools() -> bool:
+    try:
+        import cantools  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _row(screen: str, ident: str) -> Optional[str]:
     for line in screen.splitlines():
         if line.startswith(f" {ident} "):
@@ -254,7 +293,12 @@ def _row(screen: str, ident: str) -> Optional[str]:
 @pytest.mark.skipif(TMUX is None, reason="tmux not installed: scripts/test installs it (apt-get install tmux)")
 def test_monitor_in_tmux() -> None:
     group = f"udp_multicast:239.74.163.9:{43300 + os.getpid() % 500}"
-    t = Tmux([sys.executable, "-m", "canx", "monitor", group, "--megasquirt"])
+    argv = [sys.executable, "-m", "canx", "monitor", group, "--megasquirt"]
+    use_dbc = _has_cantools()
+    if use_dbc:
+        from canx import dbc
+        argv += ["--dbc", dbc.SAMPLE]
+    t = Tmux(argv)
     tx = canx.CAN(channel=group)
     try:
         t.wait(lambda s: "canx monitor" in s and " ID " in s)
@@ -262,32 +306,33 @@ def test_monitor_in_tmux() -> None:
             tx.send(canx.Message(0x123, bytes([0xDE, 0xAD, 0xBE, i])))
             tx.send(canx.Message(0x18FEF100, bytes(range(8)), extended=True))
             time.sleep(0.05)
+        tx.send(canx.Message(0x0CF00400, EEC1, extended=True))
         from canx import megasquirt
         for m in megasquirt.encode_dash({"rpm": 3000, "map_kpa": 95.5}):
             tx.send(m)
-        s = t.wait(lambda s: (_row(s, "123") or "").find(" 3 ") > 0 and "rpm=3000" in s)
-        assert "DE AD BE 02" in _row(s, "123")  # type: ignore[operator]
-        assert "00 01 02 03 04 05 06 07" in (_row(s, "18FEF100") or "")
-        assert "map_kpa=95.5" in (_row(s, "5E8") or ""), s
-        assert "pw1_us=0" in (_row(s, "5E9") or "") and "total 11" in s
+        # capture-pane may catch a screen half drawn: wait until everything is there.
+        t.wait(lambda s: " 3 " in (_row(s, "123") or "") and "DE AD BE 02" in (_row(s, "123") or "")
+               and "00 01 02 03 04 05 06 07" in (_row(s, "18FEF100") or "")
+               and "map_kpa=95.5" in (_row(s, "5E8") or "") and "rpm=3000" in (_row(s, "5E8") or "")
+               and "pw1_us=0" in (_row(s, "5E9") or "") and "total 12" in s
+               and (not use_dbc or "EngineSpeed=1800.0 rpm" in (_row(s, "0CF00400") or "")))
 
         # Pause: counting goes on, the rows stay as they were.
         t.keys("space")
         t.wait(lambda s: "PAUSED" in s)
         tx.send(canx.Message(0x123, b"\x11\x22\x33\x44"))
         time.sleep(0.5)
-        s = t.screen()
-        assert "DE AD BE 02" in (_row(s, "123") or "") and "11 22 33 44" not in s
+        s = t.wait(lambda s: "DE AD BE 02" in (_row(s, "123") or ""))
+        assert "11 22 33 44" not in (_row(s, "123") or "")
         t.keys("space")
-        s = t.wait(lambda s: "11 22 33 44" in (_row(s, "123") or ""))
-        assert " 4 " in (_row(s, "123") or "") and "live" in s
+        t.wait(lambda s: "11 22 33 44" in (_row(s, "123") or "") and " 4 " in (_row(s, "123") or "")
+               and " live " in s)
 
         # Filter by id, then clear the filter.
         t.keys("/")
         time.sleep(0.2)
         t.keys("18FEF100", "Enter")
-        s = t.wait(lambda s: "filter 18FEF100" in s)
-        assert _row(s, "123") is None and _row(s, "18FEF100") is not None
+        t.wait(lambda s: "filter 18FEF100" in s and _row(s, "123") is None and _row(s, "18FEF100") is not None)
         t.keys("/")
         time.sleep(0.2)
         t.keys("Enter")
@@ -317,9 +362,8 @@ def test_monitor_replays_a_log_with_j1939(tmp_path: "os.PathLike[str]") -> None:
         fh.write("\n".join(lines) + "\n")
     t = Tmux([sys.executable, "-m", "canx", "monitor", "--replay", log, "--j1939", "--speed", "0"])
     try:
-        s = t.wait(lambda s: "replay done" in s and "TP done 1" in s)
-        assert "F004 00 FF" in s and "FECA 42 FF TP" in s
-        assert "00 01 02 03 04 05 06 07 .." in s
+        t.wait(lambda s: "replay done" in s and "TP done 1" in s and "F004 00 FF" in s
+               and "FECA 42 FF TP" in s and "00 01 02 03 04 05 06 07 .." in s)
         t.keys("q")
         t.wait(lambda s: "MONITOR-EXIT 0" in s)
     finally:

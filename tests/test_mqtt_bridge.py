@@ -125,9 +125,9 @@ class Subscriber:
 class Running:
     """An MqttBridge on a virtual bus, run in a thread."""
 
-    def __init__(self, channel: str, options: BridgeOptions) -> None:
+    def __init__(self, channel: str, options: BridgeOptions, decode: Any = None) -> None:
         self.bus = RawBus(channel)
-        self.bridge = MqttBridge(self.bus, channel, options)
+        self.bridge = MqttBridge(self.bus, channel, options, decode)
         self.stop_ev = threading.Event()
         self.bridge.start()
         self.thread = threading.Thread(target=self.bridge.run, args=(self.stop_ev,), daemon=True)
@@ -209,6 +209,35 @@ def test_frames_are_published_in_the_documented_format(broker: Broker) -> None:
         late = Subscriber(broker.port, "fleet/truck-17/status")
         assert late.wait_for(1)[0][1] == b"online"
         late.close()
+    finally:
+        tx.deinit()
+        run.close()
+        sub.close()
+
+
+@needs_broker
+def test_decoded_messages_with_a_dbc(broker: Broker) -> None:
+    pytest.importorskip("cantools", reason="cantools not installed (pip install canx[dbc])")
+    from canx import dbc
+    from canx.tools.bridge import dbc_decode
+    sub = Subscriber(broker.port, "canx/g/can0/#")
+    run = Running("virtual:mqd", BridgeOptions("127.0.0.1", broker.port, gateway_id="g", bus_name="can0",
+                                               stats_interval=0), dbc_decode(dbc.SAMPLE))
+    tx = canx.CAN(channel="virtual:mqd")
+    try:
+        tx.send(canx.Message(0x0CF00417, bytes([0, 0x7D, 0x7D, 0x40, 0x38, 0, 0, 0x7D]), extended=True))
+        tx.send(canx.Message(0x5E8, bytes([0x03, 0xBB, 0x0B, 0xB8, 0, 0, 0, 0])))  # MegaSquirt dash: MAP, RPM
+        tx.send(canx.Message(0x7FF, b"\x00"))  # not in the DBC: raw only
+        got = sub.wait_for(5)
+        topics = sorted(t for t, _ in got)
+        assert topics == ["canx/g/can0/msg/EEC1", "canx/g/can0/msg/MS_Dash0", "canx/g/can0/rx/0CF00417",
+                          "canx/g/can0/rx/5E8", "canx/g/can0/rx/7FF"]
+        eec1 = json.loads(dict(got)["canx/g/can0/msg/EEC1"])
+        assert eec1["name"] == "EEC1" and eec1["id"] == 0x0CF00417 and eec1["ext"] is True
+        assert eec1["signals"]["EngineSpeed"] == 1800.0 and eec1["units"]["EngineSpeed"] == "rpm"
+        assert eec1["pgn"] == 0xF004 and eec1["sa"] == 0x17
+        ms = json.loads(dict(got)["canx/g/can0/msg/MS_Dash0"])
+        assert ms["signals"]["RPM"] == 3000 and ms["signals"]["MAP"] == pytest.approx(95.5)
     finally:
         tx.deinit()
         run.close()

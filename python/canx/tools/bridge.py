@@ -1,7 +1,7 @@
 """``canx bridge mqtt``: a CAN <-> MQTT gateway (paho-mqtt; ``pip install canx[mqtt]``).
 
     canx bridge mqtt can0 --broker mqtt.example.com --gateway-id truck-17
-    canx bridge mqtt vcan0 --broker localhost:1883 --dbc examples/dbc/canx_sample.dbc --qos 1
+    canx bridge mqtt vcan0 --broker localhost:1883 --dbc python/canx/data/canx_sample.dbc --qos 1
     canx bridge mqtt can0 --broker host:8883 --tls --cafile ca.pem --username u   # password: $CANX_MQTT_PASSWORD
 
 Received frames are published as JSON under
@@ -414,7 +414,9 @@ class MqttBridge:
 
 def dbc_decode(path: str) -> Decode:
     """A :data:`Decode` through :mod:`canx.dbc`: (message name, JSON text)
-    with ``ts``, ``id``, ``name``, ``signals`` and ``units``. ToolError if the DBC cannot be loaded."""
+    with ``ts``, ``id``, ``ext``, ``name``, ``signals``, ``units`` (and ``pgn``, ``sa``
+    for J1939 messages, ``status`` for signals in J1939's not-available/error
+    ranges). ToolError if the DBC cannot be loaded."""
     try:
         from .. import dbc
     except ImportError as e:
@@ -428,8 +430,15 @@ def dbc_decode(path: str) -> Decode:
         d = db.decode(f[0], f[8], f[1])
         if d is None:
             return None
-        return d.name, json.dumps({"ts": round(f[9], 6), "id": f[0], "ext": f[1], "name": d.name,
-                                   "signals": d.signals, "units": d.units}, separators=(",", ":"))
+        obj: Dict[str, Any] = {"ts": round(f[9], 6), "id": f[0], "ext": f[1], "name": d.name,
+                               "signals": d.signals, "units": d.units}
+        if d.pgn is not None:
+            obj["pgn"] = d.pgn
+        if d.source_address is not None:
+            obj["sa"] = d.source_address
+        if d.status:
+            obj["status"] = d.status
+        return d.name, json.dumps(obj, separators=(",", ":"))
 
     return decode
 

@@ -1,7 +1,7 @@
 """``canx monitor``: a live full-screen view of a bus, one row per identifier.
 
     canx monitor vcan0                       # one row per CAN id
-    canx monitor vcan0 --dbc examples/dbc/canx_sample.dbc
+    canx monitor vcan0 --dbc python/canx/data/canx_sample.dbc   # canx.dbc.SAMPLE
     canx monitor can0 --j1939                # one row per PGN and source address, TP reassembled
     canx monitor vcan0 --megasquirt          # MegaSquirt dash/advanced broadcast fields by name
     canx monitor --replay run.log --speed 4  # a log file, at its own timing (4x faster)
@@ -65,13 +65,15 @@ POLL = 0.01
 
 
 def frame_bits(is_extended_id: bool, is_remote_frame: bool, data_length: int) -> int:
-    """Bits on the wire of a classic data or remote frame without stuff bits
-    (ISO 11898-1: SOF, arbitration, control, data, CRC, ACK, EOF and the 3-bit
-    intermission): 47 + 8 * bytes for an 11-bit id, 67 + 8 * bytes for a
-    29-bit one. CAN FD frames are counted with the same formula (an estimate:
-    their data phase may be faster, their CRC longer)."""
-    base = 67 if is_extended_id else 47
-    return base if is_remote_frame else base + 8 * data_length
+    """Bits on the wire of a classic frame, worst-case bit stuffing and
+    intermission included: :func:`canx.busload.frame_bits`'s formula
+    (``g + 8n + 13 + floor((g + 8n - 1) / 4)``, g = 34 for an 11-bit id, 54
+    for a 29-bit one; 135 bits for a standard 8-byte frame), computed inline
+    because it runs for every frame. CAN FD frames go through
+    :func:`canx.busload.frame_bits` (arbitration and data phase bits added:
+    the estimate assumes no bit rate switch)."""
+    g = (54 if is_extended_id else 34) + (0 if is_remote_frame else 8 * min(data_length, 8))
+    return g + 13 + (g - 1) // 4
 
 
 def j1939_fields(arbitration_id: int) -> Tuple[int, int, int]:
@@ -260,7 +262,11 @@ class MonitorModel:
             data = f[8]
             ext = f[1]
             aid = f[0]
-            bits += (67 if ext else 47) + (0 if f[2] else 8 * len(data))
+            if f[4]:
+                bits += _fd_bits(ext, len(data))
+            else:
+                g = (54 if ext else 34) + (0 if f[2] else 8 * min(len(data), 8))
+                bits += g + 13 + (g - 1) // 4
             if j1939 and ext:
                 pf = (aid >> 16) & 0xFF
                 if pf < 240:
@@ -298,8 +304,8 @@ class MonitorModel:
         row._update(ts, payload)
 
     def snapshot(self, now: float) -> Snapshot:
-        """Frames/s and bus load (% of ``bitrate``, stuff bits not counted)
-        since the previous call at monotonic time ``now`` (s)."""
+        """Frames/s and bus load (% of ``bitrate``, worst-case stuff bits:
+        :func:`frame_bits`) since the previous call at monotonic time ``now`` (s)."""
         if self._snap is None:
             self._snap = (now, self.frames, self.bits)
             return Snapshot(0.0, 0.0, self.frames, self.error_frames)
@@ -335,6 +341,11 @@ class MonitorModel:
         if sort != "id":
             raise ValueError(f"unknown sort {sort!r} (one of {', '.join(SORTS)})")
         return sorted(rows, key=_id_order)
+
+
+def _fd_bits(is_extended_id: bool, n: int) -> int:
+    from ..busload import frame_bits as busload_bits
+    return busload_bits(0, is_extended_id, data=bytes(n), is_fd=True)
 
 
 def _flags(f: Fields) -> str:
@@ -394,13 +405,12 @@ def dbc_decoder(path: str) -> Decoder:
                 d = db.decode_pgn(r.pgn, r.data)
             else:
                 d = db.decode(r.arbitration_id, r.data, r.is_extended_id)
-        except Exception:  # noqa: BLE001 -- a frame the DBC cannot decode shows as such
+        except dbc.DecodeError:
             return "(not decodable)"
         if d is None:
             return ""
-        units = d.units
-        parts = [f"{k}={_value(v)}{(' ' + units[k]) if units.get(k) else ''}" for k, v in d.signals.items()]
-        return f"{d.name}: " + " ".join(parts)
+        # "EEC1 EngineSpeed=1800.0 rpm ...", J1939 not-available/error values as NAME=n/a / NAME=error.
+        return str(d)
 
     return decode
 
