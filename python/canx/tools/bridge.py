@@ -313,14 +313,15 @@ class MqttBridge:
             return bool(ready)
         rlist: List[Any] = [sock] if bus_fd is None else [sock, bus_fd]
         wlist = [sock] if self.client.want_write() else []
-        ready, writable, _ = select.select(rlist, wlist, [], timeout)
-        if sock in ready:
+        readable: List[Any]
+        readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        if sock in readable:
             self.client.loop_read()
         if writable and self.client.socket() is not None:
             self.client.loop_write()
         if self.client.socket() is not None:
             self.client.loop_misc()
-        return bus_fd is not None and bus_fd in ready
+        return bus_fd is not None and bus_fd in readable
 
     def handle(self, frames: List[Fields]) -> None:
         """Formats received frames into the buffer (rate limit, DBC decode)."""
@@ -510,6 +511,8 @@ def run(args: argparse.Namespace) -> int:
                          tls=args.tls, cafile=args.cafile, certfile=args.certfile, keyfile=args.keyfile,
                          tls_insecure=args.tls_insecure, client_id=args.client_id,
                          stats_interval=args.stats_interval, commands=not args.no_commands)
+    if spec.join:
+        raise ToolError("canx bridge mqtt takes match filters (ID:MASK, ID~MASK), not the 'j' flag")
     bus = open_bus(spec.channel, filters=spec.kernel_filters())
     bridge = MqttBridge(bus, args.bus_name or spec.channel, opts, decode)
     try:
