@@ -12,8 +12,11 @@ datagrams). Each round starts a private mosquitto (localhost, free port), a
 subscriber (in this process) and one gateway process, then a sender process
 offers ``--rate`` frames/s for ``--seconds`` (100 ids, 8 bytes) and the
 subscriber counts what reaches the broker. A gateway that cannot keep up
-loses frames in the UDP socket's buffer, so "delivered/s" is its capacity
-at that offered load. Gateways alternate inside a round; medians over rounds.
+loses frames in the UDP socket's buffer (canx: or drops the oldest from its
+bounded buffer, reported from its stats topic), so "delivered/s" is its
+capacity at that offered load. The subscriber subscribes with QoS 0 (so
+that with ``--qos 1`` the gateway -> broker leg is QoS 1 and the broker ->
+subscriber leg does not limit the measurement). Gateways alternate inside a round; medians over rounds.
 Needs mosquitto (apt-get install mosquitto) and paho-mqtt (the ``mqtt`` extra).
 """
 
@@ -109,7 +112,12 @@ def one(kind: str, rate: float, seconds: float, qos: int, mosquitto: str) -> Dic
         ready = threading.Event()
         sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
 
+        stats = [b""]
+
         def on_message(c: object, u: object, m: object) -> None:
+            if m.topic.endswith("/stats"):  # type: ignore[attr-defined]
+                stats[0] = m.payload  # type: ignore[attr-defined]
+                return
             now = time.perf_counter()
             with lock:
                 if not count[0]:
@@ -117,7 +125,7 @@ def one(kind: str, rate: float, seconds: float, qos: int, mosquitto: str) -> Dic
                 span[1] = now
                 count[0] += 1
 
-        sub.on_connect = lambda c, u, f, rc, p: c.subscribe("bench/+/+/rx/#", qos)
+        sub.on_connect = lambda c, u, f, rc, p: c.subscribe([("bench/+/+/rx/#", 0), ("bench/+/+/stats", 0)])
         sub.on_subscribe = lambda c, u, mid, rc, p: ready.set()
         sub.on_message = on_message
         sub.connect("127.0.0.1", port)
@@ -126,7 +134,7 @@ def one(kind: str, rate: float, seconds: float, qos: int, mosquitto: str) -> Dic
         if kind == "canx":
             gw = subprocess.Popen([sys.executable, "-m", "canx", "bridge", "mqtt", f"udp_multicast:{GROUP}:{PORT}",
                                    "--broker", f"127.0.0.1:{port}", "--prefix", "bench", "--gateway-id", "canx",
-                                   "--bus-name", "can0", "--qos", str(qos), "--stats-interval", "0",
+                                   "--bus-name", "can0", "--qos", str(qos), "--stats-interval", "0.5",
                                    "--no-commands"], stdout=subprocess.DEVNULL)
             time.sleep(1.5)
         else:
@@ -151,7 +159,11 @@ def one(kind: str, rate: float, seconds: float, qos: int, mosquitto: str) -> Dic
         cpu = _cpu(gw.pid) - cpu0
         sub.disconnect()
         sub.loop_stop()
-        return {"sent": sent, "offered_per_s": sent / send_s, "delivered": last, "delivered_per_s": last / elapsed,
+        time.sleep(0.6)
+        import json
+        st = json.loads(stats[0]) if stats[0] else {}
+        return {"buffer_dropped": st.get("buffer_dropped", 0), "bus_dropped": st.get("bus_dropped", 0),
+                "sent": sent, "offered_per_s": sent / send_s, "delivered": last, "delivered_per_s": last / elapsed,
                 "loss_pct": 100.0 * (sent - last) / sent, "gw_cpu_s": cpu,
                 "cpu_us_per_frame": 1e6 * cpu / max(last, 1)}
     finally:
@@ -192,7 +204,9 @@ def main() -> int:
             results[kind].append(res)
             print(f"round {r + 1} {kind:16s} offered {res['offered_per_s']:8.0f}/s delivered "
                   f"{res['delivered_per_s']:8.0f}/s loss {res['loss_pct']:5.1f}% gateway CPU "
-                  f"{res['cpu_us_per_frame']:6.1f} us/frame", flush=True)
+                  f"{res['cpu_us_per_frame']:6.1f} us/frame"
+                  + (f" (bridge stats: buffer_dropped {res['buffer_dropped']:.0f}, bus_dropped {res['bus_dropped']:.0f})"
+                     if kind == "canx" else ""), flush=True)
     print(f"\nmedians over {args.rounds} rounds, QoS {args.qos}, offered {args.rate:.0f} frames/s for "
           f"{args.seconds} s:")
     print("| gateway | delivered frames/s | lost | gateway CPU us/frame |")

@@ -543,6 +543,7 @@ class ReplaySource(Source):
 
 
 _EPOCH_OFFSET = time.time() - time.monotonic()
+_WINDOWS = sys.platform == "win32"
 
 
 # ------------------------------------------------------------------------------------------- view
@@ -584,7 +585,12 @@ class CursesView:
             # Wake for keys at once, for frames every POLL s: frames are read in batches of
             # what accumulated (the bus's receive queue holds them), not one wake-up each.
             wait = min(max(0.0, next_draw - now), POLL)
-            ready, _, _ = select.select([stdin], [], [], wait)
+            if _WINDOWS:
+                # select() takes only sockets there: poll the keyboard (getch does not block).
+                time.sleep(wait)
+                ready = [stdin]
+            else:
+                ready, _, _ = select.select([stdin], [], [], wait)
             batch = self.source.read()
             while batch:
                 self.model.add(batch)
