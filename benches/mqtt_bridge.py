@@ -143,6 +143,7 @@ def one(kind: str, rate: float, seconds: float, qos: int, mosquitto: str) -> Dic
             gw.stdout.readline()
             time.sleep(0.5)
         cpu0 = _cpu(gw.pid)
+        main0 = _threads(gw.pid).get("python", 0.0)
         out = subprocess.run([sys.executable, "-c", SENDER, str(rate), str(seconds)], capture_output=True,
                              text=True, check=True).stdout.split()
         sent, send_s = int(out[0]), float(out[1])
@@ -157,6 +158,7 @@ def one(kind: str, rate: float, seconds: float, qos: int, mosquitto: str) -> Dic
             last = now
         elapsed = max(span[1] - span[0], 1e-6)
         cpu = _cpu(gw.pid) - cpu0
+        main = _threads(gw.pid).get("python", 0.0) - main0
         sub.disconnect()
         sub.loop_stop()
         time.sleep(0.6)
@@ -165,7 +167,7 @@ def one(kind: str, rate: float, seconds: float, qos: int, mosquitto: str) -> Dic
         return {"buffer_dropped": st.get("buffer_dropped", 0), "bus_dropped": st.get("bus_dropped", 0),
                 "sent": sent, "offered_per_s": sent / send_s, "delivered": last, "delivered_per_s": last / elapsed,
                 "loss_pct": 100.0 * (sent - last) / sent, "gw_cpu_s": cpu,
-                "cpu_us_per_frame": 1e6 * cpu / max(last, 1)}
+                "cpu_us_per_frame": 1e6 * cpu / max(last, 1), "main_us_per_frame": 1e6 * main / max(last, 1)}
     finally:
         if gw is not None:
             gw.send_signal(signal.SIGINT)
@@ -177,6 +179,21 @@ def one(kind: str, rate: float, seconds: float, qos: int, mosquitto: str) -> Dic
         broker.terminate()
         broker.wait(5)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _threads(pid: int) -> Dict[str, float]:
+    """CPU s per thread name (``python`` is the interpreter's main thread)."""
+    out: Dict[str, float] = {}
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/stat") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        parts = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def _cpu(pid: int) -> float:
@@ -204,18 +221,18 @@ def main() -> int:
             results[kind].append(res)
             print(f"round {r + 1} {kind:16s} offered {res['offered_per_s']:8.0f}/s delivered "
                   f"{res['delivered_per_s']:8.0f}/s loss {res['loss_pct']:5.1f}% gateway CPU "
-                  f"{res['cpu_us_per_frame']:6.1f} us/frame"
+                  f"{res['cpu_us_per_frame']:6.1f} us/frame (main thread {res['main_us_per_frame']:5.1f})"
                   + (f" (bridge stats: buffer_dropped {res['buffer_dropped']:.0f}, bus_dropped {res['bus_dropped']:.0f})"
                      if kind == "canx" else ""), flush=True)
     print(f"\nmedians over {args.rounds} rounds, QoS {args.qos}, offered {args.rate:.0f} frames/s for "
           f"{args.seconds} s:")
-    print("| gateway | delivered frames/s | lost | gateway CPU us/frame |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| gateway | delivered frames/s | lost | gateway CPU us/frame | of which the main thread |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     med = {}
     for kind, rs in results.items():
         med[kind] = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
         print(f"| {kind} | {med[kind]['delivered_per_s']:.0f} | {med[kind]['loss_pct']:.1f}% | "
-              f"{med[kind]['cpu_us_per_frame']:.1f} |")
+              f"{med[kind]['cpu_us_per_frame']:.1f} | {med[kind]['main_us_per_frame']:.1f} |")
     print(f"\nratio canx / python-can+paho: delivered {med['canx']['delivered_per_s'] / max(med['python-can+paho']['delivered_per_s'], 1):.2f}x, "
           f"CPU per frame {med['canx']['cpu_us_per_frame'] / max(med['python-can+paho']['cpu_us_per_frame'], 1e-9):.2f}x")
     return 0

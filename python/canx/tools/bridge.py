@@ -198,7 +198,9 @@ class MqttBridge:
         self.last_command_error = ""
         cid = options.client_id or f"canx-{gw}-{os.getpid()}"
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
-        c.max_inflight_messages_set(options.max_inflight)
+        # paho's own in-flight limit walks every message it holds on each PUBACK (O(n) per
+        # message); the bridge enforces --max-inflight itself (pump) and leaves paho's off.
+        c.max_inflight_messages_set(0)
         c.max_queued_messages_set(0)
         c.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         if options.username is not None:
