@@ -9,7 +9,7 @@ interface for can.viewer, the same datagrams); a sender process offers
 ``--rate`` frames/s spread over ``--ids`` 8-byte ids whose data changes on
 every frame. CPU = user + system time of the viewer process (``/proc``)
 over the sending time, in percent of one core; for canx also the Python
-main thread alone (model and drawing; the rest is canx's native receive
+Python threads alone (model and drawing; the rest is canx's native receive
 threads, here the udp_multicast backend's socket and decode thread, which
 any canx program on this channel pays). The sender's own CPU is not
 counted. Also reported: the frames each viewer counted (its own count on
@@ -59,7 +59,7 @@ def cpu_s(pid: int) -> float:
 
 
 def threads_s(pid: int) -> Dict[str, float]:
-    """CPU s per thread name (``python`` is the interpreter's main thread)."""
+    """CPU s per thread name (``python``: the interpreter's threads; canx's native threads have their own names)."""
     out: Dict[str, float] = {}
     for t in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -135,10 +135,10 @@ def main() -> int:
             x = one(kind, args.rate, args.ids, args.seconds)
             res[kind].append(x)
             print(f"round {r + 1} {kind:10s} offered {x['offered_per_s']:7.0f}/s CPU {x['cpu_pct']:5.1f}% "
-                  f"(Python main thread {x['main_pct']:5.1f}%) "
+                  f"(Python threads {x['main_pct']:5.1f}%) "
                   f"frames seen {x['seen']:.0f} of {x['sent']:.0f}", flush=True)
     print(f"\nmedians over {args.rounds} rounds, {args.ids} ids, {args.rate:.0f} frames/s offered for {args.seconds} s:")
-    print("| viewer | CPU % of one core (process) | of which the Python main thread | frames seen / sent |")
+    print("| viewer | CPU % of one core (process) | of which Python threads | frames seen / sent |")
     print("| --- | ---: | ---: | ---: |")
     med = {}
     for kind, xs in res.items():

@@ -182,7 +182,7 @@ def one(kind: str, rate: float, seconds: float, qos: int, mosquitto: str) -> Dic
 
 
 def _threads(pid: int) -> Dict[str, float]:
-    """CPU s per thread name (``python`` is the interpreter's main thread)."""
+    """CPU s per thread name (``python``: the interpreter's threads; canx's native threads have their own names)."""
     out: Dict[str, float] = {}
     for t in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -221,12 +221,12 @@ def main() -> int:
             results[kind].append(res)
             print(f"round {r + 1} {kind:16s} offered {res['offered_per_s']:8.0f}/s delivered "
                   f"{res['delivered_per_s']:8.0f}/s loss {res['loss_pct']:5.1f}% gateway CPU "
-                  f"{res['cpu_us_per_frame']:6.1f} us/frame (main thread {res['main_us_per_frame']:5.1f})"
+                  f"{res['cpu_us_per_frame']:6.1f} us/frame (Python threads {res['main_us_per_frame']:5.1f})"
                   + (f" (bridge stats: buffer_dropped {res['buffer_dropped']:.0f}, bus_dropped {res['bus_dropped']:.0f})"
                      if kind == "canx" else ""), flush=True)
     print(f"\nmedians over {args.rounds} rounds, QoS {args.qos}, offered {args.rate:.0f} frames/s for "
           f"{args.seconds} s:")
-    print("| gateway | delivered frames/s | lost | gateway CPU us/frame | of which the main thread |")
+    print("| gateway | delivered frames/s | lost | gateway CPU us/frame | of which Python threads |")
     print("| --- | ---: | ---: | ---: | ---: |")
     med = {}
     for kind, rs in results.items():
