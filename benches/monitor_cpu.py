@@ -8,8 +8,8 @@ Host only (no VM). Each viewer runs full-screen in its own tmux session
 interface for can.viewer, the same datagrams); a sender process offers
 ``--rate`` frames/s spread over ``--ids`` 8-byte ids whose data changes on
 every frame. CPU = user + system time of the viewer process (``/proc``)
-over the sending time, in percent of one core; for canx also the Python
-Python threads alone (model and drawing; the rest is canx's native receive
+over the sending time, in percent of one core; also the Python threads
+alone (model and drawing; the rest is canx's native receive
 threads, here the udp_multicast backend's socket and decode thread, which
 any canx program on this channel pays). The sender's own CPU is not
 counted. Also reported: the frames each viewer counted (its own count on
