@@ -241,6 +241,31 @@ def test_dbc_decoding_of_rows_single_frames_and_tp_payloads() -> None:
     assert decode(m.rows[("j", 0xF004, 0x02)]) == "(not decodable)"
 
 
+def test_cli_refuses_bad_input_with_one_line() -> None:
+    def run(*args: str) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run([sys.executable, "-m", "canx", "monitor", *args], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=60)
+    r = run()
+    assert r.returncode == 2 and "CHANNEL or --replay" in r.stderr
+    r = run("virtual:x", "--bitrate", "0")
+    assert r.returncode == 2 and "--bitrate" in r.stderr
+    r = run("virtual:x")  # stdin is not a terminal
+    assert r.returncode == 2 and "needs a terminal" in r.stderr
+
+
+def test_replay_source_keeps_the_log_intervals_at_full_speed(tmp_path: "os.PathLike[str]") -> None:
+    from canx.tools.monitor import ReplaySource
+    log = os.path.join(str(tmp_path), "r.log")
+    with open(log, "w") as fh:
+        fh.write("".join(f"({50 + i * 0.1:.6f}) can0 123#{i:02X}\n" for i in range(20)))
+    src = ReplaySource(log, speed=0, loops=2)
+    m = MonitorModel()
+    while not src.done():
+        m.add(src.read())
+    r = m.rows[(0x123, False)]
+    assert r.count == 40 and r.period == pytest.approx(0.1, abs=0.01) and r.data == b"\x13"
+
+
 # ------------------------------------------------------------------------------------------ tmux
 
 TMUX = shutil.which("tmux")
@@ -249,7 +274,7 @@ TMUX = shutil.which("tmux")
 class Tmux:
     def __init__(self, argv: List[str]) -> None:
         assert TMUX is not None
-        self.sock = f"canx-test-{os.getpid()}"
+        self.sock = f"canx-test-{os.getpid()}-{time.monotonic_ns()}"
         cmd = " ".join(argv) + "; echo MONITOR-EXIT $?; sleep 60"
         subprocess.run([TMUX, "-L", self.sock, "new-session", "-d", "-s", "m", "-x", "240", "-y", "40", cmd],
                        check=True, env={**os.environ, "TERM": "xterm-256color"})

@@ -566,7 +566,8 @@ class CursesView:
         self.scroll = 0
         self.message = ""
         self._snap = Snapshot(0.0, 0.0, 0, 0)
-        self._frozen: Optional[List[Tuple[Row, int, str]]] = None
+        self._frozen: Optional[List[Row]] = None
+        self._frozen_at = 0.0
 
     def run(self) -> int:
         import curses
@@ -682,6 +683,19 @@ class CursesView:
         snap = self.model.snapshot(now)
         if not self.paused:
             self._snap = snap
+        wall = time.time()
+        if self.paused and self._frozen is not None:
+            rows = self._frozen
+            wall = self._frozen_at
+        else:
+            rows = self.model.select(self.sort, self.id_filter)
+            if self.paused:
+                # Freeze what is on screen: the figures, the data and the change marks.
+                rows = self._frozen = [_copy(r) for r in rows]
+                self._frozen_at = wall
+        self.scroll = min(self.scroll, max(0, len(rows) - 1))
+        # Only the rows on screen are decoded (and their change masks computed).
+        visible = rows[self.scroll:self.scroll + max(0, h - 3)]
         state, drops = self.source.status()
         s = self._snap
         tp = self.model.tp
@@ -691,7 +705,7 @@ class CursesView:
                 f" | {state} | dropped {drops}")
         _put(scr, 0, 0, head.ljust(w), w, self.header_attr)
         status = (f" {'PAUSED' if self.paused else 'live'} | sort {self.sort} | filter "
-                  f"{self.filter_text or 'none'} | rows {len(self.model.rows)}")
+                  f"{self.filter_text or 'none'} | rows {len(rows)}/{len(self.model.rows)}")
         if self.model.j1939:
             status += f" | TP done {tp.completed} aborted {tp.aborted} timeouts {tp.timeouts}"
         status += " | keys: space pause, s sort, / filter, c clear, q quit"
@@ -703,25 +717,9 @@ class CursesView:
         else:
             cols = " ID          count    rate/s  period ms  jitter ms  len data"
         _put(scr, 2, 0, cols.ljust(w), w, curses.A_UNDERLINE)
-        if self.paused and self._frozen is not None:
-            lines = self._frozen
-        else:
-            rows = self.model.select(self.sort, self.id_filter)
-            wall = time.time()
-            lines = [(r, r.changed_mask(wall, self.hold), self._decoded(r)) for r in rows]
-            if self.paused:
-                # Freeze what is on screen: the figures, the data and the decoded text.
-                lines = [(_copy(r), m, d) for r, m, d in lines]
-                self._frozen = lines
-        self.scroll = min(self.scroll, max(0, len(lines) - 1))
-        y = 3
-        wall = time.time()
-        for r, mask, decoded in lines[self.scroll:]:
-            if y >= h:
-                break
+        for y, r in enumerate(visible, 3):
             stale = r.period > 0 and wall - r.last > max(3 * r.period, 1.0) and not self.paused
-            self._row(scr, y, w, r, mask, decoded, stale)
-            y += 1
+            self._row(scr, y, w, r, r.changed_mask(wall, self.hold), self._decoded(r), stale)
         scr.noutrefresh()
         curses.doupdate()
 
