@@ -160,7 +160,14 @@ class TpReassembler:
     message is complete. Sessions end on Conn_Abort, on a new RTS/BAM from the
     same SA to the same DA, when a TP.DT comes more than T1 (750 ms) after the
     previous packet (counted in ``timeouts``), or when more than
-    ``TP_MAX_SESSIONS`` are open (the oldest, counted in ``evicted``)."""
+    ``TP_MAX_SESSIONS`` are open (the oldest, counted in ``evicted``).
+
+    Why not canx's J1939 engine: it reassembles only what is addressed to
+    its own ECU (it answers RTS with CTS, J1939-21 5.10.2), and
+    :class:`canx.j1939.BusMonitor` decodes frames without reassembling, so a
+    sniffer needs this listen-only reassembler. ETP (J1939-21 5.10.5, PGNs
+    0xC800/0xC700, > 1785 bytes) is not reassembled: its frames show as
+    rows of their own."""
 
     def __init__(self) -> None:
         # (sa, da) -> [pgn, size, packets, buffer, received set bitmask, last ts]
