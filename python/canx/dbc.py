@@ -3,7 +3,7 @@
     import canx.dbc
 
     db = canx.dbc.load(canx.dbc.SAMPLE)                 # or your own .dbc
-    d = db.decode(0x0CF00417, bytes.fromhex("F07D7D4038 00FF7D"), is_extended_id=True)
+    d = db.decode(0x0CF00417, bytes.fromhex("F07D7D403800FF7D"), is_extended_id=True)
     print(d)        # EEC1 EngineTorqueMode=0 ... EngineSpeed=1800.0 rpm ...
     d.signals["EngineSpeed"], d.units["EngineSpeed"]    # (1800.0, 'rpm')
     db.decode_pgn(61444, payload)                       # J1939: by PGN, any length
