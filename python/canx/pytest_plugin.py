@@ -25,7 +25,9 @@ Fixtures (function scope)
     can_expect       -> Expect         expect_frame/no_frame/sequence/pgn bound to can_recorder
     j1939_ecu        -> factory(address, name=..., claim=True, **ECU kw) -> j1939.ECU
     megasquirt_node  -> factory(can_id, **Node kw) -> megasquirt.Node
-    can_faults       -> Faults         bus_off()/error_passive()/recover()/jam_tx() on can_bus
+    can_faults       -> Faults         drop(n, id=..)/delay(n, s, id=..) of frames can_bus receives
+                                       or sends (every channel); bus_off()/error_passive()/
+                                       recover()/jam_tx() (virtual only)
     vcan_link        -> VcanLink       down()/up() of the test's vcan interface
     replay           -> factory(path, speed=1.0, timing=True) plays a candump .log
 """
@@ -318,18 +320,125 @@ def megasquirt_node(can_channel: str) -> Iterator[Callable[..., Any]]:
 
 # ------------------------------------------------------------------ faults and replay
 
+class FaultRule:
+    """One drop/delay rule (see :meth:`Faults.drop`): ``taken`` frames so far,
+    ``remaining`` still to take, ``wait(timeout)`` until it has taken all."""
+
+    def __init__(self, bus: Any, rule: int, count: int, what: str) -> None:
+        self.bus = bus
+        self.rule = rule
+        self.count = count
+        self.what = what
+
+    def _status(self) -> tuple[int, int]:
+        st = self.bus._fault_status(self.rule)
+        return (self.count, 0) if st is None else (int(st[0]), int(st[1]))
+
+    @property
+    def taken(self) -> int:
+        """Frames the rule has dropped or delayed so far."""
+        return self._status()[0]
+
+    @property
+    def remaining(self) -> int:
+        """Frames it will still take (0: done)."""
+        return self._status()[1]
+
+    def wait(self, timeout: float = 1.0) -> None:
+        """Blocks until the rule has taken all its frames; raises
+        AssertionError after ``timeout`` seconds (scaled by
+        ``CANX_TIMEOUT_SCALE``) saying how many it took."""
+        from .testing import timeout_scale
+
+        end = time.monotonic() + timeout * timeout_scale()
+        while True:
+            taken, remaining = self._status()
+            if remaining == 0:
+                return
+            if time.monotonic() >= end:
+                raise AssertionError(f"{self.what}: took {taken} of {self.count} frames within {timeout} s")
+            time.sleep(0.005)
+
+    def __repr__(self) -> str:
+        taken, remaining = self._status()
+        return f"<FaultRule {self.what}: {taken} taken, {remaining} remaining>"
+
+
 class Faults:
-    """Error states and a jammed transmitter for ``can_bus`` (virtual bus;
-    the runtime's test hooks ``CAN.inject_error_state`` and ``CAN._jam_tx``).
-    Dropping or delaying chosen frames needs runtime support that does not
-    exist yet."""
+    """Faults on a ``canx.CAN`` (by default the test's ``can_bus``).
+
+    On every backend: :meth:`drop` / :meth:`delay` of the next N frames
+    matching a filter, received by this bus (``direction="rx"``, the
+    default: its listeners and the engines sharing it never see them, or see
+    them late) or sent by it (``"tx"``: other nodes on the channel never see
+    them, or see them late; the sender sees success). Only that one
+    ``canx.CAN`` is affected: to fault what an ECU, a MegaSquirt node or a
+    reliable sender receives or sends, give it this bus (``bus=can_bus`` /
+    ``can_bus`` as its ``can``) or use :meth:`on` with its bus. Rules are
+    counted (:class:`FaultRule`), at most 64 per bus, held frames at most
+    4,096 per bus, delays at most 60 s; all are removed after the test.
+
+    Virtual bus only: :meth:`bus_off`, :meth:`error_passive`,
+    :meth:`error_warning`, :meth:`recover`, :meth:`jam_tx` (the runtime's
+    test hooks ``CAN.inject_error_state`` and ``CAN._jam_tx``); they skip the
+    test on another channel."""
 
     def __init__(self, bus: Any) -> None:
         self.bus = bus
+        self._others: List[Any] = []
+
+    def on(self, bus: Any) -> "Faults":
+        """The same faults on another ``canx.CAN`` (its rules are removed after the test too)."""
+        f = Faults(bus)
+        self._others.append(f)
+        return f
+
+    def _add(self, count: int, delay: Optional[float], id: Optional[int], mask: Optional[int],
+             extended: Optional[bool], direction: str) -> FaultRule:
+        if mask is None:
+            mask = 0 if id is None else 0x1FFFFFFF
+        rule = self.bus._add_fault(direction, count, id=id or 0, mask=mask, extended=extended, delay=delay)
+        what = ("drop" if delay is None else f"delay {delay} s") + f" {direction} x{count}"
+        if id is not None:
+            what += f" id {id:X}/{mask:X}"
+        return FaultRule(self.bus, rule, count, what)
+
+    def drop(self, n: int = 1, *, id: Optional[int] = None, mask: Optional[int] = None,
+             extended: Optional[bool] = None, direction: str = "rx") -> FaultRule:
+        """Drops the next ``n`` frames with ``(frame.id & mask) == (id & mask)``
+        (``mask`` defaults to all 29 bits when ``id`` is given; no ``id``:
+        any frame) and of the identifier kind ``extended`` (None: either).
+        ``direction``: "rx" (frames this bus receives) or "tx" (frames it
+        sends). Raises ValueError for n < 1 or a bad direction."""
+        return self._add(n, None, id, mask, extended, direction)
+
+    def delay(self, n: int, seconds: float, *, id: Optional[int] = None, mask: Optional[int] = None,
+              extended: Optional[bool] = None, direction: str = "rx") -> FaultRule:
+        """Delays the next ``n`` matching frames (as :meth:`drop`) by
+        ``seconds`` (0..60, on the bus clock; frames that arrive meanwhile
+        overtake them). Raises ValueError for a bad n, delay or direction."""
+        return self._add(n, float(seconds), id, mask, extended, direction)
+
+    def clear(self, flush: bool = True) -> None:
+        """Removes every drop/delay rule; held frames go out now (``flush``) or are discarded."""
+        self.bus._clear_faults(flush)
+        for f in self._others:
+            f.clear(flush)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``{"dropped", "delayed", "held_overflow", "late_send_failed"}`` of the bus."""
+        return dict(self.bus._fault_counts())
+
+    def _need_virtual(self) -> None:
+        channel = str(getattr(self.bus, "channel", ""))
+        if not channel.startswith("virtual:"):
+            pytest.skip(f"error states and jam_tx need a virtual: channel (the test channel is {channel})")
 
     def _inject(self, state: str, tec: Optional[int], rec: Optional[int]) -> None:
         import canx
 
+        self._need_virtual()
         self.bus.inject_error_state(getattr(canx.BusState, state), tec=tec, rec=rec)
 
     def bus_off(self, tec: Optional[int] = None) -> None:
@@ -351,6 +460,7 @@ class Faults:
     @contextlib.contextmanager
     def jam_tx(self) -> Iterator[None]:
         """While the block runs, no frame ``can_bus`` sends is accepted (sends time out)."""
+        self._need_virtual()
         self.bus._jam_tx(True)
         try:
             yield
@@ -359,11 +469,16 @@ class Faults:
 
 
 @pytest.fixture
-def can_faults(request: pytest.FixtureRequest, can_channel: str) -> Faults:
-    """:class:`Faults` on ``can_bus`` (virtual channels only: skips otherwise)."""
-    if not can_channel.startswith("virtual:"):
-        pytest.skip(f"can_faults needs a virtual: channel (the test channel is {can_channel})")
-    return Faults(request.getfixturevalue("can_bus"))
+def can_faults(request: pytest.FixtureRequest, can_channel: str) -> Iterator[Faults]:
+    """:class:`Faults` on ``can_bus``: drop/delay on every channel; error
+    states and ``jam_tx`` on virtual channels (they skip otherwise). Every
+    rule is removed after the test."""
+    f = Faults(request.getfixturevalue("can_bus"))
+    try:
+        yield f
+    finally:
+        with contextlib.suppress(Exception):
+            f.clear(flush=False)
 
 
 class VcanLink:
