@@ -471,6 +471,38 @@ def test_replay_fixture(pytester: pytest.Pytester) -> None:
     r.assert_outcomes(passed=3)
 
 
+def test_replay_channel_map(pytester: pytest.Pytester) -> None:
+    """A log with two interfaces goes into two test buses; a third interface
+    is skipped and counted; the order of the file holds across channels."""
+    pytester.path.joinpath("two.log").write_text(
+        "(10.000000) can0 100#01\n(10.100000) can1 200#02\n(10.200000) can2 300#03\n"
+        "(10.300000) can0 101#04\n(10.400000) can1 201#05\n")
+    r = run(pytester, """
+        import time, canx, pytest
+        def test_map(replay, can_channel):
+            a = canx.CAN(channel=can_channel + "-a")
+            b = canx.CAN(channel=can_channel + "-b")
+            la, lb = a.listen(timeout=1.0), b.listen(timeout=1.0)
+            t0 = time.monotonic()
+            r = replay("two.log", speed=2.0, channels={"can0": a, "can1": b.channel})
+            assert time.monotonic() - t0 >= 0.4 / 2 * 0.9
+            assert (r.sent, r.skipped, r.per_channel) == (4, 1, {"can0": 2, "can1": 2})
+            ma = [la.receive(), la.receive()]
+            mb = [lb.receive(), lb.receive()]
+            assert [m.id for m in ma] == [0x100, 0x101] and [m.id for m in mb] == [0x200, 0x201]
+            assert ma[0].timestamp < mb[0].timestamp < ma[1].timestamp < mb[1].timestamp
+            assert la.receive() is None
+            a.deinit(); b.deinit()
+        def test_bad_target(replay):
+            with pytest.raises(TypeError, match="channels\\['can0'\\]: a channel name or a canx.CAN, not int"):
+                replay("two.log", channels={"can0": 5})
+        def test_default_is_one_bus(replay, can_expect):
+            assert replay("two.log", timing=False).sent == 5
+            can_expect.frame(id=0x300, within=1.0)
+    """)
+    r.assert_outcomes(passed=3)
+
+
 def test_readme_snippet(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """The example in README.md, verbatim, passes; with the wrong source it fails."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -29,7 +29,8 @@ Fixtures (function scope)
                                        or sends (every channel); bus_off()/error_passive()/
                                        recover()/jam_tx() (virtual only)
     vcan_link        -> VcanLink       down()/up() of the test's vcan interface
-    replay           -> factory(path, speed=1.0, timing=True) plays a candump .log
+    replay           -> factory(path, speed=1.0, timing=True, channels={"can0": bus_a, ...})
+                                       plays a candump .log into the test's bus(es)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, List, Mapping, Optional
 
 import pytest
 
@@ -517,10 +518,14 @@ def vcan_link(vcan: str) -> Iterator[VcanLink]:
 
 
 class Replay:
-    """A running or finished replay: ``wait(timeout)``, ``sent``, ``error``."""
+    """A running or finished replay: ``wait(timeout)``, ``sent`` (frames
+    sent), ``skipped`` (lines of an interface not in ``channels``),
+    ``per_channel`` ({log interface: frames sent}), ``error``."""
 
     def __init__(self) -> None:
         self.sent = 0
+        self.skipped = 0
+        self.per_channel: dict[str, int] = {}
         self.error: Optional[BaseException] = None
         self.done = threading.Event()
         self.stop = threading.Event()
@@ -534,46 +539,78 @@ class Replay:
         return self.sent
 
 
+def _target_channel(name: str, target: Any) -> str:
+    if isinstance(target, str):
+        return target
+    channel = getattr(target, "channel", None)
+    if isinstance(channel, str):
+        return channel
+    raise TypeError(f"replay channels[{name!r}]: a channel name or a canx.CAN, not {type(target).__name__}")
+
+
 @pytest.fixture
 def replay(can_channel: str) -> Iterator[Callable[..., Replay]]:
-    """Factory: ``replay(path, speed=1.0, timing=True, background=False)``
-    sends the frames of a candump ``.log`` into the test's channel (whatever
-    channel each line names) with their original gaps divided by ``speed``
-    (``timing=False``: as fast as possible). Error frames are skipped. With
+    """Factory: ``replay(path, speed=1.0, timing=True, background=False,
+    channels=None)`` sends the frames of a candump ``.log`` with their
+    original gaps divided by ``speed`` (``timing=False``: as fast as
+    possible). Without ``channels`` every line goes to the test's channel
+    (whatever interface it names). ``channels`` maps the log's interface
+    names to where their lines go: a channel name or an open ``canx.CAN``
+    (its channel: the replay sends from a node of its own, so the bus
+    receives the frames as from another node), e.g. ``{"can0": bus_a,
+    "can1": bus_b}``; lines of other interfaces are skipped (counted in
+    ``Replay.skipped``). One timeline for all channels: the order of the
+    file is kept across them. Error frames are skipped. With
     ``background=True`` it returns at once; the replay is stopped after the
     test. Returns a :class:`Replay`. Raises ``canx.tools._common.ToolError``
-    for an unreadable file (before anything is sent)."""
+    for an unreadable file or channel and TypeError for a bad ``channels``
+    value (before anything is sent)."""
     from .tools._common import open_bus, send_fields
     from .tools.replay import _read_log
 
     running: List[tuple[Replay, threading.Thread]] = []
 
     def play(path: "os.PathLike[str] | str", speed: float = 1.0, timing: bool = True,
-             background: bool = False) -> Replay:
+             background: bool = False, channels: Optional[Mapping[str, Any]] = None) -> Replay:
         if not speed > 0:
             raise ValueError(f"speed must be positive, not {speed}")
-        lines = [(ts, f) for ts, _, f in _read_log(Path(path)) if not f[3]]  # all read (and checked) first
-        stamps = [ts for ts, _ in lines]
-        frames = [f for _, f in lines]
+        targets = None if channels is None else {k: _target_channel(k, v) for k, v in channels.items()}
         r = Replay()
+        lines = []
+        for ts, iface, f in _read_log(Path(path)):  # all read (and checked) first
+            if f[3]:
+                continue
+            if targets is not None and iface not in targets:
+                r.skipped += 1
+                continue
+            lines.append((ts, iface, f))
+        buses: dict[str, Any] = {}
+        try:
+            for ch in sorted(set(targets.values())) if targets else [can_channel]:
+                buses[ch] = open_bus(ch, fd=True)
+        except BaseException:
+            for b in buses.values():
+                b.shutdown()
+            raise
 
         def run() -> None:
-            bus = open_bus(can_channel, fd=True)
             try:
                 t0 = time.perf_counter()
-                for ts, f in zip(stamps, frames):
+                for ts, iface, f in lines:
                     if r.stop.is_set():
                         return
                     if timing:
-                        delay = t0 + (ts - stamps[0]) / speed - time.perf_counter()
+                        delay = t0 + (ts - lines[0][0]) / speed - time.perf_counter()
                         if delay > 0 and r.stop.wait(delay):
                             return
-                    send_fields(bus, f)
+                    send_fields(buses[targets[iface] if targets else can_channel], f)
                     r.sent += 1
+                    r.per_channel[iface] = r.per_channel.get(iface, 0) + 1
             except BaseException as e:  # reported by wait()
                 r.error = e
             finally:
-                bus.shutdown()
+                for b in buses.values():
+                    b.shutdown()
                 r.done.set()
 
         if not background:
