@@ -201,6 +201,16 @@ def test_pycan_bus(pytester: pytest.Pytester) -> None:
     r.assert_outcomes(passed=1)
 
 
+def test_pycan_bus_skips_without_python_can(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("import sys\nsys.modules['can'] = None  # python-can not installed\n")
+    r = run(pytester, """
+        def test_p(pycan_bus):
+            pass
+    """)
+    r.assert_outcomes(skipped=1)
+    r.stdout.fnmatch_lines(["*pycan_bus needs python-can (pip install python-can)*"])
+
+
 def test_failing_expect_frame_shows_the_frames_seen(pytester: pytest.Pytester) -> None:
     r = run(pytester, """
         import canx
@@ -526,3 +536,47 @@ def test_worked_example_on_vcan(pytester: pytest.Pytester, monkeypatch: pytest.M
     r = pytester.runpytest(str(example), "--can-channel=vcan", "-p", "no:cacheprovider", "-v")
     r.assert_outcomes(passed=4)
     r.stdout.no_fnmatch_line("*SKIPPED*")
+
+
+def test_worked_example_on_virtual(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/testing.md's worked example, unchanged, on the default virtual channels."""
+    example = Path(__file__).resolve().parent / "test_testing_example.py"
+    monkeypatch.setenv("CANX_TIMEOUT_SCALE", "5")  # a loaded machine must not fail it
+    r = pytester.runpytest(str(example), "-p", "no:cacheprovider", "-v")
+    r.assert_outcomes(passed=4)
+    r.stdout.fnmatch_lines(["*test_claims_address_0 PASSED*"])
+
+
+@pytest.mark.vcan
+@pytest.mark.skipif(VCAN_PROBLEM is not None, reason=f"cannot make vcan here: {VCAN_PROBLEM}")
+def test_can_faults_drop_on_vcan(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """drop()/delay() sit in the runtime bus: the same tests pass on a kernel vcan."""
+    from conftest import TIMEOUT_SCALE
+
+    monkeypatch.setenv("CANX_TIMEOUT_SCALE", str(TIMEOUT_SCALE))
+    r = run(pytester, """
+        import time, canx
+        from canx import reliable
+        def test_rx_and_tx(can_bus, can_faults, can_channel):
+            assert can_channel.startswith("vcan")
+            other = canx.CAN(channel=can_channel)
+            lst = other.listen(timeout=1.0)
+            mine = can_bus.listen(timeout=0.3)
+            can_faults.drop(1, id=0x10, direction="tx")
+            can_bus.send(canx.Message(0x10, b"a"))
+            can_bus.send(canx.Message(0x10, b"b"))
+            assert lst.receive().data == b"b"
+            can_faults.drop(1, id=0x20)
+            other.send(canx.Message(0x20, b"c"))
+            other.send(canx.Message(0x20, b"d"))
+            assert [m.data for m in iter(mine.receive, None)] == [b"d"]
+            other.deinit()
+        def test_reliable(can_bus, can_faults, can_channel):
+            peer = canx.CAN(channel=can_channel)
+            with reliable.Receiver(peer, matches=[canx.Match(0x123)], timeout=2.0), \
+                    reliable.Sender(can_bus, timeout=0.1, retries=3) as tx:
+                can_faults.drop(1, id=0x124)
+                assert tx.send(0x123, b"x").result(5).tries == 2
+            peer.deinit()
+    """, "--can-channel=vcan")
+    r.assert_outcomes(passed=2)
