@@ -282,13 +282,22 @@ impl CAN {
     fn send(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
         let bus = self.bus()?;
         let frame = py_to_frame(message)?;
-        let t = Duration::try_from_secs_f64(self.send_timeout.max(0.0)).unwrap_or(Duration::from_secs(u32::MAX as u64));
-        // The kernel may push back (ENOBUFS) for up to send_timeout: never with the GIL held.
-        let r = match NativeWait::enter() {
-            Some(_counted) => py.detach(|| bus.send(&frame, t)),
-            None => bus.send(&frame, t),
-        };
-        r.map_err(|e| to_py(py, e))
+        // The kernel may push back (ENOBUFS) for up to send_timeout: never
+        // with the GIL held, and in slices, so Ctrl-C interrupts a send
+        // waiting on a full transmit queue (docs/reliability.md).
+        let r = wait_for(
+            py,
+            Some(self.send_timeout),
+            || false,
+            |slice| match bus.send(&frame, slice) {
+                Err(Error::SendTimeout) => None,
+                other => Some(other),
+            },
+        )?;
+        match r {
+            Some(r) => r.map_err(|e| to_py(py, e)),
+            None => Err(to_py(py, Error::SendTimeout)),
+        }
     }
 
     /// Starts receiving frames that match any of `matches` (a list or tuple

@@ -93,6 +93,10 @@ pub struct Bus {
     /// A stepped bus ([`Bus::stepped`]): the receive round the test runs
     /// with [`Bus::step`]; `None` on a bus with a receive thread.
     stepper: Mutex<Option<Round>>,
+    /// The process that opened the bus: after a `fork()`, the child has a
+    /// copy of this struct but not the receive thread, and the device
+    /// (serial port, USB interface, socket) is still the parent's.
+    pid: u32,
 }
 
 impl std::fmt::Debug for Bus {
@@ -119,7 +123,13 @@ impl Bus {
             .name(name)
             .spawn(move || receive_loop(&s2))
             .map_err(|e| Error::Os { context: "starting the receive thread".into(), source: e })?;
-        let bus = Bus { shared, config, thread: Mutex::new(Some(thread)), stepper: Mutex::new(None) };
+        let bus = Bus {
+            shared,
+            config,
+            thread: Mutex::new(Some(thread)),
+            stepper: Mutex::new(None),
+            pid: std::process::id(),
+        };
         bus.update_prefilter();
         Ok(bus)
     }
@@ -136,7 +146,13 @@ impl Bus {
     /// [`Bus::stepped`] on an open backend (a test double).
     pub fn stepped_with_backend(backend: Arc<dyn Backend>, config: BusConfig) -> Result<Bus> {
         let shared = Bus::shared(backend, &config);
-        let bus = Bus { shared, config, thread: Mutex::new(None), stepper: Mutex::new(Some(Round::default())) };
+        let bus = Bus {
+            shared,
+            config,
+            thread: Mutex::new(None),
+            stepper: Mutex::new(Some(Round::default())),
+            pid: std::process::id(),
+        };
         bus.update_prefilter();
         Ok(bus)
     }
@@ -449,8 +465,23 @@ impl Bus {
     }
 
     /// Stops the receive thread and closes every listener. Idempotent.
+    ///
+    /// In a child process forked after the bus was opened, the bus is
+    /// marked shut down and its listeners closed, but the receive thread
+    /// (which does not exist in the child) is not joined and the backend is
+    /// not closed: the device still belongs to the parent, and closing it
+    /// from the child (slcan's close command, a USB interface release)
+    /// would break the parent's bus. The child's copies of the descriptors
+    /// go when the child exits (docs/reliability.md, "fork").
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        if std::process::id() != self.pid {
+            std::mem::forget(self.thread.lock().take());
+            for l in self.shared.listeners.write().drain(..) {
+                l.close();
+            }
+            return;
+        }
         self.shared.backend.wake();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
