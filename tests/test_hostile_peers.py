@@ -224,16 +224,29 @@ def _every_pgn(full: bool) -> Iterator[int]:
 def _request_storm(j1939_pair, full: bool) -> None:
     ecu, peer, raw = j1939_pair
     pgns = list(_every_pgn(full))
+    answers = raw.listen([canx.Match(ECU_SA, mask=0xFF, extended=True)], timeout=0.0, queue_size=1 << 20)
+    rounds = 0
 
     def storm() -> None:
+        nonlocal rounds
+        rounds += 1
         for i in range(0, len(pgns), 512):
             blast(raw, [ext(0x18EA0000 | ECU_SA << 8 | EVIL_SA, bytes([p & 0xFF, (p >> 8) & 0xFF, p >> 16]))
                         for p in pgns[i:i + 512]])
         time.sleep(0.5)
 
     no_growth(storm, rounds=1 if full else 3)
+    time.sleep(0.5)
+    # Every request ends as an answer (the Address Claimed for 0xEE00, a NACK
+    # on the Acknowledgment PGN for the rest, J1939-21 5.4.5) or as a frame
+    # the engine dropped at its transmit bound, counted: none vanishes.
+    sent = sum(1 for _ in iter(answers.receive, None))
     s = ecu.stats()
-    assert s["failed_responses"] + s["engine_dropped_frames"] >= 0, s  # counted, never raised
+    assert answers.dropped == 0
+    # Observed: one more than the requests per round while a response is
+    # set (0xFEEC here); not investigated (docs/reliability.md).
+    total = sent + s["engine_dropped_frames"] + s["failed_responses"]
+    assert rounds * len(pgns) <= total <= rounds * (len(pgns) + 1), (sent, s)
     still_serves(ecu, peer)
 
 
@@ -272,6 +285,14 @@ def _ms_storm(channel: str, offsets: range) -> None:
                 time.sleep(0.3)
 
             no_growth(storm, rounds=2)
+            st = ecu.stats()
+            per_round = 32 * len(offsets)
+            # Table 4 (1,024 bytes) answers offsets below 1,024 - 8; every
+            # other request is refused and counted (or its reply counted as
+            # dropped at a full transmit queue): nothing is silently lost.
+            assert st["frames"] >= 3 * per_round, st
+            assert st["replies"] + st["refused"] + st["tx_dropped"] >= 3 * per_round, st
+            assert st["refused"] > 0, st
             # The well-behaved client still reads and writes.
             assert dash.read(0, 4, 10, 4, timeout=5.0) == bytes([10, 11, 12, 13])
             dash.write(0, 4, 0, b"\x01\x02", timeout=5.0)
