@@ -270,16 +270,19 @@ def _ms_storm(channel: str, offsets: range) -> None:
         ecu.serve_table(4, bytes(range(256)) * 4, writable=True)
         raw = canx.CAN(channel=channel)
         try:
+            # Built once: the storm's own Python objects must not be what the
+            # RSS check measures (65,536 Messages are ~5 MB).
+            frames = []
+            for blk in range(32):
+                for off in offsets:
+                    # MSG_REQ (type 1) from board 5 to board 0: the 29-bit
+                    # header (MegaSquirt CAN protocol) and the reply
+                    # address (blk 6, offset 0), length 8.
+                    hdr = (off & 0x7FF) << 18 | 1 << 15 | 5 << 11 | 0 << 7 | (blk & 0x0F) << 3 | (blk >> 4) << 2
+                    # payload: reply to table 6 offset 0, 8 bytes.
+                    frames.append(ext(hdr, bytes([6, 0, 8])))
+
             def storm() -> None:
-                frames = []
-                for blk in range(32):
-                    for off in offsets:
-                        # MSG_REQ (type 1) from board 5 to board 0: the 29-bit
-                        # header (MegaSquirt CAN protocol) and the reply
-                        # address (blk 6, offset 0), length 8.
-                        hdr = (off & 0x7FF) << 18 | 1 << 15 | 5 << 11 | 0 << 7 | (blk & 0x0F) << 3 | (blk >> 4) << 2
-                        # payload: reply to table 6 offset 0, 8 bytes.
-                        frames.append(ext(hdr, bytes([6, 0, 8])))
                 for i in range(0, len(frames), 512):
                     blast(raw, frames[i:i + 512])
                 time.sleep(0.3)
