@@ -394,11 +394,24 @@ def test_can_faults_drop_and_delay(pytester: pytest.Pytester) -> None:
                 can_faults.drop(1)
             can_faults.clear()
             can_faults.drop(1)
+        def test_on_another_bus_and_cleared_after(can_bus, can_faults):
+            other = canx.CAN(channel=can_bus.channel)
+            lst = other.listen(timeout=0.3)
+            rule = can_faults.on(other).drop(1, id=0x42)
+            can_bus.send(canx.Message(0x42, b"a"))
+            can_bus.send(canx.Message(0x42, b"b"))
+            assert [m.data for m in iter(lst.receive, None)] == [b"b"]
+            assert rule.taken == 1
+            can_faults.on(other).drop(5)
+            can_faults.clear()  # clears the rules of every bus given to on()
+            can_bus.send(canx.Message(0x43, b"c"))
+            assert lst.receive().data == b"c"
+            other.deinit()
         def test_wait_fails_with_the_count(can_faults):
             rule = can_faults.drop(3, id=0x55)
             rule.wait(0.05)
     """)
-    r.assert_outcomes(passed=5, failed=1)
+    r.assert_outcomes(passed=6, failed=1)
     r.stdout.fnmatch_lines(["*AssertionError: drop rx x3 id 55/1FFFFFFF: took 0 of 3 frames within 0.05 s*"])
 
 
