@@ -201,6 +201,16 @@ def test_pycan_bus(pytester: pytest.Pytester) -> None:
     r.assert_outcomes(passed=1)
 
 
+def test_pycan_bus_skips_without_python_can(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("import sys\nsys.modules['can'] = None  # python-can not installed\n")
+    r = run(pytester, """
+        def test_p(pycan_bus):
+            pass
+    """)
+    r.assert_outcomes(skipped=1)
+    r.stdout.fnmatch_lines(["*pycan_bus needs python-can (pip install python-can)*"])
+
+
 def test_failing_expect_frame_shows_the_frames_seen(pytester: pytest.Pytester) -> None:
     r = run(pytester, """
         import canx
@@ -327,10 +337,132 @@ def test_can_faults(pytester: pytest.Pytester) -> None:
     r.assert_outcomes(passed=2)
     r = run(pytester, """
         def test_f(can_faults):
-            pass
-    """, "--can-channel", "vcan0")
+            can_faults.bus_off()
+    """, "--can-channel", "udp_multicast:")
     r.assert_outcomes(skipped=1)
-    r.stdout.fnmatch_lines(["*can_faults needs a virtual: channel (the test channel is vcan0)*"])
+    r.stdout.fnmatch_lines(["*error states and jam_tx need a virtual: channel (the test channel is udp_multicast:*"])
+
+
+def test_can_faults_drop_and_delay(pytester: pytest.Pytester) -> None:
+    """Counted drop/delay rules on what can_bus receives (rx) or sends (tx)."""
+    r = run(pytester, """
+        import time, canx, pytest
+        def test_rx_drop_counted(can_bus, can_faults):
+            other = canx.CAN(channel=can_bus.channel)
+            lst = can_bus.listen(timeout=0.3)
+            rule = can_faults.drop(2, id=0x100)
+            for i in range(4):
+                other.send(canx.Message(0x100, bytes([i])))
+                other.send(canx.Message(0x101, bytes([i])))
+            got = [(m.id, m.data[0]) for m in iter(lst.receive, None)]
+            assert got == [(0x101, 0), (0x101, 1), (0x100, 2), (0x101, 2), (0x100, 3), (0x101, 3)]
+            assert (rule.taken, rule.remaining) == (2, 0)
+            assert can_faults.counts["dropped"] == 2
+            other.deinit()
+        def test_tx_drop_reaches_nobody(can_bus, can_faults, can_expect):
+            can_faults.drop(1, direction="tx")
+            can_bus.send(canx.Message(0x7, b"lost"))  # succeeds for the sender
+            can_bus.send(canx.Message(0x8, b"kept"))
+            can_expect.frame(id=0x8, within=1.0)
+            assert all(f.arbitration_id != 0x7 for f in can_expect.recorder.frames)
+        def test_rx_delay_is_overtaken(can_bus, can_faults):
+            other = canx.CAN(channel=can_bus.channel)
+            lst = can_bus.listen(timeout=1.0)
+            rule = can_faults.delay(1, 0.2, id=0x1, mask=0x7FF, extended=False)
+            t0 = time.monotonic()
+            other.send(canx.Message(0x1, b"late"))
+            other.send(canx.Message(0x2, b"early"))
+            assert lst.receive().id == 0x2
+            m = lst.receive()
+            assert m is not None and m.id == 0x1 and time.monotonic() - t0 >= 0.19
+            rule.wait(0)
+            other.deinit()
+        def test_tx_delay(can_bus, can_faults, can_expect):
+            can_faults.delay(1, 0.15, direction="tx")
+            t0 = time.monotonic()
+            can_bus.send(canx.Message(0x9, b"x"))
+            can_expect.frame(id=0x9, within=2.0)
+            assert time.monotonic() - t0 >= 0.14
+        def test_bad_arguments(can_faults):
+            for kw in ({"n": 0}, {"direction": "sideways"}):
+                with pytest.raises(ValueError):
+                    can_faults.drop(**kw)
+            with pytest.raises(ValueError, match="delay"):
+                can_faults.delay(1, 61)
+            rules = [can_faults.drop(1, id=i) for i in range(64)]
+            with pytest.raises(canx.UnsupportedError, match="64"):
+                can_faults.drop(1)
+            can_faults.clear()
+            can_faults.drop(1)
+        def test_on_another_bus_and_cleared_after(can_bus, can_faults):
+            other = canx.CAN(channel=can_bus.channel)
+            lst = other.listen(timeout=0.3)
+            rule = can_faults.on(other).drop(1, id=0x42)
+            can_bus.send(canx.Message(0x42, b"a"))
+            can_bus.send(canx.Message(0x42, b"b"))
+            assert [m.data for m in iter(lst.receive, None)] == [b"b"]
+            assert rule.taken == 1
+            can_faults.on(other).drop(5)
+            can_faults.clear()  # clears the rules of every bus given to on()
+            can_bus.send(canx.Message(0x43, b"c"))
+            assert lst.receive().data == b"c"
+            other.deinit()
+        def test_wait_fails_with_the_count(can_faults):
+            rule = can_faults.drop(3, id=0x55)
+            rule.wait(0.05)
+    """)
+    r.assert_outcomes(passed=6, failed=1)
+    r.stdout.fnmatch_lines(["*AssertionError: drop rx x3 id 55/1FFFFFFF: took 0 of 3 frames within 0.05 s*"])
+
+
+def test_can_faults_protocols_recover(pytester: pytest.Pytester) -> None:
+    """The worked fault tests of docs/testing.md: a J1939 RTS/CTS transfer
+    recovers from a dropped DT (J1939-21 retransmission) and survives a late
+    CTS; a reliable sender resends after its data frame or the ACK is lost."""
+    r = run(pytester, """
+        import canx
+        from canx import j1939, reliable
+        def test_j1939_dropped_dt_is_retransmitted(can_bus, can_faults, j1939_ecu):
+            rx = j1939.ECU(bus=can_bus, name=j1939.Name(identity_number=7), address=0x20)
+            rx.claim_address(timeout=2.0)
+            got = rx.messages(pgn=0xEF00, timeout=3.0)
+            tx = j1939_ecu(0x10)
+            rule = can_faults.drop(1, id=0x00EB2010, mask=0x00FFFFFF)  # TP.DT 0x10 -> 0x20, packet 1
+            data = bytes(range(40))                                      # 6 packets, one window
+            assert tx.send_pgn(0xEF00, data, destination=0x20).result(5) == 40
+            m = next(iter(got))
+            assert (m.pgn, m.data, m.source) == (0xEF00, data, 0x10)
+            assert rule.taken == 1
+            rx.close()
+        def test_j1939_late_cts(can_bus, can_faults, j1939_ecu):
+            tx = j1939.ECU(bus=can_bus, name=j1939.Name(identity_number=8), address=0x10)
+            tx.claim_address(timeout=2.0)
+            j1939_ecu(0x20)
+            rule = can_faults.delay(1, 0.3, id=0x00EC1020, mask=0x00FFFFFF)  # TP.CM 0x20 -> 0x10: the CTS
+            assert tx.send_pgn(0xEF00, bytes(20), destination=0x20).result(5) == 20
+            assert rule.taken == 1
+            tx.close()
+        def test_reliable_lost_data_and_lost_ack(can_bus, can_faults):
+            peer = canx.CAN(channel=can_bus.channel)
+            with reliable.Receiver(peer, matches=[canx.Match(0x123)], timeout=1.0) as rx, \
+                    reliable.Sender(can_bus, timeout=0.05, retries=3) as tx:
+                can_faults.drop(1, id=0x123, direction="tx")
+                assert tx.send(0x123, b"one").result(3) == reliable.Outcome(True, 2, 0x123, b"one")
+                can_faults.drop(1, id=0x124)  # the ACK, on its way in
+                assert tx.send(0x123, b"two").result(3) == reliable.Outcome(True, 2, 0x123, b"two")
+                assert [m.data for m in (rx.receive(), rx.receive())] == [b"one", b"two"]
+                assert rx.stats()["duplicates_dropped"] == 1
+            peer.deinit()
+        def test_without_the_fault_the_counts_differ(can_bus, can_faults):
+            peer = canx.CAN(channel=can_bus.channel)
+            with reliable.Receiver(peer, matches=[canx.Match(0x123)], timeout=1.0), \
+                    reliable.Sender(can_bus, timeout=0.05, retries=3) as tx:
+                can_faults.drop(1, id=0x999, direction="tx")  # matches nothing
+                assert tx.send(0x123, b"one").result(3).tries == 2  # fails: 1 try
+            peer.deinit()
+    """)
+    r.assert_outcomes(passed=3, failed=1)
+    r.stdout.fnmatch_lines(["*test_without_the_fault_the_counts_differ*", "*assert 1 == 2*"])
 
 
 def test_replay_fixture(pytester: pytest.Pytester) -> None:
@@ -362,6 +494,38 @@ def test_replay_fixture(pytester: pytest.Pytester) -> None:
     r.assert_outcomes(passed=3)
 
 
+def test_replay_channel_map(pytester: pytest.Pytester) -> None:
+    """A log with two interfaces goes into two test buses; a third interface
+    is skipped and counted; the order of the file holds across channels."""
+    pytester.path.joinpath("two.log").write_text(
+        "(10.000000) can0 100#01\n(10.100000) can1 200#02\n(10.200000) can2 300#03\n"
+        "(10.300000) can0 101#04\n(10.400000) can1 201#05\n")
+    r = run(pytester, """
+        import time, canx, pytest
+        def test_map(replay, can_channel):
+            a = canx.CAN(channel=can_channel + "-a")
+            b = canx.CAN(channel=can_channel + "-b")
+            la, lb = a.listen(timeout=1.0), b.listen(timeout=1.0)
+            t0 = time.monotonic()
+            r = replay("two.log", speed=2.0, channels={"can0": a, "can1": b.channel})
+            assert time.monotonic() - t0 >= 0.4 / 2 * 0.9
+            assert (r.sent, r.skipped, r.per_channel) == (4, 1, {"can0": 2, "can1": 2})
+            ma = [la.receive(), la.receive()]
+            mb = [lb.receive(), lb.receive()]
+            assert [m.id for m in ma] == [0x100, 0x101] and [m.id for m in mb] == [0x200, 0x201]
+            assert ma[0].timestamp < mb[0].timestamp < ma[1].timestamp < mb[1].timestamp
+            assert la.receive() is None
+            a.deinit(); b.deinit()
+        def test_bad_target(replay):
+            with pytest.raises(TypeError, match="channels\\['can0'\\]: a channel name or a canx.CAN, not int"):
+                replay("two.log", channels={"can0": 5})
+        def test_default_is_one_bus(replay, can_expect):
+            assert replay("two.log", timing=False).sent == 5
+            can_expect.frame(id=0x300, within=1.0)
+    """)
+    r.assert_outcomes(passed=3)
+
+
 def test_readme_snippet(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """The example in README.md, verbatim, passes; with the wrong source it fails."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -385,3 +549,47 @@ def test_worked_example_on_vcan(pytester: pytest.Pytester, monkeypatch: pytest.M
     r = pytester.runpytest(str(example), "--can-channel=vcan", "-p", "no:cacheprovider", "-v")
     r.assert_outcomes(passed=4)
     r.stdout.no_fnmatch_line("*SKIPPED*")
+
+
+def test_worked_example_on_virtual(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/testing.md's worked example, unchanged, on the default virtual channels."""
+    example = Path(__file__).resolve().parent / "test_testing_example.py"
+    monkeypatch.setenv("CANX_TIMEOUT_SCALE", "5")  # a loaded machine must not fail it
+    r = pytester.runpytest(str(example), "-p", "no:cacheprovider", "-v")
+    r.assert_outcomes(passed=4)
+    r.stdout.fnmatch_lines(["*test_claims_address_0 PASSED*"])
+
+
+@pytest.mark.vcan
+@pytest.mark.skipif(VCAN_PROBLEM is not None, reason=f"cannot make vcan here: {VCAN_PROBLEM}")
+def test_can_faults_drop_on_vcan(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """drop()/delay() sit in the runtime bus: the same tests pass on a kernel vcan."""
+    from conftest import TIMEOUT_SCALE
+
+    monkeypatch.setenv("CANX_TIMEOUT_SCALE", str(TIMEOUT_SCALE))
+    r = run(pytester, """
+        import time, canx
+        from canx import reliable
+        def test_rx_and_tx(can_bus, can_faults, can_channel):
+            assert can_channel.startswith("vcan")
+            other = canx.CAN(channel=can_channel)
+            lst = other.listen(timeout=1.0)
+            mine = can_bus.listen(timeout=0.3)
+            can_faults.drop(1, id=0x10, direction="tx")
+            can_bus.send(canx.Message(0x10, b"a"))
+            can_bus.send(canx.Message(0x10, b"b"))
+            assert lst.receive().data == b"b"
+            can_faults.drop(1, id=0x20)
+            other.send(canx.Message(0x20, b"c"))
+            other.send(canx.Message(0x20, b"d"))
+            assert [m.data for m in iter(mine.receive, None)] == [b"d"]
+            other.deinit()
+        def test_reliable(can_bus, can_faults, can_channel):
+            peer = canx.CAN(channel=can_channel)
+            with reliable.Receiver(peer, matches=[canx.Match(0x123)], timeout=2.0), \
+                    reliable.Sender(can_bus, timeout=0.1, retries=3) as tx:
+                can_faults.drop(1, id=0x124)
+                assert tx.send(0x123, b"x").result(5).tries == 2
+            peer.deinit()
+    """, "--can-channel=vcan")
+    r.assert_outcomes(passed=2)

@@ -42,7 +42,12 @@ class Engine:
         while not self._stop.is_set():
             self.ecu.send_engine_speed(self.rpm)
             due += EEC1_PERIOD
-            self._stop.wait(max(0.0, due - time.monotonic()))
+            now = time.monotonic()
+            if due < now:
+                # Late (the thread was stalled): skip the missed slots, keep
+                # the phase; catching up would send a burst of EEC1 frames.
+                due += (now - due) // EEC1_PERIOD * EEC1_PERIOD + EEC1_PERIOD
+            self._stop.wait(max(0.0, due - now))
 
     def close(self) -> None:
         self._stop.set()

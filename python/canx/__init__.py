@@ -143,9 +143,20 @@ def _shutdown() -> None:
     # pumps) must leave native code before the interpreter finalizes: from now
     # on waits return at once, and we wait (at most one wait slice, 50 ms)
     # only while some thread is still inside one. An exit with no such thread
-    # (no canx object ever waited) does not sleep at all.
-    _begin_shutdown()
-    if _native_waits():
-        deadline = _time.monotonic() + _EXIT_WAIT
-        while _native_waits() and _time.monotonic() < deadline:
-            _time.sleep(0.005)
+    # (no canx object ever waited) does not sleep at all. A Ctrl-C during
+    # this wait must not end it early: a thread finalized while still in
+    # native code aborts the process ("FATAL: exception not rethrown",
+    # docs/reliability.md), so KeyboardInterrupt is swallowed here (the
+    # process is exiting anyway) and the wait stays bounded by _EXIT_WAIT.
+    deadline = None
+    while True:
+        try:
+            _begin_shutdown()
+            if _native_waits():
+                if deadline is None:
+                    deadline = _time.monotonic() + _EXIT_WAIT
+                while _native_waits() and _time.monotonic() < deadline:
+                    _time.sleep(0.005)
+            return
+        except KeyboardInterrupt:
+            continue

@@ -25,9 +25,12 @@ Fixtures (function scope)
     can_expect       -> Expect         expect_frame/no_frame/sequence/pgn bound to can_recorder
     j1939_ecu        -> factory(address, name=..., claim=True, **ECU kw) -> j1939.ECU
     megasquirt_node  -> factory(can_id, **Node kw) -> megasquirt.Node
-    can_faults       -> Faults         bus_off()/error_passive()/recover()/jam_tx() on can_bus
+    can_faults       -> Faults         drop(n, id=..)/delay(n, s, id=..) of frames can_bus receives
+                                       or sends (every channel); bus_off()/error_passive()/
+                                       recover()/jam_tx() (virtual only)
     vcan_link        -> VcanLink       down()/up() of the test's vcan interface
-    replay           -> factory(path, speed=1.0, timing=True) plays a candump .log
+    replay           -> factory(path, speed=1.0, timing=True, channels={"can0": bus_a, ...})
+                                       plays a candump .log into the test's bus(es)
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, List, Mapping, Optional
 
 import pytest
 
@@ -318,18 +321,125 @@ def megasquirt_node(can_channel: str) -> Iterator[Callable[..., Any]]:
 
 # ------------------------------------------------------------------ faults and replay
 
+class FaultRule:
+    """One drop/delay rule (see :meth:`Faults.drop`): ``taken`` frames so far,
+    ``remaining`` still to take, ``wait(timeout)`` until it has taken all."""
+
+    def __init__(self, bus: Any, rule: int, count: int, what: str) -> None:
+        self.bus = bus
+        self.rule = rule
+        self.count = count
+        self.what = what
+
+    def _status(self) -> tuple[int, int]:
+        st = self.bus._fault_status(self.rule)
+        return (self.count, 0) if st is None else (int(st[0]), int(st[1]))
+
+    @property
+    def taken(self) -> int:
+        """Frames the rule has dropped or delayed so far."""
+        return self._status()[0]
+
+    @property
+    def remaining(self) -> int:
+        """Frames it will still take (0: done)."""
+        return self._status()[1]
+
+    def wait(self, timeout: float = 1.0) -> None:
+        """Blocks until the rule has taken all its frames; raises
+        AssertionError after ``timeout`` seconds (scaled by
+        ``CANX_TIMEOUT_SCALE``) saying how many it took."""
+        from .testing import timeout_scale
+
+        end = time.monotonic() + timeout * timeout_scale()
+        while True:
+            taken, remaining = self._status()
+            if remaining == 0:
+                return
+            if time.monotonic() >= end:
+                raise AssertionError(f"{self.what}: took {taken} of {self.count} frames within {timeout} s")
+            time.sleep(0.005)
+
+    def __repr__(self) -> str:
+        taken, remaining = self._status()
+        return f"<FaultRule {self.what}: {taken} taken, {remaining} remaining>"
+
+
 class Faults:
-    """Error states and a jammed transmitter for ``can_bus`` (virtual bus;
-    the runtime's test hooks ``CAN.inject_error_state`` and ``CAN._jam_tx``).
-    Dropping or delaying chosen frames needs runtime support that does not
-    exist yet."""
+    """Faults on a ``canx.CAN`` (by default the test's ``can_bus``).
+
+    On every backend: :meth:`drop` / :meth:`delay` of the next N frames
+    matching a filter, received by this bus (``direction="rx"``, the
+    default: its listeners and the engines sharing it never see them, or see
+    them late) or sent by it (``"tx"``: other nodes on the channel never see
+    them, or see them late; the sender sees success). Only that one
+    ``canx.CAN`` is affected: to fault what an ECU, a MegaSquirt node or a
+    reliable sender receives or sends, give it this bus (``bus=can_bus`` /
+    ``can_bus`` as its ``can``) or use :meth:`on` with its bus. Rules are
+    counted (:class:`FaultRule`), at most 64 per bus, held frames at most
+    4,096 per bus, delays at most 60 s; all are removed after the test.
+
+    Virtual bus only: :meth:`bus_off`, :meth:`error_passive`,
+    :meth:`error_warning`, :meth:`recover`, :meth:`jam_tx` (the runtime's
+    test hooks ``CAN.inject_error_state`` and ``CAN._jam_tx``); they skip the
+    test on another channel."""
 
     def __init__(self, bus: Any) -> None:
         self.bus = bus
+        self._others: List[Any] = []
+
+    def on(self, bus: Any) -> "Faults":
+        """The same faults on another ``canx.CAN`` (its rules are removed after the test too)."""
+        f = Faults(bus)
+        self._others.append(f)
+        return f
+
+    def _add(self, count: int, delay: Optional[float], id: Optional[int], mask: Optional[int],
+             extended: Optional[bool], direction: str) -> FaultRule:
+        if mask is None:
+            mask = 0 if id is None else 0x1FFFFFFF
+        rule = self.bus._add_fault(direction, count, id=id or 0, mask=mask, extended=extended, delay=delay)
+        what = ("drop" if delay is None else f"delay {delay} s") + f" {direction} x{count}"
+        if id is not None:
+            what += f" id {id:X}/{mask:X}"
+        return FaultRule(self.bus, rule, count, what)
+
+    def drop(self, n: int = 1, *, id: Optional[int] = None, mask: Optional[int] = None,
+             extended: Optional[bool] = None, direction: str = "rx") -> FaultRule:
+        """Drops the next ``n`` frames with ``(frame.id & mask) == (id & mask)``
+        (``mask`` defaults to all 29 bits when ``id`` is given; no ``id``:
+        any frame) and of the identifier kind ``extended`` (None: either).
+        ``direction``: "rx" (frames this bus receives) or "tx" (frames it
+        sends). Raises ValueError for n < 1 or a bad direction."""
+        return self._add(n, None, id, mask, extended, direction)
+
+    def delay(self, n: int, seconds: float, *, id: Optional[int] = None, mask: Optional[int] = None,
+              extended: Optional[bool] = None, direction: str = "rx") -> FaultRule:
+        """Delays the next ``n`` matching frames (as :meth:`drop`) by
+        ``seconds`` (0..60, on the bus clock; frames that arrive meanwhile
+        overtake them). Raises ValueError for a bad n, delay or direction."""
+        return self._add(n, float(seconds), id, mask, extended, direction)
+
+    def clear(self, flush: bool = True) -> None:
+        """Removes every drop/delay rule; held frames go out now (``flush``) or are discarded."""
+        self.bus._clear_faults(flush)
+        for f in self._others:
+            f.clear(flush)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``{"dropped", "delayed", "held_overflow", "late_send_failed"}`` of the bus."""
+        return dict(self.bus._fault_counts())
+
+    def _need_virtual(self) -> None:
+        channel = str(getattr(self.bus, "channel", ""))
+        if not channel.startswith("virtual:"):
+            pytest.skip(f"error states and jam_tx need a virtual: channel (the test channel is {channel})")
 
     def _inject(self, state: str, tec: Optional[int], rec: Optional[int]) -> None:
         import canx
 
+        self._need_virtual()
         self.bus.inject_error_state(getattr(canx.BusState, state), tec=tec, rec=rec)
 
     def bus_off(self, tec: Optional[int] = None) -> None:
@@ -351,6 +461,7 @@ class Faults:
     @contextlib.contextmanager
     def jam_tx(self) -> Iterator[None]:
         """While the block runs, no frame ``can_bus`` sends is accepted (sends time out)."""
+        self._need_virtual()
         self.bus._jam_tx(True)
         try:
             yield
@@ -359,11 +470,16 @@ class Faults:
 
 
 @pytest.fixture
-def can_faults(request: pytest.FixtureRequest, can_channel: str) -> Faults:
-    """:class:`Faults` on ``can_bus`` (virtual channels only: skips otherwise)."""
-    if not can_channel.startswith("virtual:"):
-        pytest.skip(f"can_faults needs a virtual: channel (the test channel is {can_channel})")
-    return Faults(request.getfixturevalue("can_bus"))
+def can_faults(request: pytest.FixtureRequest, can_channel: str) -> Iterator[Faults]:
+    """:class:`Faults` on ``can_bus``: drop/delay on every channel; error
+    states and ``jam_tx`` on virtual channels (they skip otherwise). Every
+    rule is removed after the test."""
+    f = Faults(request.getfixturevalue("can_bus"))
+    try:
+        yield f
+    finally:
+        with contextlib.suppress(Exception):
+            f.clear(flush=False)
 
 
 class VcanLink:
@@ -402,10 +518,14 @@ def vcan_link(vcan: str) -> Iterator[VcanLink]:
 
 
 class Replay:
-    """A running or finished replay: ``wait(timeout)``, ``sent``, ``error``."""
+    """A running or finished replay: ``wait(timeout)``, ``sent`` (frames
+    sent), ``skipped`` (lines of an interface not in ``channels``),
+    ``per_channel`` ({log interface: frames sent}), ``error``."""
 
     def __init__(self) -> None:
         self.sent = 0
+        self.skipped = 0
+        self.per_channel: dict[str, int] = {}
         self.error: Optional[BaseException] = None
         self.done = threading.Event()
         self.stop = threading.Event()
@@ -419,46 +539,78 @@ class Replay:
         return self.sent
 
 
+def _target_channel(name: str, target: Any) -> str:
+    if isinstance(target, str):
+        return target
+    channel = getattr(target, "channel", None)
+    if isinstance(channel, str):
+        return channel
+    raise TypeError(f"replay channels[{name!r}]: a channel name or a canx.CAN, not {type(target).__name__}")
+
+
 @pytest.fixture
 def replay(can_channel: str) -> Iterator[Callable[..., Replay]]:
-    """Factory: ``replay(path, speed=1.0, timing=True, background=False)``
-    sends the frames of a candump ``.log`` into the test's channel (whatever
-    channel each line names) with their original gaps divided by ``speed``
-    (``timing=False``: as fast as possible). Error frames are skipped. With
+    """Factory: ``replay(path, speed=1.0, timing=True, background=False,
+    channels=None)`` sends the frames of a candump ``.log`` with their
+    original gaps divided by ``speed`` (``timing=False``: as fast as
+    possible). Without ``channels`` every line goes to the test's channel
+    (whatever interface it names). ``channels`` maps the log's interface
+    names to where their lines go: a channel name or an open ``canx.CAN``
+    (its channel: the replay sends from a node of its own, so the bus
+    receives the frames as from another node), e.g. ``{"can0": bus_a,
+    "can1": bus_b}``; lines of other interfaces are skipped (counted in
+    ``Replay.skipped``). One timeline for all channels: the order of the
+    file is kept across them. Error frames are skipped. With
     ``background=True`` it returns at once; the replay is stopped after the
     test. Returns a :class:`Replay`. Raises ``canx.tools._common.ToolError``
-    for an unreadable file (before anything is sent)."""
+    for an unreadable file or channel and TypeError for a bad ``channels``
+    value (before anything is sent)."""
     from .tools._common import open_bus, send_fields
     from .tools.replay import _read_log
 
     running: List[tuple[Replay, threading.Thread]] = []
 
     def play(path: "os.PathLike[str] | str", speed: float = 1.0, timing: bool = True,
-             background: bool = False) -> Replay:
+             background: bool = False, channels: Optional[Mapping[str, Any]] = None) -> Replay:
         if not speed > 0:
             raise ValueError(f"speed must be positive, not {speed}")
-        lines = [(ts, f) for ts, _, f in _read_log(Path(path)) if not f[3]]  # all read (and checked) first
-        stamps = [ts for ts, _ in lines]
-        frames = [f for _, f in lines]
+        targets = None if channels is None else {k: _target_channel(k, v) for k, v in channels.items()}
         r = Replay()
+        lines = []
+        for ts, iface, f in _read_log(Path(path)):  # all read (and checked) first
+            if f[3]:
+                continue
+            if targets is not None and iface not in targets:
+                r.skipped += 1
+                continue
+            lines.append((ts, iface, f))
+        buses: dict[str, Any] = {}
+        try:
+            for ch in sorted(set(targets.values())) if targets else [can_channel]:
+                buses[ch] = open_bus(ch, fd=True)
+        except BaseException:
+            for b in buses.values():
+                b.shutdown()
+            raise
 
         def run() -> None:
-            bus = open_bus(can_channel, fd=True)
             try:
                 t0 = time.perf_counter()
-                for ts, f in zip(stamps, frames):
+                for ts, iface, f in lines:
                     if r.stop.is_set():
                         return
                     if timing:
-                        delay = t0 + (ts - stamps[0]) / speed - time.perf_counter()
+                        delay = t0 + (ts - lines[0][0]) / speed - time.perf_counter()
                         if delay > 0 and r.stop.wait(delay):
                             return
-                    send_fields(bus, f)
+                    send_fields(buses[targets[iface] if targets else can_channel], f)
                     r.sent += 1
+                    r.per_channel[iface] = r.per_channel.get(iface, 0) + 1
             except BaseException as e:  # reported by wait()
                 r.error = e
             finally:
-                bus.shutdown()
+                for b in buses.values():
+                    b.shutdown()
                 r.done.set()
 
         if not background:

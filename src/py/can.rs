@@ -282,13 +282,22 @@ impl CAN {
     fn send(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
         let bus = self.bus()?;
         let frame = py_to_frame(message)?;
-        let t = Duration::try_from_secs_f64(self.send_timeout.max(0.0)).unwrap_or(Duration::from_secs(u32::MAX as u64));
-        // The kernel may push back (ENOBUFS) for up to send_timeout: never with the GIL held.
-        let r = match NativeWait::enter() {
-            Some(_counted) => py.detach(|| bus.send(&frame, t)),
-            None => bus.send(&frame, t),
-        };
-        r.map_err(|e| to_py(py, e))
+        // The kernel may push back (ENOBUFS) for up to send_timeout: never
+        // with the GIL held, and in slices, so Ctrl-C interrupts a send
+        // waiting on a full transmit queue (docs/reliability.md).
+        let r = wait_for(
+            py,
+            Some(self.send_timeout),
+            || false,
+            |slice| match bus.send(&frame, slice) {
+                Err(Error::SendTimeout) => None,
+                other => Some(other),
+            },
+        )?;
+        match r {
+            Some(r) => r.map_err(|e| to_py(py, e)),
+            None => Err(to_py(py, Error::SendTimeout)),
+        }
     }
 
     /// Starts receiving frames that match any of `matches` (a list or tuple
@@ -459,6 +468,68 @@ impl CAN {
     /// batch). Raises `canx.UnsupportedError` on a real interface.
     fn _jam_tx(&self, py: Python<'_>, on: bool) -> PyResult<()> {
         self.bus()?.jam_tx(on).map_err(|e| to_py(py, e))
+    }
+
+    /// Test hook (every backend; not public API, see `canx.pytest_plugin`'s
+    /// `can_faults`): the next `count` frames matching `(id & mask) == (frame
+    /// id & mask)` (and `extended`, if not None) that this bus receives
+    /// (`direction` "rx": never reach its listeners or engines) or sends
+    /// ("tx": never reach the interface; the sender sees success) are
+    /// dropped (`delay` None) or delayed by `delay` seconds (0..=60).
+    /// Returns the rule's id. Raises ValueError for a bad direction, count or
+    /// delay, `canx.UnsupportedError` beyond 64 rules.
+    #[pyo3(signature = (direction, count, *, id=0, mask=0, extended=None, delay=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn _add_fault(
+        &self,
+        py: Python<'_>,
+        direction: &str,
+        count: u64,
+        id: u32,
+        mask: u32,
+        extended: Option<bool>,
+        delay: Option<f64>,
+    ) -> PyResult<u64> {
+        use crate::runtime::{Direction, FaultAction, FaultMatch};
+        let direction = match direction {
+            "rx" => Direction::Rx,
+            "tx" => Direction::Tx,
+            other => return Err(PyValueError::new_err(format!("direction must be 'rx' or 'tx', not {other:?}"))),
+        };
+        if count == 0 {
+            return Err(PyValueError::new_err("count must be at least 1"));
+        }
+        let action = match delay {
+            None => FaultAction::Drop,
+            Some(d) if d.is_finite() && (0.0..=60.0).contains(&d) => FaultAction::Delay(Duration::from_secs_f64(d)),
+            Some(d) => return Err(PyValueError::new_err(format!("delay must be 0..=60 seconds, not {d}"))),
+        };
+        self.bus()?.add_fault(direction, FaultMatch { id, mask, extended }, action, count).map_err(|e| to_py(py, e))
+    }
+
+    /// Test hook: `(taken, remaining)` of a fault rule (also after it
+    /// finished), or None for an unknown id.
+    fn _fault_status(&self, rule: u64) -> PyResult<Option<(u64, u64)>> {
+        Ok(self.bus()?.fault_status(rule).map(|s| (s.taken, s.remaining)))
+    }
+
+    /// Test hook: removes every fault rule; delayed frames still held go
+    /// out at once (`flush`) or are discarded.
+    #[pyo3(signature = (flush=true))]
+    fn _clear_faults(&self, flush: bool) -> PyResult<()> {
+        self.bus()?.clear_faults(flush);
+        Ok(())
+    }
+
+    /// Test hook: {"dropped", "delayed", "held_overflow", "late_send_failed"}.
+    fn _fault_counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.bus()?.fault_counts();
+        let d = PyDict::new(py);
+        d.set_item("dropped", c.dropped)?;
+        d.set_item("delayed", c.delayed)?;
+        d.set_item("held_overflow", c.held_overflow)?;
+        d.set_item("late_send_failed", c.late_send_failed)?;
+        Ok(d)
     }
 
     fn __repr__(&self) -> String {

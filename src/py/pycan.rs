@@ -570,7 +570,21 @@ fn send_frame(py: Python<'_>, bus: &Bus, frame: &Frame, timeout: Option<f64>) ->
     let t = timeout_duration(timeout);
     match bus.send(frame, Duration::ZERO) {
         Err(crate::runtime::Error::SendTimeout) if !t.is_zero() => {
-            py.detach(|| bus.send(frame, t)).map_err(|e| to_py(py, e))
+            // In slices with the GIL released, so Ctrl-C interrupts a send
+            // waiting on a full transmit queue (docs/reliability.md).
+            let r = super::can::wait_for(
+                py,
+                timeout,
+                || false,
+                |slice| match bus.send(frame, slice) {
+                    Err(crate::runtime::Error::SendTimeout) => None,
+                    other => Some(other),
+                },
+            )?;
+            match r {
+                Some(r) => r.map_err(|e| to_py(py, e)),
+                None => Err(to_py(py, crate::runtime::Error::SendTimeout)),
+            }
         }
         r => r.map_err(|e| to_py(py, e)),
     }

@@ -12,6 +12,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::backend::{Backend, BusConfig, Capabilities, PeerHints};
 use super::engine::{Clock, Driven, EngineHandle, EngineRef};
+use super::faults::{Direction, FaultAction, FaultCounts, FaultMatch, Faults, RuleStatus, Verdict};
 use super::listener::{DropPolicy, Listener, ListenerFilter};
 use super::{epoch_now, Error, Origin, Result, RxFrame};
 
@@ -72,6 +73,8 @@ struct Shared {
     engine_count: AtomicUsize,
     /// The engines' clock ([`BusConfig::clock`]).
     clock: Clock,
+    /// Test faults: drop or delay chosen frames ([`Bus::add_fault`]).
+    faults: Faults,
 }
 
 /// Most frames waiting in the local echo between two receive rounds.
@@ -90,6 +93,10 @@ pub struct Bus {
     /// A stepped bus ([`Bus::stepped`]): the receive round the test runs
     /// with [`Bus::step`]; `None` on a bus with a receive thread.
     stepper: Mutex<Option<Round>>,
+    /// The process that opened the bus: after a `fork()`, the child has a
+    /// copy of this struct but not the receive thread, and the device
+    /// (serial port, USB interface, socket) is still the parent's.
+    pid: u32,
 }
 
 impl std::fmt::Debug for Bus {
@@ -116,7 +123,13 @@ impl Bus {
             .name(name)
             .spawn(move || receive_loop(&s2))
             .map_err(|e| Error::Os { context: "starting the receive thread".into(), source: e })?;
-        let bus = Bus { shared, config, thread: Mutex::new(Some(thread)), stepper: Mutex::new(None) };
+        let bus = Bus {
+            shared,
+            config,
+            thread: Mutex::new(Some(thread)),
+            stepper: Mutex::new(None),
+            pid: std::process::id(),
+        };
         bus.update_prefilter();
         Ok(bus)
     }
@@ -133,7 +146,13 @@ impl Bus {
     /// [`Bus::stepped`] on an open backend (a test double).
     pub fn stepped_with_backend(backend: Arc<dyn Backend>, config: BusConfig) -> Result<Bus> {
         let shared = Bus::shared(backend, &config);
-        let bus = Bus { shared, config, thread: Mutex::new(None), stepper: Mutex::new(Some(Round::default())) };
+        let bus = Bus {
+            shared,
+            config,
+            thread: Mutex::new(None),
+            stepper: Mutex::new(Some(Round::default())),
+            pid: std::process::id(),
+        };
         bus.update_prefilter();
         Ok(bus)
     }
@@ -155,6 +174,7 @@ impl Bus {
             echo_dropped: AtomicU64::new(0),
             engine_count: AtomicUsize::new(0),
             clock: config.clock.clone(),
+            faults: Faults::default(),
         })
     }
 
@@ -250,9 +270,49 @@ impl Bus {
                 return Err(Error::BusOff);
             }
         }
+        if self.shared.faults.active() {
+            let rx = RxFrame { frame: *frame, timestamp: epoch_now(), origin: Origin::Own };
+            match self.shared.faults.check(Direction::Tx, &rx, self.shared.clock.now()) {
+                Verdict::Pass => {}
+                Verdict::Dropped => return Ok(()),
+                Verdict::Held => {
+                    self.shared.backend.wake();
+                    return Ok(());
+                }
+            }
+        }
         self.shared.backend.send(frame, timeout)?;
         self.shared.sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Test fault: the next `count` frames matching `matcher` that this bus
+    /// receives ([`Direction::Rx`]) or sends ([`Direction::Tx`]) are dropped
+    /// or delayed (see [`super::faults`] for exactly what each means).
+    /// Works on every backend. Returns the rule's id for
+    /// [`Bus::fault_status`]. Errors: [`Error::Unsupported`] for a count of
+    /// 0, a delay over [`super::faults::MAX_DELAY`], or too many rules.
+    pub fn add_fault(&self, direction: Direction, matcher: FaultMatch, action: FaultAction, count: u64) -> Result<u64> {
+        let id = self.shared.faults.add(direction, matcher, action, count)?;
+        self.shared.backend.wake();
+        Ok(id)
+    }
+
+    /// A fault rule's progress, also after it finished (`None`: unknown id).
+    pub fn fault_status(&self, id: u64) -> Option<RuleStatus> {
+        self.shared.faults.status(id)
+    }
+
+    /// Removes every fault rule. Held (delayed) frames go out at the next
+    /// receive round if `flush`, else are discarded.
+    pub fn clear_faults(&self, flush: bool) {
+        self.shared.faults.clear(flush);
+        self.shared.backend.wake();
+    }
+
+    /// The bus's fault totals.
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.shared.faults.counts()
     }
 
     /// Adds a listener; it sees frames that arrive from now on.
@@ -405,8 +465,23 @@ impl Bus {
     }
 
     /// Stops the receive thread and closes every listener. Idempotent.
+    ///
+    /// In a child process forked after the bus was opened, the bus is
+    /// marked shut down and its listeners closed, but the receive thread
+    /// (which does not exist in the child) is not joined and the backend is
+    /// not closed: the device still belongs to the parent, and closing it
+    /// from the child (slcan's close command, a USB interface release)
+    /// would break the parent's bus. The child's copies of the descriptors
+    /// go when the child exits (docs/reliability.md, "fork").
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        if std::process::id() != self.pid {
+            std::mem::forget(self.thread.lock().take());
+            for l in self.shared.listeners.write().drain(..) {
+                l.close();
+            }
+            return;
+        }
         self.shared.backend.wake();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
@@ -500,6 +575,29 @@ fn transmit(shared: &Shared, id: usize, e: &mut dyn Driven, now: canx_core::Inst
         if out.is_empty() {
             break;
         }
+        if shared.faults.active() {
+            let before = out.len();
+            let timestamp = epoch_now();
+            let mut taken: Vec<Frame> = Vec::new();
+            out.retain(|f| {
+                let rx = RxFrame { frame: *f, timestamp, origin: Origin::Own };
+                match shared.faults.check(Direction::Tx, &rx, now) {
+                    Verdict::Pass => true,
+                    Verdict::Dropped | Verdict::Held => {
+                        taken.push(*f);
+                        false
+                    }
+                }
+            });
+            if out.len() < before {
+                // Lost (or held) on the wire: the engine sent it.
+                e.sent(before - out.len(), shared.clock.now());
+                echo(shared, id, &taken);
+            }
+            if out.is_empty() {
+                continue;
+            }
+        }
         let mut rest = &out[..];
         while !rest.is_empty() {
             let (n, r) = shared.backend.send_many(rest, SEND_TIMEOUT);
@@ -588,12 +686,35 @@ impl Round {
             (Some(w), _) => w,
             // Echoed frames wait for the engines: only look for what arrived.
             _ if !shared.echo.lock().is_empty() => Duration::ZERO,
-            (None, Some(d)) => Duration::from_micros((d - shared.clock.now()).total_micros()).min(IDLE_WAIT),
-            (None, None) => IDLE_WAIT,
+            (None, d) => {
+                let d = if shared.faults.active() { canx_core::time::earliest(d, shared.faults.next_due()) } else { d };
+                match d {
+                    Some(d) => Duration::from_micros((d - shared.clock.now()).total_micros()).min(IDLE_WAIT),
+                    None => IDLE_WAIT,
+                }
+            }
         };
         shared.backend.recv_batch(batch, wait)?;
+        let received = batch.len();
+        if shared.faults.active() {
+            let now = shared.clock.now();
+            shared.faults.filter_rx(batch, now);
+            shared.faults.take_due(Direction::Rx, now, batch);
+            let mut late = Vec::new();
+            shared.faults.take_due(Direction::Tx, now, &mut late);
+            for f in &late {
+                match shared.backend.send(&f.frame, SEND_TIMEOUT) {
+                    Ok(()) => {
+                        shared.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        shared.faults.late_send_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        shared.received.fetch_add(received as u64, Ordering::Relaxed);
         if !batch.is_empty() {
-            shared.received.fetch_add(batch.len() as u64, Ordering::Relaxed);
             let listeners = shared.listeners.read();
             for f in batch.iter() {
                 if let Frame::Error(e) = &f.frame {
@@ -610,6 +731,6 @@ impl Round {
             }
         }
         self.deadline = run_engines(shared, batch, &mut self.echo);
-        Ok(batch.len())
+        Ok(received)
     }
 }

@@ -14,6 +14,7 @@ pub mod bus;
 pub mod drivers;
 pub mod engine;
 pub mod events;
+pub mod faults;
 pub mod listener;
 pub mod queue;
 
@@ -29,6 +30,7 @@ pub use backend::{
 pub use bus::{Bus, BusStats, StateInfo};
 pub use engine::{Clock, Driven, EngineHandle, EngineRef, ManualClock};
 pub use events::EventQueue;
+pub use faults::{Direction, FaultAction, FaultCounts, FaultMatch, RuleStatus};
 pub use listener::{DropPolicy, Listener, ListenerFilter, Notify};
 
 use canx_core::Frame;

@@ -659,3 +659,67 @@ fn j1939_lone_ecu_sends_its_window_in_one_round() {
         .count();
     assert_eq!(dts, 255, "DTs sent in the round that took the CTS in");
 }
+
+#[test]
+fn fault_rules_drop_and_delay_counted_on_the_bus_clock() {
+    let (clock, time) = Clock::manual(Instant::from_millis(1000));
+    let a = stepped("rt-faults", false, &clock);
+    let b = stepped("rt-faults", false, &clock);
+    let l = b.listen(ListenerFilter::default(), 100, DropPolicy::DropNewest);
+    let only = |id| FaultMatch { id, mask: 0x7FF, extended: Some(false) };
+    let dropped = b.add_fault(Direction::Rx, only(1), FaultAction::Drop, 2).unwrap();
+    let delayed = b.add_fault(Direction::Rx, only(2), FaultAction::Delay(Duration::from_millis(50)), 1).unwrap();
+    let tx_drop = a.add_fault(Direction::Tx, only(3), FaultAction::Drop, 1).unwrap();
+    for (id, d) in [(1, 0u8), (2, 1), (1, 2), (1, 3), (3, 4), (3, 5), (4, 6)] {
+        a.send(&frame(id, &[d]), T).unwrap();
+    }
+    b.run_until_idle().unwrap();
+    let got = |l: &Listener| -> Vec<u8> { std::iter::from_fn(|| l.try_recv()).map(|f| f.frame.data()[0]).collect() };
+    // 1/0 and 1/2 dropped (count 2), 1/3 passes; 2/1 held; 3/4 never sent.
+    assert_eq!(got(&l), vec![3, 5, 6]);
+    time.advance(ms(49));
+    b.run_until_idle().unwrap();
+    assert!(got(&l).is_empty(), "released before its delay");
+    time.advance(ms(1));
+    b.run_until_idle().unwrap();
+    assert_eq!(got(&l), vec![1]);
+    assert_eq!(b.fault_status(dropped), Some(RuleStatus { taken: 2, remaining: 0 }));
+    assert_eq!(b.fault_status(delayed), Some(RuleStatus { taken: 1, remaining: 0 }));
+    assert_eq!(a.fault_status(tx_drop), Some(RuleStatus { taken: 1, remaining: 0 }));
+    let c = b.fault_counts();
+    assert_eq!((c.dropped, c.delayed, c.held_overflow), (2, 1, 0));
+    assert_eq!(a.stats().sent, 6, "a dropped tx frame is not handed to the backend");
+    // Bounds: count 0, a delay over the maximum, more than MAX_RULES rules.
+    assert!(b.add_fault(Direction::Rx, FaultMatch::ANY, FaultAction::Drop, 0).is_err());
+    assert!(b.add_fault(Direction::Rx, FaultMatch::ANY, FaultAction::Delay(Duration::from_secs(61)), 1).is_err());
+    for _ in 0..faults::MAX_RULES {
+        b.add_fault(Direction::Rx, only(0x7FF), FaultAction::Drop, 1).unwrap();
+    }
+    assert!(b.add_fault(Direction::Rx, only(0x7FF), FaultAction::Drop, 1).is_err());
+    b.clear_faults(false);
+    a.send(&frame(0x7FF, &[9]), T).unwrap();
+    b.run_until_idle().unwrap();
+    assert_eq!(got(&l), vec![9]);
+}
+
+#[test]
+fn fault_delay_beyond_the_held_capacity_passes_and_is_counted() {
+    let (clock, time) = Clock::manual(Instant::from_millis(1000));
+    let a = stepped("rt-faults-cap", false, &clock);
+    let b = stepped("rt-faults-cap", false, &clock);
+    let l = b.listen(ListenerFilter::default(), 10_000, DropPolicy::DropNewest);
+    let n = faults::HELD_CAPACITY as u64 + 10;
+    b.add_fault(Direction::Rx, FaultMatch::ANY, FaultAction::Delay(Duration::from_millis(10)), n).unwrap();
+    for i in 0..n {
+        a.send(&frame(5, &i.to_le_bytes()), T).unwrap();
+        if i % 512 == 0 {
+            b.run_until_idle().unwrap(); // the virtual inbox is bounded too
+        }
+    }
+    b.run_until_idle().unwrap();
+    assert_eq!(l.len(), 10, "the 10 beyond the held capacity pass undelayed");
+    assert_eq!(b.fault_counts().held_overflow, 10);
+    time.advance(ms(10));
+    b.run_until_idle().unwrap();
+    assert_eq!(l.len(), n as usize);
+}

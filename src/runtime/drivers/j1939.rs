@@ -189,6 +189,9 @@ pub struct J1939Adapter {
     /// An event [`Adapter::settle`] finishes with the engine: a TP/ETP
     /// reception (its bytes) or a request with a registered answer.
     pending: Option<EcuEvent>,
+    /// Registered answers that could not be queued (transmit queue full):
+    /// reported with the engine's own in `failed_responses`.
+    failed_responses: u64,
 }
 
 impl J1939Adapter {
@@ -324,6 +327,7 @@ impl Adapter<CoreEcu> for J1939Adapter {
             Some(EcuEvent::Request { pgn, requester, global }) => {
                 if let Some(data) = self.responses.get(&pgn.raw()) {
                     if ecu.respond(pgn, requester, global, data).is_err() {
+                        self.failed_responses += 1;
                         let _ = ecu.acknowledge(AckControl::CannotRespond, pgn, requester);
                     }
                 }
@@ -415,6 +419,7 @@ impl J1939Driver {
             hints: PeerHints::none(),
             streams: Vec::new(),
             pending: None,
+            failed_responses: 0,
         };
         let d = Hosted::host(Box::new(ecu), adapter, cfg.queue);
         let q = d.events();
@@ -535,7 +540,7 @@ impl J1939Driver {
             ("event_queue_dropped", self.events().dropped()),
             ("engine_dropped_events", u64::from(s.dropped_events)),
             ("engine_dropped_frames", u64::from(s.dropped_frames)),
-            ("failed_responses", u64::from(s.failed_responses)),
+            ("failed_responses", u64::from(s.failed_responses) + self.adapter.failed_responses),
             ("tp_refused_sessions", u64::from(s.transport.refused_sessions)),
             ("tp_rejected_sends", u64::from(s.transport.rejected_sends)),
             ("tp_queued_sends", u64::from(s.transport.queued_sends)),
