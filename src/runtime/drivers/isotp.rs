@@ -289,7 +289,8 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
     }
 
     /// Reads the STmin of each FC.CTS for this channel (ISO 15765-2:2016
-    /// §9.6.5.4, Table 20; reserved values as 127 ms), then feeds the frame.
+    /// §9.6.5.4, Table 20; reserved values as 127 ms), then feeds the frame
+    /// with its age.
     fn feed(&mut self, channel: &mut Channel<'static>, now: Instant, rx: &RxFrame) {
         let (id, data) = match &rx.frame {
             Frame::Can(f) => (Some(f.id()), f.data()),
@@ -305,7 +306,11 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
                 });
             }
         }
-        channel.handle_frame(now, &rx.frame);
+        // How long ago the frame arrived (its receive timestamp): the FC
+        // after a block waits `block_fc_delay` from the CF's arrival, not
+        // from when this thread got to it.
+        let age = (epoch_now() - rx.timestamp).clamp(0.0, 1.0);
+        channel.handle_frame_aged(now, canx_core::Duration::from_micros((age * 1e6) as u64), &rx.frame);
     }
 
     /// The backend took a frame: the next CF waits STmin from now.
