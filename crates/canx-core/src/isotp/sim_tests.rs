@@ -14,26 +14,8 @@ use super::pci::stmin_micros;
 use super::tests::{chan, own, Ev};
 use super::*;
 use crate::frame::Frame;
+use crate::test_support::Rng;
 use crate::time::{Duration, Instant};
-
-/// splitmix64 (as in the MegaSquirt and J1939 simulations).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn pct(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-}
 
 struct Packet {
     at: Instant,
@@ -91,7 +73,7 @@ enum Faults {
 
 fn run(seed: u64, mode: Faults, totals: &mut Totals) {
     let faults = mode != Faults::None;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (aa, ab) = addresses(&mut rng);
     let fd = rng.pct(40);
     let tx_dl = if fd { [8u8, 12, 16, 32, 64][rng.below(5) as usize] } else { 8 };
