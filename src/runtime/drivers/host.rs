@@ -178,15 +178,20 @@ impl<E: Engine + Events, A: Adapter<E>> Hosted<E, A> {
     /// the events it caused out (and refills the engine from the backlog).
     pub fn with<R>(&mut self, op: impl FnOnce(&mut E, &mut A, &EventQueue<A::Event>) -> R) -> R {
         let r = op(&mut self.engine, &mut self.adapter, &self.events);
-        self.drain(epoch_now());
+        self.drain(None);
         r
     }
 
-    fn drain(&mut self, at: f64) {
+    /// Hands the engine's events to the adapter, stamped `at` (epoch
+    /// seconds; `None`: the time of the first event, read only if there is
+    /// one, as this runs every round).
+    fn drain(&mut self, at: Option<f64>) {
+        let mut at = at;
         loop {
             // `let else`, not `while let`: the event's borrow of the engine
             // must end before `settle` takes the engine.
             let Some(ev) = self.engine.poll_event() else { break };
+            let at = *at.get_or_insert_with(epoch_now);
             self.adapter.event(ev, at, &self.events);
             self.adapter.settle(&mut self.engine, at, &self.events);
         }
@@ -218,12 +223,12 @@ where
                 self.acks.push_back(f);
             }
         }
-        self.drain(rx.timestamp);
+        self.drain(Some(rx.timestamp));
     }
     fn handle_timeout(&mut self, now: Instant) {
         self.budget = A::TX_PER_ROUND;
         self.engine.handle_timeout(now);
-        self.drain(epoch_now());
+        self.drain(None);
     }
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
         let now = self.adapter.tx_time(now);
@@ -272,7 +277,7 @@ where
     /// Events the engine raised while sending (a completion on its last
     /// frame) leave in the same round.
     fn flush_events(&mut self) {
-        self.drain(epoch_now());
+        self.drain(None);
     }
     fn filters(&self) -> Option<Vec<Filter>> {
         self.adapter.filters()

@@ -33,7 +33,7 @@ use canx_core::{Frame, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::host::{Adapter, Hosted};
-use crate::runtime::{epoch_now, EventQueue, PeerHints, RxFrame};
+use crate::runtime::{epoch_now, EventQueue, Origin, PeerHints, RxFrame};
 
 /// Frames sent per receive-thread round before received frames are handled
 /// again (a 66000-byte message at STmin 0 is 9429 CFs).
@@ -283,8 +283,13 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
     }
 
     /// STmin is measured from the time each CF is handed out (the core's
-    /// `poll_transmit`): read the bus clock then, not at the round's start.
+    /// `poll_transmit`): read the bus clock then, not at the round's start
+    /// (only while sending: an FC goes by the round's time, and the clock
+    /// read is a syscall where the clocksource has no vDSO).
     fn tx_time(&self, now: Instant) -> Instant {
+        if self.inflight.is_none() {
+            return now;
+        }
         self.hints.now().max(now)
     }
 
@@ -306,11 +311,20 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
                 });
             }
         }
-        // How long ago the frame arrived (its receive timestamp): the FC
-        // after a block waits `block_fc_delay` from the CF's arrival, not
-        // from when this thread got to it.
-        let age = (epoch_now() - rx.timestamp).clamp(0.0, 1.0);
-        channel.handle_frame_aged(now, canx_core::Duration::from_micros((age * 1e6) as u64), &rx.frame);
+        // The FC after a block waits `block_fc_delay` from the CF's arrival
+        // (its receive timestamp), and only for a CF another socket on this
+        // host sent (Origin::Host, e.g. Linux's can-isotp on vcan): only
+        // such a sender can see the FC before its own CF's echo (see
+        // `Config::block_fc_delay`). A remote node's CF: no wait.
+        let c = &self.config.channel;
+        let age = if c.bs == 0 || c.block_fc_delay.total_micros() == 0 {
+            canx_core::Duration::ZERO
+        } else if rx.origin == Origin::Host {
+            canx_core::Duration::from_micros(((epoch_now() - rx.timestamp).clamp(0.0, 1.0) * 1e6) as u64)
+        } else {
+            c.block_fc_delay
+        };
+        channel.handle_frame_aged(now, age, &rx.frame);
     }
 
     /// The backend took a frame: the next CF waits STmin from now.

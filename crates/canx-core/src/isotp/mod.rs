@@ -202,7 +202,10 @@ pub struct Config {
     /// part of N_Br, the receiver's time until its next FC, which
     /// ISO 15765-2:2016 §9.8 (network layer timing) bounds only as a
     /// performance budget (N_Br + N_Ar < 0.9 N_Bs, about 900 ms with the
-    /// defaults), not as a minimum. Zero: answer at once.
+    /// defaults), not as a minimum. Zero: answer at once. canx's runtime
+    /// applies it only to CFs another socket on the same host sent
+    /// (SocketCAN's `MSG_DONTROUTE`): a remote node's own CF is confirmed
+    /// long before an FC can cross the bus.
     pub block_fc_delay: Duration,
     /// Receive: SF, FC and last-CF frames of 8 bytes or fewer must be
     /// padded to 8 (Linux `CAN_ISOTP_CHK_PAD_LEN`); a violation is N_ERROR.
