@@ -89,6 +89,11 @@ pub trait Adapter<E: Engine + Events>: Send {
     }
     /// Frames the engine produced were handed to the backend at `at` ([`Driven::sent`]).
     fn sent(&mut self, _at: Instant) {}
+    /// `poll_transmit` gave out a frame; [`Adapter::sent`] or
+    /// [`Adapter::failed`] follows once the backend took it or refused it.
+    fn taken(&mut self) {}
+    /// A frame given out could not be sent ([`Driven::send_failed`]).
+    fn failed(&mut self) {}
     /// While `Some(t)`, the engine is not asked for a frame before `t` (bus
     /// clock) and the host's deadline is no earlier than `t`: ISO-TP keeps
     /// STmin from the moment the previous CF was actually sent.
@@ -235,7 +240,10 @@ where
         if self.budget == 0 {
             // Spent: keep the engine's next frame (if any) for the next
             // round, so that `poll_timeout` asks for that round at once.
-            if self.acks.is_empty() && !self.adapter.pending(&self.engine) {
+            if self.acks.is_empty()
+                && !self.adapter.pending(&self.engine)
+                && self.adapter.hold().is_none_or(|t| now >= t)
+            {
                 self.adapter.refill(&mut self.engine, &self.events);
                 if let Some(f) = self.engine.poll_transmit_frame(now) {
                     self.acks.push_back(f);
@@ -253,6 +261,7 @@ where
                 self.engine.poll_transmit_frame(now)?
             }
         };
+        self.adapter.taken();
         self.budget -= 1;
         Some(f)
     }
@@ -283,6 +292,7 @@ where
         self.adapter.filters()
     }
     fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
+        self.adapter.failed();
         self.stats.send_failed += 1;
     }
     fn attached(&mut self, hints: PeerHints) {
