@@ -24,8 +24,9 @@ reads the bus while a pair is measured.
     (client -> server named as in (1)).
 (3) STmin undershoots: a 700-byte PDU (100 CFs) to a kernel receiver
     asking STmin 1 ms and 0xF3 (300 us); CF gaps from ``candump -L``
-    (kernel receive timestamps), count of gaps < STmin, for canx and the
-    kernel as senders.
+    (kernel receive timestamps, taken once the kernel stamps frames at
+    arrival: ``stamping_at_arrival``), count of gaps < STmin, for canx
+    and the kernel as senders.
 
 Prints a table; ``--json FILE`` also writes the numbers. Every wait has a
 timeout; a case that fails or times out is recorded as an error.
@@ -269,6 +270,37 @@ def latency(ch: str, spec: Tuple[str, str, str], resp_size: int, n: int, budget:
 _LINE = re.compile(r"^\((?P<ts>[0-9.]+)\)\s+\S+\s+(?P<id>[0-9A-F]+)#(?P<data>[0-9A-F]*)")
 
 
+@contextlib.contextmanager
+def stamping_at_arrival(ch: str) -> Iterator[bool]:
+    """Holds a SO_TIMESTAMP socket and waits (up to 10 s) until the kernel
+    stamps frames when they arrive: Linux turns that on from a work item
+    after the first SO_TIMESTAMP user appears and until then stamps a frame
+    when it is read, which makes candump's gaps the gaps between its reads
+    (docs/benchmarks.md, "STmin gaps in candump"). Yields whether it is on."""
+    so_ts = getattr(socket, "SO_TIMESTAMP", 29)
+    rx = socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW)
+    tx = socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, so_ts, 1)
+        rx.setsockopt(socket.SOL_CAN_RAW, socket.CAN_RAW_FILTER, struct.pack("=II", 0x7FD, 0x7FF))
+        rx.bind((ch,))
+        tx.bind((ch,))
+        rx.settimeout(5)
+        on = False
+        deadline = time.monotonic() + 10
+        while not on and time.monotonic() < deadline:
+            sent = time.time()
+            tx.send(struct.pack("=IB3x8s", 0x7FD, 0, b""))
+            time.sleep(0.1)
+            _, anc, _, _ = rx.recvmsg(16, 64)
+            st = [struct.unpack("=qq", d[:16]) for _, typ, d in anc if typ == so_ts]
+            on = bool(st) and st[0][0] + st[0][1] / 1e6 - sent < 0.05
+        yield on
+    finally:
+        rx.close()
+        tx.close()
+
+
 def stmin_case(ch: str, sender: str, stmin: int, size: int = 700) -> Dict[str, Any]:
     seconds = stmin / 1000 if stmin <= 0x7F else (stmin - 0xF0) / 10000
     key = "ck" if sender == "canx" else "kk"
@@ -340,8 +372,10 @@ def main() -> int:
     results["latency"] = lat
 
     st: Dict[str, Any] = {}
-    if shutil.which("candump"):
-        for sender in ("canx", "kernel"):
+    with contextlib.ExitStack() as stamping:
+        if shutil.which("candump"):
+            st["stamped_at_arrival"] = stamping.enter_context(stamping_at_arrival(ch))
+        for sender in ("canx", "kernel") if shutil.which("candump") else ():
             for stmin in (1, 0xF3):
                 step(f"stmin {sender} 0x{stmin:02X}")
                 try:
@@ -371,7 +405,9 @@ def main() -> int:
                 print(f"  {k:16} ERROR {v.get('error') or v.get('server_error')}")
     print("\nSTmin: sender stmin | CFs | gaps < STmin | min gap us | median gap us | canx own min gap us")
     for k, v in st.items():
-        if "error" in v:
+        if not isinstance(v, dict):
+            print(f"  {k}: {v}")
+        elif "error" in v:
             print(f"  {k:14} ERROR {v['error']}")
         else:
             print(f"  {k:14} {v['cfs']:4} {v['undershoots']:4} {v['min_gap_us']} {v['median_gap_us']} {v['canx_min_paced_gap_us']}")

@@ -342,6 +342,7 @@ class NativeIsoTp:
         n_ar_ms: int = ...,
         n_bs_ms: int = ...,
         n_cr_ms: int = ...,
+        block_fc_delay_us: int = ...,
         rx_check_padding_len: bool = ...,
         rx_padding_byte: Optional[int] = ...,
         half_duplex: bool = ...,

@@ -9,7 +9,7 @@ Subcommands:
   canx gen CHANNEL [-g MS] [-n N] [-I ID] [-L LEN] [-D DATA]   generate frames (cangen)
   canx log CHANNEL[,FILTERS]... [-f FILE]   record to a candump .log (python-can formats too)
   canx replay FILE [--channel CH] [--speed X]   replay a log with its timing
-  canx isotp send|recv|dump CHANNEL -s ID -d ID   ISO-TP like isotpsend/isotprecv/isotpsniffer
+  canx isotp send|recv|dump CHANNEL -s ID -d ID   ISO-TP like isotpsend/isotprecv/isotpdump
   canx plot LOG --signal NAME --dbc FILE [-o out.png] [--bus-load]   signals and bus load over time
 
 Bad input gives a one-line error and exit status 2, never a traceback.

@@ -470,6 +470,10 @@ DEFAULT_PARAMS: Dict[str, Any] = {
     "tx_buffer_size": 1 << 20,  # bytes: the longest message send() takes (allocated on first touch)
     "n_as_timeout": 1000,  # ms, N_As (sender frame to the bus)
     "n_ar_timeout": 1000,  # ms, N_Ar (receiver FC to the bus)
+    # us: the FC after a block's last CF waits this long from the CF's arrival
+    # (part of N_Br), if a socket on this host sent the CF: a Linux sender ignores
+    # an FC that arrives before its own CF's echo (docs/protocols/isotp.md section 8)
+    "block_fc_delay_us": 300,
     "rx_check_padding_len": False,  # receive: SF/FC/last CF must be 8 bytes (Linux CHK_PAD_LEN)
     "rx_padding_byte": None,  # receive: padding bytes must equal this (Linux CHK_PAD_DATA)
     "half_duplex": False,
@@ -547,6 +551,7 @@ def _native_params(params: Dict[str, Any]) -> Dict[str, Any]:
         "n_ar_ms": max(1, _int(p, "n_ar_timeout", 0, 86_400_000)),
         "n_bs_ms": max(1, _int(p, "rx_flowcontrol_timeout", 0, 86_400_000)),
         "n_cr_ms": max(1, _int(p, "rx_consecutive_frame_timeout", 0, 86_400_000)),
+        "block_fc_delay_us": _int(p, "block_fc_delay_us", 0, 100_000),
         "rx_check_padding_len": _bool(p, "rx_check_padding_len"),
         "rx_padding_byte": _opt_byte(p, "rx_padding_byte"),
         "half_duplex": _bool(p, "half_duplex"),

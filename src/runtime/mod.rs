@@ -38,8 +38,12 @@ use canx_core::Frame;
 /// Where a received frame comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// Another node on the bus (or another socket on this host).
+    /// Another node on the bus.
     Bus,
+    /// Another socket on this host sent it (SocketCAN marks these with
+    /// `MSG_DONTROUTE`: a vcan peer, a kernel ISO-TP socket, another
+    /// process). Everything but engine timing treats it as [`Origin::Bus`].
+    Host,
     /// This bus's own socket sent it (loopback / own-message receive, or an
     /// injected error frame).
     Own,

@@ -59,6 +59,8 @@ pub mod megasquirt;
 pub mod reliable;
 mod ring;
 pub mod slcan;
+#[cfg(test)]
+mod test_support;
 pub mod time;
 
 pub use filter::{Filter, FilterError, FilterItem, FilterSet};

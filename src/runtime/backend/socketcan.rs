@@ -344,7 +344,9 @@ impl Backend for SocketCanBackend {
                 _ => Err(Error::Os { context: format!("receiving on {}", self.ifname), source: e }),
             };
         }
-        let fallback_ts = epoch_now();
+        // Read the clock only for a frame without a kernel timestamp (each
+        // read is a syscall where the clocksource has no vDSO, e.g. HPET in a VM).
+        let mut fallback_ts = None;
         for (m, buf) in msgs.iter().zip(bufs.frames.iter()).take(n as usize) {
             let len = m.msg_len as usize;
             let Some(frame) = decode(&buf[..len.min(CANFD_MTU)]) else {
@@ -356,8 +358,15 @@ impl Backend for SocketCanBackend {
             }
             out.push(RxFrame {
                 frame,
-                timestamp: ts.unwrap_or(fallback_ts),
-                origin: if m.msg_hdr.msg_flags & libc::MSG_CONFIRM != 0 { Origin::Own } else { Origin::Bus },
+                timestamp: ts.unwrap_or_else(|| *fallback_ts.get_or_insert_with(epoch_now)),
+                // raw_rcv: MSG_CONFIRM this socket sent it, MSG_DONTROUTE another local one
+                origin: if m.msg_hdr.msg_flags & libc::MSG_CONFIRM != 0 {
+                    Origin::Own
+                } else if m.msg_hdr.msg_flags & libc::MSG_DONTROUTE != 0 {
+                    Origin::Host
+                } else {
+                    Origin::Bus
+                },
             });
         }
         Ok(())

@@ -89,6 +89,11 @@ pub trait Adapter<E: Engine + Events>: Send {
     }
     /// Frames the engine produced were handed to the backend at `at` ([`Driven::sent`]).
     fn sent(&mut self, _at: Instant) {}
+    /// `poll_transmit` gave out a frame; [`Adapter::sent`] or
+    /// [`Adapter::failed`] follows once the backend took it or refused it.
+    fn taken(&mut self) {}
+    /// A frame given out could not be sent ([`Driven::send_failed`]).
+    fn failed(&mut self) {}
     /// While `Some(t)`, the engine is not asked for a frame before `t` (bus
     /// clock) and the host's deadline is no earlier than `t`: ISO-TP keeps
     /// STmin from the moment the previous CF was actually sent.
@@ -178,15 +183,20 @@ impl<E: Engine + Events, A: Adapter<E>> Hosted<E, A> {
     /// the events it caused out (and refills the engine from the backlog).
     pub fn with<R>(&mut self, op: impl FnOnce(&mut E, &mut A, &EventQueue<A::Event>) -> R) -> R {
         let r = op(&mut self.engine, &mut self.adapter, &self.events);
-        self.drain(epoch_now());
+        self.drain(None);
         r
     }
 
-    fn drain(&mut self, at: f64) {
+    /// Hands the engine's events to the adapter, stamped `at` (epoch
+    /// seconds; `None`: the time of the first event, read only if there is
+    /// one, as this runs every round).
+    fn drain(&mut self, at: Option<f64>) {
+        let mut at = at;
         loop {
             // `let else`, not `while let`: the event's borrow of the engine
             // must end before `settle` takes the engine.
             let Some(ev) = self.engine.poll_event() else { break };
+            let at = *at.get_or_insert_with(epoch_now);
             self.adapter.event(ev, at, &self.events);
             self.adapter.settle(&mut self.engine, at, &self.events);
         }
@@ -218,19 +228,22 @@ where
                 self.acks.push_back(f);
             }
         }
-        self.drain(rx.timestamp);
+        self.drain(Some(rx.timestamp));
     }
     fn handle_timeout(&mut self, now: Instant) {
         self.budget = A::TX_PER_ROUND;
         self.engine.handle_timeout(now);
-        self.drain(epoch_now());
+        self.drain(None);
     }
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
         let now = self.adapter.tx_time(now);
         if self.budget == 0 {
             // Spent: keep the engine's next frame (if any) for the next
             // round, so that `poll_timeout` asks for that round at once.
-            if self.acks.is_empty() && !self.adapter.pending(&self.engine) {
+            if self.acks.is_empty()
+                && !self.adapter.pending(&self.engine)
+                && self.adapter.hold().is_none_or(|t| now >= t)
+            {
                 self.adapter.refill(&mut self.engine, &self.events);
                 if let Some(f) = self.engine.poll_transmit_frame(now) {
                     self.acks.push_back(f);
@@ -248,6 +261,7 @@ where
                 self.engine.poll_transmit_frame(now)?
             }
         };
+        self.adapter.taken();
         self.budget -= 1;
         Some(f)
     }
@@ -272,12 +286,13 @@ where
     /// Events the engine raised while sending (a completion on its last
     /// frame) leave in the same round.
     fn flush_events(&mut self) {
-        self.drain(epoch_now());
+        self.drain(None);
     }
     fn filters(&self) -> Option<Vec<Filter>> {
         self.adapter.filters()
     }
     fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
+        self.adapter.failed();
         self.stats.send_failed += 1;
     }
     fn attached(&mut self, hints: PeerHints) {

@@ -33,7 +33,7 @@ use canx_core::{Frame, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::host::{Adapter, Hosted};
-use crate::runtime::{epoch_now, EventQueue, PeerHints, RxFrame};
+use crate::runtime::{epoch_now, EventQueue, Origin, PeerHints, RxFrame};
 
 /// Frames sent per receive-thread round before received frames are handled
 /// again (a 66000-byte message at STmin 0 is 9429 CFs).
@@ -198,6 +198,8 @@ pub struct IsoTpAdapter {
     last_sent: Option<Instant>,
     /// Smallest gap (µs, bus clock) between two sends while STmin applied.
     min_paced_gap: Option<u64>,
+    /// A frame was taken while STmin applied and the backend has not taken it yet.
+    unsent: bool,
 }
 
 impl IsoTpAdapter {
@@ -283,13 +285,19 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
     }
 
     /// STmin is measured from the time each CF is handed out (the core's
-    /// `poll_transmit`): read the bus clock then, not at the round's start.
+    /// `poll_transmit`): read the bus clock then, not at the round's start
+    /// (only while sending: an FC goes by the round's time, and the clock
+    /// read is a syscall where the clocksource has no vDSO).
     fn tx_time(&self, now: Instant) -> Instant {
+        if self.inflight.is_none() {
+            return now;
+        }
         self.hints.now().max(now)
     }
 
     /// Reads the STmin of each FC.CTS for this channel (ISO 15765-2:2016
-    /// §9.6.5.4, Table 20; reserved values as 127 ms), then feeds the frame.
+    /// §9.6.5.4, Table 20; reserved values as 127 ms), then feeds the frame
+    /// with its age.
     fn feed(&mut self, channel: &mut Channel<'static>, now: Instant, rx: &RxFrame) {
         let (id, data) = match &rx.frame {
             Frame::Can(f) => (Some(f.id()), f.data()),
@@ -305,11 +313,40 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
                 });
             }
         }
-        channel.handle_frame(now, &rx.frame);
+        // The FC after a block waits `block_fc_delay` from the CF's arrival
+        // (its receive timestamp), and only for a CF another socket on this
+        // host sent (Origin::Host, e.g. Linux's can-isotp on vcan): only
+        // such a sender can see the FC before its own CF's echo (see
+        // `Config::block_fc_delay`). A remote node's CF: no wait.
+        let c = &self.config.channel;
+        let age = if c.bs == 0 || c.block_fc_delay.total_micros() == 0 {
+            canx_core::Duration::ZERO
+        } else if rx.origin == Origin::Host {
+            canx_core::Duration::from_micros(((epoch_now() - rx.timestamp).clamp(0.0, 1.0) * 1e6) as u64)
+        } else {
+            c.block_fc_delay
+        };
+        channel.handle_frame_aged(now, age, &rx.frame);
+    }
+
+    /// A frame went out of `poll_transmit`: while STmin applies, nothing
+    /// more until the backend took it ([`IsoTpAdapter::hold`]), so two CFs
+    /// never share one send batch. (A thread descheduled between taking
+    /// two CFs let the core's clock pass STmin and put both into one
+    /// `sendmmsg`: 94 µs apart on the bus at STmin 900 µs, in the VM.)
+    fn taken(&mut self) {
+        if self.stmin.total_micros() > 0 && self.inflight.is_some() {
+            self.unsent = true;
+        }
+    }
+
+    fn failed(&mut self) {
+        self.unsent = false;
     }
 
     /// The backend took a frame: the next CF waits STmin from now.
     fn sent(&mut self, at: Instant) {
+        self.unsent = false;
         if let (Some(prev), true) = (self.last_sent, self.hold().is_some()) {
             let gap = at.saturating_duration_since(prev).total_micros();
             self.min_paced_gap = Some(self.min_paced_gap.map_or(gap, |g| g.min(gap)));
@@ -324,6 +361,9 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
     fn hold(&self) -> Option<Instant> {
         if self.stmin.total_micros() == 0 || self.inflight.is_none() {
             return None;
+        }
+        if self.unsent {
+            return Some(Instant::from_micros(u64::MAX));
         }
         self.last_sent.and_then(|t| t.checked_add(self.stmin))
     }
@@ -378,6 +418,7 @@ impl IsoTpDriver {
             stmin: canx_core::Duration::ZERO,
             last_sent: None,
             min_paced_gap: None,
+            unsent: false,
         };
         Ok(Hosted::host(Box::new(channel), adapter, config.queue_size))
     }
@@ -566,6 +607,39 @@ mod tests {
             Some(IsoTpReport::TxError { ticket, result: NResult::NTimeoutBs, .. }) => assert_eq!(ticket, t),
             r => panic!("unexpected {r:?}"),
         }
+    }
+
+    #[test]
+    fn two_cfs_never_share_a_send_batch_while_stmin_applies() {
+        use crate::runtime::{Driven, Origin};
+        use canx_core::frame::{make_id, CanFrame};
+
+        // 10 s ahead of the process clock that an unattached driver reads
+        // (its tx_time takes the later of the two); timers long enough
+        let base = crate::runtime::engine::now().total_micros() + 10_000_000;
+        let at = |us: u64| Instant::from_micros(base + us);
+        let mut cfg = config(Address::normal_11(0x7E0, 0x7E8).unwrap(), false);
+        cfg.channel.n_as = canx_core::Duration::from_secs(100);
+        cfg.channel.n_bs = canx_core::Duration::from_secs(100);
+        let mut d = IsoTpDriver::new(cfg).unwrap();
+        d.send(&payload(100), TargetAddressType::Physical).unwrap();
+        Driven::handle_timeout(&mut d, at(0));
+        assert!(Driven::poll_transmit(&mut d, at(0)).is_some(), "FF");
+        Driven::sent(&mut d, 1, at(0));
+        let fc = Frame::Can(CanFrame::new(make_id(0x7E8, false).unwrap(), &[0x30, 0, 0xF9]).unwrap());
+        Driven::handle_frame(&mut d, at(10), &RxFrame { frame: fc, timestamp: 0.0, origin: Origin::Bus });
+        Driven::handle_timeout(&mut d, at(1_000));
+        assert!(Driven::poll_transmit(&mut d, at(1_000)).is_some(), "CF 1");
+        // CF 1 not sent yet: no CF 2 in the same batch, however late the clock
+        assert!(Driven::poll_transmit(&mut d, at(50_000)).is_none());
+        Driven::sent(&mut d, 1, at(50_000));
+        // STmin (900 µs) from CF 1's send
+        assert!(Driven::poll_transmit(&mut d, at(50_899)).is_none());
+        assert!(Driven::poll_transmit(&mut d, at(50_900)).is_some(), "CF 2");
+        // a refused frame releases the hold too
+        Driven::send_failed(&mut d, &fc, &crate::runtime::Error::SendTimeout);
+        Driven::sent(&mut d, 0, at(60_000));
+        assert!(Driven::poll_transmit(&mut d, at(60_900)).is_some(), "CF 3");
     }
 
     #[test]

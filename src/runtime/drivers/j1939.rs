@@ -349,11 +349,12 @@ impl Adapter<CoreEcu> for J1939Adapter {
     }
 
     fn feed(&mut self, ecu: &mut CoreEcu, now: Instant, rx: &RxFrame) {
-        // Only a frame from the bus may come from the kernel's stack; another
-        // ECU of this bus (the runtime's local echo) is a canx engine.
+        // Only a frame from the bus (or from another socket on this host,
+        // which the kernel's stack is) may come from the kernel's stack;
+        // another ECU of this bus (the runtime's local echo) is a canx engine.
         let hints = &self.hints;
-        let t = self
-            .turnaround_for(may_open_reception(&rx.frame), || rx.origin == Origin::Bus && hints.kernel_j1939_active());
+        let from_bus = matches!(rx.origin, Origin::Bus | Origin::Host);
+        let t = self.turnaround_for(may_open_reception(&rx.frame), || from_bus && hints.kernel_j1939_active());
         ecu.handle_frame_from(now, &rx.frame, t);
     }
 

@@ -86,6 +86,8 @@ struct RxSeg {
 #[derive(Clone, Copy, Debug)]
 struct FcOut {
     fs: FlowStatus,
+    /// Not handed out before this ([`Config::block_fc_delay`]).
+    not_before: Option<Instant>,
     /// N_Ar.
     deadline: Instant,
 }
@@ -117,6 +119,8 @@ pub struct Channel<'b> {
     tx_unconfirmed: bool,
     /// `tx_confirm`: the N_Ar deadline of an FC handed out and not yet confirmed.
     fc_unconfirmed: Option<Instant>,
+    /// Age of the frame being handled ([`Channel::handle_frame_aged`]).
+    rx_age: Duration,
     stats: Stats,
 }
 
@@ -153,6 +157,7 @@ impl<'b> Channel<'b> {
             rx_gen: 0,
             tx_unconfirmed: false,
             fc_unconfirmed: None,
+            rx_age: Duration::ZERO,
             stats: Stats::default(),
         })
     }
@@ -273,7 +278,7 @@ impl<'b> Channel<'b> {
         if fs == FlowStatus::Wait {
             bump(&mut self.stats.wait_sent);
         }
-        self.fc = Some(FcOut { fs, deadline: after(now, self.cfg.n_ar) });
+        self.fc = Some(FcOut { fs, not_before: None, deadline: after(now, self.cfg.n_ar) });
     }
 
     /// Padding rules on receive for an SF, FC or last CF whose N_PDU takes
@@ -293,6 +298,20 @@ impl<'b> Channel<'b> {
     /// channel are ignored at once. The rest follows ISO 15765-2:2016
     /// `docs/protocols/isotp.md` §1-§6 (Table 23 in §6).
     pub fn handle_frame(&mut self, now: Instant, frame: &Frame) {
+        self.handle_frame_aged(now, Duration::ZERO, frame);
+    }
+
+    /// [`handle_frame`](Channel::handle_frame) for a frame that arrived
+    /// `age` before `now` (its receive timestamp): delays that count from
+    /// the arrival ([`Config::block_fc_delay`]) are shortened by `age`, so
+    /// a host that was late to read the frame does not wait twice.
+    pub fn handle_frame_aged(&mut self, now: Instant, age: Duration, frame: &Frame) {
+        self.rx_age = age;
+        self.handle(now, frame);
+        self.rx_age = Duration::ZERO;
+    }
+
+    fn handle(&mut self, now: Instant, frame: &Frame) {
         let (id, data, is_fd) = match frame {
             Frame::Can(f) if !f.is_remote() => (f.id(), f.data(), false),
             Frame::Fd(f) => (f.id(), f.data(), true),
@@ -432,6 +451,14 @@ impl<'b> Channel<'b> {
                         seg.deadline = after(after(now, self.cfg.n_ar), self.cfg.n_cr);
                         self.rx = Some(seg);
                         self.queue_fc(now, FlowStatus::ContinueToSend);
+                        // A sender may take the block's end as reached only
+                        // when its last CF is confirmed (Linux: the CF's
+                        // echo); an FC arriving before that is ignored.
+                        if let Some(fc) = self.fc.as_mut() {
+                            let wait =
+                                self.cfg.block_fc_delay.total_micros().saturating_sub(self.rx_age.total_micros());
+                            fc.not_before = Some(after(now, Duration::from_micros(wait)));
+                        }
                         return;
                     }
                 }
@@ -569,7 +596,8 @@ impl<'b> Channel<'b> {
     /// [`handle_timeout`](Channel::handle_timeout) and `poll_transmit` then.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = earliest(self.fc.map(|f| f.deadline), self.fc_unconfirmed);
+        let mut t =
+            earliest(self.fc.map(|f| f.not_before.map_or(f.deadline, |t| t.min(f.deadline))), self.fc_unconfirmed);
         t = earliest(
             t,
             match self.tx {
@@ -610,7 +638,8 @@ impl<'b> Channel<'b> {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
         self.release(now);
         let phys = self.cfg.address.tx_id(TargetAddressType::Physical);
-        if let Some(fc) = self.fc.take() {
+        if let Some(fc) = self.fc.filter(|fc| fc.not_before.is_none_or(|t| t <= now)) {
+            self.fc = None;
             if self.cfg.tx_confirm {
                 self.fc_unconfirmed = Some(fc.deadline);
             } else if let Some(seg) = self.rx.as_mut() {

@@ -189,6 +189,24 @@ pub struct Config {
     pub n_cs: Duration,
     /// N_Cr: the receiver's wait for the next CF, else N_TIMEOUT_Cr.
     pub n_cr: Duration,
+    /// Receiver: the FC.CTS that follows the last CF of a block (BS > 0)
+    /// is handed out no earlier than this after that CF arrived. Default
+    /// [`DEFAULT_BLOCK_FC_DELAY`] (300 µs).
+    ///
+    /// Why: a sender may enter its wait for the FC only once its own last
+    /// CF is confirmed. Linux's can-isotp does (`isotp_rcv_echo` sets
+    /// `ISOTP_WAIT_FC` when the CF's echo comes back), and ignores an FC
+    /// that arrives earlier (`isotp_rcv_fc`); a receiver on another CPU that
+    /// answers at once can win that race and the transfer stalls until
+    /// N_Bs/N_Cr expire (`docs/protocols/isotp.md` §3, §8). The delay is
+    /// part of N_Br, the receiver's time until its next FC, which
+    /// ISO 15765-2:2016 §9.8 (network layer timing) bounds only as a
+    /// performance budget (N_Br + N_Ar < 0.9 N_Bs, about 900 ms with the
+    /// defaults), not as a minimum. Zero: answer at once. canx's runtime
+    /// applies it only to CFs another socket on the same host sent
+    /// (SocketCAN's `MSG_DONTROUTE`): a remote node's own CF is confirmed
+    /// long before an FC can cross the bus.
+    pub block_fc_delay: Duration,
     /// Receive: SF, FC and last-CF frames of 8 bytes or fewer must be
     /// padded to 8 (Linux `CAN_ISOTP_CHK_PAD_LEN`); a violation is N_ERROR.
     pub rx_check_padding_len: bool,
@@ -214,6 +232,9 @@ pub struct Config {
 /// The default of every ISO-TP timer (isotp.md §3: ISO 15765-2, Linux, python-can-isotp).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// The default [`Config::block_fc_delay`]: 300 µs.
+pub const DEFAULT_BLOCK_FC_DELAY: Duration = Duration::from_micros(300);
+
 impl Config {
     /// Defaults for `address` (see [`Config`]).
     pub const fn new(address: Address) -> Config {
@@ -234,6 +255,7 @@ impl Config {
             n_br: DEFAULT_TIMEOUT,
             n_cs: DEFAULT_TIMEOUT,
             n_cr: DEFAULT_TIMEOUT,
+            block_fc_delay: DEFAULT_BLOCK_FC_DELAY,
             rx_check_padding_len: false,
             rx_padding_byte: None,
             half_duplex: false,

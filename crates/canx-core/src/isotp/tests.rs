@@ -575,6 +575,53 @@ fn n_as_and_n_ar_expire_when_frames_are_not_taken() {
     assert_eq!(b.poll_timeout(), None);
 }
 
+#[test]
+fn block_fc_waits_block_fc_delay_after_the_last_cf() {
+    // BS 2: the FC after the FF goes at once; the FC after each block's
+    // last CF not before block_fc_delay (a Linux sender drops an FC that
+    // beats its own CF's echo: docs/protocols/isotp.md §8).
+    let us = Instant::from_micros;
+    for (delay, want) in [(None, 300u64), (Some(0u64), 0), (Some(1_000), 1_000)] {
+        let mut cfg = Config { bs: 2, ..Config::new(ecu()) };
+        if let Some(d) = delay {
+            cfg.block_fc_delay = Duration::from_micros(d);
+        }
+        let mut b = chan(cfg, 100, 0);
+        b.handle_frame(T0, &std_frame(0x7E0, &[0x10, 30, 1, 2, 3, 4, 5, 6]));
+        assert_eq!(b.poll_transmit(T0).map(|f| f.data()[0]), Some(0x30), "the FC after the FF is not delayed");
+        b.handle_frame(us(10), &std_frame(0x7E0, &[0x21, 7, 8, 9, 10, 11, 12, 13]));
+        assert!(b.poll_transmit(us(10)).is_none(), "no FC within the block");
+        b.handle_frame(us(20), &std_frame(0x7E0, &[0x22, 14, 15, 16, 17, 18, 19, 20]));
+        if want > 0 {
+            assert!(b.poll_transmit(us(20)).is_none(), "delay {delay:?}");
+            assert_eq!(b.poll_timeout(), Some(us(20 + want)));
+            assert!(b.poll_transmit(us(19 + want)).is_none());
+        }
+        let fc = b.poll_transmit(us(20 + want)).expect("the block's FC");
+        assert_eq!(fc.data()[..3], [0x30, 2, 0]);
+        // N_Cr runs from the FC's hand-out, so the delay does not shorten the sender's time
+        assert_eq!(b.poll_timeout(), Some(us(20 + want) + Duration::from_millis(1000)));
+        b.handle_frame(us(30 + want), &std_frame(0x7E0, &[0x23, 21, 22, 23, 24, 25, 26, 27]));
+        b.handle_frame(us(40 + want), &std_frame(0x7E0, &[0x24, 28, 29, 30]));
+        let ev = drain(&mut b);
+        assert!(matches!(ev.last(), Some(Ev::Rx(d, _)) if d.len() == 30), "{ev:?}");
+    }
+    // The delay counts from the CF's arrival: a host that reads it 200 µs
+    // late waits the remaining 100 µs; 300 µs or more late, not at all.
+    for (age, wait) in [(200u64, 100u64), (300, 0), (5_000, 0)] {
+        let mut b = chan(Config { bs: 1, ..Config::new(ecu()) }, 100, 0);
+        b.handle_frame(T0, &std_frame(0x7E0, &[0x10, 20, 1, 2, 3, 4, 5, 6]));
+        assert!(b.poll_transmit(T0).is_some());
+        let t = us(10_000);
+        b.handle_frame_aged(t, Duration::from_micros(age), &std_frame(0x7E0, &[0x21, 7, 8, 9, 10, 11, 12, 13]));
+        if wait > 0 {
+            assert!(b.poll_transmit(t).is_none());
+            assert_eq!(b.poll_timeout(), Some(t + Duration::from_micros(wait)));
+        }
+        assert!(b.poll_transmit(t + Duration::from_micros(wait)).is_some(), "age {age}");
+    }
+}
+
 // ---------------------------------------------------------------- STmin and BS
 
 fn cf_gaps(p: &Pair) -> Vec<u64> {

@@ -9,31 +9,8 @@ use super::id::{Pgn, GLOBAL_ADDRESS};
 use super::name::Name;
 use super::transport::{AbortReason, Direction, SessionHandle, Transport, TransportConfig, TransportEvent};
 use crate::frame::{CanFrame, Frame};
+use crate::test_support::Rng;
 use crate::time::{Duration, Instant};
-
-/// splitmix64: the test PRNG.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// 0..n
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    /// `true` with probability `per_mille` / 1000.
-    pub(crate) fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
 
 /// An engine the bus can drive.
 pub(crate) trait Node {
@@ -170,14 +147,14 @@ impl<N: Node> Sim<N> {
                     if let Some(t) = self.trace.as_mut() {
                         t.push((i, f));
                     }
-                    if self.rng.chance(self.faults.loss) {
+                    if self.rng.per_mille(self.faults.loss) {
                         continue;
                     }
-                    let copies = if self.rng.chance(self.faults.dup) { 2 } else { 1 };
+                    let copies = if self.rng.per_mille(self.faults.dup) { 2 } else { 1 };
                     for _ in 0..copies {
                         let d = self.rng.below(self.faults.max_delay.total_micros() + 1);
                         let mut at = self.now + Duration::from_micros(d);
-                        if self.rng.chance(self.faults.reorder) {
+                        if self.rng.per_mille(self.faults.reorder) {
                             at = self.now + Duration::from_micros(self.rng.below(2000));
                         } else {
                             at = at.max(self.last[i]);

@@ -10,26 +10,8 @@ use super::client::{Client, ClientConfig, ClientEvent, Handle};
 use super::server::{OutmsgDef, Server, ServerConfig, ServerEvent, CRC32};
 use super::tables::{Access, TableSet};
 use crate::frame::{CanFrame, Frame};
+use crate::test_support::Rng;
 use crate::time::{Duration, Instant};
-
-/// splitmix64: small, seedable, no dependencies.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn pct(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-}
 
 const CLIENT: u8 = 3;
 const BOARDS: [u8; 2] = [1, 2];
@@ -78,7 +60,7 @@ struct Totals {
 }
 
 fn run(seed: u64, totals: &mut Totals) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut mems = [Mem::new(&mut rng), Mem::new(&mut rng)];
     let snapshot: Vec<([u8; RT_LEN], [u8; BIG_LEN])> = mems.iter().map(|m| (m.rt, m.big)).collect();
     let mut servers: Vec<Server<TableSet<'_, 3>, 16, 16>> = mems
