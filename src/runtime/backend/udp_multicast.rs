@@ -52,7 +52,8 @@
 //! or its inbox is full (counted). Across hosts, the network may lose or
 //! reorder datagrams, and nothing counts that (no sequence numbers, see
 //! above). Datagrams that are not a valid frame are counted
-//! ([`Backend::malformed`]), never a panic.
+//! ([`Backend::malformed`]), never a panic; on Linux so is a datagram
+//! longer than 2,048 bytes (a python-can frame is under 300).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -244,10 +245,7 @@ pub fn decode(datagram: &[u8]) -> std::result::Result<Frame, DecodeError> {
         let (Some(k), Some(v)) = (rd.value(inner), rd.value(inner)) else {
             return Err(DecodeError::NotMessagePack);
         };
-        let Some(key) = (match k {
-            Item::Str(b) => std::str::from_utf8(b).ok(),
-            _ => None,
-        }) else {
+        let Item::Str(key) = k else {
             return Err(DecodeError::NotAMap);
         };
         let flag = |name: &'static str| match v {
@@ -256,24 +254,24 @@ pub fn decode(datagram: &[u8]) -> std::result::Result<Frame, DecodeError> {
             _ => Err(DecodeError::BadField(name)),
         };
         match key {
-            "arbitration_id" => match v {
+            b"arbitration_id" => match v {
                 Item::Uint(x) => id = x,
                 _ => return Err(DecodeError::BadField("arbitration_id")),
             },
-            "is_extended_id" => extended = flag("is_extended_id")?,
-            "is_remote_frame" => remote = flag("is_remote_frame")?,
-            "is_error_frame" => error = flag("is_error_frame")?,
-            "is_fd" => fd = flag("is_fd")?,
-            "bitrate_switch" => brs = flag("bitrate_switch")?,
-            "error_state_indicator" => esi = flag("error_state_indicator")?,
-            "dlc" => {
+            b"is_extended_id" => extended = flag("is_extended_id")?,
+            b"is_remote_frame" => remote = flag("is_remote_frame")?,
+            b"is_error_frame" => error = flag("is_error_frame")?,
+            b"is_fd" => fd = flag("is_fd")?,
+            b"bitrate_switch" => brs = flag("bitrate_switch")?,
+            b"error_state_indicator" => esi = flag("error_state_indicator")?,
+            b"dlc" => {
                 dlc = match v {
                     Item::Nil => None,
                     Item::Uint(x) => Some(x),
                     _ => return Err(DecodeError::BadField("dlc")),
                 }
             }
-            "data" => {
+            b"data" => {
                 data_len = match v {
                     Item::Bin(b) => {
                         let n = b.len().min(64);
@@ -298,7 +296,13 @@ pub fn decode(datagram: &[u8]) -> std::result::Result<Frame, DecodeError> {
                     _ => return Err(DecodeError::BadField("data")),
                 }
             }
-            _ => {} // timestamp (the receiver stamps), channel, keys of later versions
+            // timestamp (the receiver stamps), channel, keys of later
+            // versions; a key must be UTF-8 (the known ones above are ASCII).
+            _ => {
+                if std::str::from_utf8(key).is_err() {
+                    return Err(DecodeError::NotAMap);
+                }
+            }
         }
     }
     let id = u32::try_from(id).map_err(|_| DecodeError::BadId)?;
