@@ -21,6 +21,12 @@ bus setup do not count):
             (per frame: the nominal 258 frames a transfer, as j1939_bench.py)
   etp       N/10000 100,000-byte ETP transfers between the same ECUs
             (the nominal 14,402 frames a transfer)
+  udp_rx    N datagrams (python-can's udp_multicast format, 8-byte frames)
+            sent by a plain UDP socket in bursts of 64 to a udp_multicast
+            bus, taken with ``receive()``; also counted alone: the bus's
+            native socket reader thread (callgrind --separate-threads)
+  pycan_udp_rx  the same datagrams taken by python-can's udp_multicast bus
+            with ``recv()`` (the same sender, so whole-process counts compare)
 Prints instructions per frame; ``--json FILE`` writes them.
 """
 
@@ -33,9 +39,13 @@ import re
 import subprocess
 import sys
 import tempfile
-from typing import Dict, List
+from typing import Dict, List, Optional
 
-CASES = ("rx", "rx_many", "send", "j1939", "etp", "pycan_rx", "pycan_send")
+CASES = ("rx", "rx_many", "send", "j1939", "etp", "pycan_rx", "pycan_send", "udp_rx", "pycan_udp_rx")
+#: group and port of the udp cases (IPv4: python-can joins it without an IPv6 route).
+UDP_GROUP, UDP_PORT = "239.74.163.9", 43299
+#: datagrams sent before the receiver takes them (well inside a socket buffer).
+UDP_BURST = 64
 #: case -> (PDU bytes, transfers per N frames asked); frames counted as j1939_bench.nominal_frames.
 J1939_CASES = {"j1939": (1785, 100), "etp": (100_000, 10_000)}
 
@@ -47,8 +57,46 @@ def nominal_frames(size: int) -> int:
     return pk + 1 + (windows if size <= 1785 else 2 * windows) + 1
 
 
+def udp_workload(case: str, n: int) -> None:
+    import socket
+
+    import msgpack
+    datagram = msgpack.packb({
+        "timestamp": 1.0, "arbitration_id": 0x123, "is_extended_id": False, "is_remote_frame": False,
+        "is_error_frame": False, "channel": None, "dlc": 8, "data": bytes(8), "is_fd": False,
+        "bitrate_switch": False, "error_state_indicator": False}, use_bin_type=True)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    if case == "pycan_udp_rx":
+        import can
+        bus = can.Bus(interface="udp_multicast", channel=UDP_GROUP, port=UDP_PORT)
+        recv = lambda: bus.recv(5.0)  # noqa: E731
+        close = bus.shutdown
+    else:
+        import canx
+        rx = canx.CAN(channel=f"udp_multicast:{UDP_GROUP}:{UDP_PORT}")
+        listener = rx.listen(timeout=5.0)
+        recv = listener.receive
+        close = rx.deinit
+    sent = 0
+    while sent < n:
+        burst = min(UDP_BURST, n - sent)
+        for _ in range(burst):
+            tx.sendto(datagram, (UDP_GROUP, UDP_PORT))
+        for _ in range(burst):
+            if recv() is None:
+                raise RuntimeError(f"{case}: frame lost")
+        sent += burst
+    close()
+    tx.close()
+
+
 def workload(case: str, n: int) -> None:
     """Runs `case` with `n` frames (n == 0: setup and teardown only)."""
+    if case in ("udp_rx", "pycan_udp_rx"):
+        udp_workload(case, n)
+        return
     if case.startswith("pycan"):
         import can
         a = can.Bus(interface="virtual", channel="ins")
@@ -102,18 +150,33 @@ def workload(case: str, n: int) -> None:
     tx.deinit()
 
 
-def count(python: str, case: str, n: int) -> int:
+def total(path: str) -> int:
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"summary: (\d+)", line) or re.match(r"totals: (\d+)", line)
+            if m:
+                return int(m.group(1))
+    raise RuntimeError("no total in callgrind output")
+
+
+#: The native udp_multicast socket reader thread, by a function only it runs.
+READER_FN = "udp_multicast::Reader"
+
+
+def count(python: str, case: str, n: int, reader: Optional[Dict[str, int]] = None) -> int:
+    """Instructions of the process running `case`; with `reader`, also
+    stores those of the udp_multicast reader thread in reader["n"]."""
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "cg.out")
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python,
-                        os.path.abspath(__file__), "--run", case, "-n", str(n)],
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+                       + (["--separate-threads=yes"] if reader is not None else [])
+                       + [python, os.path.abspath(__file__), "--run", case, "-n", str(n)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        with open(out) as f:
-            for line in f:
-                m = re.match(r"summary: (\d+)", line) or re.match(r"totals: (\d+)", line)
-                if m:
-                    return int(m.group(1))
-    raise RuntimeError("no total in callgrind output")
+        if reader is None:
+            return total(out)
+        files = [p for p in (os.path.join(d, f) for f in os.listdir(d)) if os.path.getsize(p) > 0]
+        reader["n"] = sum(total(f) for f in files if READER_FN in open(f, errors="replace").read())
+        return sum(total(f) for f in files)
 
 
 def main() -> int:
@@ -139,12 +202,22 @@ def main() -> int:
                 frames = (args.n // per) * nominal_frames(size)
             else:
                 frames = args.n
-            per = (count(py, case, args.n) - count(py, case, 0)) / frames
+            if case == "udp_rx":
+                full: Dict[str, int] = {}
+                empty: Dict[str, int] = {}
+                per = (count(py, case, args.n, full) - count(py, case, 0, empty)) / frames
+                r["udp_rx_reader"] = (full["n"] - empty["n"]) / frames
+                print(f"{py}: udp_rx_reader: {r['udp_rx_reader']:,.0f} instructions/frame",
+                      file=sys.stderr, flush=True)
+            else:
+                per = (count(py, case, args.n) - count(py, case, 0)) / frames
             r[case] = per
             print(f"{py}: {case}: {per:,.0f} instructions/frame", file=sys.stderr, flush=True)
     print("\n| case | " + " | ".join(pythons) + " |")
     print("| --- |" + " --- |" * len(pythons))
-    for case in args.cases.split(","):
+    for case in [c for c in args.cases.split(",")] + ["udp_rx_reader"]:
+        if not any(case in results[p] for p in pythons):
+            continue
         print(f"| {case} | " + " | ".join(f"{results[p].get(case, float('nan')):,.0f}" for p in pythons) + " |")
     if args.json:
         with open(args.json, "w") as f:

@@ -48,6 +48,23 @@ impl<T> BoundedQueue<T> {
         }
         Ok(len)
     }
+    /// Queues the items of `items` in order, as many as fit (the rest are
+    /// dropped), leaving `items` empty; wakes a waiter once for the batch.
+    /// Never blocks (but for the lock). Returns how many were dropped.
+    pub fn push_many(&self, items: &mut Vec<T>) -> usize {
+        let mut q = self.items.lock();
+        let was_empty = q.is_empty();
+        let room = self.capacity.saturating_sub(q.len()).min(items.len());
+        let dropped = items.len() - room;
+        q.extend(items.drain(..room));
+        let pushed = room > 0;
+        drop(q);
+        items.clear();
+        if was_empty && pushed {
+            self.ready.notify_one();
+        }
+        dropped
+    }
     /// The oldest item, without waiting.
     pub fn try_pop(&self) -> Option<T> {
         Self::take(&mut self.items.lock())
@@ -154,6 +171,27 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         q.try_push(7u8).unwrap();
         assert_eq!(t.join().unwrap(), Some(7));
+    }
+
+    #[test]
+    fn push_many_keeps_order_drops_the_rest_and_wakes() {
+        let q = std::sync::Arc::new(BoundedQueue::new(5));
+        let q2 = q.clone();
+        let waiter = std::thread::spawn(move || q2.pop_timeout(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(50));
+        let mut batch = vec![1, 2, 3];
+        assert_eq!(q.push_many(&mut batch), 0);
+        assert!(batch.is_empty());
+        assert_eq!(waiter.join().unwrap(), Some(1));
+        let mut batch = vec![4, 5, 6, 7, 8];
+        assert_eq!(q.push_many(&mut batch), 2, "room for 3 of 5");
+        assert!(batch.is_empty());
+        let mut got = Vec::new();
+        while let Some(i) = q.try_pop() {
+            got.push(i);
+        }
+        assert_eq!(got, [2, 3, 4, 5, 6]);
+        assert_eq!(q.push_many(&mut Vec::new()), 0);
     }
 
     #[test]
