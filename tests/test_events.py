@@ -90,5 +90,5 @@ def test_public_classes_are_unchanged():
     from canx import j1939
 
     assert [f.name for f in dataclasses.fields(j1939.J1939Message)] == [
-        "pgn", "source", "destination", "priority", "data", "timestamp", "via"
+        "pgn", "source", "destination", "priority", "data", "timestamp", "via", "decoded"
     ]

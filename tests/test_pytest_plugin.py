@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -233,6 +234,9 @@ def test_expect_no_frame_and_sequence_failures() -> None:
     with canx.CAN(channel="virtual:t-nf") as bus, testing.Recorder("virtual:t-nf") as rec:
         bus.send(canx.Message(0x10, b"\x01"))
         bus.send(canx.Message(0x20, b"\x02"))
+        deadline = time.monotonic() + 5.0        # a loaded host may deliver late
+        while len(rec.frames) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
         with pytest.raises(testing.ExpectationError, match=r"unexpected frame id 20 .*\n.*\n.*010#01\n.*020#02"):
             testing.expect_no_frame(rec, id=0x20, during=0.05)
         bus.send(canx.Message(0x30, b"\x03"))
