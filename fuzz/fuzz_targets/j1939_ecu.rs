@@ -5,7 +5,8 @@
 //! requests, lost frames.
 //!
 //! Invariants, after every operation: no panic; after `handle_timeout(now)`
-//! and draining `poll_transmit(now)`, no deadline is at or before `now`;
+//! and draining `poll_transmit(now)` (repeated while frames handled at
+//! `now` set timers due at `now`), no deadline is at or before `now`;
 //! received TP data has the announced length (at most 1785 bytes); at most
 //! one `RequestDone` per accepted request. At the end, stepping from
 //! deadline to deadline with the hostile peer silent: every accepted
@@ -92,9 +93,35 @@ impl Bus<'_> {
     /// events and checks the per-step invariants.
     fn settle(&mut self) {
         let now = self.now;
-        for e in &mut self.ecus {
-            e.handle_timeout(now);
+        // A frame handled at `now` may set a timer due at `now` (the
+        // contract: the driver then calls `handle_timeout(now)` at once), so
+        // run timers and deliver frames until no deadline is at `now`; a
+        // deadline that survives `handle_timeout(now)` 64 times is a finding.
+        for pass in 0.. {
+            for e in &mut self.ecus {
+                e.handle_timeout(now);
+            }
+            self.exchange();
+            let due = self.ecus.iter().filter_map(|e| e.poll_timeout()).any(|t| t <= now);
+            if !due {
+                break;
+            }
+            assert!(pass < 64, "a deadline at or before now {now:?} survives handle_timeout");
         }
+        for (i, e) in self.ecus.iter().enumerate() {
+            if let Some(t) = e.poll_timeout() {
+                assert!(t > now, "ECU {i}: deadline {t:?} at or before now {now:?} after handle_timeout");
+            }
+            let t = &self.tally[i];
+            assert!(t.done <= t.requests, "ECU {i}: more RequestDone than requests");
+            assert!(t.tp_ends <= t.tp_sends, "ECU {i}: more TP send results than TP sends");
+        }
+    }
+
+    /// Delivers every frame the ECUs transmit to the other one and drains
+    /// the events, until the bus is quiet.
+    fn exchange(&mut self) {
+        let now = self.now;
         for _round in 0..10_000 {
             let mut moved = false;
             for i in 0..2 {
@@ -114,14 +141,6 @@ impl Bus<'_> {
             if !moved {
                 break;
             }
-        }
-        for (i, e) in self.ecus.iter().enumerate() {
-            if let Some(t) = e.poll_timeout() {
-                assert!(t > now, "ECU {i}: deadline {t:?} at or before now {now:?} after handle_timeout");
-            }
-            let t = &self.tally[i];
-            assert!(t.done <= t.requests, "ECU {i}: more RequestDone than requests");
-            assert!(t.tp_ends <= t.tp_sends, "ECU {i}: more TP send results than TP sends");
         }
     }
 
