@@ -15,13 +15,14 @@ Every second it samples this process's resident memory (VmRSS), open file
 descriptors and threads. It passes when, after the warm-up (the first
 quarter of the run, at least 10 s), RSS grows less than 5 % (median of the
 last 5 samples against the first 5), the fd and thread counts stay flat
-(same minimum and maximum), and no acknowledged message is lost: every
+(the floor of the last 5 samples not above that of the first 5), and no acknowledged message is lost: every
 J1939 transfer the sender saw acknowledged (EoMA) arrived at its receiver
 with the right bytes, every MegaSquirt read returned the table's bytes,
 and every reliable message reported delivered reached the receiver.
 
 Prints a table and PASS/FAIL (exit 1 on FAIL); ``--json FILE`` also writes
-the numbers.
+the numbers. Transfers that end without acknowledgment (aborts, timeouts:
+the flood starves an emulated VM) are counted, not failures.
 """
 
 from __future__ import annotations
@@ -142,11 +143,17 @@ class Soak:
                     break
                 continue
             self.count("j1939_acked")
-            m = stream.get(10.0)
-            if m is None or m.data != data:
-                self.error(f"J1939 pair {i}: transfer {k} acknowledged but {'not received' if m is None else 'wrong bytes'}")
-            else:
-                self.count("j1939_received")
+            # Earlier transfers the sender gave up on (no EoMA in time) may
+            # still have arrived complete: skip them, look for this one.
+            deadline = time.monotonic() + 10
+            while True:
+                m = stream.get(max(0.0, deadline - time.monotonic()))
+                if m is None:
+                    self.error(f"J1939 pair {i}: transfer {k} acknowledged (EoMA) but never received")
+                    break
+                if m.data == data:
+                    self.count("j1939_received")
+                    break
         stream.close()
 
     # ------------------------------------------------------------ MegaSquirt
@@ -260,14 +267,20 @@ def main() -> int:
         first = statistics.median(s["rss_mb"] for s in steady[:5])
         last = statistics.median(s["rss_mb"] for s in steady[-5:])
         growth = (last - first) / first * 100
+        # Flat: the floor of the last samples is not above the floor of the
+        # first ones (a leak raises the floor; a file the runtime opens for
+        # a moment, e.g. /proc/net/can/rcvlist_fil, does not).
+        fd0, fd1 = min(s["fds"] for s in steady[:5]), min(s["fds"] for s in steady[-5:])
+        th0, th1 = min(s["threads"] for s in steady[:5]), min(s["threads"] for s in steady[-5:])
         fds = {int(s["fds"]) for s in steady}
         threads = {int(s["threads"]) for s in steady}
         report.update(rss_first_mb=round(first, 1), rss_last_mb=round(last, 1), rss_growth_pct=round(growth, 2),
                       fds=sorted(fds), threads=sorted(threads))
         checks = [
             (f"RSS growth after warm-up {growth:+.2f} % (< 5 %): {first:.1f} -> {last:.1f} MB", growth < 5),
-            (f"open fds flat after warm-up: {min(fds)}..{max(fds)}", len(fds) == 1),
-            (f"threads flat after warm-up: {min(threads)}..{max(threads)}", len(threads) == 1),
+            (f"open fds flat after warm-up: floor {fd0:.0f} -> {fd1:.0f} (range {min(fds)}..{max(fds)})", fd1 <= fd0),
+            (f"threads flat after warm-up: floor {th0:.0f} -> {th1:.0f} (range {min(threads)}..{max(threads)})",
+             th1 <= th0),
         ]
     else:
         checks = [(f"too short: {len(steady)} samples after a warm-up of {warm}", False)]
