@@ -127,3 +127,5 @@ pub fn epoch_now() -> f64 {
 
 #[cfg(test)]
 mod runtime_tests;
+#[cfg(test)]
+mod stress_tests;

@@ -82,5 +82,16 @@ pub fn drive_receiver(input: &[u8]) -> usize {
             assert!(t > now, "a deadline at or before now survived handle_*");
         }
     }
+    // Every started message ends: after silence, stepping from deadline to
+    // deadline closes every envelope and frees every slot.
+    for _ in 0..100 {
+        let Some(t) = rx.poll_timeout() else { break };
+        now = t.max(now);
+        rx.handle_timeout(now);
+        while rx.poll_event().is_some() {}
+    }
+    assert_eq!(rx.poll_timeout(), None, "a deadline is left after silence");
+    assert_eq!(rx.open_envelopes(), 0, "an envelope never ended");
+    assert_eq!(rx.busy_slots(), 0, "a slot never freed");
     delivered
 }

@@ -72,6 +72,8 @@ pub fn drive_channel(input: &[u8]) -> usize {
     let mut received = 0;
     let msg = [0x5Au8; FUZZ_TX];
     let mut sent: [Option<Frame>; 2] = [None, None];
+    let mut sends = 0u32;
+    let mut send_ends = 0u32;
     while let [op, tail @ ..] = rest {
         rest = tail;
         match op {
@@ -89,7 +91,9 @@ pub fn drive_channel(input: &[u8]) -> usize {
                 rest = tail;
                 let len = (1 + usize::from(*b1) * 2).min(FUZZ_TX);
                 let ta = if op & 1 != 0 { TargetAddressType::Functional } else { TargetAddressType::Physical };
-                let _ = ch.send(now, &msg[..len], ta);
+                if ch.send(now, &msg[..len], ta).is_ok() {
+                    sends += 1;
+                }
             }
             _ => {
                 let want = usize::from(op & 0x3F);
@@ -118,17 +122,45 @@ pub fn drive_channel(input: &[u8]) -> usize {
             assert!(f.data().len() <= usize::from(config.tx_dl).max(8), "frame above TX_DL");
             assert!(matches!(f, Frame::Fd(_)) == fd, "frame type follows the configuration");
         }
-        while let Some(ev) = ch.poll_event() {
-            if let Event::Received(d, _) = ev {
-                assert!(!d.is_empty() && d.len() <= FUZZ_RX);
-                received += 1;
-            }
-        }
+        drain_events(&mut ch, &mut received, &mut send_ends);
         if let Some(t) = ch.poll_timeout() {
             assert!(t > now, "a deadline at or before now survived handle_* and poll_transmit");
         }
+        assert!(send_ends <= sends, "more send results than sends");
     }
+    // Everything started ends: with the peer silent (and every frame
+    // confirmed), stepping from deadline to deadline ends every send and
+    // reception, and no deadline is left.
+    while let Some(f) = ch.poll_transmit(now) {
+        ch.on_tx_confirm(now, &f);
+    }
+    drain_events(&mut ch, &mut received, &mut send_ends);
+    for _ in 0..1000 {
+        let Some(t) = ch.poll_timeout() else { break };
+        now = t.max(now);
+        ch.handle_timeout(now);
+        while let Some(f) = ch.poll_transmit(now) {
+            ch.on_tx_confirm(now, &f);
+        }
+        drain_events(&mut ch, &mut received, &mut send_ends);
+    }
+    assert_eq!(ch.poll_timeout(), None, "a deadline is left with the peer silent");
+    assert!(!ch.transmitting() && !ch.receiving(), "a transfer never ended");
+    assert_eq!(send_ends, sends, "a send never ended in SendComplete or TxError");
     received
+}
+
+fn drain_events(ch: &mut Channel<'_>, received: &mut usize, send_ends: &mut u32) {
+    while let Some(ev) = ch.poll_event() {
+        match ev {
+            Event::Received(d, _) => {
+                assert!(!d.is_empty() && d.len() <= FUZZ_RX);
+                *received += 1;
+            }
+            Event::SendComplete | Event::TxError(_) => *send_ends += 1,
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,13 @@
 //! [`Ecu::request`] sends a request and reports [`EcuEvent::RequestDone`]
 //! when the answer (single frame or completed TP), an acknowledgment, a TP
 //! abort or the timeout ([`EcuConfig::request_timeout`]) ends it. A reply
-//! that starts by TP before the timeout is waited for until the TP ends.
+//! that starts by TP before the timeout is waited for until the TP ends:
+//! each TP frame from the responder moves the deadline to
+//! `request_timeout` + T2 (1250 ms) later, so a transfer that stops ends
+//! the request after the transport's own timeout at the latest, and every
+//! request ends in exactly one [`EcuEvent::RequestDone`] (several requests
+//! for one PGN that one transfer answers: the first is `Answered`, the
+//! others time out).
 //!
 //! ## Data of received TP messages
 //! [`EcuEvent::Received`] carries a [`SessionHandle`]; the bytes are in
@@ -183,8 +189,11 @@ impl EcuEvent {
 struct Pending {
     pgn: Pgn,
     destination: u8,
-    /// `None` while the answer is arriving by TP.
-    deadline: Option<Instant>,
+    /// Request timeout; while the answer arrives by TP, moved on by each
+    /// TP frame of the responder (see [`Ecu::wait_for_tp`]).
+    deadline: Instant,
+    /// The answer started by TP or ETP (RTS or BAM seen).
+    by_tp: bool,
 }
 
 /// Counters of an [`Ecu`].
@@ -366,8 +375,12 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
         if !self.tx.push_counted(Request { pgn }.frame(me, destination)) {
             return Err(EcuError::Full);
         }
-        self.pending[slot] =
-            Some(Pending { pgn: pgn.normalized(), destination, deadline: Some(now + self.config.request_timeout) });
+        self.pending[slot] = Some(Pending {
+            pgn: pgn.normalized(),
+            destination,
+            deadline: now + self.config.request_timeout,
+            by_tp: false,
+        });
         Ok(())
     }
 
@@ -419,28 +432,19 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
         let me = self.address();
         let for_us = id.is_global() || Some(id.destination) == me;
         match id.pgn {
-            Pgn::ADDRESS_CLAIMED | Pgn::TP_DT | Pgn::ETP_DT => {}
-            Pgn::ETP_CM => {
-                if let (Ok(super::etp::EtpCm::Rts { pgn, .. }), true) = (super::etp::EtpCm::parse(data), for_us) {
-                    for p in self.pending.iter_mut().flatten() {
-                        if p.pgn == pgn.normalized() && matches_source(p.destination, id.source) {
-                            p.deadline = None;
-                        }
-                    }
-                }
-            }
-            Pgn::TP_CM => {
+            Pgn::ADDRESS_CLAIMED => {}
+            Pgn::TP_DT | Pgn::ETP_DT => self.wait_for_tp(now, id.source, None),
+            Pgn::ETP_CM => match (super::etp::EtpCm::parse(data), for_us) {
+                (Ok(super::etp::EtpCm::Rts { pgn, .. }), true) => self.wait_for_tp(now, id.source, Some(pgn)),
+                _ => self.wait_for_tp(now, id.source, None),
+            },
+            Pgn::TP_CM => match (TpCm::parse(data), for_us) {
                 // An answer to a pending request starting by TP: wait for it.
-                if let Ok(TpCm::Rts { pgn, .. } | TpCm::Bam { pgn, .. }) = TpCm::parse(data) {
-                    if for_us {
-                        for p in self.pending.iter_mut().flatten() {
-                            if p.pgn == pgn.normalized() && matches_source(p.destination, id.source) {
-                                p.deadline = None;
-                            }
-                        }
-                    }
+                (Ok(TpCm::Rts { pgn, .. } | TpCm::Bam { pgn, .. }), true) => {
+                    self.wait_for_tp(now, id.source, Some(pgn))
                 }
-            }
+                _ => self.wait_for_tp(now, id.source, None),
+            },
             Pgn::REQUEST => {
                 if let (Ok(req), true, Some(_)) = (Request::parse(data), for_us, me) {
                     if req.pgn != Pgn::ADDRESS_CLAIMED {
@@ -476,7 +480,7 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
         self.etp.handle_timeout(now);
         for slot in self.pending.iter_mut() {
             if let Some(p) = slot {
-                if p.deadline.is_some_and(|d| d <= now) {
+                if p.deadline <= now {
                     self.events.push_counted(EcuEvent::RequestDone {
                         pgn: p.pgn,
                         destination: p.destination,
@@ -558,7 +562,7 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
 
     /// The earliest deadline of claim, transport and requests.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let req = self.pending.iter().flatten().filter_map(|p| p.deadline).min();
+        let req = self.pending.iter().flatten().map(|p| p.deadline).min();
         crate::time::earliest(
             crate::time::earliest(self.claimer.poll_timeout(), self.transport.poll_timeout()),
             crate::time::earliest(req, self.etp.poll_timeout()),
@@ -602,6 +606,28 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
                 let _ = self.acknowledge(AckControl::Nack, pgn, requester);
             }
             None => {}
+        }
+    }
+
+    /// A TP/ETP frame from `source`: an RTS or BAM of `start` marks the
+    /// requests for that PGN as answered by TP; every frame of the
+    /// responder moves their deadline to `request_timeout` + T2 from now.
+    /// (Before, an RTS cleared the deadline: a transfer that never ended,
+    /// or one answering two requests at once, left a request without
+    /// `RequestDone` and its slot taken for good; found by the `j1939_ecu`
+    /// fuzz target.)
+    fn wait_for_tp(&mut self, now: Instant, source: u8, start: Option<Pgn>) {
+        let wait = self.config.request_timeout + transport::T2;
+        for p in self.pending.iter_mut().flatten() {
+            if !matches_source(p.destination, source) {
+                continue;
+            }
+            if start.is_some_and(|pgn| p.pgn == pgn.normalized()) {
+                p.by_tp = true;
+            }
+            if p.by_tp {
+                p.deadline = p.deadline.max(now + wait);
+            }
         }
     }
 

@@ -40,13 +40,17 @@ pub fn drive_engines(input: &[u8]) -> usize {
     let mut delivered = 0;
     let mut rest = input;
     let mut ops = 0u32;
+    let mut sends = 0u32;
+    let mut ends = 0u32;
     while let [op, tail @ ..] = rest {
         rest = tail;
         ops += 1;
         if ops % 8 == 0 {
             let _ = csender.send(now);
             if let Ok(id) = make_id(0x100 + (ops / 8) % 4, false) {
-                let _ = tx.send(id, &ops.to_le_bytes());
+                if tx.send(id, &ops.to_le_bytes()).is_ok() {
+                    sends += 1;
+                }
             }
         }
         if op & 0x80 != 0 {
@@ -114,6 +118,7 @@ pub fn drive_engines(input: &[u8]) -> usize {
                     assert_eq!(*slot, 0, "two outcomes for one handle");
                 }
                 *slot = 1;
+                ends += 1;
             }
         }
         while csender.poll_event().is_some() {}
@@ -122,5 +127,21 @@ pub fn drive_engines(input: &[u8]) -> usize {
             assert!(t > now || tx.in_flight() > 0);
         }
     }
+    // Every accepted send ends: with the bus silent, stepping from deadline
+    // to deadline (retries, then failure) gives each one its outcome.
+    while tx.poll_transmit(now).is_some() {}
+    for _ in 0..1000 {
+        let Some(t) = tx.poll_timeout() else { break };
+        now = t.max(now);
+        tx.handle_timeout(now);
+        while tx.poll_transmit(now).is_some() {}
+        while let Some(e) = tx.poll_event() {
+            if let ReliableEvent::Delivered { .. } | ReliableEvent::Failed { .. } = e {
+                ends += 1;
+            }
+        }
+    }
+    assert_eq!(tx.in_flight(), 0, "a send never ended");
+    assert_eq!(ends, sends, "accepted sends and outcomes differ");
     delivered
 }

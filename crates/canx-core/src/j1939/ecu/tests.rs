@@ -145,6 +145,61 @@ fn application_responder() {
     assert_eq!(sim.nodes[0].register(Pgn::DM1, Responder::Data(&[0; 1786])), Ok(()));
 }
 
+/// Two requests for one PGN that one TP transfer answers: the first ends
+/// `Answered`, the second times out (it used to wait for good, its slot
+/// taken: found by the `j1939_ecu` fuzz target). Nothing is left pending.
+#[test]
+fn two_requests_answered_by_one_transfer_both_end() {
+    let mut sim = pair();
+    sim.nodes[0].register(Pgn::SOFTWARE_IDENTIFICATION, Responder::Application).unwrap();
+    let now = sim.now;
+    sim.nodes[1].request(now, Pgn::SOFTWARE_IDENTIFICATION, 0x00).unwrap();
+    sim.nodes[1].request(now, Pgn::SOFTWARE_IDENTIFICATION, 0x00).unwrap();
+    sim.run(now + Duration::from_millis(10), 100);
+    sim.nodes[0].respond(Pgn::SOFTWARE_IDENTIFICATION, 0xF9, false, &[0x2A; 20]).unwrap();
+    assert!(sim.run(now + Duration::from_secs(10), 10_000));
+    let outcomes: Vec<RequestOutcome> = sim.logs[1]
+        .iter()
+        .filter_map(|(e, _)| match e {
+            EcuEvent::RequestDone { outcome, .. } => Some(*outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, [RequestOutcome::Answered, RequestOutcome::TimedOut]);
+    assert!(sim.nodes[1].pending.iter().all(Option::is_none));
+    assert_eq!(sim.nodes[1].poll_timeout(), None);
+}
+
+/// An answer that starts by TP and then stops: the request ends (the
+/// transport's T1/T2 abort, or the request timeout) instead of waiting for good.
+#[test]
+fn a_tp_answer_that_stops_ends_the_request() {
+    let mut sim = pair();
+    let now = sim.now;
+    sim.nodes[1].request(now, Pgn::SOFTWARE_IDENTIFICATION, 0x00).unwrap();
+    // Node 0 never answers; a third party at 0x00's address sends only the RTS.
+    let rts = TpCm::Rts { size: 20, packets: 3, max_per_cts: 255, pgn: Pgn::SOFTWARE_IDENTIFICATION };
+    let f = frame(7, Pgn::TP_CM, 0x00, 0xF9, &rts.emit());
+    sim.nodes[1].handle_frame(now, &Frame::Can(f));
+    while sim.nodes[1].poll_transmit(now).is_some() {}
+    let mut t = now;
+    let mut done = None;
+    for _ in 0..100 {
+        let Some(next) = sim.nodes[1].poll_timeout() else { break };
+        assert!(next > t);
+        t = next;
+        sim.nodes[1].handle_timeout(t);
+        while sim.nodes[1].poll_transmit(t).is_some() {}
+        while let Some(e) = sim.nodes[1].poll_event() {
+            if let EcuEvent::RequestDone { outcome, .. } = e {
+                assert!(done.replace(outcome).is_none(), "two RequestDone");
+            }
+        }
+    }
+    assert!(matches!(done, Some(RequestOutcome::TransportAborted(_) | RequestOutcome::TimedOut)), "{done:?}");
+    assert!(sim.nodes[1].pending.iter().all(Option::is_none));
+}
+
 #[test]
 fn commanded_address_by_tp() {
     let mut sim = pair();
