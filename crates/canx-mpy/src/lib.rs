@@ -618,7 +618,8 @@ pub unsafe extern "C" fn canx_vin_decode(data: *const u8, len: u32) -> i32 {
 }
 
 /// DM1/DM2 payload (J1939-73 5.7.1): lamp byte, flash byte and `n` DTCs
-/// (SPN | FMI << 19 | OC << 24 as J1939-73 version 4: see `Dtc::from_u32`)
+/// (J1939-73 5.7.1.5 bytes as a little-endian u32: SPN bits 0..15, FMI << 16,
+/// SPN bits 16..18 << 21, OC << 24, CM << 31; `Dtc::to_u32`)
 /// into `out` (`cap` bytes); returns its length (8, or 2 + 4n above one
 /// DTC) or `CANX_ETOOLONG` (more than 16 DTCs or `cap` too small).
 ///
