@@ -66,7 +66,9 @@ class SocketCAN:
         # SOL_CAN_RAW 101, CAN_RAW_RECV_OWN_MSGS 4 = 0 (default) keeps
         # own frames out; loopback to other sockets stays on.
         ifindex = _ifindex(channel)
-        self._sock.bind(struct.pack("<HiII8x", 29, ifindex, 0, 0))
+        # struct sockaddr_can: family u16, 2 pad bytes, ifindex int, a
+        # 16-byte union (24 bytes; "<" packs without alignment).
+        self._sock.bind(struct.pack("<H2xi16x", 29, ifindex))
         self._sock.setblocking(False)
 
     def send(self, can_id, data, flags):
@@ -74,8 +76,10 @@ class SocketCAN:
         frame = self._struct.pack("<IB3x8s", raw, len(data), bytes(data))
         try:
             self._sock.send(frame)
-        except OSError:
-            return False  # ENOBUFS: kernel queue full; retried
+        except OSError as ex:
+            if ex.errno in (105, 11):  # ENOBUFS, EAGAIN: queue full, retried
+                return False
+            raise
         return True
 
     def recv(self):
