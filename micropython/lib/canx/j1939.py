@@ -1,0 +1,379 @@
+"""SAE J1939 ECU for MicroPython over canx-core's engine (`_canx_j1939`).
+
+Mirrors CPython's ``canx.j1939.ECU`` where the API overlaps; the loop is
+explicit: call :meth:`ECU.poll` often (every few ms), or let the blocking
+calls (claim_address, request_pgn) pump it. Callbacks run inside poll(),
+never in an interrupt. Times: the ECU's 64-bit microsecond clock
+(``now_us`` arguments are for tests).
+"""
+
+import time
+
+import _canx_j1939 as _n
+
+GLOBAL = 255
+PGN_DM1 = 65226
+PGN_EEC1 = 61444
+PGN_VIN = 65260
+
+_EV_CLAIMED = 1
+_EV_LOST = 2
+_EV_CANNOT_CLAIM = 3
+_EV_MESSAGE = 6
+_EV_REQUEST = 7
+_EV_SENT = 8
+_EV_ABORTED = 9
+_EV_REQUEST_DONE = 10
+_EVF_GLOBAL = 8
+
+
+class J1939Error(Exception):
+    pass
+
+
+class AddressClaimError(J1939Error):
+    pass
+
+
+class RequestTimeoutError(J1939Error):
+    pass
+
+
+class RequestRejectedError(J1939Error):
+    pass
+
+
+class TransferAbortedError(J1939Error):
+    pass
+
+
+_FIELDS = (
+    ("identity_number", 0, 21),
+    ("manufacturer_code", 21, 11),
+    ("ecu_instance", 32, 3),
+    ("function_instance", 35, 5),
+    ("function", 40, 8),
+    ("vehicle_system", 49, 7),
+    ("vehicle_system_instance", 56, 4),
+    ("industry_group", 60, 3),
+    ("arbitrary_address_capable", 63, 1),
+)
+
+
+class Name:
+    """The 64-bit J1939 NAME (J1939-81 4.1.1), from its value or fields."""
+
+    def __init__(self, value=None, **fields):
+        if value is not None:
+            if fields:
+                raise TypeError("give either a NAME value or its fields, not both")
+            if not 0 <= value < 1 << 64:
+                raise ValueError("NAME is not a 64-bit value")
+            self.value = value
+            return
+        v = 0
+        for field, shift, bits in _FIELDS:
+            x = int(fields.pop(field, 0))
+            if not 0 <= x < 1 << bits:
+                raise ValueError("NAME field %s=%d does not fit in %d bits" % (field, x, bits))
+            v |= x << shift
+        if fields:
+            raise TypeError("unknown NAME field")
+        self.value = v
+
+    def to_bytes(self):
+        return self.value.to_bytes(8, "little")
+
+    def __int__(self):
+        return self.value
+
+    def __eq__(self, other):
+        return isinstance(other, Name) and other.value == self.value
+
+    def __repr__(self):
+        return "Name(0x%016x)" % self.value
+
+
+class J1939Message:
+    """``pgn``, ``source``, ``destination`` (255 = all), ``priority``, ``data``."""
+
+    def __init__(self, pgn, source, destination, priority, data):
+        self.pgn = pgn
+        self.source = source
+        self.destination = destination
+        self.priority = priority
+        self.data = data
+
+    def __repr__(self):
+        return "J1939Message(pgn=%d, source=%d, destination=%d, priority=%d, data=%r)" % (
+            self.pgn, self.source, self.destination, self.priority, self.data)
+
+
+class Request:
+    def __init__(self, pgn, requester, is_global):
+        self.pgn = pgn
+        self.requester = requester
+        self.is_global = is_global
+
+
+def _normalize(pgn):
+    # PDU1 PGNs carry no destination in the PGN (J1939-21 5.1.2).
+    return pgn & 0x3FF00 if (pgn >> 8) & 0xFF < 240 else pgn
+
+
+class ECU:
+    """One controller application on ``bus`` (a canx.bus adapter or a
+    Loopback): ``ECU(bus=..., name=Name(...) or int, address=0x80)``.
+    Raises ValueError for an address outside 0..253."""
+
+    def __init__(self, bus, name, address, request_timeout=1.25, clock=None):
+        if hasattr(bus, "endpoint"):
+            bus = bus.endpoint()
+        self._bus = bus
+        self._name = name if isinstance(name, Name) else Name(int(name))
+        self._e = _n.ECU(self._name.to_bytes(), address)
+        self._request_timeout = request_timeout
+        #: Microsecond clock: the engine's 64-bit extension of
+        #: mp_hal_ticks_us() unless ``clock`` (a function) is given (tests).
+        self._clock = self._e.ticks_us64 if clock is None else clock
+        #: Called between polls while claim_address/request_pgn wait.
+        self.idle = lambda: time.sleep_ms(1)
+        self._handlers = {}
+        self._request_handlers = {}
+        self._responses = {}
+        self._done = {}
+        self._answers = {}
+        self._pending_tx = []
+        self._state = "idle"
+        self.callback_errors = 0
+        self.last_callback_error = None
+        self.aborts = []
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def state(self):
+        """"idle", "claiming", "claimed" or "cannot_claim"."""
+        return self._state
+
+    @property
+    def address(self):
+        return self._e.address()
+
+    @property
+    def dropped(self):
+        """Frames and events the engine dropped (full queues)."""
+        return self._e.dropped()
+
+    def now_us(self):
+        return self._clock()
+
+    # ----------------------------------------------------------- the loop
+
+    def poll(self, now_us=None):
+        """Feeds received frames, runs timers, sends queued frames (a frame
+        the adapter refuses is kept and retried first, in order) and runs
+        callbacks. Returns the number of events handled."""
+        e = self._e
+        now = self._clock() if now_us is None else now_us
+        while True:
+            f = self._bus.recv()
+            if f is None:
+                break
+            e.handle_frame(now, f[0], f[1], f[2])
+        t = e.poll_timeout()
+        if t is not None and t <= now:
+            e.handle_timeout(now)
+        self._flush(now)
+        n = 0
+        while True:
+            ev = e.poll_event()
+            if ev is None:
+                break
+            n += 1
+            self._dispatch(ev)
+        self._flush(now)
+        return n
+
+    def _flush(self, now):
+        pend = self._pending_tx
+        while pend:
+            f = pend[0]
+            if not self._bus.send(f[0], f[1], f[2]):
+                return
+            pend.pop(0)
+        while True:
+            f = self._e.poll_transmit(now)
+            if f is None:
+                return
+            if not self._bus.send(f[0], f[1], f[2]):
+                pend.append(f)
+                # Keep order: everything after a refused frame waits too.
+                while True:
+                    f = self._e.poll_transmit(now)
+                    if f is None:
+                        return
+                    pend.append(f)
+
+    def _call(self, cb, arg):
+        try:
+            return cb(arg)
+        except Exception as ex:  # noqa: BLE001 - counted, as CPython canx
+            self.callback_errors += 1
+            self.last_callback_error = ex
+            return None
+
+    def _dispatch(self, ev):
+        kind = ev[0]
+        if kind == _EV_CLAIMED:
+            self._state = "claimed"
+        elif kind == _EV_LOST:
+            self._state = "claiming"
+        elif kind == _EV_CANNOT_CLAIM:
+            self._state = "cannot_claim"
+        elif kind == _EV_MESSAGE:
+            msg = J1939Message(ev[4], ev[2], ev[3], ev[1], ev[5])
+            key = (_normalize(msg.pgn), msg.source)
+            if key in self._done:
+                self._answers[key] = msg
+            for pgn in (_normalize(msg.pgn), None):
+                for cb, source in self._handlers.get(pgn, ()):
+                    if source is None or source == msg.source:
+                        self._call(cb, msg)
+        elif kind == _EV_REQUEST:
+            self._answer(ev[4], ev[2], bool(ev[8] & _EVF_GLOBAL))
+        elif kind == _EV_REQUEST_DONE:
+            key = (_normalize(ev[4]), ev[3])
+            if key in self._done:
+                self._done[key] = ev[7]
+        elif kind == _EV_ABORTED:
+            self.aborts.append((ev[4], ev[2], ev[3], ev[7], bool(ev[8] & 2)))
+
+    def _answer(self, pgn, requester, is_global):
+        pgn = _normalize(pgn)
+        data = self._responses.get(pgn)
+        if data is None and pgn in self._request_handlers:
+            data = self._call(self._request_handlers[pgn], Request(pgn, requester, is_global))
+        if data is None:
+            return  # a handler's None: the engine NACKs nothing here; see on_request
+        try:
+            self._e.respond(pgn, requester, is_global, data)
+        except Exception as ex:  # noqa: BLE001
+            self.callback_errors += 1
+            self.last_callback_error = ex
+
+    def _pump_until(self, done, timeout):
+        deadline = self._clock() + int(timeout * 1000000)
+        while not done():
+            self.poll()
+            if done():
+                break
+            if self._clock() >= deadline:
+                return False
+            self.idle()
+        return True
+
+    # ------------------------------------------------------------ address
+
+    def begin_claim(self, now_us=None):
+        if self._state in ("idle", "cannot_claim"):
+            self._state = "claiming"
+            self._e.start(self._clock() if now_us is None else now_us)
+
+    def claim_address(self, timeout=2.0):
+        """Claims the address (J1939-81 4.5) pumping the loop; returns it.
+        Raises AddressClaimError on Cannot Claim or timeout."""
+        self.begin_claim()
+        self._pump_until(lambda: self._state in ("claimed", "cannot_claim"), timeout)
+        if self._state != "claimed":
+            raise AddressClaimError("could not claim an address: state " + self._state)
+        return self.address
+
+    # ------------------------------------------------------------ sending
+
+    def send_pgn(self, pgn, data, priority=6, destination=GLOBAL):
+        """One frame up to 8 bytes; 9..1785 bytes by BAM (to all) or
+        RTS/CTS (to one CA). Raises AddressClaimError before the claim,
+        ValueError (too long, priority, DA 254), OSError(ENOBUFS/EBUSY)
+        when queues or TP sessions are full."""
+        try:
+            self._e.send(priority, pgn, destination, data)
+        except RuntimeError as ex:
+            raise AddressClaimError(str(ex))
+        self._flush(self._clock())
+
+    def send_engine_speed(self, rpm, destination=GLOBAL):
+        """EEC1 (PGN 61444, priority 3), SPN 190 in rpm (0..8031.875)."""
+        if not 0 <= rpm <= 8031.875:
+            raise ValueError("engine speed outside 0..8031.875 rpm")
+        self.send_pgn(PGN_EEC1, _n.eec1_encode(int(rpm * 8 + 0.5)), priority=3, destination=destination)
+
+    def send_dm1(self, dtcs=(), malfunction=0, red_stop=0, amber_warning=0, protect=0, flash=0xFF,
+                 destination=GLOBAL):
+        """DM1 (PGN 65226, J1939-73 5.7.1): ``dtcs`` as (SPN, FMI, OC)."""
+        for v in (malfunction, red_stop, amber_warning, protect):
+            if not 0 <= v <= 3:
+                raise ValueError("lamp state outside 0..3")
+        raw = []
+        for spn, fmi, oc in dtcs:
+            if not (0 <= spn < 1 << 19 and 0 <= fmi < 32 and 0 <= oc < 128):
+                raise ValueError("DTC field out of range")
+            raw.append(spn & 0xFFFF | (spn >> 16) << 21 | fmi << 16 | oc << 24)
+        lamps = malfunction << 6 | red_stop << 4 | amber_warning << 2 | protect
+        self.send_pgn(PGN_DM1, _n.dm1_encode(lamps, flash, raw), priority=6, destination=destination)
+
+    # ----------------------------------------------------------- requests
+
+    def request_pgn(self, pgn, destination=GLOBAL, timeout=None):
+        """Requests ``pgn`` (J1939-21 5.4.2) pumping the loop; returns the
+        J1939Message. Raises RequestTimeoutError, RequestRejectedError,
+        TransferAbortedError, AddressClaimError."""
+        key = (_normalize(pgn), destination)
+        self._done[key] = None
+        self._answers.pop(key, None)
+        try:
+            try:
+                self._e.request(self._clock(), pgn, destination)
+            except RuntimeError as ex:
+                raise AddressClaimError(str(ex))
+            wait = (self._request_timeout + 0.5) if timeout is None else timeout
+            self._pump_until(lambda: key in self._answers or self._done[key] is not None, wait)
+            msg = self._answers.get(key)
+            if msg is not None:
+                return msg
+            d = self._done[key]
+            if d is None or d & 0xFF == 3:
+                raise RequestTimeoutError("no answer to the request for PGN %d" % pgn)
+            if d & 0xFF == 1:
+                raise RequestRejectedError("request for PGN %d acknowledged with control %d" % (pgn, d >> 8))
+            raise TransferAbortedError("answer to PGN %d aborted (reason %d)" % (pgn, d >> 8))
+        finally:
+            self._done.pop(key, None)
+            self._answers.pop(key, None)
+
+    def set_response(self, pgn, data):
+        """Answers Requests for ``pgn`` with ``data``; None unregisters."""
+        pgn = _normalize(pgn)
+        if data is None:
+            self._responses.pop(pgn, None)
+            return
+        if len(data) == 0:
+            raise ValueError("an answer has at least 1 byte")
+        self._e.register(pgn)
+        self._responses[pgn] = bytes(data)
+
+    def on_request(self, pgn, handler):
+        """``handler(Request)`` returns the answer's bytes."""
+        pgn = _normalize(pgn)
+        if handler is None:
+            self._request_handlers.pop(pgn, None)
+            return
+        self._e.register(pgn)
+        self._request_handlers[pgn] = handler
+
+    def on_pgn(self, pgn, callback, source=None):
+        """``callback(J1939Message)`` for ``pgn`` (None: all) from ``source``."""
+        self._handlers.setdefault(None if pgn is None else _normalize(pgn), []).append((callback, source))
+        return callback

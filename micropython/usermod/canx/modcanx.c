@@ -1,0 +1,390 @@
+// _canx_j1939: MicroPython glue over crates/canx-mpy (canx-core's J1939
+// engine). C calls Rust only; Rust returns codes, and this file raises only
+// after Rust has returned (MicroPython raises by longjmp, which must never
+// cross Rust frames). Engine state lives inside the object (GC heap).
+#include <stdlib.h>
+#include <string.h>
+
+#include "py/runtime.h"
+#include "py/mphal.h"
+#include "py/mperrno.h"
+#include "py/objstr.h"
+#include "canx_mpy.h"
+
+#define CANX_TP_MAX (1785)
+
+// Called by Rust's panic handler (dead code by canx-core's no-panic
+// contract). Must not raise: print and stop.
+void canx_mpy_fatal(void) {
+    mp_printf(&mp_plat_print, "canx: fatal error in the Rust engine\n");
+    #if defined(__unix__)
+    abort();
+    #else
+    for (;;) {
+    }
+    #endif
+}
+
+#if defined(__unix__)
+// The host's precompiled Rust `core`/`compiler_builtins` (built with
+// panic=unwind) reference the unwinder's personality routine; canx-mpy is
+// built with panic=abort, so nothing ever unwinds and this is never called.
+// Board builds use -Zbuild-std with panic=abort and need no stub.
+void rust_eh_personality(void);
+void rust_eh_personality(void) {
+    abort();
+}
+#endif
+
+typedef struct _canx_ecu_obj_t {
+    mp_obj_base_t base;
+    uint32_t last_ticks; // mp_hal_ticks_us() at the last read
+    uint64_t ticks_high; // wraps of it, << 32
+    uint8_t buf[CANX_TP_MAX]; // event data of the last poll_event
+    uint64_t state[]; // canx_j1939_size() bytes, 8-aligned
+} canx_ecu_obj_t;
+
+static void canx_check(int32_t r) {
+    switch (r) {
+        case CANX_OK:
+            return;
+        case CANX_ENOADDR:
+            mp_raise_msg(&mp_type_RuntimeError, MP_ERROR_TEXT("no claimed address"));
+        case CANX_ETOOLONG:
+            mp_raise_ValueError(MP_ERROR_TEXT("too long"));
+        case CANX_EINVAL:
+            mp_raise_ValueError(MP_ERROR_TEXT("invalid priority, address, PGN or value"));
+        case CANX_EFULL:
+            mp_raise_OSError(MP_ENOBUFS);
+        case CANX_EBUSY:
+            mp_raise_OSError(MP_EBUSY);
+        default:
+            if (r >= 0) {
+                return;
+            }
+            mp_raise_ValueError(MP_ERROR_TEXT("bad argument"));
+    }
+}
+
+static uint64_t canx_ticks64(canx_ecu_obj_t *self) {
+    uint32_t t = (uint32_t)mp_hal_ticks_us();
+    if (t < self->last_ticks) {
+        self->ticks_high += (uint64_t)1 << 32;
+    }
+    self->last_ticks = t;
+    return self->ticks_high | t;
+}
+
+// now_us argument: None = the object's 64-bit extension of mp_hal_ticks_us().
+static uint64_t canx_now(canx_ecu_obj_t *self, mp_obj_t now) {
+    if (now == mp_const_none) {
+        return canx_ticks64(self);
+    }
+    mp_int_t v = mp_obj_get_int(now);
+    if (v < 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("negative time"));
+    }
+    return (uint64_t)v;
+}
+
+static const mp_obj_type_t canx_ecu_type;
+
+// ECU(name: bytes[8] little-endian, address: int)
+static mp_obj_t canx_ecu_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw, const mp_obj_t *args) {
+    mp_arg_check_num(n_args, n_kw, 2, 2, false);
+    mp_buffer_info_t name;
+    mp_get_buffer_raise(args[0], &name, MP_BUFFER_READ);
+    if (name.len != 8) {
+        mp_raise_ValueError(MP_ERROR_TEXT("name must be 8 bytes"));
+    }
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) {
+        n = (n << 8) | ((const uint8_t *)name.buf)[i];
+    }
+    mp_int_t address = mp_obj_get_int(args[1]);
+    if (address < 0 || address > 253) {
+        mp_raise_ValueError(MP_ERROR_TEXT("address must be 0..253"));
+    }
+    uint32_t size = canx_j1939_size();
+    if (canx_j1939_align() > 8) {
+        mp_raise_msg(&mp_type_RuntimeError, MP_ERROR_TEXT("engine alignment"));
+    }
+    canx_ecu_obj_t *self = mp_obj_malloc_var(canx_ecu_obj_t, state, uint64_t, (size + 7) / 8, type);
+    self->last_ticks = (uint32_t)mp_hal_ticks_us();
+    self->ticks_high = 0;
+    canx_check(canx_j1939_init(self->state, size, n, (uint8_t)address));
+    return MP_OBJ_FROM_PTR(self);
+}
+
+static mp_obj_t canx_ecu_ticks_us64(mp_obj_t self_in) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    return mp_obj_new_int_from_ull(canx_ticks64(self));
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(canx_ecu_ticks_us64_obj, canx_ecu_ticks_us64);
+
+static mp_obj_t canx_ecu_start(mp_obj_t self_in, mp_obj_t now) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    canx_check(canx_j1939_start(self->state, canx_now(self, now)));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(canx_ecu_start_obj, canx_ecu_start);
+
+// handle_frame(now, id, data, flags)
+static mp_obj_t canx_ecu_handle_frame(size_t n_args, const mp_obj_t *args) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(args[0]);
+    uint64_t now = canx_now(self, args[1]);
+    canx_frame_t f;
+    memset(&f, 0, sizeof(f));
+    f.id = (uint32_t)mp_obj_get_int_truncated(args[2]);
+    mp_buffer_info_t data;
+    mp_get_buffer_raise(args[3], &data, MP_BUFFER_READ);
+    if (data.len > 8) {
+        mp_raise_ValueError(MP_ERROR_TEXT("more than 8 bytes"));
+    }
+    f.len = (uint8_t)data.len;
+    memcpy(f.data, data.buf, data.len);
+    f.flags = (uint8_t)mp_obj_get_int(args[4]);
+    canx_check(canx_j1939_handle_frame(self->state, now, &f));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(canx_ecu_handle_frame_obj, 5, 5, canx_ecu_handle_frame);
+
+static mp_obj_t canx_ecu_handle_timeout(mp_obj_t self_in, mp_obj_t now) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    canx_check(canx_j1939_handle_timeout(self->state, canx_now(self, now)));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(canx_ecu_handle_timeout_obj, canx_ecu_handle_timeout);
+
+// poll_transmit(now) -> None | (id, bytes, flags)
+static mp_obj_t canx_ecu_poll_transmit(mp_obj_t self_in, mp_obj_t now) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    canx_frame_t f;
+    int32_t r = canx_j1939_poll_transmit(self->state, canx_now(self, now), &f);
+    canx_check(r);
+    if (r == 0) {
+        return mp_const_none;
+    }
+    mp_obj_t t[3] = {
+        mp_obj_new_int_from_uint(f.id),
+        mp_obj_new_bytes(f.data, f.len),
+        MP_OBJ_NEW_SMALL_INT(f.flags),
+    };
+    return mp_obj_new_tuple(3, t);
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(canx_ecu_poll_transmit_obj, canx_ecu_poll_transmit);
+
+// poll_event() -> None | (kind, priority, source, destination, pgn, data|None, len, detail, flags, name)
+static mp_obj_t canx_ecu_poll_event(mp_obj_t self_in) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    canx_event_t ev;
+    int32_t r = canx_j1939_poll_event(self->state, &ev, self->buf, sizeof(self->buf));
+    canx_check(r);
+    if (r == 0) {
+        return mp_const_none;
+    }
+    mp_obj_t data = mp_const_none;
+    if (ev.kind == CANX_EV_MESSAGE) {
+        data = mp_obj_new_bytes(self->buf, ev.len < sizeof(self->buf) ? ev.len : sizeof(self->buf));
+    }
+    mp_obj_t t[10] = {
+        MP_OBJ_NEW_SMALL_INT(ev.kind),
+        MP_OBJ_NEW_SMALL_INT(ev.priority),
+        MP_OBJ_NEW_SMALL_INT(ev.source),
+        MP_OBJ_NEW_SMALL_INT(ev.destination),
+        mp_obj_new_int_from_uint(ev.pgn),
+        data,
+        mp_obj_new_int_from_uint(ev.len),
+        MP_OBJ_NEW_SMALL_INT(ev.detail),
+        MP_OBJ_NEW_SMALL_INT(ev.flags),
+        mp_obj_new_int_from_ull(ev.name),
+    };
+    return mp_obj_new_tuple(10, t);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(canx_ecu_poll_event_obj, canx_ecu_poll_event);
+
+static mp_obj_t canx_ecu_poll_timeout(mp_obj_t self_in) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    int64_t t = canx_j1939_poll_timeout(self->state);
+    if (t < 0) {
+        return mp_const_none;
+    }
+    return mp_obj_new_int_from_ull((uint64_t)t);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(canx_ecu_poll_timeout_obj, canx_ecu_poll_timeout);
+
+static mp_obj_t canx_ecu_address(mp_obj_t self_in) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    int32_t a = canx_j1939_address(self->state);
+    if (a == CANX_ENOADDR) {
+        return mp_const_none;
+    }
+    canx_check(a);
+    return MP_OBJ_NEW_SMALL_INT(a);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(canx_ecu_address_obj, canx_ecu_address);
+
+static mp_obj_t canx_ecu_dropped(mp_obj_t self_in) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    return mp_obj_new_int_from_ll(canx_j1939_dropped(self->state));
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(canx_ecu_dropped_obj, canx_ecu_dropped);
+
+static uint8_t canx_u8(mp_obj_t o) {
+    mp_int_t v = mp_obj_get_int(o);
+    if (v < 0 || v > 255) {
+        mp_raise_ValueError(MP_ERROR_TEXT("value out of 0..255"));
+    }
+    return (uint8_t)v;
+}
+
+static uint32_t canx_pgn(mp_obj_t o) {
+    mp_int_t v = mp_obj_get_int(o);
+    if (v < 0 || v > 0x3FFFF) {
+        mp_raise_ValueError(MP_ERROR_TEXT("PGN out of 0..0x3FFFF"));
+    }
+    return (uint32_t)v;
+}
+
+// send(priority, pgn, destination, data)
+static mp_obj_t canx_ecu_send(size_t n_args, const mp_obj_t *args) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(args[0]);
+    uint8_t priority = canx_u8(args[1]);
+    uint32_t pgn = canx_pgn(args[2]);
+    uint8_t destination = canx_u8(args[3]);
+    mp_buffer_info_t data;
+    mp_get_buffer_raise(args[4], &data, MP_BUFFER_READ);
+    if (data.len > CANX_TP_MAX) {
+        canx_check(CANX_ETOOLONG);
+    }
+    canx_check(canx_j1939_send(self->state, priority, pgn, destination, data.buf, (uint32_t)data.len));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(canx_ecu_send_obj, 5, 5, canx_ecu_send);
+
+// request(now, pgn, destination)
+static mp_obj_t canx_ecu_request(size_t n_args, const mp_obj_t *args) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(args[0]);
+    uint64_t now = canx_now(self, args[1]);
+    uint32_t pgn = canx_pgn(args[2]);
+    uint8_t destination = canx_u8(args[3]);
+    canx_check(canx_j1939_request(self->state, now, pgn, destination));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(canx_ecu_request_obj, 4, 4, canx_ecu_request);
+
+static mp_obj_t canx_ecu_register(mp_obj_t self_in, mp_obj_t pgn) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    canx_check(canx_j1939_register(self->state, canx_pgn(pgn)));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(canx_ecu_register_obj, canx_ecu_register);
+
+// respond(pgn, requester, global, data)
+static mp_obj_t canx_ecu_respond(size_t n_args, const mp_obj_t *args) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(args[0]);
+    uint32_t pgn = canx_pgn(args[1]);
+    uint8_t requester = canx_u8(args[2]);
+    uint8_t global = mp_obj_is_true(args[3]) ? 1 : 0;
+    mp_buffer_info_t data;
+    mp_get_buffer_raise(args[4], &data, MP_BUFFER_READ);
+    if (data.len > CANX_TP_MAX) {
+        canx_check(CANX_ETOOLONG);
+    }
+    canx_check(canx_j1939_respond(self->state, pgn, requester, global, data.buf, (uint32_t)data.len));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(canx_ecu_respond_obj, 5, 5, canx_ecu_respond);
+
+static const mp_rom_map_elem_t canx_ecu_locals_dict_table[] = {
+    { MP_ROM_QSTR(MP_QSTR_start), MP_ROM_PTR(&canx_ecu_start_obj) },
+    { MP_ROM_QSTR(MP_QSTR_handle_frame), MP_ROM_PTR(&canx_ecu_handle_frame_obj) },
+    { MP_ROM_QSTR(MP_QSTR_handle_timeout), MP_ROM_PTR(&canx_ecu_handle_timeout_obj) },
+    { MP_ROM_QSTR(MP_QSTR_poll_transmit), MP_ROM_PTR(&canx_ecu_poll_transmit_obj) },
+    { MP_ROM_QSTR(MP_QSTR_poll_event), MP_ROM_PTR(&canx_ecu_poll_event_obj) },
+    { MP_ROM_QSTR(MP_QSTR_poll_timeout), MP_ROM_PTR(&canx_ecu_poll_timeout_obj) },
+    { MP_ROM_QSTR(MP_QSTR_address), MP_ROM_PTR(&canx_ecu_address_obj) },
+    { MP_ROM_QSTR(MP_QSTR_dropped), MP_ROM_PTR(&canx_ecu_dropped_obj) },
+    { MP_ROM_QSTR(MP_QSTR_send), MP_ROM_PTR(&canx_ecu_send_obj) },
+    { MP_ROM_QSTR(MP_QSTR_request), MP_ROM_PTR(&canx_ecu_request_obj) },
+    { MP_ROM_QSTR(MP_QSTR_register), MP_ROM_PTR(&canx_ecu_register_obj) },
+    { MP_ROM_QSTR(MP_QSTR_respond), MP_ROM_PTR(&canx_ecu_respond_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ticks_us64), MP_ROM_PTR(&canx_ecu_ticks_us64_obj) },
+};
+static MP_DEFINE_CONST_DICT(canx_ecu_locals_dict, canx_ecu_locals_dict_table);
+
+static MP_DEFINE_CONST_OBJ_TYPE(
+    canx_ecu_type,
+    MP_QSTR_ECU,
+    MP_TYPE_FLAG_NONE,
+    make_new, canx_ecu_make_new,
+    locals_dict, &canx_ecu_locals_dict
+    );
+
+// eec1_encode(rpm_x8) -> bytes (0xFFFF = not available)
+static mp_obj_t canx_eec1_encode_fn(mp_obj_t raw) {
+    uint8_t out[8];
+    mp_int_t v = mp_obj_get_int(raw);
+    if (v < 0 || v > 0xFFFF) {
+        canx_check(CANX_EINVAL);
+    }
+    canx_check(canx_eec1_encode((uint16_t)v, out));
+    return mp_obj_new_bytes(out, 8);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(canx_eec1_encode_obj, canx_eec1_encode_fn);
+
+// eec1_decode(data) -> raw (0.125 rpm/bit) or None
+static mp_obj_t canx_eec1_decode_fn(mp_obj_t data_in) {
+    mp_buffer_info_t data;
+    mp_get_buffer_raise(data_in, &data, MP_BUFFER_READ);
+    int32_t r = canx_eec1_decode(data.buf, (uint32_t)data.len);
+    return r < 0 ? mp_const_none : MP_OBJ_NEW_SMALL_INT(r);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(canx_eec1_decode_obj, canx_eec1_decode_fn);
+
+// vin_encode(vin: str|bytes) -> bytes ("VIN*")
+static mp_obj_t canx_vin_encode_fn(mp_obj_t vin_in) {
+    mp_buffer_info_t vin;
+    mp_get_buffer_raise(vin_in, &vin, MP_BUFFER_READ);
+    uint8_t out[256];
+    int32_t n = canx_vin_encode(vin.buf, (uint32_t)vin.len, out, sizeof(out));
+    canx_check(n);
+    return mp_obj_new_bytes(out, (size_t)n);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(canx_vin_encode_obj, canx_vin_encode_fn);
+
+// dm1_encode(lamps, flash, dtcs: list of int (J1939-73 v4 u32)) -> bytes
+static mp_obj_t canx_dm1_encode_fn(mp_obj_t lamps, mp_obj_t flash, mp_obj_t dtcs_in) {
+    size_t n;
+    mp_obj_t *items;
+    mp_obj_get_array(dtcs_in, &n, &items);
+    uint32_t dtcs[16];
+    if (n > 16) {
+        canx_check(CANX_ETOOLONG);
+    }
+    for (size_t i = 0; i < n; i++) {
+        dtcs[i] = (uint32_t)mp_obj_get_int_truncated(items[i]);
+    }
+    uint8_t out[2 + 4 * 16];
+    int32_t len = canx_dm1_encode(canx_u8(lamps), canx_u8(flash), dtcs, (uint32_t)n, out, sizeof(out));
+    canx_check(len);
+    return mp_obj_new_bytes(out, (size_t)len);
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(canx_dm1_encode_obj, canx_dm1_encode_fn);
+
+static const mp_rom_map_elem_t canx_module_globals_table[] = {
+    { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__canx_j1939) },
+    { MP_ROM_QSTR(MP_QSTR_ECU), MP_ROM_PTR(&canx_ecu_type) },
+    { MP_ROM_QSTR(MP_QSTR_eec1_encode), MP_ROM_PTR(&canx_eec1_encode_obj) },
+    { MP_ROM_QSTR(MP_QSTR_eec1_decode), MP_ROM_PTR(&canx_eec1_decode_obj) },
+    { MP_ROM_QSTR(MP_QSTR_vin_encode), MP_ROM_PTR(&canx_vin_encode_obj) },
+    { MP_ROM_QSTR(MP_QSTR_dm1_encode), MP_ROM_PTR(&canx_dm1_encode_obj) },
+};
+static MP_DEFINE_CONST_DICT(canx_module_globals, canx_module_globals_table);
+
+const mp_obj_module_t canx_j1939_user_cmodule = {
+    .base = { &mp_type_module },
+    .globals = (mp_obj_dict_t *)&canx_module_globals,
+};
+
+MP_REGISTER_MODULE(MP_QSTR__canx_j1939, canx_j1939_user_cmodule);
