@@ -171,6 +171,7 @@ def bench_gs_usb(n: int, idle: float, scale: float) -> dict[str, dict]:
             r = python_receiver(mode, channel, n, idle, feed)
             r["device_sent"] = flood.get("taken")
             results[mode] = r
+            print(f"  {json.dumps(r)}", file=sys.stderr, flush=True)
             time.sleep(0.3)
         print("gs_usb: kernel gs_usb + candump ...", file=sys.stderr, flush=True)
         if Path("/sys/bus/usb/drivers/gs_usb").exists():
@@ -184,6 +185,7 @@ def bench_gs_usb(n: int, idle: float, scale: float) -> dict[str, dict]:
         r["device_sent"] = flood.get("taken")
         r["kernel_dropped"] = int(Path(f"/sys/class/net/{dev}/statistics/rx_dropped").read_text())
         results["kernel+candump"] = r
+        print(f"  {json.dumps(r)}", file=sys.stderr, flush=True)
         sh("ip", "link", "set", "dev", dev, "down", check=False)
     finally:
         emu.stop()
@@ -204,19 +206,26 @@ class PtyFeeder:
         self.data = b"".join(b"t1238%08X00000000\r" % i for i in range(n))
 
     def feed(self) -> None:
+        """Non-blocking writes: stops (the rest counted as lost) when the pty
+        takes nothing for 10 s."""
+        os.set_blocking(self.master, False)
         view = memoryview(self.data)
         while view:
-            r, w, _ = select.select([self.master], [self.master], [], 5.0)
+            r, w, _ = select.select([self.master], [self.master], [], 10.0)
             if r:
                 try:
                     os.read(self.master, 65536)
                 except OSError:
                     pass
             if w:
-                k = os.write(self.master, view[:4096])
+                try:
+                    k = os.write(self.master, view[:4096])
+                except BlockingIOError:
+                    k = 0
                 view = view[k:]
             elif not r:
-                raise SystemExit("slcan feeder: the pty took nothing for 5 s")
+                print(f"slcan feeder: the pty took nothing for 10 s, {len(view)} bytes left", file=sys.stderr)
+                return
 
     def close(self) -> None:
         for fd in (self.master, self.slave):
@@ -234,6 +243,7 @@ def bench_slcan(n: int, idle: float, scale: float) -> dict[str, dict]:
         try:
             channel = f"slcan:{pty.path}" if mode.startswith("canx") else pty.path
             results[mode] = python_receiver(mode, channel, n, idle, pty.feed)
+            print(f"  {json.dumps(results[mode])}", file=sys.stderr, flush=True)
         finally:
             pty.close()
     print("slcan: kernel slcand + candump ...", file=sys.stderr, flush=True)
@@ -305,6 +315,7 @@ def main() -> None:
         g = bench_gs_usb(args.gs_usb_frames, args.idle, scale)
         out["gs_usb"] = g
         report += table("gs_usb: emulated device -> receiver", args.gs_usb_frames, g, "python-can-gs_usb")
+        print("\n".join(report), flush=True)
     if args.only in (None, "slcan"):
         s = bench_slcan(args.slcan_frames, args.idle, scale)
         out["slcan"] = s
