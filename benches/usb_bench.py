@@ -158,8 +158,9 @@ def bench_gs_usb(n: int, idle: float, scale: float) -> dict[str, dict]:
         # user space first, so take the interface from it once it binds.
         with contextlib.suppress(SystemExit):
             wait_for(bound.exists, 2 * scale, "the kernel's gs_usb to bind")
-        if bound.exists():
-            Path("/sys/bus/usb/drivers/gs_usb/unbind").write_text(intf)
+        if bound.exists():  # whichever driver took it (gs_usb, or usbfs for a claim)
+            print(f"gs_usb: {intf} is bound to {bound.resolve().name}: unbinding", file=sys.stderr)
+            (bound.resolve() / "unbind").write_text(intf)
         flood = {}
 
         def feed() -> None:
