@@ -154,13 +154,12 @@ def bench_gs_usb(n: int, idle: float, scale: float) -> dict[str, dict]:
         assert udev is not None
         intf = f"{udev.name}:1.0"
         bound = Path(f"/sys/bus/usb/devices/{intf}/driver")
-        # The kernel's gs_usb may be loaded (and autoloaded on enumeration):
-        # user space first, so take the interface from it once it binds.
-        with contextlib.suppress(SystemExit):
-            wait_for(bound.exists, 2 * scale, "the kernel's gs_usb to bind")
-        if bound.exists():  # whichever driver took it (gs_usb, or usbfs for a claim)
-            print(f"gs_usb: {intf} is bound to {bound.resolve().name}: unbinding", file=sys.stderr)
-            (bound.resolve() / "unbind").write_text(intf)
+        # As tests/test_gs_usb_emulator.py: the kernel's driver binds first
+        # (its probe complete), then user space takes the interface from it.
+        sh("modprobe", "gs_usb")
+        emu.wait_netdevs(1, 10 * scale)
+        Path("/sys/bus/usb/drivers/gs_usb/unbind").write_text(intf)
+        wait_for(lambda: not bound.exists(), 5 * scale, "gs_usb to unbind")
         flood = {}
 
         def feed() -> None:
@@ -175,10 +174,8 @@ def bench_gs_usb(n: int, idle: float, scale: float) -> dict[str, dict]:
             print(f"  {json.dumps(r)}", file=sys.stderr, flush=True)
             time.sleep(0.3)
         print("gs_usb: kernel gs_usb + candump ...", file=sys.stderr, flush=True)
-        if Path("/sys/bus/usb/drivers/gs_usb").exists():
+        if not bound.exists():
             Path("/sys/bus/usb/drivers/gs_usb/bind").write_text(intf)
-        else:
-            sh("modprobe", "gs_usb")
         (dev,) = emu.wait_netdevs(1, 10 * scale)
         sh("ip", "link", "set", "dev", dev, "type", "can", "bitrate", str(BITRATE))
         sh("ip", "link", "set", "dev", dev, "up")
