@@ -4,7 +4,11 @@
 
 MODE: canx (Listener.receive() per frame in a Python loop), canx-batch
 (Listener.receive_many()), python-can (can.Bus(interface="socketcan").recv()),
-python-can-canx (can.Bus(interface="canx").recv(), canx as python-can plugin).
+python-can-canx (can.Bus(interface="canx").recv(), canx as python-can plugin),
+python-can-gs_usb (can.Bus(interface="gs_usb", channel=INDEX)), python-can-slcan
+(can.Bus(interface="slcan", channel=TTY)); usb_bench.py runs the last two and
+canx on gs_usb:/slcan: channels. Bitrate: $RX_BITRATE (default 500000) where
+the adapter takes one.
 Prints READY once listening, then one JSON line: received, t_first, t_last
 (wall clock of the first and last frame consumed), cpu_s (user+sys of this
 process), kernel_dropped (where the receiver can tell).
@@ -13,6 +17,7 @@ process), kernel_dropped (where the receiver can tell).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -23,10 +28,12 @@ def main() -> None:
     n = 0
     t_first = t_last = 0.0
     dropped = None
+    bitrate = int(os.environ.get("RX_BITRATE", "500000"))
     if mode in ("canx", "canx-batch"):
         import canx
 
-        bus = canx.CAN(channel=channel)
+        adapter = channel.startswith(("gs_usb:", "slcan:"))
+        bus = canx.CAN(channel=channel, baudrate=bitrate) if adapter else canx.CAN(channel=channel)
         lis = bus.listen(timeout=idle)
         print("READY", flush=True)
         if mode == "canx":
@@ -50,10 +57,15 @@ def main() -> None:
         st = bus.stats()
         dropped = st["backend_dropped"] + st["listener_dropped"]
         bus.deinit()
-    elif mode in ("python-can", "python-can-canx"):
+    elif mode in ("python-can", "python-can-canx", "python-can-gs_usb", "python-can-slcan"):
         import can
 
-        bus = can.Bus(interface="socketcan" if mode == "python-can" else "canx", channel=channel)
+        if mode == "python-can-gs_usb":
+            bus = can.Bus(interface="gs_usb", channel=int(channel), bitrate=bitrate)
+        elif mode == "python-can-slcan":
+            bus = can.Bus(interface="slcan", channel=channel, bitrate=bitrate)
+        else:
+            bus = can.Bus(interface="socketcan" if mode == "python-can" else "canx", channel=channel)
         print("READY", flush=True)
         while n < expect:
             m = bus.recv(timeout=idle)

@@ -500,3 +500,38 @@ def test_canx_gs_usb_unplug_and_replug(emu: tuple[GsUsbEmulator, str], can_utils
         can2.send(canx.Message(0x321, b"\x01\x02"))
         bus.wait(1)
     assert bus.frames[0][1] == "321#0102"
+
+
+def test_j1939_address_claim_over_gs_usb(emu: tuple[GsUsbEmulator, str], can_utils, timeout_scale: float,
+                                         tmp_path: Path) -> None:
+    """A canx J1939 ECU on ``gs_usb:`` (canx's user-space driver) against
+    can-utils' j1939acd on the emulated device's bus (vcan0, the kernel's
+    J1939 stack): j1939acd holds 0x60 with a lower NAME, so our claim of
+    0x60 loses (J1939-81 4.4.3) and our arbitrary-address-capable NAME takes
+    another address; our address table shows j1939acd's claim, which came in
+    through the device (its frames were received over USB)."""
+    from canx import j1939
+
+    e, _ = emu
+    if e.profile.name != "bxcan48":
+        pytest.skip("one profile is enough (the classic one)")
+    udev = e.usb_device_dir()
+    assert udev is not None
+    intf = f"{udev.name}:1.0"
+    if Path(f"/sys/bus/usb/devices/{intf}/driver").exists():
+        Path("/sys/bus/usb/drivers/gs_usb/unbind").write_text(intf)
+    acd_name = 0x0000000000000010
+    with can_utils.spawn("j1939acd", "-r", "96", "-c", str(tmp_path / "c"), f"{acd_name:016x}", BUS,
+                         ready=False):
+        time.sleep(1.0 * timeout_scale)
+        name = j1939.Name(identity_number=0x1234, manufacturer_code=0x3FF, arbitrary_address_capable=True)
+        with j1939.ECU(channel=f"gs_usb:{e.serial}", name=name, address=0x60) as ecu:
+            addr = ecu.claim_address(timeout=5.0 * timeout_scale)
+            assert addr is not None and addr != 0x60
+            ecu.request_address_claims()
+            time.sleep(0.5 * timeout_scale)
+            table = ecu.address_table()
+    assert table.get(0x60) == j1939.Name(acd_name), table
+    assert table.get(addr) == name, table
+    # Our claims went out through the device to the kernel's side.
+    assert any(len(f) >= 12 and (int.from_bytes(f[4:8], "little") & 0x3FF0000) == 0x0EE0000 for f in e.tx_frames)

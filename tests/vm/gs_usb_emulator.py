@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
+import platform
 import errno
 import os
 import signal
@@ -163,6 +165,94 @@ def _strings() -> bytes:
     body = struct.pack("<H", 0x0409) + b"gs_usb\0"
     return struct.pack("<IIII", FUNCTIONFS_STRINGS_MAGIC, 16 + len(body), 1, 1) + body
 
+
+
+# ----------------------------------------------------------------- native AIO
+# FunctionFS queues one USB request per AIO iocb (f_fs.c ffs_epfile_io, the
+# `io_data->aio` path), so several IN transfers wait on the endpoint at once,
+# as in a real device's FIFO. A blocking os.write() has one in flight, and
+# dummy_hcd (Linux 6.1) moves data only on its timer tick (1 ms rounded up
+# to a jiffy, 4 ms at HZ=250): one frame per tick. Syscalls from
+# include/uapi/asm-generic/unistd.h / arch/x86/entry/syscalls/syscall_64.tbl,
+# structs from include/uapi/linux/aio_abi.h (little-endian layout).
+_AIO_NR = {"x86_64": (206, 207, 208, 209), "aarch64": (0, 1, 4, 2)}  # setup, destroy, getevents, submit
+IOCB_CMD_PWRITE = 1
+
+
+class _Iocb(ctypes.Structure):
+    _fields_ = [("aio_data", ctypes.c_uint64), ("aio_key", ctypes.c_uint32), ("aio_rw_flags", ctypes.c_int32),
+                ("aio_lio_opcode", ctypes.c_uint16), ("aio_reqprio", ctypes.c_int16),
+                ("aio_fildes", ctypes.c_uint32), ("aio_buf", ctypes.c_uint64), ("aio_nbytes", ctypes.c_uint64),
+                ("aio_offset", ctypes.c_int64), ("aio_reserved2", ctypes.c_uint64), ("aio_flags", ctypes.c_uint32),
+                ("aio_resfd", ctypes.c_uint32)]
+
+
+class _IoEvent(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_uint64), ("obj", ctypes.c_uint64), ("res", ctypes.c_int64),
+                ("res2", ctypes.c_int64)]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class AioWriter:
+    """Up to ``depth`` writes of ``size`` bytes in flight on ``fd`` (Linux native AIO)."""
+
+    def __init__(self, fd: int, depth: int, size: int) -> None:
+        nrs = _AIO_NR.get(platform.machine())
+        if nrs is None:
+            raise OSError(errno.ENOSYS, f"no AIO syscall numbers for {platform.machine()}")
+        self._setup, self._destroy, self._getevents, self._submit = nrs
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
+        self.fd, self.depth, self.size = fd, depth, size
+        self._ctx = ctypes.c_ulong(0)
+        self._call(self._setup, ctypes.c_long(depth), ctypes.byref(self._ctx))
+        self.bufs = [ctypes.create_string_buffer(size) for _ in range(depth)]
+        self._iocbs = [_Iocb() for _ in range(depth)]
+        self._events = (_IoEvent * depth)()
+        self.free = list(range(depth))
+
+    def _call(self, nr: int, *args: object) -> int:
+        r = self._libc.syscall(ctypes.c_long(nr), *args)
+        if r < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+        return int(r)
+
+    def submit(self, slots: list[int], lengths: list[int]) -> None:
+        """Queues writes of ``bufs[slot][:length]``."""
+        ptrs = (ctypes.POINTER(_Iocb) * len(slots))()
+        for k, (i, n) in enumerate(zip(slots, lengths)):
+            cb = self._iocbs[i]
+            ctypes.memset(ctypes.byref(cb), 0, ctypes.sizeof(cb))
+            cb.aio_data = i
+            cb.aio_lio_opcode = IOCB_CMD_PWRITE
+            cb.aio_fildes = self.fd
+            cb.aio_buf = ctypes.addressof(self.bufs[i])
+            cb.aio_nbytes = n
+            ptrs[k] = ctypes.pointer(cb)
+        done = 0
+        while done < len(slots):
+            done += self._call(self._submit, self._ctx, ctypes.c_long(len(slots) - done),
+                               ctypes.byref(ptrs, done * ctypes.sizeof(ctypes.c_void_p)))
+
+    def reap(self, timeout: float) -> list[tuple[int, int]]:
+        """(slot, result) of the writes done, waiting up to ``timeout`` s for the first."""
+        ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
+        n = self._call(self._getevents, self._ctx, ctypes.c_long(1), ctypes.c_long(self.depth),
+                       self._events, ctypes.byref(ts))
+        out = [(int(self._events[k].data), int(self._events[k].res)) for k in range(n)]
+        self.free.extend(i for i, _ in out)
+        return out
+
+    def close(self) -> None:
+        """Cancels what is still in flight (FunctionFS cancels AIO) and frees the context."""
+        if self._ctx.value:
+            with contextlib.suppress(OSError):
+                self._call(self._destroy, self._ctx)
+            self._ctx = ctypes.c_ulong(0)
 
 # ----------------------------------------------------------------- SocketCAN bus
 CAN_FRAME = struct.Struct("=IB3x8s")
@@ -376,6 +466,51 @@ class GsUsbEmulator:
         """Send an RX frame (echo_id 0xFFFFFFFF) to the host, e.g. an error frame."""
         ch = self.channels[channel]
         self.to_host(self.encode(ch, ECHO_ID_RX, can_id, data, flags))
+
+
+    def flood(self, channel: int, count: int, can_id: int = 0x123, depth: int = 64,
+              stall_s: float = 30.0) -> tuple[int, float]:
+        """Sends ``count`` classic 8-byte RX frames to the host as fast as it
+        takes them: ``depth`` IN transfers queued at once (native AIO), the
+        first 4 data bytes a little-endian sequence number. Returns (frames
+        the host took, seconds from the first submit to the last
+        completion). Stops early (and says so in the count) when the host
+        takes nothing for ``stall_s`` seconds."""
+        ch = self.channels[channel]
+        size = len(self.encode(ch, ECHO_ID_RX, can_id, bytes(8)))
+        with self._in_lock:
+            aio = AioWriter(self._ep_in, depth, size)
+            sent = done = 0
+            t0 = time.monotonic()
+            last_progress = t0
+            try:
+                while done < count:
+                    slots: list[int] = []
+                    while aio.free and sent < count:
+                        i = aio.free.pop()
+                        frame = self.encode(ch, ECHO_ID_RX, can_id, struct.pack("<II", sent, 0))
+                        ctypes.memmove(aio.bufs[i], frame, len(frame))
+                        slots.append(i)
+                        sent += 1
+                    if slots:
+                        aio.submit(slots, [size] * len(slots))
+                    got = aio.reap(1.0)
+                    now = time.monotonic()
+                    for _, res in got:
+                        if res == size:
+                            done += 1
+                        else:
+                            self.lost_to_host += 1
+                    if got:
+                        last_progress = now
+                    elif now - last_progress > stall_s:
+                        break
+                    if any(res < 0 for _, res in got):
+                        break  # host gone
+                elapsed = time.monotonic() - t0
+            finally:
+                aio.close()
+        return done, elapsed
 
     # -- workers
     def _guard(self, fn):  # type: ignore[no-untyped-def]

@@ -57,7 +57,7 @@ fn main() {
     dev.start_rx(DEFAULT_RX_TRANSFERS).unwrap_or_else(|e| fail(&e.to_string()));
     println!("ready");
     for f in &frames {
-        dev.send(0, f, Duration::from_secs(5)).unwrap_or_else(|e| fail(&e.to_string()));
+        dev.send(0, f).unwrap_or_else(|e| fail(&e.to_string()));
     }
     let (mut rx, mut done) = (0, 0);
     let deadline = Instant::now() + timeout;

@@ -239,107 +239,77 @@ impl ControlSetup {
 
 // ------------------------------------------------------------------ flags
 
-/// `BT_CONST.feature` bits (research §1.4). Unknown bits are dropped on
-/// parse ([`Features::from_bits_truncate`]), so a firmware's private bits
-/// never turn into mode flags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct Features(u32);
-
-impl Features {
-    pub const LISTEN_ONLY: Features = Features(1 << 0);
-    pub const LOOP_BACK: Features = Features(1 << 1);
-    pub const TRIPLE_SAMPLE: Features = Features(1 << 2);
-    pub const ONE_SHOT: Features = Features(1 << 3);
-    pub const HW_TIMESTAMP: Features = Features(1 << 4);
-    pub const IDENTIFY: Features = Features(1 << 5);
-    pub const USER_ID: Features = Features(1 << 6);
-    pub const PAD_PKTS_TO_MAX_PKT_SIZE: Features = Features(1 << 7);
-    pub const FD: Features = Features(1 << 8);
-    /// The host must pad OUT transfers by one byte (LPC546xx USB erratum).
-    pub const REQ_USB_QUIRK_LPC546XX: Features = Features(1 << 9);
-    pub const BT_CONST_EXT: Features = Features(1 << 10);
-    pub const TERMINATION: Features = Features(1 << 11);
-    pub const BERR_REPORTING: Features = Features(1 << 12);
-    pub const GET_STATE: Features = Features(1 << 13);
-    /// Bits 0-13: the features of the linux-can tree (6.1 knows 0-11).
-    pub const KNOWN: u32 = (1 << 14) - 1;
-
-    /// Keeps the known bits, drops the rest.
-    pub const fn from_bits_truncate(bits: u32) -> Features {
-        Features(bits & Self::KNOWN)
-    }
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-    pub const fn contains(self, other: Features) -> bool {
-        self.0 & other.0 == other.0
-    }
-    pub const fn union(self, other: Features) -> Features {
-        Features(self.0 | other.0)
+bitflags::bitflags! {
+    /// `BT_CONST.feature` bits (research §1.4). Unknown bits are dropped on
+    /// parse ([`Features::from_bits_truncate`]), so a firmware's private bits
+    /// never turn into mode flags.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct Features: u32 {
+        const LISTEN_ONLY = 1 << 0;
+        const LOOP_BACK = 1 << 1;
+        const TRIPLE_SAMPLE = 1 << 2;
+        const ONE_SHOT = 1 << 3;
+        const HW_TIMESTAMP = 1 << 4;
+        const IDENTIFY = 1 << 5;
+        const USER_ID = 1 << 6;
+        const PAD_PKTS_TO_MAX_PKT_SIZE = 1 << 7;
+        const FD = 1 << 8;
+        /// The host must pad OUT transfers by one byte (LPC546xx USB erratum).
+        const REQ_USB_QUIRK_LPC546XX = 1 << 9;
+        const BT_CONST_EXT = 1 << 10;
+        const TERMINATION = 1 << 11;
+        const BERR_REPORTING = 1 << 12;
+        const GET_STATE = 1 << 13;
     }
 }
 
-/// `MODE.flags` bits; same positions as the features (research §1.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct ModeFlags(u32);
+impl Features {
+    /// Bits 0-13: the features of the linux-can tree (6.1 knows 0-11).
+    pub const KNOWN: u32 = Self::all().bits();
+}
+
+bitflags::bitflags! {
+    /// `MODE.flags` bits; same positions as the features (research §1.4).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct ModeFlags: u32 {
+        const LISTEN_ONLY = 1 << 0;
+        const LOOP_BACK = 1 << 1;
+        const TRIPLE_SAMPLE = 1 << 2;
+        const ONE_SHOT = 1 << 3;
+        const HW_TIMESTAMP = 1 << 4;
+        const PAD_PKTS_TO_MAX_PKT_SIZE = 1 << 7;
+        const FD = 1 << 8;
+        const BERR_REPORTING = 1 << 12;
+    }
+}
 
 impl ModeFlags {
-    pub const NORMAL: ModeFlags = ModeFlags(0);
-    pub const LISTEN_ONLY: ModeFlags = ModeFlags(1 << 0);
-    pub const LOOP_BACK: ModeFlags = ModeFlags(1 << 1);
-    pub const TRIPLE_SAMPLE: ModeFlags = ModeFlags(1 << 2);
-    pub const ONE_SHOT: ModeFlags = ModeFlags(1 << 3);
-    pub const HW_TIMESTAMP: ModeFlags = ModeFlags(1 << 4);
-    pub const PAD_PKTS_TO_MAX_PKT_SIZE: ModeFlags = ModeFlags(1 << 7);
-    pub const FD: ModeFlags = ModeFlags(1 << 8);
-    pub const BERR_REPORTING: ModeFlags = ModeFlags(1 << 12);
+    /// No flag: a normal (active, error-reporting) channel.
+    pub const NORMAL: ModeFlags = ModeFlags::empty();
     /// The bits that are mode flags at all.
-    pub const KNOWN: u32 = 0b1_0001_1001_1111;
+    pub const KNOWN: u32 = Self::all().bits();
 
-    /// Keeps the known mode bits, drops the rest.
-    pub const fn from_bits_truncate(bits: u32) -> ModeFlags {
-        ModeFlags(bits & Self::KNOWN)
-    }
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-    pub const fn contains(self, other: ModeFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-    pub const fn union(self, other: ModeFlags) -> ModeFlags {
-        ModeFlags(self.0 | other.0)
-    }
     /// Only the flags the device advertises: a host never sets a mode bit
     /// whose feature bit is clear (python `gs-usb` does `flags &= feature`).
     pub const fn restricted_to(self, features: Features) -> ModeFlags {
-        ModeFlags(self.0 & features.0)
+        ModeFlags::from_bits_truncate(self.bits() & features.bits())
     }
 }
 
-/// Host frame `flags` byte (research §1.5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct FrameFlags(u8);
+bitflags::bitflags! {
+    /// Host frame `flags` byte (research §1.5).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct FrameFlags: u8 {
+        /// The device's receive buffer overflowed before this frame.
+        const OVERFLOW = 1 << 0;
+        const FD = 1 << 1;
+        const BRS = 1 << 2;
+        const ESI = 1 << 3;
+    }
+}
 
 impl FrameFlags {
-    /// The device's receive buffer overflowed before this frame.
-    pub const OVERFLOW: FrameFlags = FrameFlags(1 << 0);
-    pub const FD: FrameFlags = FrameFlags(1 << 1);
-    pub const BRS: FrameFlags = FrameFlags(1 << 2);
-    pub const ESI: FrameFlags = FrameFlags(1 << 3);
-    pub const KNOWN: u8 = 0x0F;
-
-    pub const fn from_bits_truncate(bits: u8) -> FrameFlags {
-        FrameFlags(bits & Self::KNOWN)
-    }
-    pub const fn bits(self) -> u8 {
-        self.0
-    }
-    pub const fn contains(self, other: FrameFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-    pub const fn union(self, other: FrameFlags) -> FrameFlags {
-        FrameFlags(self.0 | other.0)
-    }
+    pub const KNOWN: u8 = Self::all().bits();
 }
 
 // ------------------------------------------------------------------ structs
@@ -802,8 +772,8 @@ impl HostFrame {
             Frame::Fd(f) => {
                 hf.can_dlc = f.dlc();
                 hf.flags = FrameFlags::FD
-                    .union(if f.brs() { FrameFlags::BRS } else { FrameFlags(0) })
-                    .union(if f.esi() { FrameFlags::ESI } else { FrameFlags(0) });
+                    .union(if f.brs() { FrameFlags::BRS } else { FrameFlags::empty() })
+                    .union(if f.esi() { FrameFlags::ESI } else { FrameFlags::empty() });
             }
             Frame::Error(_) => hf.can_dlc = CAN_MAX_LEN as u8,
         }

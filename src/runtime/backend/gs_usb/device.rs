@@ -6,7 +6,7 @@
 //! start a channel BITTIMING, DATA_BITTIMING (FD), MODE{START, flags}; to
 //! stop MODE{RESET}.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -19,8 +19,12 @@ use canx_core::Frame;
 
 use super::{Transport, TransportError};
 
-/// Echo-id slots per device, as the kernel (`GS_MAX_TX_URBS`).
+/// Echo-id slots per device, as the kernel (`GS_MAX_TX_URBS`): at most this
+/// many frames in flight (OUT transfers queued or waiting for their echo).
 pub const DEFAULT_TX_SLOTS: usize = 10;
+/// A frame not echoed within this time means the device is stuck (no other
+/// node acknowledges, bus off, firmware hung): the TX watchdog's limit.
+pub const ECHO_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bulk IN transfers kept queued (the kernel queues 30, `GS_MAX_RX_URBS`).
 pub const DEFAULT_RX_TRANSFERS: usize = 32;
 
@@ -138,7 +142,7 @@ impl TimestampUnwrap {
 /// Echo-id slots: a frame in flight holds one until the device echoes its id.
 #[derive(Debug)]
 pub struct EchoSlots {
-    slots: Vec<Option<(u8, Frame)>>,
+    slots: Vec<Option<(u8, Frame, Instant)>>,
     unknown: u64,
 }
 
@@ -149,7 +153,7 @@ impl EchoSlots {
     /// Takes a free slot for `frame` on `channel`: its echo id.
     pub fn take(&mut self, channel: u8, frame: Frame) -> Option<u32> {
         let i = self.slots.iter().position(Option::is_none)?;
-        self.slots[i] = Some((channel, frame));
+        self.slots[i] = Some((channel, frame, Instant::now()));
         Some(i as u32)
     }
     /// Frees the slot of an echo; `None` (and counted) for an id that is
@@ -159,7 +163,7 @@ impl EchoSlots {
         if got.is_none() {
             self.unknown += 1;
         }
-        got
+        got.map(|(c, f, _)| (c, f))
     }
     /// Frees a slot whose transfer failed.
     pub fn cancel(&mut self, echo_id: u32) {
@@ -169,6 +173,10 @@ impl EchoSlots {
     }
     pub fn in_flight(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
+    }
+    /// How long the oldest frame in flight has waited for its echo.
+    pub fn oldest_wait(&self) -> Option<Duration> {
+        self.slots.iter().flatten().map(|(_, _, t)| t.elapsed()).max()
     }
     /// Echoes with an id that was not in flight.
     pub fn unknown_echoes(&self) -> u64 {
@@ -285,6 +293,14 @@ impl<T: Transport> GsUsbDevice<T> {
     pub fn has_free_slot(&self) -> bool {
         self.slots.lock().in_flight() < DEFAULT_TX_SLOTS
     }
+    /// Frames in flight (sent, not echoed yet).
+    pub fn in_flight(&self) -> usize {
+        self.slots.lock().in_flight()
+    }
+    /// How long the oldest frame in flight has waited for its echo (the TX watchdog's input).
+    pub fn oldest_unechoed(&self) -> Option<Duration> {
+        self.slots.lock().oldest_wait()
+    }
     /// Echoes with ids that were not in flight, so far.
     pub fn unknown_echoes(&self) -> u64 {
         self.slots.lock().unknown_echoes()
@@ -362,11 +378,15 @@ impl<T: Transport> GsUsbDevice<T> {
         self.transport.bulk_in_start(len, count).map_err(io("bulk IN"))
     }
 
-    /// Sends `frame` on `channel`; returns its echo id. Errors:
-    /// [`GsUsbError::NoFreeSlot`] when all slots wait for echoes,
+    /// Sends `frame` on `channel`: queues its OUT transfer and returns its
+    /// echo id at once; the frame is confirmed when the device echoes the id
+    /// ([`Event::TxDone`]). Up to [`DEFAULT_TX_SLOTS`] frames are in flight.
+    /// Errors: [`GsUsbError::NoFreeSlot`] when all slots wait for echoes,
     /// [`GsUsbError::NotStarted`], [`GsUsbError::Unsupported`] for an FD
-    /// frame on a classic channel, transport errors (the slot is freed).
-    pub fn send(&self, channel: u8, frame: &Frame, timeout: Duration) -> Result<u32> {
+    /// frame on a classic channel, transport errors (an earlier OUT transfer
+    /// that failed frees its slot and is reported here; a disconnect fails
+    /// every later send).
+    pub fn send(&self, channel: u8, frame: &Frame) -> Result<u32> {
         let flags = self
             .channels
             .lock()
@@ -378,6 +398,7 @@ impl<T: Transport> GsUsbDevice<T> {
         if matches!(frame, Frame::Fd(_)) && !fd_channel {
             return Err(GsUsbError::Unsupported("CAN FD frames on a channel started without data_bitrate".into()));
         }
+        self.reap_failed_out()?;
         let echo_id = self.slots.lock().take(channel, *frame).ok_or(GsUsbError::NoFreeSlot)?;
         let hf = HostFrame::from_frame(frame, channel, echo_id);
         let layout = TxLayout { fd_channel, pad_out_by_one: self.quirks.pad_out_by_one };
@@ -389,11 +410,34 @@ impl<T: Transport> GsUsbDevice<T> {
                 return Err(GsUsbError::Unsupported(e.to_string()));
             }
         };
-        if let Err(e) = self.transport.bulk_out(&buf[..n], timeout) {
+        if let Err(e) = self.transport.bulk_out_submit(&buf[..n]) {
             self.slots.lock().cancel(echo_id);
             return Err(GsUsbError::Transport { context: "bulk OUT".into(), error: e });
         }
         Ok(echo_id)
+    }
+
+    /// Frees the slots of OUT transfers that failed; the first failure is
+    /// the error (the frame was not sent).
+    fn reap_failed_out(&self) -> Result<()> {
+        let mut first = None;
+        while let Some((bytes, error)) = self.transport.bulk_out_failed() {
+            if let Some(id) = bytes.get(..4) {
+                self.slots.lock().cancel(u32::from_le_bytes([id[0], id[1], id[2], id[3]]));
+            }
+            first.get_or_insert(GsUsbError::Transport { context: "bulk OUT".into(), error });
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Cancels the OUT transfers in flight and frees their slots (close).
+    pub fn cancel_tx(&self) {
+        self.transport.bulk_out_cancel();
+        let _ = self.reap_failed_out();
+        let mut slots = self.slots.lock();
+        for id in 0..DEFAULT_TX_SLOTS as u32 {
+            slots.cancel(id);
+        }
     }
 
     /// Decodes one transfer from the device.

@@ -14,8 +14,7 @@
 //! - [`backend`]: the `gs_usb:` channel scheme, a `Backend` over the driver
 //!   (first cut: classic CAN, channel 0; see its doc for what is missing).
 //!
-//! Not yet here (issue 12): FD through `BusConfig`, several channels of one
-//! device, the TX watchdog, drift correction of device time, hot-unplug tests.
+//! Not yet here (issue 12): drift correction of device time.
 //!
 //! Protocol facts: `canx_core::gs_usb` and the team's
 //! `docs/research/usb-adapters.md` §1, §6.
@@ -68,10 +67,21 @@ pub trait Transport: Send + Sync {
     /// Keeps `count` bulk IN transfers of `len` bytes queued from now on
     /// (every completion is resubmitted by [`Transport::bulk_in_next`]).
     fn bulk_in_start(&self, len: usize, count: usize) -> Result<(), TransportError>;
-    /// The next completed bulk IN transfer's bytes; `None` after `timeout`.
+    /// The next completed bulk IN transfer's bytes; `None` after `timeout`
+    /// or once [`Transport::wake_in`] was called.
     fn bulk_in_next(&self, timeout: Duration) -> Option<Result<Vec<u8>, TransportError>>;
-    /// One bulk OUT transfer.
-    fn bulk_out(&self, data: &[u8], timeout: Duration) -> Result<(), TransportError>;
+    /// Makes a blocked (or the next) [`Transport::bulk_in_next`] return `None` now.
+    fn wake_in(&self);
+    /// Queues one bulk OUT transfer and returns at once (several may be in
+    /// flight; the caller bounds them, gs_usb by its echo slots).
+    fn bulk_out_submit(&self, data: &[u8]) -> Result<(), TransportError>;
+    /// The oldest OUT transfer that failed since the last call: its bytes as
+    /// submitted (a gs_usb frame starts with its echo id) and why.
+    fn bulk_out_failed(&self) -> Option<(Vec<u8>, TransportError)>;
+    /// OUT transfers submitted and not completed yet.
+    fn bulk_out_pending(&self) -> usize;
+    /// Cancels the OUT transfers in flight (close).
+    fn bulk_out_cancel(&self);
     /// wMaxPacketSize of the bulk IN endpoint (IN lengths must be multiples of it).
     fn max_packet_size_in(&self) -> usize;
 }

@@ -40,6 +40,11 @@ struct Mock {
     log: Mutex<Vec<(ControlSetup, Vec<u8>)>>,
     out: Mutex<Vec<Vec<u8>>>,
     inq: Mutex<VecDeque<Vec<u8>>>,
+    /// Notified by push_in and wake_in: bulk_in_next blocks like nusb's.
+    in_ready: parking_lot::Condvar,
+    woken: std::sync::atomic::AtomicBool,
+    /// OUT transfers to report as failed (bulk_out_failed).
+    out_failed: Mutex<VecDeque<(Vec<u8>, TransportError)>>,
     in_started: Mutex<Option<(usize, usize)>>,
     ts: Mutex<u32>,
     echo: bool,
@@ -60,6 +65,9 @@ impl Mock {
             log: Mutex::new(Vec::new()),
             out: Mutex::new(Vec::new()),
             inq: Mutex::new(VecDeque::new()),
+            in_ready: parking_lot::Condvar::new(),
+            woken: std::sync::atomic::AtomicBool::new(false),
+            out_failed: Mutex::new(VecDeque::new()),
             in_started: Mutex::new(None),
             ts: Mutex::new(0),
             echo: true,
@@ -76,6 +84,7 @@ impl Mock {
         let mut buf = [0u8; 80];
         let n = f.encode_device(&mut buf).unwrap();
         self.inq.lock().push_back(buf[..n].to_vec());
+        self.in_ready.notify_all();
     }
     fn started_flags(&self) -> ModeFlags {
         DeviceMode::parse(&self.payload(Request::Mode as u8)).unwrap().flags
@@ -125,10 +134,32 @@ impl Transport for Mock {
         *self.in_started.lock() = Some((len, count));
         Ok(())
     }
-    fn bulk_in_next(&self, _t: Duration) -> Option<Result<Vec<u8>, TransportError>> {
-        self.inq.lock().pop_front().map(Ok)
+    fn bulk_in_next(&self, t: Duration) -> Option<Result<Vec<u8>, TransportError>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let deadline = std::time::Instant::now() + t;
+        let mut q = self.inq.lock();
+        loop {
+            if let Some(b) = q.pop_front() {
+                return Some(Ok(b));
+            }
+            if self.woken.swap(false, Relaxed) || self.in_ready.wait_until(&mut q, deadline).timed_out() {
+                return q.pop_front().map(Ok);
+            }
+        }
     }
-    fn bulk_out(&self, data: &[u8], _t: Duration) -> Result<(), TransportError> {
+    fn wake_in(&self) {
+        let _q = self.inq.lock();
+        self.woken.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.in_ready.notify_all();
+    }
+    fn bulk_out_failed(&self) -> Option<(Vec<u8>, TransportError)> {
+        self.out_failed.lock().pop_front()
+    }
+    fn bulk_out_pending(&self) -> usize {
+        0
+    }
+    fn bulk_out_cancel(&self) {}
+    fn bulk_out_submit(&self, data: &[u8]) -> Result<(), TransportError> {
         self.out.lock().push(data.to_vec());
         if self.echo {
             let ts_on = self.started_flags().contains(ModeFlags::HW_TIMESTAMP);
@@ -241,7 +272,7 @@ fn cantact_pro_quirks() {
     dev.start(0, &ChannelConfig { bitrate: 500_000, data_bitrate: Some(2_000_000), ..Default::default() }).unwrap();
     let m = dev.transport();
     assert_eq!(m.requests()[4..], [(1, 0), (8, 0), (2, 0)]); // DATA_BITTIMING as request 8
-    dev.send(0, &classic(0x123, &[1]), T).unwrap();
+    dev.send(0, &classic(0x123, &[1])).unwrap();
     assert_eq!(m.out.lock()[0].len(), 77); // FD channel: 76 + pad byte
 }
 
@@ -250,14 +281,13 @@ fn send_echo_and_slots() {
     let mut m = Mock::new(FD_FEATURES, 1);
     m.echo = false;
     let dev = GsUsbDevice::open(m, ident(), T).unwrap();
-    assert_eq!(dev.send(0, &classic(1, &[]), T), Err(GsUsbError::NotStarted(0)));
+    assert_eq!(dev.send(0, &classic(1, &[])), Err(GsUsbError::NotStarted(0)));
     dev.start(0, &ChannelConfig { bitrate: 250_000, ..Default::default() }).unwrap();
     let fd = Frame::Fd(FdFrame::new(make_id(5, false).unwrap(), &[0; 12], true, false).unwrap());
-    assert!(matches!(dev.send(0, &fd, T), Err(GsUsbError::Unsupported(_))));
-    let ids: Vec<u32> =
-        (0..DEFAULT_TX_SLOTS).map(|i| dev.send(0, &classic(i as u32, &[i as u8]), T).unwrap()).collect();
+    assert!(matches!(dev.send(0, &fd), Err(GsUsbError::Unsupported(_))));
+    let ids: Vec<u32> = (0..DEFAULT_TX_SLOTS).map(|i| dev.send(0, &classic(i as u32, &[i as u8])).unwrap()).collect();
     assert_eq!(ids, (0..DEFAULT_TX_SLOTS as u32).collect::<Vec<_>>());
-    assert_eq!(dev.send(0, &classic(0x7FF, &[]), T), Err(GsUsbError::NoFreeSlot));
+    assert_eq!(dev.send(0, &classic(0x7FF, &[])), Err(GsUsbError::NoFreeSlot));
     let m = dev.transport();
     assert!(m.out.lock().iter().all(|b| b.len() == 20)); // classic channel: 20-byte frames
                                                          // The device echoes slot 3 (with a timestamp): the frame is confirmed, the slot free.
@@ -268,7 +298,7 @@ fn send_echo_and_slots() {
         dev.poll(T).unwrap(),
         Some(Event::TxDone { channel: 0, frame: classic(3, &[3]), timestamp_us: Some(77) })
     );
-    assert_eq!(dev.send(0, &classic(0x7FF, &[]), T), Ok(3));
+    assert_eq!(dev.send(0, &classic(0x7FF, &[])), Ok(3));
     // The same echo again, and an id out of range: counted, ignored.
     m.push_in(&echo);
     echo.echo_id = 4000;
@@ -350,9 +380,10 @@ fn solver_and_device_agree() {
 
 mod backend {
     use super::*;
-    use crate::runtime::backend::gs_usb::backend::GsUsbBackend;
+    use crate::runtime::backend::gs_usb::backend::{GsUsbBackend, SharedDevice};
     use crate::runtime::backend::{Backend, BusConfig, Channel};
     use crate::runtime::{Error, Origin};
+    use std::sync::Arc;
 
     fn config(receive_own: bool) -> BusConfig {
         let mut c = BusConfig::new(Channel::virtual_bus("unused"));
@@ -474,6 +505,116 @@ mod backend {
     }
 
     #[test]
+    fn the_tx_watchdog_names_a_device_that_never_echoes() {
+        let mut m = Mock::new(FD_FEATURES, 1);
+        m.echo = false;
+        let b = GsUsbBackend::open(m, ident(), &config(false)).unwrap();
+        for i in 0..DEFAULT_TX_SLOTS as u32 {
+            b.send(&classic(i, &[]), T).unwrap();
+        }
+        // A send that may wait longer than the echo timeout ends at the
+        // watchdog with an error that says what is wrong, not at its own timeout.
+        let t0 = std::time::Instant::now();
+        let Err(Error::Os { context, source }) = b.send(&classic(0x7FF, &[]), Duration::from_secs(30)) else {
+            panic!("no watchdog error")
+        };
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        assert!(context.contains("not confirmed (echoed) the 10 frames"), "{context}");
+        assert_eq!(source.kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn a_failed_out_transfer_frees_its_slot_and_is_reported() {
+        let mut m = Mock::new(FD_FEATURES, 1);
+        m.echo = false;
+        let b = GsUsbBackend::open(m, ident(), &config(false)).unwrap();
+        for i in 0..DEFAULT_TX_SLOTS as u32 {
+            b.send(&classic(i, &[]), T).unwrap();
+        }
+        let m = b.device().transport();
+        let sent = m.out.lock()[4].clone();
+        m.out_failed.lock().push_back((sent, TransportError::Stall));
+        assert!(matches!(b.send(&classic(0x7FF, &[]), T), Err(Error::Os { .. })));
+        assert_eq!(b.device().in_flight(), DEFAULT_TX_SLOTS - 1);
+        b.send(&classic(0x7FF, &[]), T).unwrap(); // slot 4 again
+        assert_eq!(HostFrame::decode(m.out.lock().last().unwrap(), false).unwrap().echo_id, 4);
+    }
+
+    #[test]
+    fn wake_ends_a_long_wait_at_once() {
+        let b = Arc::new(GsUsbBackend::open(Mock::new(FD_FEATURES, 1), ident(), &config(false)).unwrap());
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            let mut out = Vec::new();
+            b2.recv_batch(&mut out, Duration::from_secs(30)).unwrap();
+            t0.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        b.wake();
+        assert!(t.join().unwrap() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn two_channels_share_one_device() {
+        let shared = Arc::new(SharedDevice::open(Mock::new(FD_FEATURES, 2), ident()).unwrap());
+        let b0 = GsUsbBackend::on_channel(shared.clone(), 0, &config(true)).unwrap();
+        let mut c1 = config(false);
+        c1.bitrate = 125_000;
+        let b1 = Arc::new(GsUsbBackend::on_channel(shared.clone(), 1, &c1).unwrap());
+        assert!(matches!(GsUsbBackend::on_channel(shared.clone(), 1, &c1), Err(Error::BadChannel(_))));
+        assert!(matches!(GsUsbBackend::on_channel(shared.clone(), 2, &c1), Err(Error::BadChannel(_))));
+        let m = shared.device().transport();
+        // Each channel got its own bit timing (BITTIMING with wValue = channel).
+        let timings: Vec<u16> = m.requests().iter().filter(|r| r.0 == 1).map(|r| r.1).collect();
+        assert_eq!(timings, [0, 1]);
+        // Bus 1's thread waits while bus 0's thread pumps: frames of channel 1
+        // are routed to it, channel 0's stay with bus 0, in order.
+        let b1t = b1.clone();
+        let rx1 = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                let mut out = Vec::new();
+                b1t.recv_batch(&mut out, Duration::from_secs(5)).unwrap();
+                got.extend(out.into_iter().map(|f| f.frame));
+            }
+            got
+        });
+        let stamped = |ch: u8, id: u32, d: u8| {
+            let mut f = HostFrame::new_rx(ch, id, &[d], FrameFlags::default());
+            f.timestamp_us = Some(u32::from(d) * 10); // both channels started with HW_TIMESTAMP
+            f
+        };
+        for i in 0..3u32 {
+            m.push_in(&stamped(1, 0x100 + i, i as u8));
+            m.push_in(&stamped(0, 0x200 + i, i as u8));
+        }
+        b0.send(&classic(0x300, &[]), T).unwrap(); // own echo (receive_own on bus 0)
+        let mut got0 = Vec::new();
+        while got0.len() < 4 {
+            let mut out = Vec::new();
+            b0.recv_batch(&mut out, Duration::from_millis(200)).unwrap();
+            got0.extend(out.into_iter().map(|f| f.frame));
+        }
+        assert_eq!(got0, [classic(0x200, &[0]), classic(0x201, &[1]), classic(0x202, &[2]), classic(0x300, &[])]);
+        assert_eq!(rx1.join().unwrap(), [classic(0x100, &[0]), classic(0x101, &[1]), classic(0x102, &[2])]);
+        // Channel 1 sends with its own channel byte.
+        b1.send(&classic(0x7, &[]), T).unwrap();
+        assert_eq!(HostFrame::decode(m.out.lock().last().unwrap(), false).unwrap().channel, 1);
+        // Closing one channel resets it only; the other keeps working.
+        b1.close();
+        let resets: Vec<u16> = m
+            .log
+            .lock()
+            .iter()
+            .filter(|(s, d)| s.request == 2 && DeviceMode::parse(d).unwrap().mode == Mode::Reset)
+            .map(|(s, _)| s.value)
+            .collect();
+        assert_eq!(resets, [1]);
+        b0.send(&classic(0x8, &[]), T).unwrap();
+    }
+
+    #[test]
     fn channel_names() {
         let c = Channel::parse("gs_usb:0", None).unwrap();
         assert_eq!((c.scheme(), c.name()), ("gs_usb", "0"));
@@ -481,5 +622,10 @@ mod backend {
         assert!(Channel::parse("gs_usb:ABC123", None).is_ok());
         assert!(Channel::parse("0", Some("gs_usb")).is_ok());
         assert!(matches!(Channel::parse("gs_usb:a/b", None), Err(Error::BadChannel(_))));
+        assert!(Channel::parse("gs_usb:0:1", None).is_ok());
+        assert!(Channel::parse("gs_usb:ABC123:2", None).is_ok());
+        for bad in ["gs_usb:0:3", "gs_usb:0:x", "gs_usb::1", "gs_usb:0:1:2"] {
+            assert!(matches!(Channel::parse(bad, None), Err(Error::BadChannel(_))), "{bad}");
+        }
     }
 }

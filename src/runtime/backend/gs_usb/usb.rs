@@ -1,12 +1,23 @@
 //! [`Transport`] over the `nusb` crate: finding gs_usb devices, claiming
-//! interface 0, control transfers, a queue of bulk IN transfers, bulk OUT.
+//! interface 0, control transfers, a queue of bulk IN transfers, a queue of
+//! bulk OUT transfers.
+//!
+//! Waiting: the receive thread polls the IN endpoint's next completion with
+//! a waker that unparks it (nusb's event thread calls it when a transfer
+//! completes), so it sleeps in `park_timeout` for the whole wait, not in
+//! slices; [`Transport::wake_in`] unparks it too (close, engine timers).
 //!
 //! nusb 0.2 (pure Rust): Linux usbfs, Windows WinUSB (control transfers go
 //! through the interface; `wIndex` low byte = interface number, which gs_usb
 //! satisfies), macOS IOKit. IN transfer lengths must be multiples of
 //! wMaxPacketSize (nusb refuses others).
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use nusb::transfer::{Buffer, Bulk, ControlIn, ControlOut, ControlType, In, Out, Recipient, TransferError};
 use nusb::{DeviceInfo, Endpoint, Interface, MaybeFuture};
@@ -53,7 +64,25 @@ pub struct NusbTransport {
     ep_in: Mutex<Endpoint<Bulk, In>>,
     ep_out: Mutex<Endpoint<Bulk, Out>>,
     /// A transfer reported the device gone: every later call says so too.
-    gone: std::sync::atomic::AtomicBool,
+    gone: AtomicBool,
+    /// The thread blocked in `bulk_in_next` (unparked by `wake_in`).
+    in_waiter: Mutex<Option<Thread>>,
+    /// `wake_in` was called: the next (or current) `bulk_in_next` returns `None`.
+    in_wake: AtomicBool,
+    /// OUT transfers that failed, as submitted, with the error (reaped on the next send).
+    out_failed: Mutex<VecDeque<(Vec<u8>, TransportError)>>,
+}
+
+/// Unparks the thread waiting for a transfer.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 impl std::fmt::Debug for NusbTransport {
@@ -93,7 +122,30 @@ impl NusbTransport {
         };
         let ep_in = interface.endpoint::<Bulk, In>(a_in).map_err(|e| os_err("bulk IN endpoint", e))?;
         let ep_out = interface.endpoint::<Bulk, Out>(a_out).map_err(|e| os_err("bulk OUT endpoint", e))?;
-        Ok(NusbTransport { interface, ep_in: Mutex::new(ep_in), ep_out: Mutex::new(ep_out), gone: Default::default() })
+        Ok(NusbTransport {
+            interface,
+            ep_in: Mutex::new(ep_in),
+            ep_out: Mutex::new(ep_out),
+            gone: AtomicBool::new(false),
+            in_waiter: Mutex::new(None),
+            in_wake: AtomicBool::new(false),
+            out_failed: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// Moves completed OUT transfers off the queue; failures are kept for
+    /// [`Transport::bulk_out_failed`].
+    fn reap_out(&self, ep: &mut Endpoint<Bulk, Out>) {
+        while ep.pending() > 0 {
+            let Poll::Ready(c) = ep.poll_next_complete(&mut Context::from_waker(Waker::noop())) else { break };
+            if let Err(e) = c.status {
+                let e = map_err(e);
+                if e == TransportError::Disconnected {
+                    self.gone.store(true, Relaxed);
+                }
+                self.out_failed.lock().push_back((c.buffer.to_vec(), e));
+            }
+        }
     }
 }
 
@@ -149,7 +201,6 @@ impl Transport for NusbTransport {
     }
 
     fn bulk_in_next(&self, timeout: Duration) -> Option<Result<Vec<u8>, TransportError>> {
-        use std::sync::atomic::Ordering::Relaxed;
         if self.gone.load(Relaxed) {
             return Some(Err(TransportError::Disconnected));
         }
@@ -157,7 +208,31 @@ impl Transport for NusbTransport {
         if ep.pending() == 0 {
             return Some(Err(TransportError::Other("no bulk IN transfer queued (bulk_in_start first)".into())));
         }
-        let done = ep.wait_next_complete(timeout)?;
+        // Fast path (the drain loop polls with a zero timeout): no waker needed.
+        let mut done = match ep.poll_next_complete(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(c) => Some(c),
+            Poll::Pending => None,
+        };
+        if done.is_none() && !timeout.is_zero() {
+            let deadline = Instant::now() + timeout;
+            *self.in_waiter.lock() = Some(std::thread::current());
+            let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+            let mut cx = Context::from_waker(&waker);
+            loop {
+                // Polled again after every unpark: spurious ones are harmless.
+                if let Poll::Ready(c) = ep.poll_next_complete(&mut cx) {
+                    done = Some(c);
+                    break;
+                }
+                let now = Instant::now();
+                if self.in_wake.swap(false, Relaxed) || now >= deadline {
+                    break;
+                }
+                std::thread::park_timeout(deadline - now);
+            }
+            *self.in_waiter.lock() = None;
+        }
+        let done = done?;
         let result = match done.status {
             Ok(()) => Ok(done.buffer[..done.actual_len.min(done.buffer.len())].to_vec()),
             Err(e) => Err(map_err(e)),
@@ -173,16 +248,45 @@ impl Transport for NusbTransport {
         Some(result)
     }
 
-    fn bulk_out(&self, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
-        if self.gone.load(std::sync::atomic::Ordering::Relaxed) {
+    fn wake_in(&self) {
+        self.in_wake.store(true, Relaxed);
+        if let Some(t) = self.in_waiter.lock().as_ref() {
+            t.unpark();
+        }
+    }
+
+    fn bulk_out_submit(&self, data: &[u8]) -> Result<(), TransportError> {
+        if self.gone.load(Relaxed) {
             return Err(TransportError::Disconnected);
         }
         let mut ep = self.ep_out.lock();
-        // transfer_blocking asserts nothing is pending: the lock makes this
-        // the only OUT transfer, and a timed-out one was cancelled and reaped.
+        self.reap_out(&mut ep);
         let mut buf = Buffer::new(data.len());
         buf.extend_from_slice(data);
-        ep.transfer_blocking(buf, timeout).status.map_err(map_err)
+        ep.submit(buf);
+        Ok(())
+    }
+
+    fn bulk_out_failed(&self) -> Option<(Vec<u8>, TransportError)> {
+        self.reap_out(&mut self.ep_out.lock());
+        self.out_failed.lock().pop_front()
+    }
+
+    fn bulk_out_pending(&self) -> usize {
+        let mut ep = self.ep_out.lock();
+        self.reap_out(&mut ep);
+        ep.pending()
+    }
+
+    fn bulk_out_cancel(&self) {
+        let mut ep = self.ep_out.lock();
+        ep.cancel_all();
+        // Reap what the cancel returns, for at most 200 ms (a transfer still
+        // pending then is dropped with the endpoint).
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while ep.pending() > 0 && Instant::now() < deadline {
+            let _ = ep.wait_next_complete(Duration::from_millis(50));
+        }
     }
 
     fn max_packet_size_in(&self) -> usize {
