@@ -63,13 +63,13 @@ impl<E> EventQueue<E> {
     /// one made now (`Notify::new`'s error where the platform has none).
     /// Signals at once if events are queued.
     pub fn notify(&self) -> std::io::Result<Arc<Notify>> {
-        self.notify.get_or_make(!self.queue.is_empty())
+        self.notify.get_or_make(|| !self.queue.is_empty())
     }
 
     /// Signals `n` whenever this queue goes from empty to non-empty (set
     /// once; later calls are ignored). Signals at once if events are queued.
     pub fn set_notify(&self, n: Arc<Notify>) {
-        self.notify.set(n, !self.queue.is_empty());
+        self.notify.set(n, || !self.queue.is_empty());
     }
 
     /// Makes the notify readable without an event (closing, shutting
@@ -124,5 +124,43 @@ mod tests {
         assert!(readable(&n), "wake: spurious readiness");
         assert_eq!(q.try_recv(), None);
         assert!(!readable(&n));
+    }
+
+    /// The first `notify()` races a push from another thread (a socket-like
+    /// `select` on `fileno()` right after a message arrives): whatever the
+    /// order, a queued item leaves the descriptor readable. Before the fix
+    /// `notify()` looked at the queue before installing the notify, and a
+    /// push in between signalled nothing (~6% of `test_socket_like` runs in
+    /// a release build waited in vain). The pusher spins on a flag (no
+    /// futex wake-up delay) and then a growing number of iterations, so the
+    /// push lands at every point of `notify()`.
+    #[test]
+    fn first_notify_racing_a_push_never_misses_it() {
+        use std::sync::atomic::AtomicBool;
+        let mut missed = 0;
+        for i in 0..3000u32 {
+            let q = Arc::new(EventQueue::new(4));
+            let go = Arc::new(AtomicBool::new(false));
+            let pusher = {
+                let (q, go) = (q.clone(), go.clone());
+                std::thread::spawn(move || {
+                    while !go.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                    for _ in 0..(i % 300) * 4 {
+                        std::hint::spin_loop();
+                    }
+                    q.push(1u8);
+                })
+            };
+            std::thread::sleep(Duration::from_micros(50)); // the pusher is spinning
+            go.store(true, Ordering::Release);
+            let n = q.notify().unwrap();
+            pusher.join().unwrap();
+            if !q.is_empty() && !readable(&n) {
+                missed += 1;
+            }
+        }
+        assert_eq!(missed, 0, "a queued item with an unreadable notify");
     }
 }

@@ -176,17 +176,20 @@ impl SocketPair {
 pub(crate) struct Readiness(OnceLock<Arc<Notify>>);
 
 impl Readiness {
-    /// Sets the notify (once; later calls are ignored) and signals it if
-    /// items are already `queued`.
-    pub(crate) fn set(&self, n: Arc<Notify>, queued: bool) {
+    /// Sets the notify (once; later calls are ignored), then signals it if
+    /// `queued()` says items wait. `queued` is asked only after the notify
+    /// is in place: a push that came before it found no notify to signal,
+    /// and this check sees that push's item (checking first would lose it).
+    pub(crate) fn set(&self, n: Arc<Notify>, queued: impl Fn() -> bool) {
         let _ = self.0.set(n);
-        if queued {
+        if queued() {
             self.wake();
         }
     }
     /// The notify, made now if there is none yet (`Notify::new`'s error
-    /// where the platform has none); signalled at once if items are `queued`.
-    pub(crate) fn get_or_make(&self, queued: bool) -> std::io::Result<Arc<Notify>> {
+    /// where the platform has none); signalled at once if `queued()` (asked
+    /// after it is in place, as in [`Self::set`]).
+    pub(crate) fn get_or_make(&self, queued: impl Fn() -> bool) -> std::io::Result<Arc<Notify>> {
         if let Some(n) = self.0.get() {
             return Ok(n.clone());
         }
@@ -239,7 +242,7 @@ impl Listener {
     /// Signals `n` whenever this queue goes from empty to non-empty (set
     /// once; later calls are ignored). Signals at once if frames are queued.
     pub fn set_notify(&self, n: Arc<Notify>) {
-        self.notify.set(n, !self.queue.is_empty());
+        self.notify.set(n, || !self.queue.is_empty());
     }
 
     /// After taking frames: clears the notify descriptor if the queue is

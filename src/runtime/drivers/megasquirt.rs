@@ -694,7 +694,7 @@ impl Node {
     /// reader clears it. Made on first use; `Notify::new`'s error where the
     /// platform has none.
     pub fn completion_notify(&self) -> std::io::Result<Arc<Notify>> {
-        self.completions.notify.get_or_make(false)
+        self.completions.notify.get_or_make(|| false)
     }
 
     /// Gives up on operation `key`: its outcome, when it comes, is dropped.
