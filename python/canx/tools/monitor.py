@@ -33,6 +33,7 @@ extra ``monitor`` installs ``windows-curses`` (the maintained port).
 
 from __future__ import annotations
 
+import abc
 import argparse
 import select
 import sys
@@ -448,15 +449,16 @@ def _value(v: Any) -> str:
 
 # ----------------------------------------------------------------------------------------- sources
 
-class Source:
+class Source(abc.ABC):
     """Where frames come from: ``fileno()`` for select (or None), ``read()`` a
-    batch, ``status()`` -> (bus state text, frames dropped), ``close()``."""
+    batch, ``status()`` -> (bus state text, frames dropped), ``close()``.
+    Abstract: each kind of source (a bus, a replayed log) reads its own way."""
 
-    def fileno(self) -> Optional[int]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def fileno(self) -> Optional[int]: ...
 
-    def read(self) -> List[Fields]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def read(self) -> List[Fields]: ...
 
     def status(self) -> Tuple[str, int]:
         return "-", 0
