@@ -115,3 +115,25 @@ def test_jammed_bus_during_a_large_j1939_transfer_does_not_freeze_python():
         b.close()
     finally:
         bus_a.deinit()
+
+
+def test_claim_address_on_a_jammed_bus_fails_and_succeeds_once_unjammed():
+    """J1939-81 4.4.4.3: the address is usable 250 ms after the Address
+    Claimed message was *transmitted*; a claim that never left claims
+    nothing (before the fix, claim_address returned 0x30 here)."""
+    ch = f"virtual:jam-{next(_n)}"
+    bus = canx.CAN(channel=ch)
+    try:
+        bus._jam_tx(True)
+        ecu = j1939.ECU(bus=bus, name=j1939.Name(identity_number=7), address=0x30)
+        with pytest.raises(j1939.AddressClaimError):
+            ecu.claim_address(timeout=1.0 * TIMEOUT_SCALE)
+        assert ecu.address is None and ecu.state == "claiming"
+        assert bus.stats()["sent"] == 0, "nothing left the jammed node"
+        bus._jam_tx(False)
+        # The claim is sent again (every 250 ms) and then waits its 250 ms.
+        assert ecu.claim_address(timeout=3.0 * TIMEOUT_SCALE) == 0x30
+        assert bus.stats()["sent"] >= 1, "the claim left once unjammed"
+        ecu.close()
+    finally:
+        bus.deinit()

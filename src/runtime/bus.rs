@@ -610,12 +610,12 @@ fn transmit(shared: &Shared, id: usize, e: &mut dyn Driven, now: canx_core::Inst
                 Ok(()) => break,
                 Err(Error::SendTimeout) => {
                     for f in &rest[n..] {
-                        e.send_failed(f, &Error::SendTimeout);
+                        e.send_failed(f, &Error::SendTimeout, shared.clock.now());
                     }
                     return;
                 }
                 Err(err) => {
-                    e.send_failed(&rest[n], &err);
+                    e.send_failed(&rest[n], &err, shared.clock.now());
                     rest = &rest[n + 1..];
                 }
             }

@@ -101,8 +101,9 @@ pub trait Driven: Send {
     fn filters(&self) -> Option<Vec<Filter>> {
         None
     }
-    /// A frame it produced could not be sent (bus off, interface down).
-    fn send_failed(&mut self, _frame: &Frame, _error: &super::Error) {}
+    /// A frame it produced could not be sent (bus off, interface down, a
+    /// transmit queue that stayed full); `now` is the bus clock.
+    fn send_failed(&mut self, _frame: &Frame, _error: &super::Error, _now: Instant) {}
     /// `count` frames it produced were handed to the backend; `at` is the
     /// bus clock read after the send returned (ISO-TP paces its next CF
     /// from it, as the kernel paces from the echo).

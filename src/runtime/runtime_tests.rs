@@ -377,7 +377,7 @@ impl Driven for Burst {
         None
     }
     fn flush_events(&mut self) {}
-    fn send_failed(&mut self, frame: &Frame, error: &Error) {
+    fn send_failed(&mut self, frame: &Frame, error: &Error, _now: Instant) {
         self.failed.push((*frame, error.to_string()));
     }
 }

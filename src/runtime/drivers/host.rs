@@ -92,8 +92,9 @@ pub trait Adapter<E: Engine + Events>: Send {
     /// `poll_transmit` gave out a frame; [`Adapter::sent`] or
     /// [`Adapter::failed`] follows once the backend took it or refused it.
     fn taken(&mut self) {}
-    /// A frame given out could not be sent ([`Driven::send_failed`]).
-    fn failed(&mut self) {}
+    /// A frame given out could not be sent ([`Driven::send_failed`]); the
+    /// engine may want to know which (J1939 re-sends its address claim).
+    fn failed(&mut self, _engine: &mut E, _frame: &Frame, _now: Instant) {}
     /// While `Some(t)`, the engine is not asked for a frame before `t` (bus
     /// clock) and the host's deadline is no earlier than `t`: ISO-TP keeps
     /// STmin from the moment the previous CF was actually sent.
@@ -291,8 +292,8 @@ where
     fn filters(&self) -> Option<Vec<Filter>> {
         self.adapter.filters()
     }
-    fn send_failed(&mut self, _frame: &Frame, _error: &crate::runtime::Error) {
-        self.adapter.failed();
+    fn send_failed(&mut self, frame: &Frame, _error: &crate::runtime::Error, now: Instant) {
+        self.adapter.failed(&mut self.engine, frame, now);
         self.stats.send_failed += 1;
     }
     fn attached(&mut self, hints: PeerHints) {

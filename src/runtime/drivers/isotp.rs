@@ -340,7 +340,7 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
         }
     }
 
-    fn failed(&mut self) {
+    fn failed(&mut self, _engine: &mut Channel<'static>, _frame: &Frame, _now: Instant) {
         self.unsent = false;
     }
 
@@ -637,7 +637,7 @@ mod tests {
         assert!(Driven::poll_transmit(&mut d, at(50_899)).is_none());
         assert!(Driven::poll_transmit(&mut d, at(50_900)).is_some(), "CF 2");
         // a refused frame releases the hold too
-        Driven::send_failed(&mut d, &fc, &crate::runtime::Error::SendTimeout);
+        Driven::send_failed(&mut d, &fc, &crate::runtime::Error::SendTimeout, Instant::ZERO);
         Driven::sent(&mut d, 0, at(60_000));
         assert!(Driven::poll_transmit(&mut d, at(60_900)).is_some(), "CF 3");
     }

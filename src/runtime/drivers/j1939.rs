@@ -234,6 +234,14 @@ impl Adapter<CoreEcu> for J1939Adapter {
     /// beyond the receivers' T2, 1.25 s, with 64 sessions in the qemu VM).
     const TX_PER_ROUND: usize = 16;
 
+    /// An Address Claimed frame that could not be sent claims nothing
+    /// (J1939-81 4.4.4.3: the 250 ms wait runs from its transmission): the
+    /// engine sends it again and restarts the wait, so `claim_address`
+    /// does not return an address nobody on the bus heard claimed.
+    fn failed(&mut self, engine: &mut CoreEcu, frame: &Frame, now: Instant) {
+        engine.frame_not_sent(now, frame);
+    }
+
     fn event(&mut self, ev: EcuEvent, at: f64, out: &EventQueue<J1939Event>) {
         let e = match ev {
             EcuEvent::Message { id, data, len } => {

@@ -138,7 +138,7 @@ impl Driven for Periodic {
         Some(Vec::new())
     }
 
-    fn send_failed(&mut self, _frame: &Frame, error: &Error) {
+    fn send_failed(&mut self, _frame: &Frame, error: &Error, _now: Instant) {
         self.sent = self.sent.saturating_sub(1);
         self.failed += 1;
         self.last_error = Some(error.to_string());
@@ -256,7 +256,7 @@ mod tests {
         p.start(t(200), None);
         assert_eq!(run(&mut p, 200, 215), vec![(200, 9), (210, 9)]);
         assert_eq!(p.sent(), 7);
-        p.send_failed(&f(9), &Error::BusOff);
+        p.send_failed(&f(9), &Error::BusOff, Instant::ZERO);
         assert_eq!(p.failed(), (1, Some(Error::BusOff.to_string())));
         assert_eq!(p.sent(), 6, "a refused frame is not counted as sent");
     }

@@ -30,6 +30,12 @@ use crate::time::{Duration, Instant};
 
 /// Wait after a claim before the address may be used, J1939-81 4.4.4.3.
 pub const CLAIM_WAIT: Duration = Duration::from_millis(250);
+/// Delay before a claim that could not be sent is sent again (a full
+/// transmit queue, bus-off, interface down: see
+/// [`AddressClaimer::claim_not_sent`]). Not from J1939-81, which leaves a
+/// failed transmission to the CAN controller's retries; 250 ms keeps a
+/// bus-off node from retrying in a tight loop.
+pub const CLAIM_RESEND: Duration = Duration::from_millis(250);
 /// Step of the Cannot Claim delay: 0.6 ms x a random byte = 0..=153 ms.
 pub const CANNOT_CLAIM_STEP: Duration = Duration::from_micros(600);
 /// Priority of Address Claimed / Cannot Claim (J1939-81: 6).
@@ -258,8 +264,9 @@ pub enum ClaimEvent {
 enum Timer {
     ClaimWait = 0,
     CannotClaimReply = 1,
+    ClaimResend = 2,
 }
-const TIMERS: usize = 2;
+const TIMERS: usize = 3;
 
 /// The J1939-81 address-claim state machine of one NAME (see module doc).
 #[derive(Debug)]
@@ -271,6 +278,7 @@ pub struct AddressClaimer<const T: usize = FULL_TABLE> {
     events: Ring<ClaimEvent, 32>,
     rng: XorShift32,
     table: AddressTable<T>,
+    claims_not_sent: u32,
 }
 
 impl AddressClaimer {
@@ -300,6 +308,7 @@ impl<const T: usize> AddressClaimer<T> {
             events: Ring::new(),
             rng: XorShift32::new(config.seed),
             table: AddressTable::with_capacity(),
+            claims_not_sent: 0,
         })
     }
 
@@ -330,6 +339,38 @@ impl<const T: usize> AddressClaimer<T> {
     /// Events dropped because the queue (32) was full.
     pub fn dropped_events(&self) -> u32 {
         self.events.dropped()
+    }
+
+    /// Claim frames the driver reported as not sent ([`Self::claim_not_sent`]).
+    pub fn claims_not_sent(&self) -> u32 {
+        self.claims_not_sent
+    }
+
+    /// The driver could not send `frame`, a frame this claimer produced
+    /// (transmit queue full, bus-off, interface down). J1939-81 4.4.4.3
+    /// counts the 250 ms wait from the Address Claimed message's
+    /// transmission, so a claim that never left claims nothing: the wait is
+    /// cancelled, the state stays (or goes back to) `Claiming`, and the
+    /// claim is sent again after [`CLAIM_RESEND`]. Returns whether `frame`
+    /// was this claimer's current claim (other frames are ignored).
+    pub fn claim_not_sent(&mut self, now: Instant, frame: &Frame) -> bool {
+        let Some((id, data)) = J1939Id::from_frame(frame) else { return false };
+        let address = match self.state {
+            ClaimState::Claiming { address, .. } | ClaimState::Claimed { address } => address,
+            _ => return false,
+        };
+        if id.pgn != Pgn::ADDRESS_CLAIMED || id.source != address || data != self.config.name.to_bytes() {
+            return false;
+        }
+        let since = match self.state {
+            ClaimState::Claiming { since, .. } => since,
+            _ => now,
+        };
+        self.state = ClaimState::Claiming { address, since };
+        self.timers[Timer::ClaimWait as usize] = None;
+        self.timers[Timer::ClaimResend as usize] = Some(now + CLAIM_RESEND);
+        self.claims_not_sent = self.claims_not_sent.saturating_add(1);
+        true
     }
 
     /// Claims the preferred address (again, from any state).
@@ -382,6 +423,12 @@ impl<const T: usize> AddressClaimer<T> {
                 self.events.push_counted(ClaimEvent::Claimed { address });
             }
         }
+        if self.timers[Timer::ClaimResend as usize].is_some_and(|t| t <= now) {
+            self.timers[Timer::ClaimResend as usize] = None;
+            if let ClaimState::Claiming { address, .. } = self.state {
+                self.claim(now, address);
+            }
+        }
         if self.timers[Timer::CannotClaimReply as usize].is_some_and(|t| t <= now) {
             self.timers[Timer::CannotClaimReply as usize] = None;
             if self.state == ClaimState::CannotClaim {
@@ -408,6 +455,7 @@ impl<const T: usize> AddressClaimer<T> {
         self.state = ClaimState::Claiming { address, since: now };
         self.timers[Timer::ClaimWait as usize] = Some(now + CLAIM_WAIT);
         self.timers[Timer::CannotClaimReply as usize] = None;
+        self.timers[Timer::ClaimResend as usize] = None;
         self.tx.push_counted(claim_frame(self.config.name, address));
         let events = &mut self.events;
         self.table.observe_claim(address, self.config.name, |e| {

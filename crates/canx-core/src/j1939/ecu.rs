@@ -281,6 +281,16 @@ impl<'a, const S: usize, const R: usize, const E: usize, const T: usize> Ecu<'a,
         self.sync_address();
     }
 
+    /// The driver could not send `frame`, one of this ECU's frames: if it
+    /// was the Address Claimed frame, the claim is sent again and its
+    /// 250 ms wait restarts ([`AddressClaimer::claim_not_sent`]).
+    pub fn frame_not_sent(&mut self, now: Instant, frame: &Frame) {
+        self.now = now;
+        if self.claimer.claim_not_sent(now, frame) {
+            self.sync_address();
+        }
+    }
+
     pub fn name(&self) -> Name {
         self.claimer.name()
     }

@@ -267,3 +267,54 @@ fn small_table_counts_claims_it_cannot_hold() {
     assert_eq!(t.name_at(0x30), Some(n(1)));
     assert!(events.contains(&TableEvent::Removed { address: 0x30, name: n(7) }));
 }
+
+#[test]
+fn a_claim_that_was_not_sent_claims_nothing_until_it_is_resent() {
+    // J1939-81 4.4.4.3: the 250 ms wait runs from the claim's transmission.
+    let name = 0x0000_0000_0000_0042;
+    let mut c = claimer(name, 0x80);
+    c.start(t(0));
+    let f = frames(&mut c, t(0));
+    assert_eq!(f.len(), 1);
+    // The driver reports the frame failed (jammed queue) at 100 ms.
+    assert!(c.claim_not_sent(t(100), &Frame::Can(f[0])));
+    assert_eq!(c.claims_not_sent(), 1);
+    // Past the original 250 ms: still not claimed, no event.
+    c.handle_timeout(t(300));
+    assert_eq!(c.address(), None);
+    assert!(matches!(c.state(), ClaimState::Claiming { address: 0x80, .. }));
+    assert!(!events(&mut c).iter().any(|e| matches!(e, ClaimEvent::Claimed { .. })));
+    // Resent at 100 + CLAIM_RESEND = 350 ms ...
+    assert_eq!(c.poll_timeout(), Some(t(350)));
+    c.handle_timeout(t(350));
+    let again = frames(&mut c, t(350));
+    assert_eq!(again, f, "the same claim is sent again");
+    // ... and claimed 250 ms after that, not before.
+    c.handle_timeout(t(599));
+    assert_eq!(c.address(), None);
+    c.handle_timeout(t(600));
+    assert_eq!(c.address(), Some(0x80));
+    assert!(events(&mut c).contains(&ClaimEvent::Claimed { address: 0x80 }));
+}
+
+#[test]
+fn a_failed_frame_that_is_not_our_claim_changes_nothing() {
+    let mut c = claimer(0x42, 0x80);
+    c.start(t(0));
+    let _ = frames(&mut c, t(0));
+    let other = claim_frame(Name::from_u64(0x43), 0x80);
+    assert!(!c.claim_not_sent(t(10), &Frame::Can(other)));
+    let old = claim_frame(Name::from_u64(0x42), 0x81);
+    assert!(!c.claim_not_sent(t(10), &Frame::Can(old)));
+    c.handle_timeout(t(250));
+    assert_eq!(c.address(), Some(0x80));
+    assert_eq!(c.claims_not_sent(), 0);
+    // After the claim, a late failure report of it takes the address back
+    // until the resent claim has waited its 250 ms.
+    assert!(c.claim_not_sent(t(260), &Frame::Can(claim_frame(Name::from_u64(0x42), 0x80))));
+    assert_eq!(c.address(), None);
+    c.handle_timeout(t(510));
+    assert_eq!(frames(&mut c, t(510)).len(), 1);
+    c.handle_timeout(t(760));
+    assert_eq!(c.address(), Some(0x80));
+}
