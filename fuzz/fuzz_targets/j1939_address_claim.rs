@@ -1,4 +1,5 @@
-//! Arbitrary claims, requests, Commanded Address payloads and clock steps
+//! Arbitrary claims, requests, Commanded Address payloads, clock steps and
+//! failed sends
 //! into the J1939-81 address claimer.
 #![no_main]
 

@@ -140,7 +140,8 @@ pub fn transport(data: &[u8]) {
     assert_eq!(e.poll_timeout(), None);
 }
 
-/// Fuzz body of the address claimer.
+/// Fuzz body of the address claimer (bit 7 of an op: the frames it sends
+/// in that step fail, as a jammed or bus-off controller reports them).
 pub fn address_claim(data: &[u8]) {
     let mut inp = Input(data);
     let name = Name::from_u64(u64::from_le_bytes([
@@ -184,7 +185,16 @@ pub fn address_claim(data: &[u8]) {
         if let Some(t) = c.poll_timeout() {
             assert!(t > now, "expired timer left after handle_timeout");
         }
-        while c.poll_transmit(now).is_some() {}
+        while let Some(f) = c.poll_transmit(now) {
+            // Bit 7 of the op: the driver could not send what it took
+            // (jammed queue, bus-off): the claim is resent later.
+            if op & 0x80 != 0 {
+                c.claim_not_sent(now, &Frame::Can(f));
+                if let Some(t) = c.poll_timeout() {
+                    assert!(t > now, "a timer at or before now after claim_not_sent");
+                }
+            }
+        }
         while c.poll_event().is_some() {}
         assert!(c.table().len() <= 254);
         if let Some(a) = c.claiming_address() {
