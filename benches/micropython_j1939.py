@@ -96,13 +96,16 @@ def run_qemu(machine: str, firmware: str, src: str, timeout: float, mpy_src: str
     return out.decode() if isinstance(out, bytes) else str(out)
 
 
-def parse(out: str) -> tuple[dict[tuple[str, str], tuple[int, int]], dict[tuple[str, str], int]]:
-    res: dict[tuple[str, str], tuple[int, int]] = {}
+Results = dict[tuple[str, str], tuple[int, int, int]]
+
+
+def parse(out: str) -> tuple[Results, dict[tuple[str, str], int]]:
+    res: Results = {}
     sim: dict[tuple[str, str], int] = {}
     for line in out.splitlines():
         p = line.split()
         if p[:1] == ["RESULT"]:
-            res[(p[1], p[2])] = (int(p[3]), int(p[4]))
+            res[(p[1], p[2])] = (int(p[3]), int(p[4]), int(p[5]))
         elif p[:1] == ["SIMTIME"]:
             sim[(p[1], p[2])] = int(p[3])
     if "DONE" not in out:
@@ -110,24 +113,29 @@ def parse(out: str) -> tuple[dict[tuple[str, str], tuple[int, int]], dict[tuple[
     return res, sim
 
 
-def report(res: dict[tuple[str, str], tuple[int, int]], sim: dict[tuple[str, str], int], where: str) -> None:
+def report(res: Results, sim: dict[tuple[str, str], int], where: str) -> None:
     impls = sorted({k[1] for k in res}, key=lambda i: (i == "pure", i))
     tests = ["eec1_stream", "bam_stream", "rts_cts_1785", "bam_1785"]
-    print(f"J1939 on MicroPython ({where}); medians, ticks_us")
-    print(f"{'test':<14}" + "".join(f"{i:>22}" for i in impls) + "".join(f"{'pure/' + i:>18}" for i in impls if i != "pure"))
+    others = [i for i in impls if i != "pure"]
+    print(f"J1939 on MicroPython ({where})")
+    print("medians of ticks_us (ratios pure/canx: above 1, canx is faster; in brackets the ratio of minimums)")
+    print(f"{'test':<14}" + "".join(f"{i:>20}" for i in impls) + "".join(f"{'pure/' + i:>24}" for i in others))
     for t in tests:
-        row = [res[(t, i)] for i in impls if (t, i) in res]
-        if not row:
-            continue
         cells = []
-        for us, n in row:
-            cells.append(f"{n * 1e6 / us:>14,.0f} frames/s" if t.endswith("stream") else f"{us / 1000:>19.2f} ms")
+        for i in impls:
+            if (t, i) in res:
+                us, n, _ = res[(t, i)]
+                cells.append(f"{n * 1e6 / us:,.0f} frames/s" if t.endswith("stream") else f"{us / 1000:.2f} ms")
+        if not cells:
+            continue
         ratios = []
-        if ("pure" in impls) and (t, "pure") in res:
-            for i in impls:
-                if i != "pure":
-                    ratios.append(f"{res[(t, 'pure')][0] / res[(t, i)][0]:>18.2f}")
-        print(f"{t:<14}" + "".join(f"{c:>22}" for c in cells) + "".join(ratios))
+        if (t, "pure") in res:
+            p = res[(t, "pure")]
+            for i in others:
+                if (t, i) in res:
+                    r = res[(t, i)]
+                    ratios.append(f"{p[0] / r[0]:.2f} [{p[2] / max(r[2], 1):.2f}]")
+        print(f"{t:<14}" + "".join(f"{c:>20}" for c in cells) + "".join(f"{r:>24}" for r in ratios))
     for (t, i), v in sorted(sim.items()):
         print(f"  simulated bus time {t} {i}: {v / 1000:.1f} ms")
 
@@ -137,7 +145,7 @@ def main() -> None:
     ap.add_argument("--micropython", help="unix-port binary (default: scripts/build-micropython unix)")
     ap.add_argument("--qemu", nargs=2, metavar=("MACHINE", "FIRMWARE"), help="run on a qemu-system-arm board")
     ap.add_argument("--mpy-src", help="MicroPython tree for tools/pyboard.py (--qemu)")
-    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--reps", type=int, default=21)
     ap.add_argument("--frames", type=int, default=2000, help="EEC1 frames per stream run")
     ap.add_argument("--bams", type=int, default=8, help="1785-byte BAMs per stream run")
     ap.add_argument("--timeout", type=float, default=900.0)
@@ -159,6 +167,7 @@ def main() -> None:
                 {
                     "where": where,
                     "median_us": {f"{t}/{i}": v[0] for (t, i), v in res.items()},
+                    "min_us": {f"{t}/{i}": v[2] for (t, i), v in res.items()},
                     "units": {f"{t}/{i}": v[1] for (t, i), v in res.items()},
                     "simulated_us": {f"{t}/{i}": v for (t, i), v in sim.items()},
                 },
