@@ -12,7 +12,9 @@
 //!   without a call into Rust is fine.
 //! - Two engine variants, chosen at init by a `u32` (`CANX_J1939_SMALL`,
 //!   `CANX_J1939_FULL`); the memory remembers which, so every later call
-//!   dispatches on it.
+//!   dispatches on it. Each is a cargo feature (`small`, `full`, both by
+//!   default): a build with one carries one monomorphised engine (about
+//!   half the code); the other's size is then 0 and its init `CANX_EINVAL`.
 //! - Only fixed-width integers and `#[repr(C)]` structs cross; no enums
 //!   (arm-none-eabi-gcc uses short enums). Constants are mirrored in
 //!   `include/canx_mpy.h`.
@@ -32,12 +34,17 @@ use canx_core::j1939::transport::{SendError, TransportEvent};
 use canx_core::j1939::{Ecu, EcuConfig, EcuError, EcuEvent, Name, Pgn, RequestOutcome, Responder, TableEvent};
 use canx_core::{CanFrame, ExtendedId, Frame, Id, Instant, StandardId};
 
+#[cfg(not(any(feature = "small", feature = "full")))]
+compile_error!("enable at least one engine variant: feature `small` or `full`");
+
 /// The small variant: 1 TP session (one 1785-byte buffer), 4 responders and
 /// 4 outstanding requests, a 16-entry bus table, no ETP.
+#[cfg(feature = "small")]
 type Small = Ecu<'static, 1, 4, 0, 16>;
 /// The full variant: 4 TP sessions, 16 responders and 16 outstanding
 /// requests, the whole 254-entry bus table, no ETP (ETP needs caller
 /// buffers of up to 16 MB that outlive the engine; not in this ABI).
+#[cfg(feature = "full")]
 type Full = Ecu<'static, 4, 16, 0, 254>;
 
 /// `canx_j1939_size`/`init` variant: [`Small`].
@@ -56,15 +63,21 @@ struct State<E> {
     ecu: E,
 }
 
+#[cfg(feature = "small")]
 const _: () = assert!(core::mem::offset_of!(State<Small>, variant) == 4);
+#[cfg(feature = "full")]
 const _: () = assert!(core::mem::offset_of!(State<Full>, variant) == 4);
-/// One alignment for both variants (the header is read before the variant
-/// is known).
-const ALIGN: usize = if align_of::<State<Small>>() > align_of::<State<Full>>() {
-    align_of::<State<Small>>()
-} else {
-    align_of::<State<Full>>()
-};
+#[cfg(feature = "small")]
+const SMALL_ALIGN: usize = align_of::<State<Small>>();
+#[cfg(not(feature = "small"))]
+const SMALL_ALIGN: usize = 1;
+#[cfg(feature = "full")]
+const FULL_ALIGN: usize = align_of::<State<Full>>();
+#[cfg(not(feature = "full"))]
+const FULL_ALIGN: usize = 1;
+/// One alignment for every variant built in (the header is read before the
+/// variant is known).
+const ALIGN: usize = if SMALL_ALIGN > FULL_ALIGN { SMALL_ALIGN } else { FULL_ALIGN };
 const _: () = assert!(ALIGN <= 8, "MicroPython's heap gives 8-byte alignment");
 
 // ---- error codes (canx_mpy.h CANX_E*) ----
@@ -228,12 +241,14 @@ macro_rules! with_engine {
         let e: *mut c_void = $e;
         // SAFETY: the caller's contract on `e`.
         match unsafe { variant(e) } {
+            #[cfg(feature = "small")]
             Some(CANX_J1939_SMALL) => {
                 // SAFETY: init wrote a State<Small> here (the variant says
                 // so), in memory of its size by the caller's contract.
                 let $ecu = unsafe { &mut (*e.cast::<State<Small>>()).ecu };
                 $body
             }
+            #[cfg(feature = "full")]
             Some(CANX_J1939_FULL) => {
                 // SAFETY: as above, for State<Full>.
                 let $ecu = unsafe { &mut (*e.cast::<State<Full>>()).ecu };
@@ -246,14 +261,16 @@ macro_rules! with_engine {
 
 fn state_size(variant: u32) -> Option<usize> {
     match variant {
+        #[cfg(feature = "small")]
         CANX_J1939_SMALL => Some(size_of::<State<Small>>()),
+        #[cfg(feature = "full")]
         CANX_J1939_FULL => Some(size_of::<State<Full>>()),
         _ => None,
     }
 }
 
 /// Bytes of caller memory one engine of `variant` needs (0 for an unknown
-/// variant).
+/// variant, or one left out of this build by its cargo feature).
 #[no_mangle]
 pub extern "C" fn canx_j1939_size(variant: u32) -> u32 {
     state_size(variant).map_or(0, |n| n as u32)
@@ -298,8 +315,11 @@ pub unsafe extern "C" fn canx_j1939_init(mem: *mut c_void, variant: u32, size: u
         return CANX_EARG;
     }
     match variant {
+        #[cfg(feature = "small")]
         CANX_J1939_SMALL => init(mem.cast::<State<Small>>(), variant, name, address),
-        _ => init(mem.cast::<State<Full>>(), variant, name, address),
+        #[cfg(feature = "full")]
+        CANX_J1939_FULL => init(mem.cast::<State<Full>>(), variant, name, address),
+        _ => CANX_EINVAL,
     }
 }
 
@@ -747,5 +767,5 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     unsafe { canx_mpy_fatal() }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "small", feature = "full"))]
 mod tests;
