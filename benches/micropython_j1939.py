@@ -84,9 +84,12 @@ def run_qemu(machine: str, firmware: str, src: str, timeout: float, mpy_src: str
     if not Path(firmware).is_file():
         raise SystemExit(f"no firmware at {firmware}")
     sys.path.insert(0, str(pyboard_dir(mpy_src)))
-    import pyboard  # noqa: PLC0415 - MicroPython's tools/pyboard.py, found at run time
+    import pyboard  # type: ignore[import-not-found]  # noqa: PLC0415 - MicroPython tools/pyboard.py, found at run time
 
-    pyb = pyboard.Pyboard("execpty:" + qemu_command(machine, firmware))
+    try:
+        pyb = pyboard.Pyboard("execpty:" + qemu_command(machine, firmware))
+    except ModuleNotFoundError as ex:
+        raise SystemExit(f"--qemu needs pyserial (the bench extra: pip install pyserial): {ex}") from ex
     try:
         pyb.enter_raw_repl()
         out = pyb.exec_(src, timeout=timeout)
