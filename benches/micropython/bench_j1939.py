@@ -97,13 +97,8 @@ class Node:
             self.send = lambda pgn, data, dst: p.send(pgn, data, 7, dst)
             self.ready = lambda: True
         else:
-            e = j1939.ECU(
-                bus=ep,
-                name=j1939.Name(identity_number=name_id),
-                address=address,
-                clock=lambda: clk[0],
-                variant=impl[5:],
-            )
+            kw = {} if impl == "canx" else {"variant": impl[5:]}
+            e = j1939.ECU(bus=ep, name=j1939.Name(identity_number=name_id), address=address, clock=lambda: clk[0], **kw)
             e.on_pgn(None, lambda m: on_message(m.pgn, m.source, m.destination, m.data))
             e.begin_claim(clk[0])
             self.poll = e.poll
@@ -210,7 +205,11 @@ def transfer(impl, dst):
 
 impls = ["pure"]
 if HAVE_CANX:
-    impls = ["canx-full", "canx-small", "pure"]
+    try:
+        j1939.ECU(bus=BenchBus().endpoint(), name=1, address=0x10, variant="small")
+        impls = ["canx-full", "canx-small", "pure"]
+    except TypeError:  # a firmware from before the variants: its one engine
+        impls = ["canx", "pure"]
 print("IMPLS", " ".join(impls))
 N_FRAMES -= N_FRAMES % 64
 eec1 = eec1_frames(64)
