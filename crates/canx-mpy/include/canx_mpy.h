@@ -1,7 +1,7 @@
 /* C ABI of crates/canx-mpy (canx-core's J1939 engine for MicroPython).
  * Hand-written; crates/canx-mpy/src/tests.rs checks every constant here.
  * Rules: C calls Rust only; Rust never calls back, never allocates, has no
- * statics. State lives in caller memory of canx_j1939_size() bytes aligned
+ * statics. State lives in caller memory of canx_j1939_size(variant) bytes aligned
  * to canx_j1939_align(). No enums cross (short enums on arm-none-eabi).
  * Times are microseconds of a caller-chosen monotonic 64-bit clock. */
 #ifndef CANX_MPY_H

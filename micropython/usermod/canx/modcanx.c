@@ -41,7 +41,7 @@ typedef struct _canx_ecu_obj_t {
     uint32_t last_ticks; // mp_hal_ticks_us() at the last read
     uint64_t ticks_high; // wraps of it, << 32
     uint8_t buf[CANX_TP_MAX]; // event data of the last poll_event
-    uint64_t state[]; // canx_j1939_size() bytes, 8-aligned
+    uint64_t state[]; // canx_j1939_size(variant) bytes, 8-aligned
 } canx_ecu_obj_t;
 
 static void canx_check(int32_t r) {
