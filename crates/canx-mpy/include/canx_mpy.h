@@ -1,7 +1,7 @@
 /* C ABI of crates/canx-mpy (canx-core's J1939 engine for MicroPython).
  * Hand-written; crates/canx-mpy/src/tests.rs checks every constant here.
  * Rules: C calls Rust only; Rust never calls back, never allocates, has no
- * statics. State lives in caller memory of canx_j1939_size() bytes aligned
+ * statics. State lives in caller memory of canx_j1939_size(variant) bytes aligned
  * to canx_j1939_align(). No enums cross (short enums on arm-none-eabi).
  * Times are microseconds of a caller-chosen monotonic 64-bit clock. */
 #ifndef CANX_MPY_H
@@ -17,6 +17,12 @@
 #define CANX_EINVAL (-4)   /* invalid priority, address, PGN or value */
 #define CANX_EFULL (-5)    /* transmit queue, responder or request table full */
 #define CANX_EBUSY (-6)    /* every TP session in use */
+
+/* Engine variants (canx_j1939_size/init):
+ * SMALL: 1 TP session, 4 responders, 4 outstanding requests, 16-entry table.
+ * FULL:  4 TP sessions, 16 responders, 16 requests, 254-entry table. No ETP. */
+#define CANX_J1939_SMALL (0)
+#define CANX_J1939_FULL (1)
 
 #define CANX_FLAG_RTR (1) /* == machine.CAN flags */
 #define CANX_FLAG_EXT (2)
@@ -64,9 +70,9 @@ typedef struct {
 _Static_assert(sizeof(canx_frame_t) == 16, "canx_frame_t");
 _Static_assert(sizeof(canx_event_t) == 24, "canx_event_t");
 
-uint32_t canx_j1939_size(void);
-uint32_t canx_j1939_align(void);
-int32_t canx_j1939_init(void *mem, uint32_t size, uint64_t name, uint8_t address);
+uint32_t canx_j1939_size(uint32_t variant); /* 0: unknown variant */
+uint32_t canx_j1939_align(void); /* the same for every variant */
+int32_t canx_j1939_init(void *mem, uint32_t variant, uint32_t size, uint64_t name, uint8_t address);
 int32_t canx_j1939_start(void *e, uint64_t now_us);
 int32_t canx_j1939_handle_frame(void *e, uint64_t now_us, const canx_frame_t *f);
 int32_t canx_j1939_handle_timeout(void *e, uint64_t now_us);

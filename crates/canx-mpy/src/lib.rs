@@ -10,6 +10,11 @@
 //!   to [`canx_j1939_align`] (inside the MicroPython object), written in
 //!   place by [`canx_j1939_init`]. It owns no resources: freeing the memory
 //!   without a call into Rust is fine.
+//! - Two engine variants, chosen at init by a `u32` (`CANX_J1939_SMALL`,
+//!   `CANX_J1939_FULL`); the memory remembers which, so every later call
+//!   dispatches on it. Each is a cargo feature (`small`, `full`, both by
+//!   default): a build with one carries one monomorphised engine (about
+//!   half the code); the other's size is then 0 and its init `CANX_EINVAL`.
 //! - Only fixed-width integers and `#[repr(C)]` structs cross; no enums
 //!   (arm-none-eabi-gcc uses short enums). Constants are mirrored in
 //!   `include/canx_mpy.h`.
@@ -29,18 +34,51 @@ use canx_core::j1939::transport::{SendError, TransportEvent};
 use canx_core::j1939::{Ecu, EcuConfig, EcuError, EcuEvent, Name, Pgn, RequestOutcome, Responder, TableEvent};
 use canx_core::{CanFrame, ExtendedId, Frame, Id, Instant, StandardId};
 
-/// The monomorphised engine: 2 TP sessions, 8 responders/requests, no ETP,
-/// a 32-entry bus table.
-type Engine = Ecu<'static, 2, 8, 0, 32>;
+#[cfg(not(any(feature = "small", feature = "full")))]
+compile_error!("enable at least one engine variant: feature `small` or `full`");
+
+/// The small variant: 1 TP session (one 1785-byte buffer), 4 responders and
+/// 4 outstanding requests, a 16-entry bus table, no ETP.
+#[cfg(feature = "small")]
+type Small = Ecu<'static, 1, 4, 0, 16>;
+/// The full variant: 4 TP sessions, 16 responders and 16 outstanding
+/// requests, the whole 254-entry bus table, no ETP (ETP needs caller
+/// buffers of up to 16 MB that outlive the engine; not in this ABI).
+#[cfg(feature = "full")]
+type Full = Ecu<'static, 4, 16, 0, 254>;
+
+/// `canx_j1939_size`/`init` variant: [`Small`].
+pub const CANX_J1939_SMALL: u32 = 0;
+/// `canx_j1939_size`/`init` variant: [`Full`].
+pub const CANX_J1939_FULL: u32 = 1;
 
 const MAGIC: u32 = 0x4A31_3933; // "J193"
 
-/// What the caller's memory holds after [`canx_j1939_init`].
+/// What the caller's memory holds after [`canx_j1939_init`]: `magic` and
+/// `variant` at offsets 0 and 4 for every variant.
 #[repr(C)]
-struct State {
+struct State<E> {
     magic: u32,
-    ecu: Engine,
+    variant: u32,
+    ecu: E,
 }
+
+#[cfg(feature = "small")]
+const _: () = assert!(core::mem::offset_of!(State<Small>, variant) == 4);
+#[cfg(feature = "full")]
+const _: () = assert!(core::mem::offset_of!(State<Full>, variant) == 4);
+#[cfg(feature = "small")]
+const SMALL_ALIGN: usize = align_of::<State<Small>>();
+#[cfg(not(feature = "small"))]
+const SMALL_ALIGN: usize = 1;
+#[cfg(feature = "full")]
+const FULL_ALIGN: usize = align_of::<State<Full>>();
+#[cfg(not(feature = "full"))]
+const FULL_ALIGN: usize = 1;
+/// One alignment for every variant built in (the header is read before the
+/// variant is known).
+const ALIGN: usize = if SMALL_ALIGN > FULL_ALIGN { SMALL_ALIGN } else { FULL_ALIGN };
+const _: () = assert!(ALIGN <= 8, "MicroPython's heap gives 8-byte alignment");
 
 // ---- error codes (canx_mpy.h CANX_E*) ----
 pub const CANX_OK: i32 = 0;
@@ -176,56 +214,113 @@ unsafe fn bytes_mut<'a>(data: *mut u8, cap: usize) -> Option<&'a mut [u8]> {
     Some(unsafe { core::slice::from_raw_parts_mut(data, cap) })
 }
 
-/// The engine behind `e`, if it was made by [`canx_j1939_init`].
+/// The variant of the engine behind `e`, if it was made by
+/// [`canx_j1939_init`].
 ///
 /// # Safety
 /// `e` must be null or point to [`canx_j1939_size`] bytes aligned to
 /// [`canx_j1939_align`], initialised (e.g. zeroed) memory, not aliased
 /// during the call.
-unsafe fn engine<'a>(e: *mut c_void) -> Option<&'a mut Engine> {
-    let s = e.cast::<State>();
-    if s.is_null() || !s.is_aligned() {
+unsafe fn variant(e: *mut c_void) -> Option<u32> {
+    let h = e.cast::<[u32; 2]>();
+    if h.is_null() || !(e as usize).is_multiple_of(ALIGN) {
         return None;
     }
-    // SAFETY: aligned, non-null, initialised memory of State's size by the
-    // caller's contract; the magic says init wrote a State there.
-    let s = unsafe { &mut *s };
-    (s.magic == MAGIC).then_some(&mut s.ecu)
+    // SAFETY: aligned, non-null, initialised memory of at least the header
+    // by the caller's contract.
+    let [magic, variant] = unsafe { h.read() };
+    (magic == MAGIC).then_some(variant)
 }
 
-/// Bytes of caller memory one engine needs.
+/// Runs `$body` with `$ecu` bound to the engine behind `$e` (whichever
+/// variant), or returns `CANX_EARG` (as `$ty`) if `$e` is no engine.
+/// Every use must be inside an `unsafe fn` whose contract on `$e` is
+/// [`variant`]'s, with the memory sized for the variant init wrote.
+macro_rules! with_engine {
+    ($e:expr, $ty:ty, |$ecu:ident| $body:expr) => {{
+        let e: *mut c_void = $e;
+        // SAFETY: the caller's contract on `e`.
+        match unsafe { variant(e) } {
+            #[cfg(feature = "small")]
+            Some(CANX_J1939_SMALL) => {
+                // SAFETY: init wrote a State<Small> here (the variant says
+                // so), in memory of its size by the caller's contract.
+                let $ecu = unsafe { &mut (*e.cast::<State<Small>>()).ecu };
+                $body
+            }
+            #[cfg(feature = "full")]
+            Some(CANX_J1939_FULL) => {
+                // SAFETY: as above, for State<Full>.
+                let $ecu = unsafe { &mut (*e.cast::<State<Full>>()).ecu };
+                $body
+            }
+            _ => return <$ty>::from(CANX_EARG),
+        }
+    }};
+}
+
+fn state_size(variant: u32) -> Option<usize> {
+    match variant {
+        #[cfg(feature = "small")]
+        CANX_J1939_SMALL => Some(size_of::<State<Small>>()),
+        #[cfg(feature = "full")]
+        CANX_J1939_FULL => Some(size_of::<State<Full>>()),
+        _ => None,
+    }
+}
+
+/// Bytes of caller memory one engine of `variant` needs (0 for an unknown
+/// variant, or one left out of this build by its cargo feature).
 #[no_mangle]
-pub extern "C" fn canx_j1939_size() -> u32 {
-    size_of::<State>() as u32
+pub extern "C" fn canx_j1939_size(variant: u32) -> u32 {
+    state_size(variant).map_or(0, |n| n as u32)
 }
 
-/// Alignment of that memory (MicroPython's GC heap gives 8 or 16).
+/// Alignment of that memory, the same for every variant (MicroPython's GC
+/// heap gives 8 or 16).
 #[no_mangle]
 pub extern "C" fn canx_j1939_align() -> u32 {
-    align_of::<State>() as u32
+    ALIGN as u32
 }
 
-/// Makes an engine for NAME `name` preferring `address` in `mem` (`size`
-/// bytes). Returns `CANX_OK`, or `CANX_EARG` (null, small or misaligned
-/// memory), `CANX_EINVAL` (address above 253).
+fn init<const S: usize, const R: usize, const T: usize>(
+    s: *mut State<Ecu<'static, S, R, 0, T>>,
+    variant: u32,
+    name: u64,
+    address: u8,
+) -> i32 {
+    let ecu = match Ecu::new(EcuConfig::new(Name::from_u64(name), address)) {
+        Ok(ecu) => ecu,
+        Err(e) => return ecu_error(e),
+    };
+    // SAFETY: the caller (canx_j1939_init) checked `s` non-null, aligned and
+    // large enough; `write` does not read or drop the old (possibly
+    // uninitialised) contents.
+    unsafe { s.write(State { magic: MAGIC, variant, ecu }) };
+    CANX_OK
+}
+
+/// Makes an engine of `variant` (`CANX_J1939_SMALL`/`FULL`) for NAME
+/// `name` preferring `address` in `mem` (`size` bytes). Returns `CANX_OK`,
+/// or `CANX_EARG` (null, small or misaligned memory), `CANX_EINVAL`
+/// (unknown variant, address above 253).
 ///
 /// # Safety
 /// `mem` must be null or point to `size` writable bytes not aliased during
 /// the call.
 #[no_mangle]
-pub unsafe extern "C" fn canx_j1939_init(mem: *mut c_void, size: u32, name: u64, address: u8) -> i32 {
-    let s = mem.cast::<State>();
-    if s.is_null() || !s.is_aligned() || (size as usize) < size_of::<State>() {
+pub unsafe extern "C" fn canx_j1939_init(mem: *mut c_void, variant: u32, size: u32, name: u64, address: u8) -> i32 {
+    let Some(need) = state_size(variant) else { return CANX_EINVAL };
+    if mem.is_null() || !(mem as usize).is_multiple_of(ALIGN) || (size as usize) < need {
         return CANX_EARG;
     }
-    let ecu = match Engine::new(EcuConfig::new(Name::from_u64(name), address)) {
-        Ok(ecu) => ecu,
-        Err(e) => return ecu_error(e),
-    };
-    // SAFETY: checked non-null, aligned and large enough; `write` does not
-    // read or drop the old (possibly uninitialised) contents.
-    unsafe { s.write(State { magic: MAGIC, ecu }) };
-    CANX_OK
+    match variant {
+        #[cfg(feature = "small")]
+        CANX_J1939_SMALL => init(mem.cast::<State<Small>>(), variant, name, address),
+        #[cfg(feature = "full")]
+        CANX_J1939_FULL => init(mem.cast::<State<Full>>(), variant, name, address),
+        _ => CANX_EINVAL,
+    }
 }
 
 /// Starts the address claim (usable 250 ms later: `CLAIMED` event).
@@ -234,10 +329,10 @@ pub unsafe extern "C" fn canx_j1939_init(mem: *mut c_void, size: u32, name: u64,
 /// As every `e` argument: see [`canx_j1939_init`]'s memory, or null.
 #[no_mangle]
 pub unsafe extern "C" fn canx_j1939_start(e: *mut c_void, now_us: u64) -> i32 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return CANX_EARG };
-    ecu.start(Instant::from_micros(now_us));
-    CANX_OK
+    with_engine!(e, i32, |ecu| {
+        ecu.start(Instant::from_micros(now_us));
+        CANX_OK
+    })
 }
 
 /// Feeds one received frame (every bus frame; not this engine's own).
@@ -248,35 +343,35 @@ pub unsafe extern "C" fn canx_j1939_start(e: *mut c_void, now_us: u64) -> i32 {
 /// `e` as [`canx_j1939_start`]; `f` null or a readable frame.
 #[no_mangle]
 pub unsafe extern "C" fn canx_j1939_handle_frame(e: *mut c_void, now_us: u64, f: *const CanxFrame) -> i32 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return CANX_EARG };
-    if f.is_null() {
-        return CANX_EARG;
-    }
-    // SAFETY: non-null and readable by the caller's contract; CanxFrame is
-    // plain data (every bit pattern valid).
-    let f = unsafe { *f };
-    let Some(data) = f.data.get(..usize::from(f.len)) else { return CANX_EARG };
-    let id: Id = if f.flags & CANX_FLAG_EXT != 0 {
-        match ExtendedId::new(f.id) {
-            Some(id) => id.into(),
-            None => return CANX_EINVAL,
+    with_engine!(e, i32, |ecu| {
+        if f.is_null() {
+            return CANX_EARG;
         }
-    } else {
-        match u16::try_from(f.id).ok().and_then(StandardId::new) {
-            Some(id) => id.into(),
-            None => return CANX_EINVAL,
+        // SAFETY: non-null and readable by the caller's contract; CanxFrame is
+        // plain data (every bit pattern valid).
+        let f = unsafe { *f };
+        let Some(data) = f.data.get(..usize::from(f.len)) else { return CANX_EARG };
+        let id: Id = if f.flags & CANX_FLAG_EXT != 0 {
+            match ExtendedId::new(f.id) {
+                Some(id) => id.into(),
+                None => return CANX_EINVAL,
+            }
+        } else {
+            match u16::try_from(f.id).ok().and_then(StandardId::new) {
+                Some(id) => id.into(),
+                None => return CANX_EINVAL,
+            }
+        };
+        let frame =
+            if f.flags & CANX_FLAG_RTR != 0 { CanFrame::new_remote(id, data.len()) } else { CanFrame::new(id, data) };
+        match frame {
+            Ok(frame) => {
+                ecu.handle_frame(Instant::from_micros(now_us), &Frame::Can(frame));
+                CANX_OK
+            }
+            Err(_) => CANX_EINVAL,
         }
-    };
-    let frame =
-        if f.flags & CANX_FLAG_RTR != 0 { CanFrame::new_remote(id, data.len()) } else { CanFrame::new(id, data) };
-    match frame {
-        Ok(frame) => {
-            ecu.handle_frame(Instant::from_micros(now_us), &Frame::Can(frame));
-            CANX_OK
-        }
-        Err(_) => CANX_EINVAL,
-    }
+    })
 }
 
 /// Runs the timers due at `now_us`.
@@ -285,10 +380,10 @@ pub unsafe extern "C" fn canx_j1939_handle_frame(e: *mut c_void, now_us: u64, f:
 /// `e` as [`canx_j1939_start`].
 #[no_mangle]
 pub unsafe extern "C" fn canx_j1939_handle_timeout(e: *mut c_void, now_us: u64) -> i32 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return CANX_EARG };
-    ecu.handle_timeout(Instant::from_micros(now_us));
-    CANX_OK
+    with_engine!(e, i32, |ecu| {
+        ecu.handle_timeout(Instant::from_micros(now_us));
+        CANX_OK
+    })
 }
 
 /// Next frame to send into `out`: 1 = a frame, 0 = none, `CANX_EARG`.
@@ -297,23 +392,23 @@ pub unsafe extern "C" fn canx_j1939_handle_timeout(e: *mut c_void, now_us: u64) 
 /// `e` as [`canx_j1939_start`]; `out` null or writable.
 #[no_mangle]
 pub unsafe extern "C" fn canx_j1939_poll_transmit(e: *mut c_void, now_us: u64, out: *mut CanxFrame) -> i32 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return CANX_EARG };
-    if out.is_null() {
-        return CANX_EARG;
-    }
-    let Some(f) = ecu.poll_transmit(Instant::from_micros(now_us)) else { return 0 };
-    let mut c = CanxFrame { id: f.raw_id(), len: f.data().len() as u8, ..CanxFrame::default() };
-    if f.is_extended() {
-        c.flags |= CANX_FLAG_EXT;
-    }
-    if f.is_remote() {
-        c.flags |= CANX_FLAG_RTR;
-    }
-    c.data[..f.data().len()].copy_from_slice(f.data());
-    // SAFETY: non-null and writable by the caller's contract.
-    unsafe { out.write(c) };
-    1
+    with_engine!(e, i32, |ecu| {
+        if out.is_null() {
+            return CANX_EARG;
+        }
+        let Some(f) = ecu.poll_transmit(Instant::from_micros(now_us)) else { return 0 };
+        let mut c = CanxFrame { id: f.raw_id(), len: f.data().len() as u8, ..CanxFrame::default() };
+        if f.is_extended() {
+            c.flags |= CANX_FLAG_EXT;
+        }
+        if f.is_remote() {
+            c.flags |= CANX_FLAG_RTR;
+        }
+        c.data[..f.data().len()].copy_from_slice(f.data());
+        // SAFETY: non-null and writable by the caller's contract.
+        unsafe { out.write(c) };
+        1
+    })
 }
 
 /// Microseconds of the next timer, or -1 if none.
@@ -322,9 +417,7 @@ pub unsafe extern "C" fn canx_j1939_poll_transmit(e: *mut c_void, now_us: u64, o
 /// `e` as [`canx_j1939_start`].
 #[no_mangle]
 pub unsafe extern "C" fn canx_j1939_poll_timeout(e: *mut c_void) -> i64 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return i64::from(CANX_EARG) };
-    ecu.poll_timeout().map_or(-1, |t| t.total_micros().min(i64::MAX as u64) as i64)
+    with_engine!(e, i64, |ecu| ecu.poll_timeout().map_or(-1, |t| t.total_micros().min(i64::MAX as u64) as i64))
 }
 
 fn copy_out(ev: &mut CanxEvent, src: &[u8], buf: &mut [u8]) {
@@ -344,86 +437,94 @@ fn copy_out(ev: &mut CanxEvent, src: &[u8], buf: &mut [u8]) {
 /// `bytes_mut` (null with `cap == 0`, or `cap` writable bytes).
 #[no_mangle]
 pub unsafe extern "C" fn canx_j1939_poll_event(e: *mut c_void, out: *mut CanxEvent, buf: *mut u8, cap: u32) -> i32 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return CANX_EARG };
-    // SAFETY: the caller's contract on `buf`/`cap`.
-    let Some(buf) = (unsafe { bytes_mut(buf, cap as usize) }) else { return CANX_EARG };
-    if out.is_null() {
-        return CANX_EARG;
-    }
-    let Some(event) = ecu.poll_event() else { return 0 };
-    let mut ev = CanxEvent::default();
-    match event {
-        EcuEvent::Address(c) => match c {
-            ClaimEvent::Claimed { address } => (ev.kind, ev.source) = (CANX_EV_CLAIMED, address),
-            ClaimEvent::Lost { address, winner } => {
-                (ev.kind, ev.source, ev.name) = (CANX_EV_LOST, address, winner.to_u64());
+    with_engine!(e, i32, |ecu| {
+        // SAFETY: the caller's contract on `buf`/`cap`.
+        let Some(buf) = (unsafe { bytes_mut(buf, cap as usize) }) else { return CANX_EARG };
+        if out.is_null() {
+            return CANX_EARG;
+        }
+        let Some(event) = ecu.poll_event() else { return 0 };
+        let mut ev = CanxEvent::default();
+        match event {
+            EcuEvent::Address(c) => match c {
+                ClaimEvent::Claimed { address } => (ev.kind, ev.source) = (CANX_EV_CLAIMED, address),
+                ClaimEvent::Lost { address, winner } => {
+                    (ev.kind, ev.source, ev.name) = (CANX_EV_LOST, address, winner.to_u64());
+                }
+                ClaimEvent::CannotClaim => (ev.kind, ev.source) = (CANX_EV_CANNOT_CLAIM, 254),
+                ClaimEvent::Table(TableEvent::Added { address, name }) => {
+                    (ev.kind, ev.source, ev.name) = (CANX_EV_TABLE_ADDED, address, name.to_u64());
+                }
+                ClaimEvent::Table(TableEvent::Removed { address, name }) => {
+                    (ev.kind, ev.source, ev.name) = (CANX_EV_TABLE_REMOVED, address, name.to_u64());
+                }
+            },
+            EcuEvent::Request { pgn, requester, global } => {
+                (ev.kind, ev.pgn, ev.source) = (CANX_EV_REQUEST, pgn.raw(), requester);
+                if global {
+                    ev.flags |= CANX_EVF_GLOBAL;
+                }
             }
-            ClaimEvent::CannotClaim => (ev.kind, ev.source) = (CANX_EV_CANNOT_CLAIM, 254),
-            ClaimEvent::Table(TableEvent::Added { address, name }) => {
-                (ev.kind, ev.source, ev.name) = (CANX_EV_TABLE_ADDED, address, name.to_u64());
+            EcuEvent::Message { id, data, len } => {
+                ev.kind = CANX_EV_MESSAGE;
+                (ev.priority, ev.pgn, ev.source, ev.destination) =
+                    (id.priority, id.pgn.raw(), id.source, id.destination);
+                copy_out(&mut ev, data.get(..usize::from(len)).unwrap_or(&data), buf);
             }
-            ClaimEvent::Table(TableEvent::Removed { address, name }) => {
-                (ev.kind, ev.source, ev.name) = (CANX_EV_TABLE_REMOVED, address, name.to_u64());
+            EcuEvent::Received(r) | EcuEvent::ReceivedExtended(r) => {
+                ev.kind = CANX_EV_MESSAGE;
+                (ev.priority, ev.pgn, ev.source, ev.destination) = (r.priority, r.pgn.raw(), r.source, r.destination);
+                let data = if matches!(event, EcuEvent::Received(_)) {
+                    ecu.received_data(r.handle)
+                } else {
+                    ecu.received_extended_data(r.handle)
+                };
+                copy_out(&mut ev, data.unwrap_or(&[]), buf);
+                ev.len = r.len;
             }
-        },
-        EcuEvent::Request { pgn, requester, global } => {
-            (ev.kind, ev.pgn, ev.source) = (CANX_EV_REQUEST, pgn.raw(), requester);
-            if global {
-                ev.flags |= CANX_EVF_GLOBAL;
+            EcuEvent::Transport(TransportEvent::Sent { pgn, source, destination, size, .. }) => {
+                (ev.kind, ev.pgn, ev.source, ev.destination, ev.len) =
+                    (CANX_EV_SENT, pgn.raw(), source, destination, size);
+            }
+            EcuEvent::Transport(TransportEvent::Aborted {
+                direction,
+                pgn,
+                source,
+                destination,
+                reason,
+                by_peer,
+                ..
+            }) => {
+                (ev.kind, ev.pgn, ev.source, ev.destination) = (CANX_EV_ABORTED, pgn.raw(), source, destination);
+                ev.detail = u16::from(reason.code());
+                if by_peer {
+                    ev.flags |= CANX_EVF_BY_PEER;
+                }
+                if matches!(direction, canx_core::j1939::transport::Direction::Receive) {
+                    ev.flags |= CANX_EVF_RECEIVE;
+                }
+            }
+            EcuEvent::Transport(TransportEvent::Received(r)) => {
+                ev.kind = CANX_EV_MESSAGE;
+                (ev.priority, ev.pgn, ev.source, ev.destination) = (r.priority, r.pgn.raw(), r.source, r.destination);
+                copy_out(&mut ev, ecu.received_data(r.handle).unwrap_or(&[]), buf);
+                ev.len = r.len;
+            }
+            EcuEvent::RequestDone { pgn, destination, outcome } => {
+                (ev.kind, ev.pgn, ev.destination) = (CANX_EV_REQUEST_DONE, pgn.raw(), destination);
+                let (o, code) = match outcome {
+                    RequestOutcome::Answered => (CANX_OUTCOME_ANSWERED, 0),
+                    RequestOutcome::Acknowledged(c) => (CANX_OUTCOME_ACKNOWLEDGED, c.code()),
+                    RequestOutcome::TransportAborted(r) => (CANX_OUTCOME_ABORTED, r.code()),
+                    RequestOutcome::TimedOut => (CANX_OUTCOME_TIMED_OUT, 0),
+                };
+                ev.detail = (o as u16) | (u16::from(code) << 8);
             }
         }
-        EcuEvent::Message { id, data, len } => {
-            ev.kind = CANX_EV_MESSAGE;
-            (ev.priority, ev.pgn, ev.source, ev.destination) = (id.priority, id.pgn.raw(), id.source, id.destination);
-            copy_out(&mut ev, data.get(..usize::from(len)).unwrap_or(&data), buf);
-        }
-        EcuEvent::Received(r) | EcuEvent::ReceivedExtended(r) => {
-            ev.kind = CANX_EV_MESSAGE;
-            (ev.priority, ev.pgn, ev.source, ev.destination) = (r.priority, r.pgn.raw(), r.source, r.destination);
-            let data = if matches!(event, EcuEvent::Received(_)) {
-                ecu.received_data(r.handle)
-            } else {
-                ecu.received_extended_data(r.handle)
-            };
-            copy_out(&mut ev, data.unwrap_or(&[]), buf);
-            ev.len = r.len;
-        }
-        EcuEvent::Transport(TransportEvent::Sent { pgn, source, destination, size, .. }) => {
-            (ev.kind, ev.pgn, ev.source, ev.destination, ev.len) = (CANX_EV_SENT, pgn.raw(), source, destination, size);
-        }
-        EcuEvent::Transport(TransportEvent::Aborted {
-            direction, pgn, source, destination, reason, by_peer, ..
-        }) => {
-            (ev.kind, ev.pgn, ev.source, ev.destination) = (CANX_EV_ABORTED, pgn.raw(), source, destination);
-            ev.detail = u16::from(reason.code());
-            if by_peer {
-                ev.flags |= CANX_EVF_BY_PEER;
-            }
-            if matches!(direction, canx_core::j1939::transport::Direction::Receive) {
-                ev.flags |= CANX_EVF_RECEIVE;
-            }
-        }
-        EcuEvent::Transport(TransportEvent::Received(r)) => {
-            ev.kind = CANX_EV_MESSAGE;
-            (ev.priority, ev.pgn, ev.source, ev.destination) = (r.priority, r.pgn.raw(), r.source, r.destination);
-            copy_out(&mut ev, ecu.received_data(r.handle).unwrap_or(&[]), buf);
-            ev.len = r.len;
-        }
-        EcuEvent::RequestDone { pgn, destination, outcome } => {
-            (ev.kind, ev.pgn, ev.destination) = (CANX_EV_REQUEST_DONE, pgn.raw(), destination);
-            let (o, code) = match outcome {
-                RequestOutcome::Answered => (CANX_OUTCOME_ANSWERED, 0),
-                RequestOutcome::Acknowledged(c) => (CANX_OUTCOME_ACKNOWLEDGED, c.code()),
-                RequestOutcome::TransportAborted(r) => (CANX_OUTCOME_ABORTED, r.code()),
-                RequestOutcome::TimedOut => (CANX_OUTCOME_TIMED_OUT, 0),
-            };
-            ev.detail = (o as u16) | (u16::from(code) << 8);
-        }
-    }
-    // SAFETY: non-null and writable by the caller's contract.
-    unsafe { out.write(ev) };
-    1
+        // SAFETY: non-null and writable by the caller's contract.
+        unsafe { out.write(ev) };
+        1
+    })
 }
 
 /// The claimed address (0..=253), or `CANX_ENOADDR`/`CANX_EARG`.
@@ -432,9 +533,7 @@ pub unsafe extern "C" fn canx_j1939_poll_event(e: *mut c_void, out: *mut CanxEve
 /// `e` as [`canx_j1939_start`].
 #[no_mangle]
 pub unsafe extern "C" fn canx_j1939_address(e: *mut c_void) -> i32 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return CANX_EARG };
-    ecu.address().map_or(CANX_ENOADDR, i32::from)
+    with_engine!(e, i32, |ecu| ecu.address().map_or(CANX_ENOADDR, i32::from))
 }
 
 /// Frames and events the engine dropped because its queues were full.
@@ -443,10 +542,10 @@ pub unsafe extern "C" fn canx_j1939_address(e: *mut c_void) -> i32 {
 /// `e` as [`canx_j1939_start`].
 #[no_mangle]
 pub unsafe extern "C" fn canx_j1939_dropped(e: *mut c_void) -> i64 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return i64::from(CANX_EARG) };
-    let s = ecu.stats();
-    i64::from(s.dropped_frames) + i64::from(s.dropped_events)
+    with_engine!(e, i64, |ecu| {
+        let s = ecu.stats();
+        i64::from(s.dropped_frames) + i64::from(s.dropped_events)
+    })
 }
 
 /// Sends `len` bytes as `pgn` to `destination` (255 = all): one frame up to
@@ -466,15 +565,15 @@ pub unsafe extern "C" fn canx_j1939_send(
     data: *const u8,
     len: u32,
 ) -> i32 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return CANX_EARG };
-    // SAFETY: the caller's contract on `data`/`len`.
-    let Some(data) = (unsafe { bytes(data, len as usize) }) else { return CANX_EARG };
-    let Some(pgn) = pgn(pgn_raw) else { return CANX_EINVAL };
-    if data.len() > 1785 {
-        return CANX_ETOOLONG;
-    }
-    status(ecu.send(priority, pgn, destination, data))
+    with_engine!(e, i32, |ecu| {
+        // SAFETY: the caller's contract on `data`/`len`.
+        let Some(data) = (unsafe { bytes(data, len as usize) }) else { return CANX_EARG };
+        let Some(pgn) = pgn(pgn_raw) else { return CANX_EINVAL };
+        if data.len() > 1785 {
+            return CANX_ETOOLONG;
+        }
+        status(ecu.send(priority, pgn, destination, data))
+    })
 }
 
 /// Requests `pgn` from `destination` (255 = all); ends with `REQUEST_DONE`.
@@ -483,10 +582,10 @@ pub unsafe extern "C" fn canx_j1939_send(
 /// `e` as [`canx_j1939_start`].
 #[no_mangle]
 pub unsafe extern "C" fn canx_j1939_request(e: *mut c_void, now_us: u64, pgn_raw: u32, destination: u8) -> i32 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return CANX_EARG };
-    let Some(pgn) = pgn(pgn_raw) else { return CANX_EINVAL };
-    status(ecu.request(Instant::from_micros(now_us), pgn, destination))
+    with_engine!(e, i32, |ecu| {
+        let Some(pgn) = pgn(pgn_raw) else { return CANX_EINVAL };
+        status(ecu.request(Instant::from_micros(now_us), pgn, destination))
+    })
 }
 
 /// Reports requests for `pgn` as `REQUEST` events (answer with
@@ -497,10 +596,10 @@ pub unsafe extern "C" fn canx_j1939_request(e: *mut c_void, now_us: u64, pgn_raw
 /// `e` as [`canx_j1939_start`].
 #[no_mangle]
 pub unsafe extern "C" fn canx_j1939_register(e: *mut c_void, pgn_raw: u32) -> i32 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return CANX_EARG };
-    let Some(pgn) = pgn(pgn_raw) else { return CANX_EINVAL };
-    status(ecu.register(pgn, Responder::Application))
+    with_engine!(e, i32, |ecu| {
+        let Some(pgn) = pgn(pgn_raw) else { return CANX_EINVAL };
+        status(ecu.register(pgn, Responder::Application))
+    })
 }
 
 /// Answers a request: `global` as the request's `CANX_EVF_GLOBAL`.
@@ -517,15 +616,15 @@ pub unsafe extern "C" fn canx_j1939_respond(
     data: *const u8,
     len: u32,
 ) -> i32 {
-    // SAFETY: the caller's contract on `e`.
-    let Some(ecu) = (unsafe { engine(e) }) else { return CANX_EARG };
-    // SAFETY: the caller's contract on `data`/`len`.
-    let Some(data) = (unsafe { bytes(data, len as usize) }) else { return CANX_EARG };
-    let Some(pgn) = pgn(pgn_raw) else { return CANX_EINVAL };
-    if data.len() > 1785 {
-        return CANX_ETOOLONG;
-    }
-    status(ecu.respond(pgn, requester, global != 0, data))
+    with_engine!(e, i32, |ecu| {
+        // SAFETY: the caller's contract on `data`/`len`.
+        let Some(data) = (unsafe { bytes(data, len as usize) }) else { return CANX_EARG };
+        let Some(pgn) = pgn(pgn_raw) else { return CANX_EINVAL };
+        if data.len() > 1785 {
+            return CANX_ETOOLONG;
+        }
+        status(ecu.respond(pgn, requester, global != 0, data))
+    })
 }
 
 /// EEC1 (PGN 61444) payload with engine speed `rpm_x8` (0.125 rpm/bit,
@@ -668,5 +767,5 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     unsafe { canx_mpy_fatal() }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "small", feature = "full"))]
 mod tests;

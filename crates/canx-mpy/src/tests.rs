@@ -8,9 +8,13 @@ struct Mem(Vec<u64>);
 
 impl Mem {
     fn new(name: u64, address: u8) -> Mem {
-        let mut m = Mem(vec![0u64; (canx_j1939_size() as usize).div_ceil(8)]);
-        // SAFETY: test memory of canx_j1939_size() bytes, 8-aligned.
-        assert_eq!(unsafe { canx_j1939_init(m.p(), canx_j1939_size(), name, address) }, CANX_OK);
+        Mem::of(CANX_J1939_FULL, name, address)
+    }
+    fn of(variant: u32, name: u64, address: u8) -> Mem {
+        let size = canx_j1939_size(variant);
+        let mut m = Mem(vec![0u64; (size as usize).div_ceil(8)]);
+        // SAFETY: test memory of canx_j1939_size(variant) bytes, 8-aligned.
+        assert_eq!(unsafe { canx_j1939_init(m.p(), variant, size, name, address) }, CANX_OK);
         m
     }
     fn p(&mut self) -> *mut c_void {
@@ -49,8 +53,9 @@ fn drain_events(e: *mut c_void, into: &mut Vec<Ev>) {
 }
 
 impl Bus {
-    fn new() -> Bus {
-        let mut bus = Bus { a: Mem::new(0x10, 0x80), b: Mem::new(0x20, 0x90), now: 0, ev_a: vec![], ev_b: vec![] };
+    fn of(variant: u32) -> Bus {
+        let (a, b) = (Mem::of(variant, 0x10, 0x80), Mem::of(variant, 0x20, 0x90));
+        let mut bus = Bus { a, b, now: 0, ev_a: vec![], ev_b: vec![] };
         // SAFETY: valid engines.
         unsafe {
             assert_eq!(canx_j1939_start(bus.a.p(), 0), CANX_OK);
@@ -91,7 +96,10 @@ impl Bus {
     }
 
     fn claimed() -> Bus {
-        let mut bus = Bus::new();
+        Bus::claimed_of(CANX_J1939_FULL)
+    }
+    fn claimed_of(variant: u32) -> Bus {
+        let mut bus = Bus::of(variant);
         bus.step(300);
         bus
     }
@@ -114,9 +122,14 @@ fn layouts() {
     assert_eq!(core::mem::offset_of!(CanxEvent, flags), 14);
     assert_eq!(core::mem::offset_of!(CanxEvent, name), 16);
     assert!(canx_j1939_align() <= 8, "MicroPython's heap gives 8-byte alignment");
-    // Two TP buffers of 1785 bytes plus tables: a budget, so growth is seen.
-    let size = canx_j1939_size();
-    assert!((3570..12_000).contains(&size), "{size}");
+    // TP buffers of 1785 bytes plus tables: a budget, so growth is seen.
+    let small = canx_j1939_size(CANX_J1939_SMALL);
+    let full = canx_j1939_size(CANX_J1939_FULL);
+    assert!((1785..8_000).contains(&small), "small {small}");
+    assert!((4 * 1785..24_000).contains(&full), "full {full}");
+    assert!(full - small >= 3 * 1785, "three more TP buffers in full");
+    assert_eq!(canx_j1939_size(2), 0, "unknown variant");
+    println!("engine bytes: small {small}, full {full}");
 }
 
 #[test]
@@ -130,6 +143,8 @@ fn header_matches_constants() {
         ("CANX_EINVAL", CANX_EINVAL),
         ("CANX_EFULL", CANX_EFULL),
         ("CANX_EBUSY", CANX_EBUSY),
+        ("CANX_J1939_SMALL", CANX_J1939_SMALL as i32),
+        ("CANX_J1939_FULL", CANX_J1939_FULL as i32),
         ("CANX_FLAG_RTR", CANX_FLAG_RTR.into()),
         ("CANX_FLAG_EXT", CANX_FLAG_EXT.into()),
         ("CANX_EV_CLAIMED", CANX_EV_CLAIMED.into()),
@@ -316,18 +331,21 @@ fn every_error_code() {
     // SAFETY: each call passes null or valid pointers as its contract allows.
     unsafe {
         // CANX_EARG: null/short/misaligned memory, uninitialised state, null out-pointers.
-        assert_eq!(canx_j1939_init(null_mut(), 1 << 20, 1, 0x80), CANX_EARG);
-        let mut mem = vec![0u64; canx_j1939_size() as usize / 8 + 2];
+        assert_eq!(canx_j1939_init(null_mut(), CANX_J1939_FULL, 1 << 20, 1, 0x80), CANX_EARG);
+        let full = canx_j1939_size(CANX_J1939_FULL);
+        let mut mem = vec![0u64; full as usize / 8 + 2];
         let p: *mut c_void = mem.as_mut_ptr().cast();
-        assert_eq!(canx_j1939_init(p, canx_j1939_size() - 1, 1, 0x80), CANX_EARG);
-        assert_eq!(canx_j1939_init(p.cast::<u8>().add(1).cast(), canx_j1939_size() + 8, 1, 0x80), CANX_EARG);
+        assert_eq!(canx_j1939_init(p, CANX_J1939_FULL, full - 1, 1, 0x80), CANX_EARG);
+        assert_eq!(canx_j1939_init(p, CANX_J1939_FULL, canx_j1939_size(CANX_J1939_SMALL), 1, 0x80), CANX_EARG);
+        assert_eq!(canx_j1939_init(p.cast::<u8>().add(1).cast(), CANX_J1939_FULL, full + 8, 1, 0x80), CANX_EARG);
+        assert_eq!(canx_j1939_init(p, 2, full, 1, 0x80), CANX_EINVAL, "unknown variant");
         assert_eq!(canx_j1939_start(p, 0), CANX_EARG, "zeroed memory is not an engine");
         assert_eq!(canx_j1939_start(null_mut(), 0), CANX_EARG);
         assert_eq!(canx_j1939_poll_timeout(p), i64::from(CANX_EARG));
         assert_eq!(canx_j1939_dropped(p), i64::from(CANX_EARG));
         // CANX_EINVAL: a preferred address above 253.
-        assert_eq!(canx_j1939_init(p, canx_j1939_size(), 1, 254), CANX_EINVAL);
-        assert_eq!(canx_j1939_init(p, canx_j1939_size(), 1, 0x80), CANX_OK);
+        assert_eq!(canx_j1939_init(p, CANX_J1939_FULL, full, 1, 254), CANX_EINVAL);
+        assert_eq!(canx_j1939_init(p, CANX_J1939_FULL, full, 1, 0x80), CANX_OK);
         assert_eq!(canx_j1939_handle_frame(p, 0, null()), CANX_EARG);
         assert_eq!(canx_j1939_poll_transmit(p, 0, null_mut()), CANX_EARG);
         assert_eq!(canx_j1939_poll_event(p, null_mut(), buf.as_mut_ptr(), 8), CANX_EARG);
@@ -362,21 +380,22 @@ fn every_error_code() {
         assert_eq!(canx_j1939_request(a, 0, 0xFF00, 254), CANX_EINVAL);
         assert_eq!(canx_j1939_send(a, 6, 0xEF00, 0x90, big.as_ptr(), 1786), CANX_ETOOLONG);
         assert_eq!(canx_j1939_respond(a, 0xEF00, 0x90, 0, big.as_ptr(), 1786), CANX_ETOOLONG);
-        // CANX_EBUSY: both TP sessions in use.
-        assert_eq!(canx_j1939_send(a, 7, 0xFECA, 0xFF, big.as_ptr(), 100), CANX_OK);
-        assert_eq!(canx_j1939_send(a, 7, 0xFECB, 0xFF, big.as_ptr(), 100), CANX_OK);
+        // CANX_EBUSY: all 4 TP sessions of the full variant in use.
+        for i in 0..4 {
+            assert_eq!(canx_j1939_send(a, 7, 0xFEC0 + i, 0xFF, big.as_ptr(), 100), CANX_OK);
+        }
         assert_eq!(canx_j1939_send(a, 7, 0xFECC, 0xFF, big.as_ptr(), 100), CANX_EBUSY);
-        // CANX_EFULL: 8 registered PGNs, 8 pending requests, 16 queued frames.
-        for i in 0..8 {
+        // CANX_EFULL: 16 registered PGNs, 16 pending requests, 32 queued frames.
+        for i in 0..16 {
             assert_eq!(canx_j1939_register(a, 0xFF00 + i), CANX_OK);
         }
         assert_eq!(canx_j1939_register(a, 0xFF10), CANX_EFULL);
-        for i in 0..8 {
+        for i in 0..16 {
             assert_eq!(canx_j1939_request(a, bus.now, 0xFF00 + i, 0x33), CANX_OK);
         }
         assert_eq!(canx_j1939_request(a, bus.now, 0xFF10, 0x33), CANX_EFULL);
         let mut full = false;
-        for _ in 0..32 {
+        for _ in 0..64 {
             match canx_j1939_send(a, 6, 0xFF00, 0xFF, buf.as_ptr(), 8) {
                 CANX_OK => {}
                 CANX_EFULL => {
@@ -388,6 +407,157 @@ fn every_error_code() {
         }
         assert!(full);
         assert!(canx_j1939_dropped(a) > 0, "the refused frame is counted");
+    }
+}
+
+/// Each variant: claim, a single frame, RTS/CTS of 1,785 bytes and a
+/// request answered through the ABI between two engines of that variant.
+#[test]
+fn two_ecu_exchange_per_variant() {
+    for variant in [CANX_J1939_SMALL, CANX_J1939_FULL] {
+        let mut bus = Bus::claimed_of(variant);
+        let big: Vec<u8> = (0..1785u32).map(|i| (i * 11 + 5) as u8).collect();
+        // SAFETY: valid engines and buffers.
+        unsafe {
+            assert_eq!(canx_j1939_address(bus.a.p()), 0x80);
+            assert_eq!(canx_j1939_address(bus.b.p()), 0x90);
+            assert_eq!(canx_j1939_send(bus.b.p(), 6, 0xFF00, 0xFF, [4, 5].as_ptr(), 2), CANX_OK);
+            assert_eq!(canx_j1939_register(bus.b.p(), 0xFEEC), CANX_OK);
+        }
+        bus.step(5);
+        let m = kinds(&bus.ev_a, CANX_EV_MESSAGE);
+        assert_eq!((m.len(), m[0].ev.pgn, &m[0].data[..]), (1, 0xFF00, &[4u8, 5][..]), "variant {variant}");
+        // A third engine of the variant (at 0x91) gets 1,785 bytes by
+        // RTS/CTS from b and requests a PGN b answers.
+        let mut c = Mem::of(variant, 0x8000_0000_0000_0030, 0x91);
+        // SAFETY: valid engines, frames and buffers.
+        unsafe {
+            assert_eq!(canx_j1939_start(c.p(), bus.now), CANX_OK);
+            let mut ev_c = vec![];
+            let mut f = CanxFrame::default();
+            let mut now = bus.now;
+            let mut sent = false;
+            for _ in 0..3000 {
+                for _ in 0..64 {
+                    let mut moved = false;
+                    while canx_j1939_poll_transmit(c.p(), now, &mut f) == 1 {
+                        assert_eq!(canx_j1939_handle_frame(bus.b.p(), now, &f), CANX_OK);
+                        moved = true;
+                    }
+                    while canx_j1939_poll_transmit(bus.b.p(), now, &mut f) == 1 {
+                        assert_eq!(canx_j1939_handle_frame(c.p(), now, &f), CANX_OK);
+                        moved = true;
+                    }
+                    drain_events(c.p(), &mut ev_c);
+                    drain_events(bus.b.p(), &mut bus.ev_b);
+                    if !moved {
+                        break;
+                    }
+                }
+                now += 1000;
+                canx_j1939_handle_timeout(c.p(), now);
+                canx_j1939_handle_timeout(bus.b.p(), now);
+                if now == bus.now + 300_000 {
+                    assert_eq!(canx_j1939_address(c.p()), 0x91, "variant {variant}");
+                    assert_eq!(canx_j1939_send(bus.b.p(), 7, 0xEF00, 0x91, big.as_ptr(), 1785), CANX_OK);
+                    assert_eq!(canx_j1939_request(c.p(), now, 0xFEEC, 0x90), CANX_OK);
+                    sent = true;
+                }
+                let req = kinds(&bus.ev_b, CANX_EV_REQUEST);
+                if let Some(r) = req.first() {
+                    let (pgn, src, global) = (r.ev.pgn, r.ev.source, r.ev.flags & CANX_EVF_GLOBAL);
+                    bus.ev_b.retain(|e| e.ev.kind != CANX_EV_REQUEST);
+                    let vin = b"VIN0123456789ABCD*";
+                    // While b's only session (small) carries the 1,785
+                    // bytes, a 18-byte answer needs TP too: EBUSY, retried.
+                    let r = canx_j1939_respond(bus.b.p(), pgn, src, global, vin.as_ptr(), 18);
+                    if variant == CANX_J1939_SMALL {
+                        assert_eq!(r, CANX_EBUSY, "the small variant's single session is busy");
+                    } else {
+                        assert_eq!(r, CANX_OK);
+                    }
+                }
+                if variant == CANX_J1939_SMALL && !kinds(&bus.ev_b, CANX_EV_SENT).is_empty() && sent {
+                    // Session free again: the answer goes now.
+                    sent = false;
+                    let vin = b"VIN0123456789ABCD*";
+                    assert_eq!(canx_j1939_respond(bus.b.p(), 0xFEEC, 0x91, 0, vin.as_ptr(), 18), CANX_OK);
+                }
+            }
+            let m = kinds(&ev_c, CANX_EV_MESSAGE);
+            let tp = m.iter().find(|e| e.ev.len == 1785).expect("1,785 bytes arrived");
+            assert_eq!((&tp.data, tp.ev.source, tp.ev.pgn), (&big, 0x90, 0xEF00), "variant {variant}");
+            let vin = m.iter().find(|e| e.ev.pgn == 0xFEEC).expect("VIN answer arrived");
+            assert_eq!(&vin.data[..], b"VIN0123456789ABCD*");
+            let done = kinds(&ev_c, CANX_EV_REQUEST_DONE);
+            assert_eq!(done.len(), 1, "variant {variant}");
+        }
+    }
+}
+
+/// The small variant's single TP session: a second transfer while one runs
+/// is refused with `CANX_EBUSY` (the caller keeps it and retries after
+/// `SENT`/`ABORTED`), and an RTS from a peer meanwhile is answered with a
+/// TP abort (J1939-21 5.10.3.5), seen by the peer as `ABORTED` `BY_PEER`.
+#[test]
+fn small_variant_single_session_busy() {
+    let mut bus = Bus::claimed_of(CANX_J1939_SMALL);
+    let mut c = Mem::of(CANX_J1939_SMALL, 0x8000_0000_0000_0030, 0x91);
+    let data = [0x5Au8; 100];
+    // SAFETY: valid engines, frames and buffers.
+    unsafe {
+        assert_eq!(canx_j1939_start(c.p(), bus.now), CANX_OK);
+        let b = bus.b.p();
+        let mut now = bus.now;
+        let mut ev_c = vec![];
+        let mut f = CanxFrame::default();
+        let mut pump =
+            |b: *mut c_void, c: *mut c_void, now: &mut u64, ev_b: &mut Vec<Ev>, ev_c: &mut Vec<Ev>, ms: u32| {
+                for _ in 0..ms {
+                    for _ in 0..64 {
+                        let mut moved = false;
+                        while canx_j1939_poll_transmit(c, *now, &mut f) == 1 {
+                            assert_eq!(canx_j1939_handle_frame(b, *now, &f), CANX_OK);
+                            moved = true;
+                        }
+                        while canx_j1939_poll_transmit(b, *now, &mut f) == 1 {
+                            assert_eq!(canx_j1939_handle_frame(c, *now, &f), CANX_OK);
+                            moved = true;
+                        }
+                        drain_events(c, ev_c);
+                        drain_events(b, ev_b);
+                        if !moved {
+                            break;
+                        }
+                    }
+                    *now += 1000;
+                    canx_j1939_handle_timeout(c, *now);
+                    canx_j1939_handle_timeout(b, *now);
+                }
+            };
+        pump(b, c.p(), &mut now, &mut bus.ev_b, &mut ev_c, 300);
+        assert_eq!(canx_j1939_address(c.p()), 0x91);
+        // b: a BAM starts; a second transfer (RTS/CTS or BAM) is refused.
+        assert_eq!(canx_j1939_send(b, 7, 0xFECA, 0xFF, data.as_ptr(), 100), CANX_OK);
+        assert_eq!(canx_j1939_send(b, 7, 0xEF00, 0x91, data.as_ptr(), 100), CANX_EBUSY);
+        assert_eq!(canx_j1939_send(b, 7, 0xFECB, 0xFF, data.as_ptr(), 100), CANX_EBUSY);
+        // Single frames still go.
+        assert_eq!(canx_j1939_send(b, 6, 0xFF00, 0xFF, data.as_ptr(), 8), CANX_OK);
+        // c (its own single session free) opens RTS/CTS to b while b's
+        // session carries the BAM: b refuses with an abort.
+        assert_eq!(canx_j1939_send(c.p(), 7, 0xEF00, 0x90, data.as_ptr(), 100), CANX_OK);
+        pump(b, c.p(), &mut now, &mut bus.ev_b, &mut ev_c, 50);
+        let ab = kinds(&ev_c, CANX_EV_ABORTED);
+        assert_eq!(ab.len(), 1, "{:?}", ev_c.iter().map(|e| e.ev).collect::<Vec<_>>());
+        assert_ne!(ab[0].ev.flags & CANX_EVF_BY_PEER, 0);
+        println!("small variant refuses a second session with abort reason {}", ab[0].ev.detail);
+        // After the BAM ends (SENT), the refused transfer is accepted.
+        pump(b, c.p(), &mut now, &mut bus.ev_b, &mut ev_c, 1000);
+        assert_eq!(kinds(&bus.ev_b, CANX_EV_SENT).len(), 1);
+        assert_eq!(canx_j1939_send(b, 7, 0xEF00, 0x91, data.as_ptr(), 100), CANX_OK);
+        pump(b, c.p(), &mut now, &mut bus.ev_b, &mut ev_c, 1000);
+        let got: Vec<_> = kinds(&ev_c, CANX_EV_MESSAGE).into_iter().filter(|e| e.ev.len == 100).collect();
+        assert_eq!(got.len(), 2, "BAM and the retried RTS/CTS both arrived");
     }
 }
 

@@ -41,7 +41,7 @@ typedef struct _canx_ecu_obj_t {
     uint32_t last_ticks; // mp_hal_ticks_us() at the last read
     uint64_t ticks_high; // wraps of it, << 32
     uint8_t buf[CANX_TP_MAX]; // event data of the last poll_event
-    uint64_t state[]; // canx_j1939_size() bytes, 8-aligned
+    uint64_t state[]; // canx_j1939_size(variant) bytes, 8-aligned
 } canx_ecu_obj_t;
 
 static void canx_check(int32_t r) {
@@ -89,9 +89,9 @@ static uint64_t canx_now(canx_ecu_obj_t *self, mp_obj_t now) {
 
 static const mp_obj_type_t canx_ecu_type;
 
-// ECU(name: bytes[8] little-endian, address: int)
+// ECU(name: bytes[8] little-endian, address: int, variant: int = FULL)
 static mp_obj_t canx_ecu_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw, const mp_obj_t *args) {
-    mp_arg_check_num(n_args, n_kw, 2, 2, false);
+    mp_arg_check_num(n_args, n_kw, 2, 3, false);
     mp_buffer_info_t name;
     mp_get_buffer_raise(args[0], &name, MP_BUFFER_READ);
     if (name.len != 8) {
@@ -105,14 +105,18 @@ static mp_obj_t canx_ecu_make_new(const mp_obj_type_t *type, size_t n_args, size
     if (address < 0 || address > 253) {
         mp_raise_ValueError(MP_ERROR_TEXT("address must be 0..253"));
     }
-    uint32_t size = canx_j1939_size();
+    mp_int_t variant = n_args > 2 ? mp_obj_get_int(args[2]) : CANX_J1939_FULL;
+    uint32_t size = variant < 0 || variant > 0xFFFF ? 0 : canx_j1939_size((uint32_t)variant);
+    if (size == 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("unknown engine variant"));
+    }
     if (canx_j1939_align() > 8) {
         mp_raise_msg(&mp_type_RuntimeError, MP_ERROR_TEXT("engine alignment"));
     }
     canx_ecu_obj_t *self = mp_obj_malloc_var(canx_ecu_obj_t, state, uint64_t, (size + 7) / 8, type);
     self->last_ticks = (uint32_t)mp_hal_ticks_us();
     self->ticks_high = 0;
-    canx_check(canx_j1939_init(self->state, size, n, (uint8_t)address));
+    canx_check(canx_j1939_init(self->state, (uint32_t)variant, size, n, (uint8_t)address));
     return MP_OBJ_FROM_PTR(self);
 }
 
@@ -375,6 +379,8 @@ static MP_DEFINE_CONST_FUN_OBJ_3(canx_dm1_encode_obj, canx_dm1_encode_fn);
 static const mp_rom_map_elem_t canx_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__canx_j1939) },
     { MP_ROM_QSTR(MP_QSTR_ECU), MP_ROM_PTR(&canx_ecu_type) },
+    { MP_ROM_QSTR(MP_QSTR_SMALL), MP_ROM_INT(CANX_J1939_SMALL) },
+    { MP_ROM_QSTR(MP_QSTR_FULL), MP_ROM_INT(CANX_J1939_FULL) },
     { MP_ROM_QSTR(MP_QSTR_eec1_encode), MP_ROM_PTR(&canx_eec1_encode_obj) },
     { MP_ROM_QSTR(MP_QSTR_eec1_decode), MP_ROM_PTR(&canx_eec1_decode_obj) },
     { MP_ROM_QSTR(MP_QSTR_vin_encode), MP_ROM_PTR(&canx_vin_encode_obj) },
