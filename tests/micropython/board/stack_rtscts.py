@@ -4,7 +4,9 @@
 # _stack_paint() fills the free stack below its frame with a pattern;
 # _stack_used() returns how deep the stack went since (bytes below the
 # stack top that main() recorded). scripts/test-micropython --boards runs it
-# and checks the budget of docs/boards.md. Prints "stack BASE PEAK N".
+# and checks the budget of docs/boards.md. Prints "stack BASE IDLE PEAK N":
+# in use at the paint, the peak of the same loop with nothing to send, the
+# peak during the transfer, the bytes received.
 import _canx_j1939 as _n
 
 from canx import j1939
@@ -35,6 +37,10 @@ for _ in range(300):
 got = []
 b.on_pgn(None, lambda m: got.append(len(m.data)))
 big = bytes((i * 7 + 3) & 0xFF for i in range(1785))
+_n._stack_paint()
+for _ in range(100):
+    step()
+idle = _n._stack_used()
 base = _n._stack_paint()
 a.send_pgn(0xEF00, big, destination=0xF9)
 for _ in range(8000):
@@ -42,4 +48,4 @@ for _ in range(8000):
     if got:
         break
 peak = _n._stack_used()
-print("stack", base, peak, got[0] if got else 0)
+print("stack", base, idle, peak, got[0] if got else 0)
