@@ -376,6 +376,38 @@ static mp_obj_t canx_dm1_encode_fn(mp_obj_t lamps, mp_obj_t flash, mp_obj_t dtcs
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(canx_dm1_encode_obj, canx_dm1_encode_fn);
 
+#if CANX_MPY_STACK_PROBE
+// Test builds only (-DCANX_MPY_STACK_PROBE=1, the qemu boards): the C stack's
+// high-water mark. _stack_paint() fills the unused stack below its own frame
+// down to the limit MicroPython was given (stack_top - stack_limit) with a
+// pattern and returns the bytes in use now; _stack_used() finds the lowest
+// overwritten word and returns stack_top minus its address: the deepest the
+// stack went in between (interpreter, glue and Rust frames, interrupts).
+#include "py/stackctrl.h"
+#define CANX_STACK_PAINT (0xC5A7C5A7u)
+static uint32_t *canx_stack_bottom(void) {
+    uintptr_t b = (uintptr_t)(MP_STATE_THREAD(stack_top) - MP_STATE_THREAD(stack_limit));
+    return (uint32_t *)((b + 3u) & ~(uintptr_t)3u);
+}
+static mp_obj_t canx_stack_paint_fn(void) {
+    volatile uint32_t here = 0;
+    uint32_t *end = (uint32_t *)((uintptr_t)&here - 128u);
+    for (volatile uint32_t *w = canx_stack_bottom(); w < end; w++) {
+        *w = CANX_STACK_PAINT;
+    }
+    return MP_OBJ_NEW_SMALL_INT(mp_stack_usage());
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(canx_stack_paint_obj, canx_stack_paint_fn);
+static mp_obj_t canx_stack_used_fn(void) {
+    const volatile uint32_t *w = canx_stack_bottom();
+    while ((const char *)w < MP_STATE_THREAD(stack_top) && *w == CANX_STACK_PAINT) {
+        w++;
+    }
+    return MP_OBJ_NEW_SMALL_INT(MP_STATE_THREAD(stack_top) - (const char *)w);
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(canx_stack_used_obj, canx_stack_used_fn);
+#endif
+
 static const mp_rom_map_elem_t canx_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__canx_j1939) },
     { MP_ROM_QSTR(MP_QSTR_ECU), MP_ROM_PTR(&canx_ecu_type) },
@@ -385,6 +417,10 @@ static const mp_rom_map_elem_t canx_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_eec1_decode), MP_ROM_PTR(&canx_eec1_decode_obj) },
     { MP_ROM_QSTR(MP_QSTR_vin_encode), MP_ROM_PTR(&canx_vin_encode_obj) },
     { MP_ROM_QSTR(MP_QSTR_dm1_encode), MP_ROM_PTR(&canx_dm1_encode_obj) },
+    #if CANX_MPY_STACK_PROBE
+    { MP_ROM_QSTR(MP_QSTR__stack_paint), MP_ROM_PTR(&canx_stack_paint_obj) },
+    { MP_ROM_QSTR(MP_QSTR__stack_used), MP_ROM_PTR(&canx_stack_used_obj) },
+    #endif
 };
 static MP_DEFINE_CONST_DICT(canx_module_globals, canx_module_globals_table);
 
