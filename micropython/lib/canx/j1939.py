@@ -124,20 +124,25 @@ def _normalize(pgn):
 class ECU:
     """One controller application on ``bus`` (a canx.bus adapter or a
     Loopback): ``ECU(bus=..., name=Name(...) or int, address=0x80)``.
-    ``variant``: "full" (default: 4 TP sessions, 16 responders/requests,
+    ``variant``: "full" (default when the firmware has it: 4 TP sessions, 16 responders/requests,
     254-entry address table, ~14.7 KB of heap) or "small" (1 TP session, 4
     responders/requests, 16-entry table, ~6.4 KB; a second transfer raises
     OSError(EBUSY) until the first ends). Raises ValueError for an address
     outside 0..253 or an unknown variant."""
 
-    def __init__(self, bus, name, address, request_timeout=1.25, clock=None, variant="full"):
+    def __init__(self, bus, name, address, request_timeout=1.25, clock=None, variant=None):
         if hasattr(bus, "endpoint"):
             bus = bus.endpoint()
         self._bus = bus
         self._name = name if isinstance(name, Name) else Name(int(name))
+        if variant is None:  # the full engine if the firmware has it
+            variant = "full" if _n.variant_size(_n.FULL) else "small"
         if variant not in ("small", "full"):
             raise ValueError("variant must be 'small' or 'full'")
-        self._e = _n.ECU(self._name.to_bytes(), address, _n.SMALL if variant == "small" else _n.FULL)
+        v = _n.SMALL if variant == "small" else _n.FULL
+        if not _n.variant_size(v):
+            raise ValueError("this firmware has no %s engine (scripts/build-micropython CANX_MPY_VARIANT)" % variant)
+        self._e = _n.ECU(self._name.to_bytes(), address, v)
         self._request_timeout = request_timeout
         #: Microsecond clock: the engine's 64-bit extension of
         #: mp_hal_ticks_us() unless ``clock`` (a function) is given (tests).

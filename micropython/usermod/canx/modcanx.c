@@ -408,11 +408,20 @@ static mp_obj_t canx_stack_used_fn(void) {
 static MP_DEFINE_CONST_FUN_OBJ_0(canx_stack_used_obj, canx_stack_used_fn);
 #endif
 
+// variant_size(variant) -> int: bytes of that engine variant's state, 0 when
+// it is not compiled in (crates/canx-mpy features small/full).
+static mp_obj_t canx_variant_size_fn(mp_obj_t variant) {
+    mp_int_t v = mp_obj_get_int(variant);
+    return mp_obj_new_int_from_uint(v < 0 || v > 0xFFFF ? 0 : canx_j1939_size((uint32_t)v));
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(canx_variant_size_obj, canx_variant_size_fn);
+
 static const mp_rom_map_elem_t canx_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__canx_j1939) },
     { MP_ROM_QSTR(MP_QSTR_ECU), MP_ROM_PTR(&canx_ecu_type) },
     { MP_ROM_QSTR(MP_QSTR_SMALL), MP_ROM_INT(CANX_J1939_SMALL) },
     { MP_ROM_QSTR(MP_QSTR_FULL), MP_ROM_INT(CANX_J1939_FULL) },
+    { MP_ROM_QSTR(MP_QSTR_variant_size), MP_ROM_PTR(&canx_variant_size_obj) },
     { MP_ROM_QSTR(MP_QSTR_eec1_encode), MP_ROM_PTR(&canx_eec1_encode_obj) },
     { MP_ROM_QSTR(MP_QSTR_eec1_decode), MP_ROM_PTR(&canx_eec1_decode_obj) },
     { MP_ROM_QSTR(MP_QSTR_vin_encode), MP_ROM_PTR(&canx_vin_encode_obj) },
