@@ -7,6 +7,7 @@ never in an interrupt. Times: the ECU's 64-bit microsecond clock
 (``now_us`` arguments are for tests).
 """
 
+import sys
 import time
 
 import _canx_j1939 as _n
@@ -116,6 +117,31 @@ class Request:
         self.is_global = is_global
 
 
+class Ticks64:
+    """A 64-bit microsecond clock from a wrapping tick counter: ``clock =
+    Ticks64()`` extends ``time.ticks_us`` (it wraps at 2**30 µs, ~17.9
+    min, on most ports) by summing ``ticks_diff`` steps, so deadlines keep
+    working across the wrap. Call it at least once per half period (8.9
+    min at 2**30; every ``poll()`` does). ``ticks``/``diff`` replace
+    ``time.ticks_us``/``time.ticks_diff`` (tests drive a fake counter).
+    The ECU's default clock does the same in C over mp_hal_ticks_us()
+    (32-bit wraps)."""
+
+    def __init__(self, ticks=None, diff=None, start=0):
+        self._ticks = time.ticks_us if ticks is None else ticks
+        self._diff = time.ticks_diff if diff is None else diff
+        self._last = self._ticks()
+        self._now = start
+
+    def __call__(self):
+        t = self._ticks()
+        d = self._diff(t, self._last)
+        if d > 0:
+            self._now += d
+            self._last = t
+        return self._now
+
+
 def _normalize(pgn):
     # PDU1 PGNs carry no destination in the PGN (J1939-21 5.1.2).
     return pgn & 0x3FF00 if (pgn >> 8) & 0xFF < 240 else pgn
@@ -147,6 +173,11 @@ class ECU:
         self._state = "idle"
         self.callback_errors = 0
         self.last_callback_error = None
+        #: Events lost after the engine gave them (MemoryError while
+        #: building or dispatching them, e.g. under heap_lock()).
+        self.pump_errors = 0
+        #: print callback errors (sys.print_exception) as CPython logs them
+        self.print_errors = True
         self.aborts = []
 
     @property
@@ -189,13 +220,26 @@ class ECU:
         self._flush(now)
         n = 0
         while True:
-            ev = e.poll_event()
-            if ev is None:
+            try:
+                ev = e.poll_event()
+                if ev is None:
+                    break
+                n += 1
+                self._dispatch(ev)
+            except MemoryError:
+                # The engine has handed the event over: it is lost. Count
+                # it and keep going (the next poll retries the rest).
+                self.pump_errors += 1
                 break
-            n += 1
-            self._dispatch(ev)
         self._flush(now)
         return n
+
+    def stats(self):
+        """``{"dropped", "callback_errors", "pump_errors"}``: frames and
+        events the engine dropped (full queues), callbacks that raised,
+        events lost to MemoryError before a callback could run."""
+        return {"dropped": self.dropped, "callback_errors": self.callback_errors,
+                "pump_errors": self.pump_errors}
 
     def _flush(self, now):
         pend = self._pending_tx
@@ -219,11 +263,20 @@ class ECU:
 
     def _call(self, cb, arg):
         try:
-            return cb(arg)
+            return cb(arg), None
         except Exception as ex:  # noqa: BLE001 - counted, as CPython canx
-            self.callback_errors += 1
-            self.last_callback_error = ex
-            return None
+            self._callback_error(ex)
+            return None, ex
+
+    def _callback_error(self, ex):
+        self.callback_errors += 1
+        self.last_callback_error = ex
+        if self.print_errors:
+            try:
+                print("canx: callback error:", file=sys.stderr)
+                sys.print_exception(ex, sys.stderr)
+            except Exception:  # noqa: BLE001 - e.g. MemoryError under heap_lock
+                pass
 
     def _dispatch(self, ev):
         kind = ev[0]
@@ -255,14 +308,27 @@ class ECU:
         pgn = _normalize(pgn)
         data = self._responses.get(pgn)
         if data is None and pgn in self._request_handlers:
-            data = self._call(self._request_handlers[pgn], Request(pgn, requester, is_global))
+            data, err = self._call(self._request_handlers[pgn], Request(pgn, requester, is_global))
+            if data is None and not is_global:
+                # As CPython canx: None NACKs (control 1), a raising handler
+                # answers Cannot Respond (3); global requests never get one
+                # (J1939-21 5.4.4).
+                self._acknowledge(3 if err is not None else 1, pgn, requester)
         if data is None:
-            return  # a handler's None: the engine NACKs nothing here; see on_request
+            return
         try:
-            self._e.respond(pgn, requester, is_global, data)
+            self._e.respond(pgn, requester, is_global, bytes(data))
         except Exception as ex:  # noqa: BLE001
-            self.callback_errors += 1
-            self.last_callback_error = ex
+            self._callback_error(ex)
+
+    def _acknowledge(self, control, pgn, requester):
+        # Acknowledgment PGN 59392 to all (J1939-21 5.4.4): control, group
+        # function 0xFF, 2 reserved, address acknowledged, the PGN (LE).
+        d = bytes((control, 0xFF, 0xFF, 0xFF, requester, pgn & 0xFF, (pgn >> 8) & 0xFF, pgn >> 16))
+        try:
+            self.send_pgn(59392, d, priority=6, destination=GLOBAL)
+        except Exception as ex:  # noqa: BLE001
+            self._callback_error(ex)
 
     def _pump_until(self, done, timeout):
         deadline = self._clock() + int(timeout * 1000000)
@@ -365,7 +431,9 @@ class ECU:
         self._responses[pgn] = bytes(data)
 
     def on_request(self, pgn, handler):
-        """``handler(Request)`` returns the answer's bytes."""
+        """``handler(Request)`` returns the answer's bytes, or None to NACK
+        a specific request (a raising handler: Cannot Respond); global
+        requests are never NACKed. As CPython canx. None removes it."""
         pgn = _normalize(pgn)
         if handler is None:
             self._request_handlers.pop(pgn, None)
