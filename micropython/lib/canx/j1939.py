@@ -136,9 +136,9 @@ class Ticks64:
     def __call__(self):
         t = self._ticks()
         d = self._diff(t, self._last)
-        if d > 0:
+        self._last = t
+        if d > 0:  # a real counter never goes back; a jump back adds 0
             self._now += d
-            self._last = t
         return self._now
 
 
