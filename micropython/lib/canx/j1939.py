@@ -206,18 +206,29 @@ class ECU:
     def poll(self, now_us=None):
         """Feeds received frames, runs timers, sends queued frames (a frame
         the adapter refuses is kept and retried first, in order) and runs
-        callbacks. Returns the number of events handled."""
+        callbacks. Events and frames are taken after every received frame,
+        so a burst longer than the engine's queues loses nothing. Returns
+        the number of events handled."""
         e = self._e
         now = self._clock() if now_us is None else now_us
+        n = 0
         while True:
             f = self._bus.recv()
             if f is None:
                 break
             e.handle_frame(now, f[0], f[1], f[2])
+            n += self._events()
+            self._flush(now)
         t = e.poll_timeout()
         if t is not None and t <= now:
             e.handle_timeout(now)
         self._flush(now)
+        n += self._events()
+        self._flush(now)
+        return n
+
+    def _events(self):
+        e = self._e
         n = 0
         while True:
             try:
@@ -231,7 +242,6 @@ class ECU:
                 # it and keep going (the next poll retries the rest).
                 self.pump_errors += 1
                 break
-        self._flush(now)
         return n
 
     def stats(self):
