@@ -173,11 +173,17 @@ class ECU:
         self._state = "idle"
         self.callback_errors = 0
         self.last_callback_error = None
-        #: Events lost after the engine gave them (MemoryError while
-        #: building or dispatching them, e.g. under heap_lock()).
+        #: Polls cut short by MemoryError (e.g. under heap_lock()): frames
+        #: and events wait in the engine/glue for the next poll.
         self.pump_errors = 0
-        #: print callback errors (sys.print_exception) as CPython logs them
-        self.print_errors = True
+        #: Events lost to MemoryError while building their message (its
+        #: callbacks did not run).
+        self.events_lost = 0
+        #: Frames refused by the adapter that could not be kept (MemoryError).
+        self.frames_lost = 0
+        #: Callback errors are printed here (sys.print_exception, with the
+        #: traceback) as CPython canx logs them; None: not printed.
+        self.error_file = sys.stderr
         self.aborts = []
 
     @property
@@ -209,8 +215,17 @@ class ECU:
         callbacks. Events and frames are taken after every received frame,
         so a burst longer than the engine's queues loses nothing. Returns
         the number of events handled."""
+        try:
+            return self._poll(self._clock() if now_us is None else now_us)
+        except MemoryError:
+            # Out of memory (heap_lock, fragmentation): frames and events
+            # the engine handed over stay held (the C glue returns them
+            # again), so nothing is lost here; count it and keep running.
+            self.pump_errors += 1
+            return 0
+
+    def _poll(self, now):
         e = self._e
-        now = self._clock() if now_us is None else now_us
         n = 0
         while True:
             f = self._bus.recv()
@@ -231,25 +246,27 @@ class ECU:
         e = self._e
         n = 0
         while True:
+            ev = e.poll_event()  # MemoryError: the glue keeps the event
+            if ev is None:
+                break
+            n += 1
             try:
-                ev = e.poll_event()
-                if ev is None:
-                    break
-                n += 1
                 self._dispatch(ev)
             except MemoryError:
-                # The engine has handed the event over: it is lost. Count
-                # it and keep going (the next poll retries the rest).
-                self.pump_errors += 1
-                break
+                # Out of memory while building the message or its
+                # callback's arguments: this event is lost, counted.
+                self.events_lost += 1
         return n
 
     def stats(self):
-        """``{"dropped", "callback_errors", "pump_errors"}``: frames and
-        events the engine dropped (full queues), callbacks that raised,
-        events lost to MemoryError before a callback could run."""
+        """``{"dropped", "callback_errors", "pump_errors", "events_lost"}``:
+        frames and events the engine dropped (full queues), callbacks that
+        raised (MemoryError in a callback too), polls cut short by
+        MemoryError, events lost to MemoryError before their callbacks,
+        refused frames that could not be kept."""
         return {"dropped": self.dropped, "callback_errors": self.callback_errors,
-                "pump_errors": self.pump_errors}
+                "pump_errors": self.pump_errors, "events_lost": self.events_lost,
+                "frames_lost": self.frames_lost}
 
     def _flush(self, now):
         pend = self._pending_tx
@@ -262,14 +279,25 @@ class ECU:
             f = self._e.poll_transmit(now)
             if f is None:
                 return
-            if not self._bus.send(f[0], f[1], f[2]):
-                pend.append(f)
+            try:
+                ok = self._bus.send(f[0], f[1], f[2])
+            except MemoryError:
+                ok = False
+            if not ok:
+                try:
+                    pend.append(f)
+                except MemoryError:
+                    self.frames_lost += 1  # no room to keep it: counted
+                    continue
                 # Keep order: everything after a refused frame waits too.
                 while True:
                     f = self._e.poll_transmit(now)
                     if f is None:
                         return
-                    pend.append(f)
+                    try:
+                        pend.append(f)
+                    except MemoryError:
+                        self.frames_lost += 1
 
     def _call(self, cb, arg):
         try:
@@ -281,10 +309,11 @@ class ECU:
     def _callback_error(self, ex):
         self.callback_errors += 1
         self.last_callback_error = ex
-        if self.print_errors:
+        f = self.error_file
+        if f is not None:
             try:
-                print("canx: callback error:", file=sys.stderr)
-                sys.print_exception(ex, sys.stderr)
+                f.write("canx: callback error:\n")
+                sys.print_exception(ex, f)
             except Exception:  # noqa: BLE001 - e.g. MemoryError under heap_lock
                 pass
 
