@@ -142,6 +142,17 @@ class Ticks64:
         return self._now
 
 
+#: Every open ECU of this program: the blocking and async waits of one ECU
+#: poll all of them, so two ECUs in one script talk without an idle hook.
+_ECUS = []
+
+
+def _poll_all(but=None):
+    for e in _ECUS:
+        if e is not but:
+            e.poll()
+
+
 def _normalize(pgn):
     # PDU1 PGNs carry no destination in the PGN (J1939-21 5.1.2).
     return pgn & 0x3FF00 if (pgn >> 8) & 0xFF < 240 else pgn
@@ -162,8 +173,11 @@ class ECU:
         #: Microsecond clock: the engine's 64-bit extension of
         #: mp_hal_ticks_us() unless ``clock`` (a function) is given (tests).
         self._clock = self._e.ticks_us64 if clock is None else clock
-        #: Called between polls while claim_address/request_pgn wait.
+        #: Called between polls while claim_address/request_pgn wait (every
+        #: other open ECU of the program is polled there too).
         self.idle = lambda: time.sleep_ms(1)
+        #: ms slept between polls while the *_async calls wait.
+        self.async_period_ms = 1
         self._handlers = {}
         self._request_handlers = {}
         self._responses = {}
@@ -185,6 +199,13 @@ class ECU:
         #: traceback) as CPython canx logs them; None: not printed.
         self.error_file = sys.stderr
         self.aborts = []
+        _ECUS.append(self)
+
+    def close(self):
+        """Leaves the program's ECU list (other ECUs' waits stop polling
+        this one). The bus adapter is not closed."""
+        if self in _ECUS:
+            _ECUS.remove(self)
 
     @property
     def name(self):
@@ -373,12 +394,37 @@ class ECU:
         deadline = self._clock() + int(timeout * 1000000)
         while not done():
             self.poll()
+            _poll_all(self)
             if done():
                 break
             if self._clock() >= deadline:
                 return False
             self.idle()
         return True
+
+    async def _pump_until_async(self, done, timeout):
+        import asyncio
+
+        deadline = self._clock() + int(timeout * 1000000)
+        while not done():
+            self.poll()
+            _poll_all(self)
+            if done():
+                break
+            if self._clock() >= deadline:
+                return False
+            await asyncio.sleep_ms(self.async_period_ms)
+        return True
+
+    async def run(self, period_ms=1):
+        """An asyncio task that polls this ECU every ``period_ms``
+        (``asyncio.create_task(ecu.run())``): callbacks and answers to
+        Requests run while the program awaits other things. Never ends."""
+        import asyncio
+
+        while True:
+            self.poll()
+            await asyncio.sleep_ms(period_ms)
 
     # ------------------------------------------------------------ address
 
@@ -391,7 +437,19 @@ class ECU:
         """Claims the address (J1939-81 4.5) pumping the loop; returns it.
         Raises AddressClaimError on Cannot Claim or timeout."""
         self.begin_claim()
-        self._pump_until(lambda: self._state in ("claimed", "cannot_claim"), timeout)
+        self._pump_until(self._claim_done, timeout)
+        return self._claim_result()
+
+    async def claim_address_async(self, timeout=2.0):
+        """:meth:`claim_address` for asyncio: awaits between polls."""
+        self.begin_claim()
+        await self._pump_until_async(self._claim_done, timeout)
+        return self._claim_result()
+
+    def _claim_done(self):
+        return self._state in ("claimed", "cannot_claim")
+
+    def _claim_result(self):
         if self._state != "claimed":
             raise AddressClaimError("could not claim an address: state " + self._state)
         return self.address
@@ -435,28 +493,53 @@ class ECU:
         """Requests ``pgn`` (J1939-21 5.4.2) pumping the loop; returns the
         J1939Message. Raises RequestTimeoutError, RequestRejectedError,
         TransferAbortedError, AddressClaimError."""
+        key = self._request_start(pgn, destination)
+        try:
+            self._pump_until(lambda: key in self._answers or self._done[key] is not None,
+                             self._request_wait(timeout))
+            return self._request_result(key, pgn)
+        finally:
+            self._done.pop(key, None)
+            self._answers.pop(key, None)
+
+    async def request_pgn_async(self, pgn, destination=GLOBAL, timeout=None):
+        """:meth:`request_pgn` for asyncio (same errors)."""
+        key = self._request_start(pgn, destination)
+        try:
+            await self._pump_until_async(lambda: key in self._answers or self._done[key] is not None,
+                                         self._request_wait(timeout))
+            return self._request_result(key, pgn)
+        finally:
+            self._done.pop(key, None)
+            self._answers.pop(key, None)
+
+    def _request_wait(self, timeout):
+        return (self._request_timeout + 0.5) if timeout is None else timeout
+
+    def _request_start(self, pgn, destination):
         key = (_normalize(pgn), destination)
         self._done[key] = None
         self._answers.pop(key, None)
         try:
-            try:
-                self._e.request(self._clock(), pgn, destination)
-            except RuntimeError as ex:
-                raise AddressClaimError(str(ex))
-            wait = (self._request_timeout + 0.5) if timeout is None else timeout
-            self._pump_until(lambda: key in self._answers or self._done[key] is not None, wait)
-            msg = self._answers.get(key)
-            if msg is not None:
-                return msg
-            d = self._done[key]
-            if d is None or d & 0xFF == 3:
-                raise RequestTimeoutError("no answer to the request for PGN %d" % pgn)
-            if d & 0xFF == 1:
-                raise RequestRejectedError("request for PGN %d acknowledged with control %d" % (pgn, d >> 8))
-            raise TransferAbortedError("answer to PGN %d aborted (reason %d)" % (pgn, d >> 8))
-        finally:
+            self._e.request(self._clock(), pgn, destination)
+        except RuntimeError as ex:
             self._done.pop(key, None)
-            self._answers.pop(key, None)
+            raise AddressClaimError(str(ex))
+        except Exception:
+            self._done.pop(key, None)
+            raise
+        return key
+
+    def _request_result(self, key, pgn):
+        msg = self._answers.get(key)
+        if msg is not None:
+            return msg
+        d = self._done[key]
+        if d is None or d & 0xFF == 3:
+            raise RequestTimeoutError("no answer to the request for PGN %d" % pgn)
+        if d & 0xFF == 1:
+            raise RequestRejectedError("request for PGN %d acknowledged with control %d" % (pgn, d >> 8))
+        raise TransferAbortedError("answer to PGN %d aborted (reason %d)" % (pgn, d >> 8))
 
     def set_response(self, pgn, data):
         """Answers Requests for ``pgn`` with ``data``; None unregisters."""
