@@ -12,10 +12,22 @@ import time
 
 import _canx_j1939 as _n
 
-GLOBAL = 255
-PGN_DM1 = 65226
+#: Destination address "all" (J1939-21).
+GLOBAL = 0xFF
+#: The null address: a CA without an address (J1939-81).
+NULL = 0xFE
+PGN_REQUEST = 59904
+PGN_ACKNOWLEDGMENT = 59392
+PGN_ADDRESS_CLAIMED = 60928
+PGN_TP_CM = 60416
+PGN_TP_DT = 60160
 PGN_EEC1 = 61444
-PGN_VIN = 65260
+PGN_ET1 = 65262
+PGN_VEHICLE_IDENTIFICATION = 65260
+PGN_VIN = PGN_VEHICLE_IDENTIFICATION
+PGN_DM1 = 65226
+PGN_DM2 = 65227
+PGN_PROPRIETARY_A = 0xEF00
 
 _EV_CLAIMED = 1
 _EV_LOST = 2
@@ -95,6 +107,61 @@ class Name:
         return "Name(0x%016x)" % self.value
 
 
+# ------------------------------------------------- codecs (as CPython canx)
+
+
+def encode_eec1(rpm):
+    """EEC1 payload with SPN 190 engine speed ``rpm`` (0..8031.875, 0.125
+    rpm/bit, J1939-71); None: not available. ValueError out of range."""
+    if rpm is None:
+        return _n.eec1_encode(0xFFFF)
+    if not 0 <= rpm <= 8031.875:
+        raise ValueError("engine speed %s rpm outside 0..8031.875 rpm" % rpm)
+    return _n.eec1_encode(int(rpm * 8 + 0.5))
+
+
+def decode_eec1(data):
+    """SPN 190 engine speed (rpm, float) from an EEC1 payload, or None."""
+    raw = _n.eec1_decode(data)
+    return None if raw is None else raw * 0.125
+
+
+def _temp_raw(t):
+    if t is None:
+        return 0xFF
+    if not -40 <= t <= 210:
+        raise ValueError("temperature %d degC outside -40..210 degC" % t)
+    return t + 40
+
+
+def encode_et1(coolant, fuel=None):
+    """ET1 (PGN 65262) payload: SPN 110 coolant and SPN 174 fuel
+    temperature in degC (-40..210, J1939-71); None: not available."""
+    return bytes((_temp_raw(coolant), _temp_raw(fuel))) + b"\xff" * 6
+
+
+def decode_et1(data):
+    """(coolant degC, fuel degC) from an ET1 payload; None where not
+    available (raw above 250, J1939-71)."""
+    return tuple((data[i] - 40) if len(data) > i and data[i] <= 250 else None for i in (0, 1))
+
+
+def decode_dm(data):
+    """(lamps, flash, [(SPN, FMI, occurrence count), ...]) from a DM1/DM2
+    payload (J1939-73 5.7.1); the all-zero DTC means none. ValueError
+    below 2 bytes."""
+    if len(data) < 2:
+        raise ValueError("DM payload shorter than 2 bytes")
+    dtcs = []
+    for i in range(2, len(data) - 3, 4):
+        b = data[i:i + 4]
+        spn = b[0] | b[1] << 8 | (b[2] >> 5) << 16
+        dtc = (spn, b[2] & 0x1F, b[3] & 0x7F)
+        if dtc != (0, 0, 0) and bytes(b) != b"\xff\xff\xff\xff":
+            dtcs.append(dtc)
+    return data[0], data[1], dtcs
+
+
 class J1939Message:
     """``pgn``, ``source``, ``destination`` (255 = all), ``priority``, ``data``."""
 
@@ -158,12 +225,41 @@ def _normalize(pgn):
     return pgn & 0x3FF00 if (pgn >> 8) & 0xFF < 240 else pgn
 
 
+_VIRTUAL = {}
+
+
+def _open_channel(channel):
+    # "virtual:NAME": a Loopback shared by every ECU of the program opened
+    # on NAME (as CPython canx's virtual bus); anything else: SocketCAN.
+    from canx import bus as cbus
+
+    if channel.startswith("virtual:"):
+        b = _VIRTUAL.get(channel)
+        if b is None:
+            b = _VIRTUAL[channel] = cbus.Loopback()
+        return b
+    return cbus.SocketCAN(channel)
+
+
 class ECU:
     """One controller application on ``bus`` (a canx.bus adapter or a
-    Loopback): ``ECU(bus=..., name=Name(...) or int, address=0x80)``.
-    Raises ValueError for an address outside 0..253."""
+    Loopback): ``ECU(bus=..., name=Name(...) or int, address=0x80)``, or
+    ``ECU("virtual:NAME", ...)`` (every ECU of the program on NAME shares
+    one Loopback, as CPython canx's virtual bus) or ``ECU("vcan0", ...)``
+    (SocketCAN, unix port). Raises ValueError for an address outside
+    0..253 or unless exactly one of channel/bus is given."""
 
-    def __init__(self, bus, name, address, request_timeout=1.25, clock=None):
+    def __init__(self, channel=None, name=None, address=None, bus=None, request_timeout=1.25, clock=None):
+        if channel is not None and not isinstance(channel, str):
+            channel, bus = None, channel  # ECU(adapter, ...) positionally
+        if (channel is None) == (bus is None):
+            raise ValueError("give exactly one of channel= and bus=")
+        if name is None or address is None:
+            raise TypeError("name= and address= are required")
+        if not 0 <= address <= 253:
+            raise ValueError("address %d outside 0..253" % address)
+        if channel is not None:
+            bus = _open_channel(channel)
         if hasattr(bus, "endpoint"):
             bus = bus.endpoint()
         self._bus = bus
