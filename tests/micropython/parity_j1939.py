@@ -86,7 +86,7 @@ print("expected sum", sum(big))
 
 # API errors.
 print(error(a.send_pgn, 0xFF00, b""))
-print(error(a.send_pgn, 0xFF00, bytes(1786)))
+print(error(a.send_pgn, 0xFF00, bytes(1786)).split(":")[0])  # texts differ: no ETP on MicroPython
 print(error(a.send_pgn, 0xFF00, b"x", priority=8))
 print(error(a.send_pgn, 0xFF00, b"x", destination=0xFE))
 print(error(a.send_engine_speed, 9000))

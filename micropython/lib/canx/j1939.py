@@ -53,11 +53,19 @@ class RequestTimeoutError(J1939Error):
 
 
 class RequestRejectedError(J1939Error):
-    pass
+    """``control``: 1 NACK, 2 access denied, 3 cannot respond."""
+
+    def __init__(self, message, control=1):
+        super().__init__(message)
+        self.control = control
 
 
 class TransferAbortedError(J1939Error):
-    pass
+    """``reason``: the J1939-21 5.10.3.5 abort code."""
+
+    def __init__(self, message, reason=0):
+        super().__init__(message)
+        self.reason = reason
 
 
 _FIELDS = (
@@ -81,7 +89,7 @@ class Name:
             if fields:
                 raise TypeError("give either a NAME value or its fields, not both")
             if not 0 <= value < 1 << 64:
-                raise ValueError("NAME is not a 64-bit value")
+                raise ValueError("NAME %d is not a 64-bit value" % value)
             self.value = value
             return
         v = 0
@@ -226,6 +234,7 @@ def _normalize(pgn):
 
 
 _VIRTUAL = {}
+_NO_ADDRESS = "no claimed address: call claim_address() first (J1939-81)"
 
 
 def _open_channel(channel):
@@ -557,28 +566,34 @@ class ECU:
         RTS/CTS (to one CA). Raises AddressClaimError before the claim,
         ValueError (too long, priority, DA 254), OSError(ENOBUFS/EBUSY)
         when queues or TP sessions are full."""
+        if len(data) == 0:
+            raise ValueError("a J1939 message has at least 1 byte")
+        if not 0 <= priority <= 7 or destination == NULL:
+            raise ValueError("invalid priority or destination")
+        if len(data) > 1785:
+            raise ValueError("message too long (1785 bytes maximum, no ETP on MicroPython)")
         try:
             self._e.send(priority, pgn, destination, data)
-        except RuntimeError as ex:
-            raise AddressClaimError(str(ex))
+        except RuntimeError:
+            raise AddressClaimError(_NO_ADDRESS)
         self._flush(self._clock())
 
     def send_engine_speed(self, rpm, destination=GLOBAL):
         """EEC1 (PGN 61444, priority 3), SPN 190 in rpm (0..8031.875)."""
-        if not 0 <= rpm <= 8031.875:
-            raise ValueError("engine speed outside 0..8031.875 rpm")
-        self.send_pgn(PGN_EEC1, _n.eec1_encode(int(rpm * 8 + 0.5)), priority=3, destination=destination)
+        self.send_pgn(PGN_EEC1, encode_eec1(rpm), priority=3, destination=destination)
 
     def send_dm1(self, dtcs=(), malfunction=0, red_stop=0, amber_warning=0, protect=0, flash=0xFF,
                  destination=GLOBAL):
         """DM1 (PGN 65226, J1939-73 5.7.1): ``dtcs`` as (SPN, FMI, OC)."""
         for v in (malfunction, red_stop, amber_warning, protect):
             if not 0 <= v <= 3:
-                raise ValueError("lamp state outside 0..3")
+                raise ValueError("lamp state %d outside 0..3" % v)
         raw = []
         for spn, fmi, oc in dtcs:
-            if not (0 <= spn < 1 << 19 and 0 <= fmi < 32 and 0 <= oc < 128):
-                raise ValueError("DTC field out of range")
+            for ok, what in ((0 <= spn < 1 << 19, "SPN must fit 19 bits"), (0 <= fmi < 32, "FMI must be 0-31"),
+                             (0 <= oc < 128, "occurrence count must be 0-127")):
+                if not ok:
+                    raise ValueError("DTC (%d, %d, %d): %s" % (spn, fmi, oc, what))
             raw.append(spn & 0xFFFF | (spn >> 16) << 21 | fmi << 16 | oc << 24)
         lamps = malfunction << 6 | red_stop << 4 | amber_warning << 2 | protect
         self.send_pgn(PGN_DM1, _n.dm1_encode(lamps, flash, raw), priority=6, destination=destination)
@@ -618,9 +633,9 @@ class ECU:
         self._answers.pop(key, None)
         try:
             self._e.request(self._clock(), pgn, destination)
-        except RuntimeError as ex:
+        except RuntimeError:
             self._done.pop(key, None)
-            raise AddressClaimError(str(ex))
+            raise AddressClaimError(_NO_ADDRESS)
         except Exception:
             self._done.pop(key, None)
             raise
@@ -631,11 +646,13 @@ class ECU:
         if msg is not None:
             return msg
         d = self._done[key]
+        da = key[1]
         if d is None or d & 0xFF == 3:
-            raise RequestTimeoutError("no answer to the request for PGN %d" % pgn)
+            raise RequestTimeoutError("no answer to the request for PGN %d from 0x%02x" % (pgn, da))
         if d & 0xFF == 1:
-            raise RequestRejectedError("request for PGN %d acknowledged with control %d" % (pgn, d >> 8))
-        raise TransferAbortedError("answer to PGN %d aborted (reason %d)" % (pgn, d >> 8))
+            raise RequestRejectedError("request for PGN %d answered by Acknowledgment control %d from 0x%02x"
+                                       % (pgn, d >> 8, da), d >> 8)
+        raise TransferAbortedError("the answer to PGN %d was aborted (reason %d)" % (pgn, d >> 8), d >> 8)
 
     def set_response(self, pgn, data):
         """Answers Requests for ``pgn`` with ``data``; None unregisters."""
