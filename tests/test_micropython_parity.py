@@ -37,7 +37,7 @@ def _start(cmd: list[str], script: Path) -> "subprocess.Popen[str]":
 
 def _lines(p: "subprocess.Popen[str]") -> list[str]:
     out, err = p.communicate(timeout=300)
-    assert p.returncode == 0, f"{p.args} exited {p.returncode}:\n{out}\n{err}"
+    assert p.returncode == 0, f"{p.args!r} exited {p.returncode}:\n{out}\n{err}"
     return out.splitlines()
 
 
