@@ -61,7 +61,8 @@ print("et1", m.pgn, m.source, m.data, j1939.decode_et1(m.data))
 b.on_request(65100, lambda req: None)
 print("on_request None:", error(a.request_pgn, 65100, destination=0x81))
 print("unregistered:", error(a.request_pgn, j1939.PGN_EEC1, destination=0x81))
-print("nobody:", error(a.request_pgn, j1939.PGN_EEC1, destination=0x55, timeout=1.5).split(":")[0])
+print("nobody:", error(a.request_pgn, j1939.PGN_EEC1, destination=0x55))
+print("nobody:", error(a.request_pgn, j1939.PGN_EEC1, destination=0x55, timeout=0.5))
 
 # BAM and RTS/CTS of 1785 bytes, DM1, EEC1.
 got = []

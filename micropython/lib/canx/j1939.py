@@ -608,7 +608,7 @@ class ECU:
         try:
             self._pump_until(lambda: key in self._answers or self._done[key] is not None,
                              self._request_wait(timeout))
-            return self._request_result(key, pgn)
+            return self._request_result(key, pgn, timeout)
         finally:
             self._done.pop(key, None)
             self._answers.pop(key, None)
@@ -619,7 +619,7 @@ class ECU:
         try:
             await self._pump_until_async(lambda: key in self._answers or self._done[key] is not None,
                                          self._request_wait(timeout))
-            return self._request_result(key, pgn)
+            return self._request_result(key, pgn, timeout)
         finally:
             self._done.pop(key, None)
             self._answers.pop(key, None)
@@ -641,14 +641,18 @@ class ECU:
             raise
         return key
 
-    def _request_result(self, key, pgn):
+    def _request_result(self, key, pgn, timeout):
         msg = self._answers.get(key)
         if msg is not None:
             return msg
         d = self._done[key]
         da = key[1]
-        if d is None or d & 0xFF == 3:
-            raise RequestTimeoutError("no answer to the request for PGN %d from 0x%02x" % (pgn, da))
+        if d is None:
+            raise RequestTimeoutError("no answer to the request for PGN %d from 0x%02x in %s s"
+                                      % (pgn, da, self._request_wait(timeout)))
+        if d & 0xFF == 3:
+            raise RequestTimeoutError("no answer to the request for PGN %d from 0x%02x in %s s (J1939-21 T3)"
+                                      % (pgn, da, self._request_timeout))
         if d & 0xFF == 1:
             raise RequestRejectedError("request for PGN %d answered by Acknowledgment control %d from 0x%02x"
                                        % (pgn, d >> 8, da), d >> 8)
