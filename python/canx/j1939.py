@@ -583,6 +583,8 @@ class ECU:
         key, fut = self._request_future(pgn, destination)
         try:
             return fut.result(timeout)
+        except RequestTimeoutError:
+            raise  # the engine's T3 (a TimeoutError too): keep its message
         except concurrent.futures.TimeoutError:
             self._forget(key, fut)
             raise RequestTimeoutError(f"no answer to the request for PGN {pgn} from {destination:#04x} "
@@ -594,6 +596,8 @@ class ECU:
         key, fut = self._request_future(pgn, destination)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+        except RequestTimeoutError:
+            raise  # the engine's T3 (a TimeoutError too): keep its message
         except asyncio.TimeoutError:
             self._forget(key, fut)
             raise RequestTimeoutError(f"no answer to the request for PGN {pgn} from {destination:#04x} "

@@ -40,6 +40,13 @@ typedef struct _canx_ecu_obj_t {
     mp_obj_base_t base;
     uint32_t last_ticks; // mp_hal_ticks_us() at the last read
     uint64_t ticks_high; // wraps of it, << 32
+    // A frame/event taken from the engine whose Python object could not be
+    // allocated (MemoryError, e.g. under heap_lock): returned by the next
+    // poll_transmit/poll_event instead of being lost.
+    bool tx_held;
+    bool ev_held;
+    canx_frame_t tx;
+    canx_event_t ev;
     uint8_t buf[CANX_TP_MAX]; // event data of the last poll_event
     uint64_t state[]; // canx_j1939_size(variant) bytes, 8-aligned
 } canx_ecu_obj_t;
@@ -116,6 +123,8 @@ static mp_obj_t canx_ecu_make_new(const mp_obj_type_t *type, size_t n_args, size
     canx_ecu_obj_t *self = mp_obj_malloc_var(canx_ecu_obj_t, state, uint64_t, (size + 7) / 8, type);
     self->last_ticks = (uint32_t)mp_hal_ticks_us();
     self->ticks_high = 0;
+    self->tx_held = false;
+    self->ev_held = false;
     canx_check(canx_j1939_init(self->state, (uint32_t)variant, size, n, (uint8_t)address));
     return MP_OBJ_FROM_PTR(self);
 }
@@ -163,30 +172,38 @@ static MP_DEFINE_CONST_FUN_OBJ_2(canx_ecu_handle_timeout_obj, canx_ecu_handle_ti
 // poll_transmit(now) -> None | (id, bytes, flags)
 static mp_obj_t canx_ecu_poll_transmit(mp_obj_t self_in, mp_obj_t now) {
     canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    canx_frame_t f;
-    int32_t r = canx_j1939_poll_transmit(self->state, canx_now(self, now), &f);
-    canx_check(r);
-    if (r == 0) {
-        return mp_const_none;
+    canx_frame_t *f = &self->tx;
+    if (!self->tx_held) {
+        int32_t r = canx_j1939_poll_transmit(self->state, canx_now(self, now), f);
+        canx_check(r);
+        if (r == 0) {
+            return mp_const_none;
+        }
+        self->tx_held = true; // until its tuple exists (allocation may raise)
     }
     mp_obj_t t[3] = {
-        mp_obj_new_int_from_uint(f.id),
-        mp_obj_new_bytes(f.data, f.len),
-        MP_OBJ_NEW_SMALL_INT(f.flags),
+        mp_obj_new_int_from_uint(f->id),
+        mp_obj_new_bytes(f->data, f->len),
+        MP_OBJ_NEW_SMALL_INT(f->flags),
     };
-    return mp_obj_new_tuple(3, t);
+    mp_obj_t tuple = mp_obj_new_tuple(3, t);
+    self->tx_held = false;
+    return tuple;
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(canx_ecu_poll_transmit_obj, canx_ecu_poll_transmit);
 
 // poll_event() -> None | (kind, priority, source, destination, pgn, data|None, len, detail, flags, name)
 static mp_obj_t canx_ecu_poll_event(mp_obj_t self_in) {
     canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    canx_event_t ev;
-    int32_t r = canx_j1939_poll_event(self->state, &ev, self->buf, sizeof(self->buf));
-    canx_check(r);
-    if (r == 0) {
-        return mp_const_none;
+    if (!self->ev_held) {
+        int32_t r = canx_j1939_poll_event(self->state, &self->ev, self->buf, sizeof(self->buf));
+        canx_check(r);
+        if (r == 0) {
+            return mp_const_none;
+        }
+        self->ev_held = true; // until its tuple exists (allocation may raise)
     }
+    canx_event_t ev = self->ev;
     mp_obj_t data = mp_const_none;
     if (ev.kind == CANX_EV_MESSAGE) {
         data = mp_obj_new_bytes(self->buf, ev.len < sizeof(self->buf) ? ev.len : sizeof(self->buf));
@@ -203,7 +220,9 @@ static mp_obj_t canx_ecu_poll_event(mp_obj_t self_in) {
         MP_OBJ_NEW_SMALL_INT(ev.flags),
         mp_obj_new_int_from_ull(ev.name),
     };
-    return mp_obj_new_tuple(10, t);
+    mp_obj_t tuple = mp_obj_new_tuple(10, t);
+    self->ev_held = false;
+    return tuple;
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(canx_ecu_poll_event_obj, canx_ecu_poll_event);
 
