@@ -22,7 +22,11 @@ and every reliable message reported delivered reached the receiver.
 
 Prints a table and PASS/FAIL (exit 1 on FAIL); ``--json FILE`` also writes
 the numbers. Transfers that end without acknowledgment (aborts, timeouts:
-the flood starves an emulated VM) are counted, not failures.
+the flood starves an emulated VM) are counted, not failures. A receiver's
+message that is not the awaited transfer is counted as ``j1939_stale`` (an
+earlier transfer's bytes, one the sender gave up on) or ``j1939_unknown``
+(bytes of no transfer: packets of two sessions mixed); an acknowledged
+transfer reported lost that arrives later is counted as ``j1939_late``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,17 @@ from canx import j1939, megasquirt, reliable
 PGN = 0xEF00
 PAIRS = 8
 TP_SIZE = 1785
+
+
+def tp_data(k: int, pair: int) -> bytes:
+    """Transfer `k`'s bytes on `pair`: byte n is ((k + n) * 7 + pair) mod 256."""
+    return bytes(((k + n) * 7 + pair) & 0xFF for n in range(TP_SIZE))
+
+
+def is_tp_data(data: bytes, pair: int) -> bool:
+    """Whether `data` is the bytes of some transfer of `pair` (k mod 256
+    from byte 0: 183 is 7's inverse mod 256), without keeping them all."""
+    return len(data) == TP_SIZE and data == tp_data(((data[0] - pair) * 183) & 0xFF, pair)
 
 
 def proc_status(key: str) -> int:
@@ -72,6 +87,9 @@ class Soak:
             "j1939_acked": 0,
             "j1939_received": 0,
             "j1939_failed": 0,
+            "j1939_stale": 0,
+            "j1939_unknown": 0,
+            "j1939_late": 0,
             "ms_reads": 0,
             "ms_timeouts": 0,
             "reliable_delivered": 0,
@@ -117,14 +135,17 @@ class Soak:
 
     # ---------------------------------------------------------------- J1939
     def start_j1939(self) -> None:
+        pairs = []
         for i in range(PAIRS):
             a = j1939.ECU(channel=self.channel, name=j1939.Name(identity_number=3000 + i), address=0x10 + i,
                           queue_size=4096, etp_buffer=4096)
             b = j1939.ECU(channel=self.channel, name=j1939.Name(identity_number=3100 + i), address=0x30 + i,
                           queue_size=4096, etp_buffer=4096)
             self.closers += [a, b]
-            a.begin_claim()
+            a.begin_claim()  # all 16 claims wait their 250 ms together
             b.begin_claim()
+            pairs.append((a, b))
+        for i, (a, b) in enumerate(pairs):
             a.claim_address(timeout=10)
             b.claim_address(timeout=10)
             self.spawn(f"j1939-{i}", self.j1939_pair, a, b, i)
@@ -132,8 +153,9 @@ class Soak:
     def j1939_pair(self, a: j1939.ECU, b: j1939.ECU, i: int) -> None:
         stream = b.messages(PGN, source=a.address)
         k = 0
+        lost: Dict[bytes, float] = {}  # acknowledged, not found in time -> when (at most a few)
         while not self.stop.is_set():
-            data = bytes(((k + n) * 7 + i) & 0xFF for n in range(TP_SIZE))
+            data = tp_data(k, i)
             k += 1
             try:
                 a.send_pgn(PGN, data, destination=b.address).result(timeout=30)
@@ -150,10 +172,20 @@ class Soak:
                 m = stream.get(max(0.0, deadline - time.monotonic()))
                 if m is None:
                     self.error(f"J1939 pair {i}: transfer {k} acknowledged (EoMA) but never received")
+                    if len(lost) < 20:
+                        lost[data] = time.monotonic()
                     break
                 if m.data == data:
                     self.count("j1939_received")
                     break
+                # An earlier transfer's bytes (one the sender gave up on), or
+                # bytes of no transfer (packets of two sessions mixed).
+                got = bytes(m.data)
+                self.count("j1939_stale" if is_tp_data(got, i) else "j1939_unknown")
+                if got in lost:  # a "lost" one arrived after all: say how late
+                    self.count("j1939_late")
+                    self.error(f"J1939 pair {i}: a transfer reported lost arrived "
+                               f"{time.monotonic() - lost.pop(got):.1f} s after the search gave up")
         stream.close()
 
     # ------------------------------------------------------------ MegaSquirt
@@ -237,16 +269,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--channel", default=os.environ.get("CANX_SOAK_CHANNEL", "vcan0"))
     ap.add_argument("--duration", type=float, default=600.0, help="seconds (default 600; CI: 60)")
+    ap.add_argument("--warmup", type=float, help="seconds not judged (default: a quarter of the run, at least 10)")
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
 
     soak = Soak(args.channel)
+    t_setup = time.monotonic()
     flood = soak.start_flood()
     soak.start_j1939()
     soak.start_megasquirt()
     soak.start_reliable()
     samples: List[Dict[str, float]] = []
     t0 = time.monotonic()
+    setup_s = t0 - t_setup
     try:
         while time.monotonic() - t0 < args.duration:
             time.sleep(1.0)
@@ -257,12 +292,15 @@ def main() -> int:
         if flood is not None:
             flood.terminate()
             flood.wait()
+        t_close = time.monotonic()
         soak.close()
+        shutdown_s = time.monotonic() - t_close
 
-    warm = max(10, int(len(samples) / 4))
-    steady = samples[warm:]
+    warm = args.warmup if args.warmup is not None else max(10.0, args.duration / 4)
+    steady = [s for s in samples if s["t"] >= warm]
     ok = True
-    report: Dict[str, Any] = {"channel": args.channel, "duration_s": args.duration, **soak.counts}
+    report: Dict[str, Any] = {"channel": args.channel, "duration_s": args.duration, **soak.counts,
+                              "setup_s": round(setup_s, 1), "shutdown_s": round(shutdown_s, 1), "warmup_s": warm}
     if len(steady) >= 10:
         first = statistics.median(s["rss_mb"] for s in steady[:5])
         last = statistics.median(s["rss_mb"] for s in steady[-5:])
@@ -283,11 +321,11 @@ def main() -> int:
              th1 <= th0),
         ]
     else:
-        checks = [(f"too short: {len(steady)} samples after a warm-up of {warm}", False)]
+        checks = [(f"too short: {len(steady)} samples after a warm-up of {warm:.0f} s", False)]
     checks.append((f"no acknowledged message lost ({len(soak.errors)} losses)", not soak.errors))
     checks.append(("work was done on every stream",
                    all(soak.counts[k] > 0 for k in ("j1939_received", "ms_reads", "reliable_received"))))
-    print(f"soak on {args.channel} for {args.duration:.0f} s")
+    print(f"soak on {args.channel} for {args.duration:.0f} s (setup {setup_s:.1f} s, shutdown {shutdown_s:.1f} s)")
     for k, v in soak.counts.items():
         print(f"  {k:20} {v:>12,}")
     for what, good in checks:

@@ -126,6 +126,14 @@ pub trait Backend: Send + Sync {
     fn kernel_j1939_active(&self) -> bool {
         false
     }
+    /// Whether [`RxFrame::timestamp`] is this host's realtime clock at the
+    /// frame's reception (kernel `SO_TIMESTAMPNS`; the virtual bus's send
+    /// time), so that it orders received frames against [`epoch_now`]
+    /// readings of this process. `false` for device or remote clocks
+    /// (gs_usb, slcan timestamps, another host's UDP datagrams).
+    fn host_timestamps(&self) -> bool {
+        false
+    }
     /// Where [`Capabilities::state_injection`]: makes the controller report
     /// the state of `e` with its counters.
     fn inject_state(&self, _e: ErrorFrame) -> Result<()> {
@@ -305,6 +313,11 @@ impl PeerHints {
     /// for changes made from the application between receive rounds.
     pub fn now(&self) -> canx_core::Instant {
         self.1.now()
+    }
+
+    /// [`Backend::host_timestamps`] of the bus's backend.
+    pub fn host_timestamps(&self) -> bool {
+        self.0.upgrade().is_some_and(|b| b.host_timestamps())
     }
 
     /// [`Backend::kernel_j1939_active`] of the bus's backend.

@@ -495,6 +495,10 @@ impl Backend for SocketCanBackend {
     fn kernel_j1939_active(&self) -> bool {
         kernel_j1939_active(&self.ifname)
     }
+
+    fn host_timestamps(&self) -> bool {
+        true // SO_TIMESTAMPNS, or epoch_now() at reception without it
+    }
 }
 
 impl SocketCanBackend {

@@ -137,6 +137,10 @@ impl Drop for VirtualNode {
 }
 
 impl Backend for VirtualNode {
+    fn host_timestamps(&self) -> bool {
+        true // epoch_now() of the sending node, in this process
+    }
+
     fn recv_batch(&self, out: &mut Vec<RxFrame>, timeout: Duration) -> Result<()> {
         if self.channel.fail_receive.load(Ordering::Relaxed) {
             let source = std::io::Error::other("injected receive failure");

@@ -91,7 +91,7 @@ pub trait Adapter<E: Engine + Events>: Send {
     fn sent(&mut self, _at: Instant) {}
     /// `poll_transmit` gave out a frame; [`Adapter::sent`] or
     /// [`Adapter::failed`] follows once the backend took it or refused it.
-    fn taken(&mut self) {}
+    fn taken(&mut self, _frame: &Frame) {}
     /// A frame given out could not be sent ([`Driven::send_failed`]); the
     /// engine may want to know which (J1939 re-sends its address claim).
     fn failed(&mut self, _engine: &mut E, _frame: &Frame, _now: Instant) {}
@@ -262,7 +262,7 @@ where
                 self.engine.poll_transmit_frame(now)?
             }
         };
-        self.adapter.taken();
+        self.adapter.taken(&f);
         self.budget -= 1;
         Some(f)
     }

@@ -334,7 +334,7 @@ impl Adapter<Channel<'static>> for IsoTpAdapter {
     /// never share one send batch. (A thread descheduled between taking
     /// two CFs let the core's clock pass STmin and put both into one
     /// `sendmmsg`: 94 µs apart on the bus at STmin 900 µs, in the VM.)
-    fn taken(&mut self) {
+    fn taken(&mut self, _frame: &Frame) {
         if self.stmin.total_micros() > 0 && self.inflight.is_some() {
             self.unsent = true;
         }

@@ -24,7 +24,7 @@
 //! are answered here, natively, within J1939-21's Tr (200 ms) whatever the
 //! application is doing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -39,7 +39,7 @@ use canx_core::{Frame, Instant};
 
 use super::host::{Accept, Adapter, Hosted};
 use crate::runtime::PeerHints;
-use crate::runtime::{EventQueue, Origin, RxFrame};
+use crate::runtime::{epoch_now, EventQueue, Origin, RxFrame};
 
 /// TP sessions per ECU (each holds a 1785-byte buffer).
 pub const TP_SESSIONS: usize = 16;
@@ -192,9 +192,56 @@ pub struct J1939Adapter {
     /// Registered answers that could not be queued (transmit queue full):
     /// reported with the engine's own in `failed_responses`.
     failed_responses: u64,
+    /// When this ECU's recent TP/ETP RTS frames were handed to the bus:
+    /// (source, destination, PGN, [`epoch_now`] seconds), newest last, at
+    /// most [`RTS_KEPT`] ([`stale_tp_answer`]).
+    rts_sent: VecDeque<(u8, u8, u32, f64)>,
+    /// TP/ETP CTS, EoMA and aborts dropped as answers to an earlier RTS.
+    stale_tp_frames: u64,
+}
+
+/// RTS frames remembered for [`stale_tp_answer`] (one per concurrent
+/// RTS/CTS session is enough; the core runs at most 32 TP + 4 ETP).
+const RTS_KEPT: usize = 64;
+
+/// The (source, destination, PGN, control) of a TP.CM / ETP.CM frame.
+fn connection_management(frame: &Frame) -> Option<(u8, u8, u32, u8, bool)> {
+    let (id, data) = J1939Id::from_frame(frame)?;
+    let etp = match id.pgn {
+        Pgn::TP_CM => false,
+        Pgn::ETP_CM => true,
+        _ => return None,
+    };
+    if data.len() < 8 {
+        return None;
+    }
+    let pgn = u32::from_le_bytes([data[5], data[6], data[7], 0]);
+    Some((id.source, id.destination, pgn, data[0], etp))
 }
 
 impl J1939Adapter {
+    /// A CTS, EoMA or abort that our peer sent before our RTS of the same
+    /// (source, destination, PGN) went out: it answers an earlier transfer
+    /// (one this ECU gave up on, whose answer waited in the receive queue
+    /// behind a flood), and taken for the current one it would end it as
+    /// acknowledged although the receiver never got it (seen in the soak:
+    /// `send_pgn` resolved, nothing delivered). J1939-21 5.10.3 carries no
+    /// transfer identity, so the order is judged by receive time, and only
+    /// where frame timestamps are this host's clock
+    /// ([`PeerHints::host_timestamps`]: SocketCAN, virtual).
+    fn stale_tp_answer(&self, rx: &RxFrame) -> bool {
+        if self.rts_sent.is_empty() || !self.hints.host_timestamps() {
+            return false;
+        }
+        let Some((sa, da, pgn, c, etp)) = connection_management(&rx.frame) else { return false };
+        let answer = if etp {
+            matches!(c, etp::control::CTS | etp::control::END_OF_MSG_ACK | etp::control::ABORT)
+        } else {
+            matches!(c, transport::control::CTS | transport::control::END_OF_MSG_ACK | transport::control::ABORT)
+        };
+        answer && self.rts_sent.iter().any(|&(s, d, p, t)| s == da && d == sa && p == pgn && rx.timestamp < t)
+    }
+
     /// Pushes `e` to the ECU's queue and, a message, to the streams that want it.
     fn deliver(&mut self, e: J1939Event, out: &EventQueue<J1939Event>) {
         if let J1939Event::Message { pgn, source, .. } = e {
@@ -356,7 +403,25 @@ impl Adapter<CoreEcu> for J1939Adapter {
         }
     }
 
+    /// Remembers when an RTS (TP or ETP) went to the bus, for
+    /// [`stale_tp_answer`].
+    fn taken(&mut self, frame: &Frame) {
+        if let Some((sa, da, pgn, c, etp)) = connection_management(frame) {
+            if c == if etp { etp::control::RTS } else { transport::control::RTS } {
+                self.rts_sent.retain(|r| (r.0, r.1, r.2) != (sa, da, pgn));
+                if self.rts_sent.len() == RTS_KEPT {
+                    self.rts_sent.pop_front();
+                }
+                self.rts_sent.push_back((sa, da, pgn, epoch_now()));
+            }
+        }
+    }
+
     fn feed(&mut self, ecu: &mut CoreEcu, now: Instant, rx: &RxFrame) {
+        if self.stale_tp_answer(rx) {
+            self.stale_tp_frames += 1;
+            return;
+        }
         // Only a frame from the bus (or from another socket on this host,
         // which the kernel's stack is) may come from the kernel's stack;
         // another ECU of this bus (the runtime's local echo) is a canx engine.
@@ -429,6 +494,8 @@ impl J1939Driver {
             streams: Vec::new(),
             pending: None,
             failed_responses: 0,
+            rts_sent: VecDeque::new(),
+            stale_tp_frames: 0,
         };
         let d = Hosted::host(Box::new(ecu), adapter, cfg.queue);
         let q = d.events();
@@ -555,6 +622,7 @@ impl J1939Driver {
             ("tp_queued_sends", u64::from(s.transport.queued_sends)),
             ("tp_ignored_frames", u64::from(s.transport.ignored_frames)),
             ("etp_refused_sessions", u64::from(s.etp.refused_sessions)),
+            ("stale_tp_frames", self.adapter.stale_tp_frames),
         ])
     }
 }
