@@ -4,7 +4,11 @@
 # FLAG_UNORDERED), then a receive FIFO overflows and is counted.
 import sys
 
-import fakecan
+try:
+    import fakecan
+except ImportError:  # on a board: the fake drivers are not on the device
+    print("SKIP")
+    raise SystemExit
 from canx import bus as cbus
 from canx import j1939
 

@@ -8,6 +8,7 @@
 #include "py/runtime.h"
 #include "py/mphal.h"
 #include "py/mperrno.h"
+#include "py/objint.h"
 #include "py/objstr.h"
 #include "canx_mpy.h"
 
@@ -87,11 +88,27 @@ static uint64_t canx_now(canx_ecu_obj_t *self, mp_obj_t now) {
     if (now == mp_const_none) {
         return canx_ticks64(self);
     }
-    mp_int_t v = mp_obj_get_int(now);
-    if (v < 0) {
+    if (mp_obj_is_small_int(now) || !mp_obj_is_exact_type(now, &mp_type_int)) {
+        mp_int_t v = mp_obj_get_int(now); // TypeError for a non-int
+        if (v < 0) {
+            mp_raise_ValueError(MP_ERROR_TEXT("negative time"));
+        }
+        return (uint64_t)v;
+    }
+    // A long int: on a 32-bit port 64-bit microseconds outgrow a machine
+    // word (and mp_obj_get_int) after 2**31 us, i.e. 36 min of uptime.
+    if (mp_obj_int_sign(now) < 0) {
         mp_raise_ValueError(MP_ERROR_TEXT("negative time"));
     }
-    return (uint64_t)v;
+    uint8_t b[8];
+    if (!mp_obj_int_to_bytes_impl(now, false, sizeof(b), b)) {
+        mp_raise_msg(&mp_type_OverflowError, MP_ERROR_TEXT("time beyond 64 bits"));
+    }
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) {
+        v = (v << 8) | b[i];
+    }
+    return v;
 }
 
 static const mp_obj_type_t canx_ecu_type;
