@@ -37,6 +37,7 @@ _EV_REQUEST = 7
 _EV_SENT = 8
 _EV_ABORTED = 9
 _EV_REQUEST_DONE = 10
+_EVF_RECEIVE = 4
 _EVF_GLOBAL = 8
 
 
@@ -66,6 +67,33 @@ class TransferAbortedError(J1939Error):
     def __init__(self, message, reason=0):
         super().__init__(message)
         self.reason = reason
+
+
+class Transfer:
+    """What :meth:`ECU.send_pgn` returns, in the place of CPython canx's
+    Future: ``done()``; ``result(timeout=None)`` -> the size in bytes once
+    the frame left or the transfer ended acknowledged (EoMA, or the last
+    BAM packet), pumping the ECUs while it waits; raises
+    TransferAbortedError (``reason``: J1939-21 5.10.3.5) or, after
+    ``timeout`` seconds, RequestTimeoutError."""
+
+    def __init__(self, ecu, size):
+        self._ecu = ecu
+        self.size = size
+        self._state = 0  # 0 pending, 1 sent, 2 aborted
+        self._reason = 0
+
+    def done(self):
+        return self._state != 0
+
+    def result(self, timeout=None):
+        if self._state == 0:
+            limit = 3600.0 if timeout is None else timeout
+            if not self._ecu._pump_until(self.done, limit):
+                raise RequestTimeoutError("transfer of %d bytes not ended in %s s" % (self.size, timeout))
+        if self._state == 2:
+            raise TransferAbortedError("transfer aborted (reason %d)" % self._reason, self._reason)
+        return self.size
 
 
 _FIELDS = (
@@ -316,7 +344,12 @@ class ECU:
         #: Callback errors are printed here (sys.print_exception, with the
         #: traceback) as CPython canx logs them; None: not printed.
         self.error_file = sys.stderr
+        #: The last 16 aborted transfers, (pgn, source, destination,
+        #: reason, by_peer), oldest first.
         self.aborts = []
+        #: Transfers in flight per (PGN, destination), oldest first: the
+        #: engine's Sent/Aborted events end them in order (as CPython canx).
+        self._transfers = {}
         _ECUS.append(self)
 
     def close(self):
@@ -480,7 +513,23 @@ class ECU:
             if key in self._done:
                 self._done[key] = ev[7]
         elif kind == _EV_ABORTED:
+            if len(self.aborts) >= 16:
+                self.aborts.pop(0)
             self.aborts.append((ev[4], ev[2], ev[3], ev[7], bool(ev[8] & 2)))
+            if not ev[8] & _EVF_RECEIVE:
+                self._end_transfer(ev, 2)
+        elif kind == _EV_SENT:
+            self._end_transfer(ev, 1)
+
+    def _end_transfer(self, ev, state):
+        key = (_normalize(ev[4]), ev[3])
+        pending = self._transfers.get(key)
+        if pending:
+            t = pending.pop(0)
+            if not pending:
+                del self._transfers[key]
+            t._state = state
+            t._reason = ev[7]
 
     def _answer(self, pgn, requester, is_global):
         pgn = _normalize(pgn)
@@ -578,7 +627,8 @@ class ECU:
         """One frame up to 8 bytes; 9..1785 bytes by BAM (to all) or
         RTS/CTS (to one CA). Raises AddressClaimError before the claim,
         ValueError (too long, priority, DA 254), OSError(ENOBUFS/EBUSY)
-        when queues or TP sessions are full."""
+        when queues or TP sessions are full. Returns a :class:`Transfer`
+        (``.result(timeout)`` -> bytes sent, as CPython's Future)."""
         if len(data) == 0:
             raise ValueError("a J1939 message has at least 1 byte")
         if not 0 <= priority <= 7 or destination == NULL:
@@ -589,7 +639,13 @@ class ECU:
             self._e.send(priority, pgn, destination, data)
         except RuntimeError:
             raise AddressClaimError(_NO_ADDRESS)
+        t = Transfer(self, len(data))
+        if len(data) <= 8:
+            t._state = 1  # one frame: done once queued, as CPython's Future
+        else:
+            self._transfers.setdefault((_normalize(pgn), destination), []).append(t)
         self._flush(self._clock())
+        return t
 
     def send_engine_speed(self, rpm, destination=GLOBAL):
         """EEC1 (PGN 61444, priority 3), SPN 190 in rpm (0..8031.875)."""
