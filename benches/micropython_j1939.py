@@ -77,7 +77,11 @@ def pyboard_dir(explicit: str | None) -> Path:
 
 
 def qemu_command(machine: str, firmware: str) -> str:
-    return f"qemu-system-arm -machine {machine} -nographic -monitor null -semihosting -serial pty -kernel {firmware}"
+    # MICROBIT needs qemu's nRF51 flash and SRAM raised, as ports/qemu's
+    # board file (and scripts/test-micropython) run it.
+    extra = " -global nrf51-soc.flash-size=1048576 -global nrf51-soc.sram-size=262144" if machine == "microbit" else ""
+    return (f"qemu-system-arm -machine {machine}{extra} -nographic -monitor null -semihosting -serial pty"
+            f" -kernel {firmware}")
 
 
 def run_qemu(machine: str, firmware: str, src: str, timeout: float, mpy_src: str | None) -> str:
