@@ -410,18 +410,28 @@ def test_canx_gs_usb_fd(emu: tuple[GsUsbEmulator, str], can_utils, timeout_scale
 
     e, _ = emu
     intf = f"{e.usb_device_dir().name}:1.0"  # type: ignore[union-attr]
-    if Path(f"/sys/bus/usb/devices/{intf}/driver").exists():
-        Path("/sys/bus/usb/drivers/gs_usb/unbind").write_text(intf)
+
+    def free() -> None:
+        # The kernel's gs_usb driver probes the interface again whenever canx
+        # releases it (after each refused open here): take it back each time
+        # (seen once in CI's VM run: "interface is busy (errno 16)").
+        if Path(f"/sys/bus/usb/devices/{intf}/driver").exists():
+            Path("/sys/bus/usb/drivers/gs_usb/unbind").write_text(intf)
+
+    free()
     with pytest.raises(canx.ChannelError, match="data_bitrate"):
         canx.CAN(channel="gs_usb:CANXEMU0001", baudrate=500000, fd=True)
     if e.profile.data is None:
+        free()
         with pytest.raises(canx.UnsupportedError, match="CAN FD"):
             canx.CAN(channel="gs_usb:CANXEMU0001", baudrate=500000, fd=True, data_bitrate=4_000_000)
         # The classic device still opens without fd (data_bitrate alone is ignored).
+        free()
         with canx.CAN(channel="gs_usb:CANXEMU0001", baudrate=500000, data_bitrate=4_000_000):
             assert not e.channels[0].flags & (1 << 8)
         return
     payload = bytes(range(64))
+    free()
     with canx.CAN(channel="gs_usb:CANXEMU0001", baudrate=500000, fd=True, data_bitrate=4_000_000,
                   loopback=True) as can, can_utils.candump(BUS) as bus:
         assert e.channels[0].flags & (1 << 8), "MODE without the FD flag"
