@@ -198,6 +198,10 @@ pub struct J1939Adapter {
     rts_sent: VecDeque<(u8, u8, u32, f64)>,
     /// TP/ETP CTS, EoMA and aborts dropped as answers to an earlier RTS.
     stale_tp_frames: u64,
+    /// [`PeerHints::host_timestamps`] of the bus, read once at attach (a
+    /// backend's timestamp clock does not change; the hint's weak upgrade
+    /// would otherwise run for every received frame).
+    host_timestamps: bool,
 }
 
 /// RTS frames remembered for [`stale_tp_answer`] (one per concurrent
@@ -230,7 +234,7 @@ impl J1939Adapter {
     /// where frame timestamps are this host's clock
     /// ([`PeerHints::host_timestamps`]: SocketCAN, virtual).
     fn stale_tp_answer(&self, rx: &RxFrame) -> bool {
-        if self.rts_sent.is_empty() || !self.hints.host_timestamps() {
+        if self.rts_sent.is_empty() || !self.host_timestamps {
             return false;
         }
         let Some((sa, da, pgn, c, etp)) = connection_management(&rx.frame) else { return false };
@@ -440,6 +444,7 @@ impl Adapter<CoreEcu> for J1939Adapter {
     }
 
     fn attached(&mut self, hints: PeerHints) {
+        self.host_timestamps = hints.host_timestamps();
         self.hints = hints;
     }
 }
@@ -496,6 +501,7 @@ impl J1939Driver {
             failed_responses: 0,
             rts_sent: VecDeque::new(),
             stale_tp_frames: 0,
+            host_timestamps: false,
         };
         let d = Hosted::host(Box::new(ecu), adapter, cfg.queue);
         let q = d.events();
