@@ -161,8 +161,11 @@ def test_stalled_sender_gives_n_timeout_cr_and_wrong_sn() -> None:
             raw.send(canx.Message(0x7E0, bytes([0x10, 20, 1, 2, 3, 4, 5, 6])))
             fc = listener.receive()
             assert fc is not None and fc.id == 0x7E8 and fc.data[0] == 0x30
-            # FF, then a CF with SN 2 instead of 1.
+            # FF, then a CF with SN 2 instead of 1 (after the FC: the
+            # repeats of the first FC, fc_repeat_ms, are stale by then).
             time.sleep(0.3)
+            while listener.in_waiting():
+                listener.receive()
             raw.send(canx.Message(0x7E0, bytes([0x10, 20, 1, 2, 3, 4, 5, 6])))
             assert listener.receive() is not None
             raw.send(canx.Message(0x7E0, bytes([0x22, 7, 8, 9, 10, 11, 12, 13])))

@@ -13,6 +13,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
@@ -197,7 +198,6 @@ def rx_timestamps_at_arrival(ifc: str) -> Iterator[None]:
         while True:
             sent = time.time()
             tx.send(struct.pack("=IB3x8s", 0x7FD, 0, b""))
-            time.sleep(0.1)
             _, anc, _, _ = rx.recvmsg(16, 64)
             stamps = [struct.unpack("=qq", d[:16]) for lvl, typ, d in anc if typ == so_timestamp]
             if stamps and stamps[0][0] + stamps[0][1] / 1e6 - sent < 0.05:
@@ -253,6 +253,50 @@ def test_linux_ignores_an_fc_that_beats_its_blocks_end(vcan_channel: str) -> Non
             results[early] = (cfs, out)
     assert results[False] == (4, [30])
     assert results[True] == (2, [errno.ECOMM])
+
+
+@pytest.mark.parametrize("fc_repeat_ms", [50, 0])
+def test_a_lost_fc_is_sent_again_and_the_kernel_sender_goes_on(vcan_channel: str, fc_repeat_ms: int) -> None:
+    """canx's FC.CTS after Linux's FF never reaches the kernel (a canx fault
+    rule drops it, as the kernel drops an FC that beats its CF's echo). With
+    fc_repeat_ms 50 canx sends it again and the kernel's send of 4,000 bytes
+    completes; with 0 (no repeat) the kernel fails with ECOMM after its 1 s
+    FC timeout and canx's reception with N_TIMEOUT_Cr."""
+    import errno
+
+    from canx.pytest_plugin import Faults
+
+    a, rx, tx, _ = setup(M.Normal_11bits)
+    with canx.CAN(vcan_channel) as bus, kernel(vcan_channel, rx, tx) as ks:
+        faults = Faults(bus)
+        rule = faults.drop(1, id=0x7E0, direction="tx")
+        errors: List[Any] = []
+        with isotp.CanStack(bus, a, params=dict(BIG, fc_repeat_ms=fc_repeat_ms), error_handler=errors.append) as s:
+            out: List[Any] = []
+
+            def send() -> None:
+                try:
+                    out.append(ks.send(payload(4000)))
+                except OSError as e:
+                    out.append(e.errno)
+
+            t = threading.Thread(target=send)
+            t.start()
+            got = s.recv(block=True, timeout=3.0 * TIMEOUT_SCALE)
+            t.join(T)
+            stats = s.stats()
+        taken = rule.taken
+        faults.clear()
+    assert taken == 1, "the FC after the FF was dropped"
+    if fc_repeat_ms:
+        assert got == payload(4000)
+        assert out == [4000]
+        assert stats["fc_repeated"] == 1, stats
+    else:
+        assert got is None
+        assert out == [errno.ECOMM]
+        assert stats["fc_repeated"] == 0, stats
+        assert any("N_TIMEOUT_Cr" in str(e) for e in errors), errors
 
 
 def test_block_fc_waits_after_a_local_senders_last_cf(vcan_channel: str, can_utils: Any) -> None:

@@ -343,6 +343,7 @@ class NativeIsoTp:
         n_bs_ms: int = ...,
         n_cr_ms: int = ...,
         block_fc_delay_us: int = ...,
+        fc_repeat_ms: int = ...,
         rx_check_padding_len: bool = ...,
         rx_padding_byte: Optional[int] = ...,
         half_duplex: bool = ...,

@@ -474,6 +474,11 @@ DEFAULT_PARAMS: Dict[str, Any] = {
     # (part of N_Br), if a socket on this host sent the CF: a Linux sender ignores
     # an FC that arrives before its own CF's echo (docs/protocols/isotp.md section 8)
     "block_fc_delay_us": 300,
+    # ms: an FC.CTS no CF answers within this (plus the STmin it asked for) is
+    # sent again, until N_Cr; 0: never. A sender that took it ignores the copy
+    # (ISO 15765-2:2016 section 9.8.3, Table 23); one that missed it (Linux can-isotp
+    # on this host, see block_fc_delay_us) goes on instead of failing after 1 s
+    "fc_repeat_ms": 50,
     "rx_check_padding_len": False,  # receive: SF/FC/last CF must be 8 bytes (Linux CHK_PAD_LEN)
     "rx_padding_byte": None,  # receive: padding bytes must equal this (Linux CHK_PAD_DATA)
     "half_duplex": False,
@@ -552,6 +557,7 @@ def _native_params(params: Dict[str, Any]) -> Dict[str, Any]:
         "n_bs_ms": max(1, _int(p, "rx_flowcontrol_timeout", 0, 86_400_000)),
         "n_cr_ms": max(1, _int(p, "rx_consecutive_frame_timeout", 0, 86_400_000)),
         "block_fc_delay_us": _int(p, "block_fc_delay_us", 0, 100_000),
+        "fc_repeat_ms": _int(p, "fc_repeat_ms", 0, 86_400_000),
         "rx_check_padding_len": _bool(p, "rx_check_padding_len"),
         "rx_padding_byte": _opt_byte(p, "rx_padding_byte"),
         "half_duplex": _bool(p, "half_duplex"),
@@ -809,7 +815,8 @@ class CanStack:
         return int(self._n.fileno())
 
     def stats(self) -> Dict[str, Optional[int]]:
-        """The channel's counters (frames, messages, errors, drops) and
+        """The channel's counters (frames, messages, errors, drops,
+        ``fc_repeated``: FC.CTS frames sent again, see ``fc_repeat_ms``) and
         ``min_paced_gap_us``: the smallest gap between two frames sent while
         an STmin above 0 applied (us; None before such a pair)."""
         s = dict(self._n.stats())

@@ -145,10 +145,10 @@ fn message_to_py(py: Python<'_>, m: IsoTpMessage) -> PyResult<Py<PyAny>> {
 /// functional_txid=None, functional_rxid=None, fd=False, brs=False,
 /// tx_dl=8, padding=None, bs=0, stmin=0, stmin_override_us=None,
 /// tx_wft_max=None, n_as_ms=1000, n_ar_ms=1000, n_bs_ms=1000,
-/// n_cr_ms=1000, block_fc_delay_us=300, rx_check_padding_len=False, rx_padding_byte=None,
+/// n_cr_ms=1000, block_fc_delay_us=300, fc_repeat_ms=50, rx_check_padding_len=False, rx_padding_byte=None,
 /// half_duplex=False, listen_only=False, rx_size=4095, tx_size=1048576,
 /// queue_size=1024, max_waiting=64)`. `mode` is python-can-isotp's
-/// `AddressingMode` value; times in ms (STmin override and block FC delay in µs); sizes in bytes.
+/// `AddressingMode` value; times in ms (STmin override and block FC delay in µs; fc_repeat_ms 0: never); sizes in bytes.
 #[pyclass(module = "canx._canx", frozen)]
 pub struct NativeIsoTp {
     att: Attachment<IsoTpDriver>,
@@ -161,7 +161,7 @@ pub struct NativeIsoTp {
 #[pymethods]
 impl NativeIsoTp {
     #[new]
-    #[pyo3(signature = (can, mode, *, txid=None, rxid=None, target_address=None, source_address=None, address_extension=None, priority=None, functional_txid=None, functional_rxid=None, fd=false, brs=false, tx_dl=8, padding=None, bs=0, stmin=0, stmin_override_us=None, tx_wft_max=None, n_as_ms=1000, n_ar_ms=1000, n_bs_ms=1000, n_cr_ms=1000, block_fc_delay_us=300, rx_check_padding_len=false, rx_padding_byte=None, half_duplex=false, listen_only=false, rx_size=4095, tx_size=1048576, queue_size=1024, max_waiting=64))]
+    #[pyo3(signature = (can, mode, *, txid=None, rxid=None, target_address=None, source_address=None, address_extension=None, priority=None, functional_txid=None, functional_rxid=None, fd=false, brs=false, tx_dl=8, padding=None, bs=0, stmin=0, stmin_override_us=None, tx_wft_max=None, n_as_ms=1000, n_ar_ms=1000, n_bs_ms=1000, n_cr_ms=1000, block_fc_delay_us=300, fc_repeat_ms=50, rx_check_padding_len=false, rx_padding_byte=None, half_duplex=false, listen_only=false, rx_size=4095, tx_size=1048576, queue_size=1024, max_waiting=64))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         can: &Bound<'_, CAN>,
@@ -187,6 +187,7 @@ impl NativeIsoTp {
         n_bs_ms: u32,
         n_cr_ms: u32,
         block_fc_delay_us: u32,
+        fc_repeat_ms: u32,
         rx_check_padding_len: bool,
         rx_padding_byte: Option<u8>,
         half_duplex: bool,
@@ -226,6 +227,7 @@ impl NativeIsoTp {
         channel.n_bs = millis("rx_flowcontrol_timeout", n_bs_ms)?;
         channel.n_cr = millis("rx_consecutive_frame_timeout", n_cr_ms)?;
         channel.block_fc_delay = Duration::from_micros(u64::from(block_fc_delay_us));
+        channel.fc_repeat = Duration::from_millis(u64::from(fc_repeat_ms));
         channel.rx_check_padding_len = rx_check_padding_len;
         channel.rx_padding_byte = rx_padding_byte;
         channel.half_duplex = half_duplex;
@@ -342,6 +344,7 @@ impl NativeIsoTp {
         out.set_item("unexpected", s.unexpected)?;
         out.set_item("wait_sent", s.wait_sent)?;
         out.set_item("wait_received", s.wait_received)?;
+        out.set_item("fc_repeated", s.fc_repeated)?;
         out.set_item("first_frames", d.first_frames)?;
         out.set_item("min_paced_gap_us", d.min_paced_gap_us)?;
         out.set_item("waiting", d.waiting)?;

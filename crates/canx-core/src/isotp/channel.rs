@@ -81,6 +81,9 @@ struct RxSeg {
     waits: u8,
     stash: [u8; SF_MAX],
     stash_len: u8,
+    /// The FC.CTS that went out is sent again at this time unless a CF
+    /// arrives first ([`Config::fc_repeat`]).
+    fc_repeat_at: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +93,9 @@ struct FcOut {
     not_before: Option<Instant>,
     /// N_Ar.
     deadline: Instant,
+    /// A repeat of the FC.CTS already sent ([`Config::fc_repeat`]): it does
+    /// not restart N_Cr.
+    repeat: bool,
 }
 
 /// One ISO-TP channel (one N_AI: a pair of identifiers and address bytes):
@@ -278,7 +284,7 @@ impl<'b> Channel<'b> {
         if fs == FlowStatus::Wait {
             bump(&mut self.stats.wait_sent);
         }
-        self.fc = Some(FcOut { fs, not_before: None, deadline: after(now, self.cfg.n_ar) });
+        self.fc = Some(FcOut { fs, not_before: None, deadline: after(now, self.cfg.n_ar), repeat: false });
     }
 
     /// Padding rules on receive for an SF, FC or last CF whose N_PDU takes
@@ -383,6 +389,7 @@ impl<'b> Channel<'b> {
                     waits: 0,
                     stash: [0; SF_MAX],
                     stash_len: 0,
+                    fc_repeat_at: None,
                 };
                 if self.mf_unread {
                     if self.cfg.wft_max > 0 && !self.cfg.listen_only {
@@ -411,7 +418,17 @@ impl<'b> Channel<'b> {
                 }
                 let Some(mut seg) = self.rx else { return self.unexpected(PduKind::ConsecutiveFrame, ta) };
                 // a CF answering our FC confirms it
-                self.fc_unconfirmed = None;
+                if self.fc_unconfirmed.take().is_some() && seg.fc_repeat_at.is_some() {
+                    seg.fc_repeat_at = Some(after(now, self.fc_repeat_interval()));
+                    self.rx = Some(seg);
+                }
+                // The sender took an earlier copy of our FC.CTS: no repeat.
+                if seg.phase == RxPhase::AwaitCf && seg.ta == ta {
+                    seg.fc_repeat_at = None;
+                    if self.fc.is_some_and(|fc| fc.repeat) {
+                        self.fc = None;
+                    }
+                }
                 if seg.phase != RxPhase::AwaitCf || self.fc.is_some() || seg.ta != ta {
                     return self.unexpected(PduKind::ConsecutiveFrame, ta);
                 }
@@ -527,6 +544,13 @@ impl<'b> Channel<'b> {
         }
     }
 
+    /// How long an FC.CTS may go unanswered before it is sent again:
+    /// [`Config::fc_repeat`] plus the STmin it asked for (a sender may hold
+    /// the first CF of a block that long after the previous block's last).
+    fn fc_repeat_interval(&self) -> Duration {
+        self.cfg.fc_repeat + Duration::from_micros(stmin_micros(self.cfg.stmin))
+    }
+
     fn wait_interval(&self) -> Duration {
         Duration::from_micros(self.cfg.n_br.total_micros() / 2)
     }
@@ -575,6 +599,14 @@ impl<'b> Channel<'b> {
         }
         let Some(mut seg) = self.rx else { return };
         if seg.deadline > now {
+            // No CF since the FC.CTS: send it again (Config::fc_repeat).
+            if seg.phase == RxPhase::AwaitCf && seg.fc_repeat_at.is_some_and(|t| t <= now) {
+                seg.fc_repeat_at = None;
+                self.rx = Some(seg);
+                bump(&mut self.stats.fc_repeated);
+                let deadline = after(now, self.cfg.n_ar);
+                self.fc = Some(FcOut { fs: FlowStatus::ContinueToSend, not_before: None, deadline, repeat: true });
+            }
             return;
         }
         match seg.phase {
@@ -611,6 +643,7 @@ impl<'b> Channel<'b> {
         );
         if self.fc.is_none() && self.fc_unconfirmed.is_none() {
             t = earliest(t, self.rx.map(|s| s.deadline));
+            t = earliest(t, self.rx.and_then(|s| s.fc_repeat_at));
         }
         t
     }
@@ -640,11 +673,22 @@ impl<'b> Channel<'b> {
         let phys = self.cfg.address.tx_id(TargetAddressType::Physical);
         if let Some(fc) = self.fc.filter(|fc| fc.not_before.is_none_or(|t| t <= now)) {
             self.fc = None;
-            if self.cfg.tx_confirm {
+            if fc.repeat {
+                // N_Cr keeps counting from the first copy
+            } else if self.cfg.tx_confirm {
                 self.fc_unconfirmed = Some(fc.deadline);
             } else if let Some(seg) = self.rx.as_mut() {
                 if seg.phase == RxPhase::AwaitCf {
                     seg.deadline = after(now, self.cfg.n_cr);
+                }
+            }
+            let repeat_in = self.fc_repeat_interval();
+            if let Some(seg) = self.rx.as_mut() {
+                if fc.fs == FlowStatus::ContinueToSend
+                    && seg.phase == RxPhase::AwaitCf
+                    && self.cfg.fc_repeat > Duration::ZERO
+                {
+                    seg.fc_repeat_at = Some(after(now, repeat_in));
                 }
             }
             return self.emit(phys, &Pdu::FlowControl { fs: fc.fs, bs: self.cfg.bs, stmin: self.cfg.stmin });
@@ -740,9 +784,14 @@ impl<'b> Channel<'b> {
         let Some(&b0) = data.get(self.ae) else { return };
         if b0 >> 4 == 3 {
             if self.fc_unconfirmed.take().is_some() {
+                let repeat_in = self.fc_repeat_interval();
                 if let Some(seg) = self.rx.as_mut() {
                     if seg.phase == RxPhase::AwaitCf {
                         seg.deadline = after(now, self.cfg.n_cr);
+                        // the repeat too counts from the FC on the bus
+                        if seg.fc_repeat_at.is_some() {
+                            seg.fc_repeat_at = Some(after(now, repeat_in));
+                        }
                     }
                 }
             }

@@ -207,6 +207,25 @@ pub struct Config {
     /// (SocketCAN's `MSG_DONTROUTE`): a remote node's own CF is confirmed
     /// long before an FC can cross the bus.
     pub block_fc_delay: Duration,
+    /// Receiver: an FC.CTS (after an FF or a block) that no CF has answered
+    /// within this is sent again, every this long, until a CF arrives or
+    /// N_Cr (counted from the first copy, never extended by a repeat)
+    /// ends the reception. Default [`DEFAULT_FC_REPEAT`] (50 ms); zero:
+    /// never.
+    ///
+    /// Why: an FC the sender never took stalls the transfer for N_Cr
+    /// (1 s) and fails it. It happens against Linux's can-isotp on the same
+    /// host when the sender's CPU is held up between delivering its CF to
+    /// us and to its own echo handler for longer than `block_fc_delay`
+    /// (seen in CI's VM: one transfer of 66,000 bytes in blocks of 8 ended
+    /// with N_TIMEOUT_Cr), and to any FC lost on the way. A sender that did
+    /// take the first copy is already sending its CFs and ignores the
+    /// repeat: ISO 15765-2:2016 §9.8.3 Table 23 ("FC N_PDU ... if awaiting
+    /// FC, process, otherwise ignore"; Linux `isotp_rcv_fc` likewise). A
+    /// repeat is sent only while no CF has arrived since the last FC, so it
+    /// cannot be taken as the FC of a later block. Counted in
+    /// [`Stats::fc_repeated`].
+    pub fc_repeat: Duration,
     /// Receive: SF, FC and last-CF frames of 8 bytes or fewer must be
     /// padded to 8 (Linux `CAN_ISOTP_CHK_PAD_LEN`); a violation is N_ERROR.
     pub rx_check_padding_len: bool,
@@ -235,6 +254,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// The default [`Config::block_fc_delay`]: 300 µs.
 pub const DEFAULT_BLOCK_FC_DELAY: Duration = Duration::from_micros(300);
 
+/// The default [`Config::fc_repeat`]: 50 ms.
+pub const DEFAULT_FC_REPEAT: Duration = Duration::from_millis(50);
+
 impl Config {
     /// Defaults for `address` (see [`Config`]).
     pub const fn new(address: Address) -> Config {
@@ -256,6 +278,7 @@ impl Config {
             n_cs: DEFAULT_TIMEOUT,
             n_cr: DEFAULT_TIMEOUT,
             block_fc_delay: DEFAULT_BLOCK_FC_DELAY,
+            fc_repeat: DEFAULT_FC_REPEAT,
             rx_check_padding_len: false,
             rx_padding_byte: None,
             half_duplex: false,
@@ -354,6 +377,8 @@ pub struct Stats {
     pub wait_sent: u32,
     /// FC.WAIT frames received.
     pub wait_received: u32,
+    /// FC.CTS frames sent again because no CF answered ([`Config::fc_repeat`]).
+    pub fc_repeated: u32,
     /// Unread multi-frame messages overwritten by the next reception (only with `wft_max` 0).
     pub rx_unread_dropped: u32,
     /// Events dropped because the event queue was full.

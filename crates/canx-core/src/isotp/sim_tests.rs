@@ -161,10 +161,11 @@ fn run(seed: u64, mode: Faults, totals: &mut Totals) {
         for (_, who, f) in echoes.drain(..due).collect::<Vec<_>>() {
             ch[who].on_tx_confirm(now, &f);
         }
-        // 2. timers
+        // 2. timers (a send they end reports it before step 3 looks)
         for c in ch.iter_mut() {
             c.handle_timeout(now);
         }
+        take_events!();
         // 3. new messages
         if now >= next_issue && now < issue_until {
             let who = rng.below(2) as usize;

@@ -530,7 +530,7 @@ fn n_bs_expires_without_flow_control() {
 
 #[test]
 fn n_cr_expires_when_the_sender_stalls() {
-    let cfg = Config { n_cr: Duration::from_millis(300), ..Config::new(ecu()) };
+    let cfg = Config { n_cr: Duration::from_millis(300), fc_repeat: Duration::ZERO, ..Config::new(ecu()) };
     let mut b = chan(cfg, 100, 0);
     b.handle_frame(T0, &std_frame(0x7E0, &[0x10, 20, 1, 2, 3, 4, 5, 6]));
     assert!(b.poll_transmit(ms(1)).is_some(), "FC");
@@ -582,7 +582,7 @@ fn block_fc_waits_block_fc_delay_after_the_last_cf() {
     // beats its own CF's echo: docs/protocols/isotp.md §8).
     let us = Instant::from_micros;
     for (delay, want) in [(None, 300u64), (Some(0u64), 0), (Some(1_000), 1_000)] {
-        let mut cfg = Config { bs: 2, ..Config::new(ecu()) };
+        let mut cfg = Config { bs: 2, fc_repeat: Duration::ZERO, ..Config::new(ecu()) };
         if let Some(d) = delay {
             cfg.block_fc_delay = Duration::from_micros(d);
         }
@@ -1085,7 +1085,7 @@ fn confirming(a: Address) -> Config {
 #[test]
 fn tx_confirm_paces_on_confirmations() {
     let mut a = chan(Config { stmin_override: Some(Duration::from_millis(5)), ..confirming(tester()) }, 100, 100);
-    let mut b = chan(confirming(ecu()), 100, 100);
+    let mut b = chan(Config { fc_repeat: Duration::ZERO, ..confirming(ecu()) }, 100, 100);
     a.send(T0, &payload(20), TargetAddressType::Physical).unwrap();
     let ff = a.poll_transmit(T0).unwrap();
     assert!(a.poll_transmit(T0).is_none());
@@ -1146,4 +1146,86 @@ fn tx_confirm_timeouts_are_n_timeout_a() {
     a.poll_transmit(ms(4000)).unwrap();
     a.handle_frame(ms(4001), &std_frame(0x7E8, &[0x30, 0, 0]));
     assert!(a.poll_transmit(ms(4001)).is_some());
+}
+
+// ---------------------------------------------------------------- FC repeat
+
+#[test]
+fn an_unanswered_fc_is_repeated_until_n_cr_which_it_does_not_extend() {
+    // BS 2, STmin 5 ms: an FC.CTS no CF answers goes again every
+    // fc_repeat (50 ms) + STmin; N_Cr still counts from the first copy.
+    let mut b = chan(Config { bs: 2, stmin: 5, ..Config::new(ecu()) }, 100, 0);
+    b.handle_frame(T0, &std_frame(0x7E0, &[0x10, 30, 1, 2, 3, 4, 5, 6]));
+    assert_eq!(b.poll_transmit(T0).map(|f| f.data()[..3].to_vec()), Some(vec![0x30, 2, 5]));
+    let mut repeats = Vec::new();
+    let mut now = T0;
+    while let Some(t) = b.poll_timeout() {
+        now = t;
+        b.handle_timeout(now);
+        while let Some(f) = b.poll_transmit(now) {
+            assert_eq!(f.data()[..3], [0x30, 2, 5], "the same FC.CTS");
+            repeats.push(now);
+        }
+    }
+    let want: Vec<Instant> = (1..=18).map(|k| ms(55 * k)).collect();
+    assert_eq!(repeats, want);
+    assert_eq!(now, ms(1000), "N_Cr from the first FC");
+    assert_eq!(drain(&mut b), vec![Ev::First(30, TargetAddressType::Physical), Ev::RxErr(NResult::NTimeoutCr)]);
+    assert_eq!(b.stats().fc_repeated, 18);
+}
+
+#[test]
+fn a_cf_stops_the_repeats_and_a_block_fc_is_repeated_too() {
+    let mut b = chan(Config { bs: 2, ..Config::new(ecu()) }, 100, 0);
+    b.handle_frame(T0, &std_frame(0x7E0, &[0x10, 30, 1, 2, 3, 4, 5, 6]));
+    assert!(b.poll_transmit(T0).is_some());
+    // the sender took the FC: its first CF comes after 10 ms, no repeat
+    b.handle_frame(ms(10), &std_frame(0x7E0, &[0x21, 7, 8, 9, 10, 11, 12, 13]));
+    assert_eq!(b.poll_timeout(), Some(ms(1010)), "only N_Cr is left");
+    b.handle_timeout(ms(100));
+    assert!(b.poll_transmit(ms(100)).is_none());
+    // the block's FC (after block_fc_delay) is repeated if no CF follows
+    b.handle_frame(ms(200), &std_frame(0x7E0, &[0x22, 14, 15, 16, 17, 18, 19, 20]));
+    let t = ms(200) + DEFAULT_BLOCK_FC_DELAY;
+    assert!(b.poll_transmit(t).is_some(), "the block's FC");
+    assert_eq!(b.poll_timeout(), Some(t + DEFAULT_FC_REPEAT));
+    b.handle_timeout(t + DEFAULT_FC_REPEAT);
+    // a CF that was on its way when the repeat was queued: taken, the repeat withdrawn
+    b.handle_frame(t + DEFAULT_FC_REPEAT, &std_frame(0x7E0, &[0x23, 21, 22, 23, 24, 25, 26, 27]));
+    assert!(b.poll_transmit(t + DEFAULT_FC_REPEAT).is_none(), "the queued repeat is withdrawn");
+    b.handle_frame(ms(300), &std_frame(0x7E0, &[0x24, 28, 29, 30]));
+    let ev = drain(&mut b);
+    assert!(matches!(ev.last(), Some(Ev::Rx(d, _)) if d.len() == 30), "{ev:?}");
+    assert_eq!(b.stats().fc_repeated, 1);
+    assert_eq!(b.stats().unexpected, 0);
+}
+
+#[test]
+fn a_lost_block_fc_costs_one_repeat_interval_and_no_message() {
+    // canx to canx, BS 4: the receiver's first block FC is lost on the way
+    // (as an FC a Linux sender ignores); the repeat lets the transfer end.
+    for fc_repeat in [DEFAULT_FC_REPEAT, Duration::ZERO] {
+        let mut p = Pair::new(Config::new(tester()), Config { bs: 4, fc_repeat, ..Config::new(ecu()) }, 1000);
+        p.a.send(T0, &payload(100), TargetAddressType::Physical).unwrap();
+        // FF, its FC, and the first block of 4 CFs
+        while p.frames_from(0).len() < 5 {
+            p.run(p.now);
+            p.now += Duration::from_micros(100);
+            p.a.handle_timeout(p.now);
+            p.b.handle_timeout(p.now);
+        }
+        p.mute_b = true;
+        p.run(p.now + Duration::from_millis(1));
+        assert_eq!(p.frames_from(1).len(), 2, "the block FC went out (and was lost)");
+        p.mute_b = false;
+        p.run(ms(600_000));
+        if fc_repeat == Duration::ZERO {
+            assert_eq!(p.ev[0], vec![Ev::TxErr(NResult::NTimeoutBs)]);
+            assert!(matches!(p.ev[1].last(), Some(Ev::RxErr(NResult::NTimeoutCr))), "{:?}", p.ev[1]);
+        } else {
+            assert_eq!(p.ev[0], vec![Ev::Done]);
+            assert!(matches!(p.ev[1].last(), Some(Ev::Rx(d, _)) if *d == payload(100)));
+            assert_eq!(p.b.stats().fc_repeated, 1);
+        }
+    }
 }
