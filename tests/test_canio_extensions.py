@@ -87,6 +87,23 @@ def test_channel_with_pins_and_positional_args(channel):
         can.deinit()
 
 
+def test_a_str_tx_is_the_channel():
+    """CAN("can0") opens that channel (python-can's first argument), never
+    "virtual:default" behind the caller's back: a board pin is never a str."""
+    ch = "virtual:str-tx"
+    with canx.CAN("virtual:str-tx", loopback=True) as a, canx.CAN(channel=ch) as b:
+        assert a.channel == ch
+        listener = b.listen(timeout=1)
+        a.send(canx.Message(0x123, b"pin"))
+        got = listener.receive()
+        assert got is not None and got.data == b"pin"
+
+
+def test_a_str_rx_without_a_channel_is_refused():
+    with pytest.raises(ValueError, match="rx is a board pin"):
+        canx.CAN(object(), "vcan0")
+
+
 def test_channel_keyword_only(channel):
     with pytest.raises(TypeError):
         canx.CAN(None, None, 250000, False, False, False, channel)

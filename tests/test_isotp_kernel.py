@@ -267,7 +267,7 @@ def test_a_lost_fc_is_sent_again_and_the_kernel_sender_goes_on(vcan_channel: str
     from canx.pytest_plugin import Faults
 
     a, rx, tx, _ = setup(M.Normal_11bits)
-    with canx.CAN(vcan_channel) as bus, kernel(vcan_channel, rx, tx) as ks:
+    with canx.CAN(channel=vcan_channel) as bus, kernel(vcan_channel, rx, tx) as ks:
         faults = Faults(bus)
         rule = faults.drop(1, id=0x7E0, direction="tx")
         errors: List[Any] = []

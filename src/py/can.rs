@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::errors::{deinit_error, raise, to_py, Kind};
 use super::messages::{py_to_frame, rx_to_py, type_name, BusState, Match};
@@ -194,14 +194,17 @@ pub(crate) fn notify_fileno(py: Python<'_>, n: std::io::Result<Arc<Notify>>) -> 
 /// (gs_usb: required for FD; slcan: `Yn`, unless the channel option
 /// `data_bitrate=` is given); informational on SocketCAN.
 /// `tx`/`rx` are board pins and mean nothing on a PC (any objects are
-/// accepted); `channel` picks the bus: `"vcan0"`/`"can0"` (SocketCAN),
+/// accepted), except that a `str` `tx` without `channel` and `interface`
+/// is the channel (`CAN("vcan0")`, as python-can's first argument; a board
+/// pin is never a string); `channel` picks the bus: `"vcan0"`/`"can0"` (SocketCAN),
 /// `"virtual:name"` (the in-process virtual bus) or `"udp_multicast:GROUP"`
 /// (shared between processes; `interface="udp_multicast"` alone: python-can's
 /// default group). Without `channel` and `interface` the bus is
 /// `$CANX_CHANNEL`, else `"virtual:default"`.
 ///
 /// Raises: `ValueError("tx and rx cannot both be None")` (canio) when no pins
-/// and no channel are given; `canx.ChannelError` for a channel canx does not
+/// and no channel are given; ValueError for a `str` `rx` without `channel`
+/// (and a `str` `tx`); `canx.ChannelError` for a channel canx does not
 /// understand; `canx.InterfaceError` when the OS refuses the interface.
 #[pyclass(module = "canx", subclass)]
 #[allow(clippy::upper_case_acronyms)] // canio's class name
@@ -248,6 +251,18 @@ impl CAN {
         if tx.is_none() && rx.is_none() && channel.is_none() && interface.is_none() {
             return Err(PyValueError::new_err("tx and rx cannot both be None"));
         }
+        // A pin is never a string: CAN("can0") without channel= means the
+        // channel (a bus opened on "virtual:default" instead would look dead).
+        let is_str = |o: Option<&Bound<'_, PyAny>>| o.is_some_and(|o| o.is_instance_of::<PyString>());
+        let channel = match channel {
+            None if interface.is_none() && is_str(tx) => tx.map(|t| t.extract::<String>()).transpose()?,
+            None if interface.is_none() && is_str(rx) => {
+                return Err(PyValueError::new_err(
+                    "rx is a board pin, not a channel: give the bus as CAN(\"can0\") or CAN(channel=\"can0\")",
+                ))
+            }
+            c => c,
+        };
         if send_timeout.is_nan() {
             return Err(PyValueError::new_err("send_timeout must be a number of seconds"));
         }
