@@ -261,13 +261,14 @@ def test_a_lost_fc_is_sent_again_and_the_kernel_sender_goes_on(vcan_channel: str
     rule drops it, as the kernel drops an FC that beats its CF's echo). With
     fc_repeat_ms 50 canx sends it again and the kernel's send of 4,000 bytes
     completes; with 0 (no repeat) the kernel fails with ECOMM after its 1 s
-    FC timeout and canx's reception with N_TIMEOUT_Cr."""
+    FC timeout (CAN_ISOTP_WAIT_TX_DONE: send() returns the outcome) and
+    canx's reception with N_TIMEOUT_Cr."""
     import errno
 
     from canx.pytest_plugin import Faults
 
     a, rx, tx, _ = setup(M.Normal_11bits)
-    with canx.CAN(channel=vcan_channel) as bus, kernel(vcan_channel, rx, tx) as ks:
+    with canx.CAN(channel=vcan_channel) as bus, kernel(vcan_channel, rx, tx, flags=WAIT_TX_DONE) as ks:
         faults = Faults(bus)
         rule = faults.drop(1, id=0x7E0, direction="tx")
         errors: List[Any] = []
