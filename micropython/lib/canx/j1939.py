@@ -11,6 +11,7 @@ import sys
 import time
 
 import _canx_j1939 as _n
+from micropython import const
 
 #: Destination address "all" (J1939-21).
 GLOBAL = 0xFF
@@ -29,16 +30,16 @@ PGN_DM1 = 65226
 PGN_DM2 = 65227
 PGN_PROPRIETARY_A = 0xEF00
 
-_EV_CLAIMED = 1
-_EV_LOST = 2
-_EV_CANNOT_CLAIM = 3
-_EV_MESSAGE = 6
-_EV_REQUEST = 7
-_EV_SENT = 8
-_EV_ABORTED = 9
-_EV_REQUEST_DONE = 10
-_EVF_RECEIVE = 4
-_EVF_GLOBAL = 8
+_EV_CLAIMED = const(1)
+_EV_LOST = const(2)
+_EV_CANNOT_CLAIM = const(3)
+_EV_MESSAGE = const(6)
+_EV_REQUEST = const(7)
+_EV_SENT = const(8)
+_EV_ABORTED = const(9)
+_EV_REQUEST_DONE = const(10)
+_EVF_RECEIVE = const(4)
+_EVF_GLOBAL = const(8)
 
 
 class J1939Error(Exception):
@@ -325,6 +326,8 @@ class ECU:
         #: ms slept between polls while the *_async calls wait.
         self.async_period_ms = 1
         self._handlers = {}
+        self._by_pgn = {}  # normalized PGN -> ((callback, source), ...)
+        self._any_pgn = ()  # on_pgn(None, ...) callbacks
         self._request_handlers = {}
         self._responses = {}
         self._done = {}
@@ -397,15 +400,55 @@ class ECU:
             return 0
 
     def _poll(self, now):
+        # The hot path (every received frame) is inlined here: the frame,
+        # its events (messages dispatched through _by_pgn, the callbacks
+        # per PGN that on_pgn builds; other kinds by _dispatch), then what
+        # the engine has to send; the same steps as _events and _flush.
         e = self._e
+        recv = self._bus.recv
+        handle_frame = e.handle_frame
+        poll_event = e.poll_event
+        poll_transmit = e.poll_transmit
+        msg_type = J1939Message
         n = 0
         while True:
-            f = self._bus.recv()
+            f = recv()
             if f is None:
                 break
-            e.handle_frame(now, f[0], f[1], f[2])
-            n += self._events()
-            self._flush(now)
+            handle_frame(now, f[0], f[1], f[2])
+            while True:
+                ev = poll_event()  # MemoryError: the glue keeps the event
+                if ev is None:
+                    break
+                n += 1
+                try:
+                    if ev[0] != _EV_MESSAGE:
+                        self._dispatch(ev)
+                        continue
+                    pgn = ev[4]
+                    source = ev[2]
+                    msg = msg_type(pgn, source, ev[3], ev[1], ev[5])
+                    if self._done:
+                        self._answer_to(pgn, source, msg)
+                    cbs = self._by_pgn.get(pgn)
+                    if cbs is None:
+                        cbs = self._by_pgn.get(_normalize(pgn), self._any_pgn)
+                    for cb, src in cbs:
+                        if src is None or src == source:
+                            try:
+                                cb(msg)
+                            except Exception as ex:  # noqa: BLE001 - counted, as CPython canx
+                                self._callback_error(ex)
+                except MemoryError:
+                    # Out of memory while building the message or its
+                    # callback's arguments: this event is lost, counted.
+                    self.events_lost += 1
+            if self._pending_tx:
+                self._flush(now)
+            else:
+                f = poll_transmit(now)
+                if f is not None:
+                    self._send_from(now, f)
         t = e.poll_timeout()
         if t is not None and t <= now:
             e.handle_timeout(now)
@@ -430,6 +473,24 @@ class ECU:
                 self.events_lost += 1
         return n
 
+    def _message(self, ev):
+        pgn = ev[4]
+        source = ev[2]
+        msg = J1939Message(pgn, source, ev[3], ev[1], ev[5])
+        if self._done:
+            self._answer_to(pgn, source, msg)
+        cbs = self._by_pgn.get(pgn)
+        if cbs is None:
+            cbs = self._by_pgn.get(_normalize(pgn), self._any_pgn)
+        for cb, src in cbs:
+            if src is None or src == source:
+                self._call(cb, msg)
+
+    def _answer_to(self, pgn, source, msg):
+        key = (_normalize(pgn), source)
+        if key in self._done:
+            self._answers[key] = msg
+
     def stats(self):
         """``{"dropped", "callback_errors", "pump_errors", "events_lost"}``:
         frames and events the engine dropped (full queues), callbacks that
@@ -447,10 +508,14 @@ class ECU:
             if not self._bus.send(f[0], f[1], f[2]):
                 return
             pend.pop(0)
-        while True:
-            f = self._e.poll_transmit(now)
-            if f is None:
-                return
+        f = self._e.poll_transmit(now)
+        if f is not None:
+            self._send_from(now, f)
+
+    def _send_from(self, now, f):
+        # Sends f (just taken from the engine) and what follows it.
+        pend = self._pending_tx
+        while f is not None:
             try:
                 ok = self._bus.send(f[0], f[1], f[2])
             except MemoryError:
@@ -460,6 +525,7 @@ class ECU:
                     pend.append(f)
                 except MemoryError:
                     self.frames_lost += 1  # no room to keep it: counted
+                    f = self._e.poll_transmit(now)
                     continue
                 # Keep order: everything after a refused frame waits too.
                 while True:
@@ -470,6 +536,7 @@ class ECU:
                         pend.append(f)
                     except MemoryError:
                         self.frames_lost += 1
+            f = self._e.poll_transmit(now)
 
     def _call(self, cb, arg):
         try:
@@ -498,14 +565,7 @@ class ECU:
         elif kind == _EV_CANNOT_CLAIM:
             self._state = "cannot_claim"
         elif kind == _EV_MESSAGE:
-            msg = J1939Message(ev[4], ev[2], ev[3], ev[1], ev[5])
-            key = (_normalize(msg.pgn), msg.source)
-            if key in self._done:
-                self._answers[key] = msg
-            for pgn in (_normalize(msg.pgn), None):
-                for cb, source in self._handlers.get(pgn, ()):
-                    if source is None or source == msg.source:
-                        self._call(cb, msg)
+            self._message(ev)
         elif kind == _EV_REQUEST:
             self._answer(ev[4], ev[2], bool(ev[8] & _EVF_GLOBAL))
         elif kind == _EV_REQUEST_DONE:
@@ -752,4 +812,9 @@ class ECU:
     def on_pgn(self, pgn, callback, source=None):
         """``callback(J1939Message)`` for ``pgn`` (None: all) from ``source``."""
         self._handlers.setdefault(None if pgn is None else _normalize(pgn), []).append((callback, source))
+        # Per-PGN tables for _message: the PGN's callbacks then the
+        # all-PGN ones, in registration order.
+        any_pgn = tuple(self._handlers.get(None, ()))
+        self._any_pgn = any_pgn
+        self._by_pgn = {p: tuple(h) + any_pgn for p, h in self._handlers.items() if p is not None}
         return callback
