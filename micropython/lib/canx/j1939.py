@@ -316,6 +316,8 @@ class ECU:
         if not _n.variant_size(v):
             raise ValueError("this firmware has no %s engine (scripts/build-micropython CANX_MPY_VARIANT)" % variant)
         self._e = _n.ECU(self._name.to_bytes(), address, v)
+        # Message events come as J1939Message objects built by the glue.
+        self._e.message_type(J1939Message)
         self._request_timeout = request_timeout
         #: Microsecond clock: the engine's 64-bit extension of
         #: mp_hal_ticks_us() unless ``clock`` (a function) is given (tests).
@@ -400,39 +402,69 @@ class ECU:
             return 0
 
     def _poll(self, now):
-        # The hot path (every received frame) is inlined here: the frame,
-        # its events (messages dispatched through _by_pgn, the callbacks
-        # per PGN that on_pgn builds; other kinds by _dispatch), then what
-        # the engine has to send; the same steps as _events and _flush.
+        e = self._e
+        f = self._bus.recv()
+        n = 0
+        if f is not None:
+            # To the engine at once: nothing here allocates (a MemoryError
+            # between recv and handle_frame would lose the frame).
+            e.handle_frame(now, f[0], f[1], f[2])
+            n = self._frames(now)
+        t = e.poll_timeout()
+        if t is not None and t <= now:
+            e.handle_timeout(now)
+        # _flush, events, _flush; native calls first (mostly None).
+        if self._pending_tx:
+            self._flush(now)
+        else:
+            f = e.poll_transmit(now)
+            if f is not None:
+                self._send_from(now, f)
+        ev = e.poll_event()  # MemoryError: the glue keeps the event
+        if ev is not None:
+            n += self._events(ev)
+        if self._pending_tx:
+            self._flush(now)
+        else:
+            f = e.poll_transmit(now)
+            if f is not None:
+                self._send_from(now, f)
+        return n
+
+    def _frames(self, now):
+        # The hot path: the frame _poll handed to the engine and those
+        # after it, each followed by its events (messages dispatched here through _by_pgn,
+        # the callbacks per PGN that on_pgn builds; other kinds by
+        # _dispatch) and what the engine has to send (as _events, _flush).
         e = self._e
         recv = self._bus.recv
         handle_frame = e.handle_frame
         poll_event = e.poll_event
         poll_transmit = e.poll_transmit
         msg_type = J1939Message
+        tp = type
+        by_pgn = self._by_pgn  # updated in place by on_pgn
         n = 0
         while True:
-            f = recv()
-            if f is None:
-                break
-            handle_frame(now, f[0], f[1], f[2])
             while True:
-                ev = poll_event()  # MemoryError: the glue keeps the event
-                if ev is None:
+                # A J1939Message (built by the glue) or an event tuple;
+                # MemoryError: the glue keeps the event for the next poll.
+                msg = poll_event()
+                if msg is None:
                     break
                 n += 1
                 try:
-                    if ev[0] != _EV_MESSAGE:
-                        self._dispatch(ev)
+                    if tp(msg) is not msg_type:
+                        self._dispatch(msg)
                         continue
-                    pgn = ev[4]
-                    source = ev[2]
-                    msg = msg_type(pgn, source, ev[3], ev[1], ev[5])
+                    pgn = msg.pgn
+                    source = msg.source
                     if self._done:
                         self._answer_to(pgn, source, msg)
-                    cbs = self._by_pgn.get(pgn)
+                    # _normalize inlined: PDU1 (PF < 240) without the DA.
+                    cbs = by_pgn.get(pgn if pgn & 0xF000 == 0xF000 else pgn & 0x3FF00)
                     if cbs is None:
-                        cbs = self._by_pgn.get(_normalize(pgn), self._any_pgn)
+                        cbs = self._any_pgn
                     for cb, src in cbs:
                         if src is None or src == source:
                             try:
@@ -440,48 +472,44 @@ class ECU:
                             except Exception as ex:  # noqa: BLE001 - counted, as CPython canx
                                 self._callback_error(ex)
                 except MemoryError:
-                    # Out of memory while building the message or its
-                    # callback's arguments: this event is lost, counted.
+                    # Out of memory in the dispatch (its event tuple's
+                    # handling, a callback's error report): counted.
                     self.events_lost += 1
             if self._pending_tx:
                 self._flush(now)
             else:
-                f = poll_transmit(now)
-                if f is not None:
-                    self._send_from(now, f)
-        t = e.poll_timeout()
-        if t is not None and t <= now:
-            e.handle_timeout(now)
-        self._flush(now)
-        n += self._events()
-        self._flush(now)
-        return n
+                tx = poll_transmit(now)
+                if tx is not None:
+                    self._send_from(now, tx)
+            f = recv()
+            if f is None:
+                return n
+            handle_frame(now, f[0], f[1], f[2])
 
-    def _events(self):
+    def _events(self, ev):
+        # ev (the engine's first event) and those after it.
         e = self._e
         n = 0
-        while True:
-            ev = e.poll_event()  # MemoryError: the glue keeps the event
-            if ev is None:
-                break
+        while ev is not None:
             n += 1
             try:
-                self._dispatch(ev)
+                if type(ev) is J1939Message:
+                    self._message(ev)
+                else:
+                    self._dispatch(ev)
             except MemoryError:
-                # Out of memory while building the message or its
-                # callback's arguments: this event is lost, counted.
+                # Out of memory in the dispatch (its event tuple's
+                # handling, a callback's error report): counted.
                 self.events_lost += 1
+            ev = e.poll_event()  # MemoryError: the glue keeps the event
         return n
 
-    def _message(self, ev):
-        pgn = ev[4]
-        source = ev[2]
-        msg = J1939Message(pgn, source, ev[3], ev[1], ev[5])
+    def _message(self, msg):
+        pgn = msg.pgn
+        source = msg.source
         if self._done:
             self._answer_to(pgn, source, msg)
-        cbs = self._by_pgn.get(pgn)
-        if cbs is None:
-            cbs = self._by_pgn.get(_normalize(pgn), self._any_pgn)
+        cbs = self._by_pgn.get(_normalize(pgn), self._any_pgn)
         for cb, src in cbs:
             if src is None or src == source:
                 self._call(cb, msg)
@@ -564,8 +592,8 @@ class ECU:
             self._state = "claiming"
         elif kind == _EV_CANNOT_CLAIM:
             self._state = "cannot_claim"
-        elif kind == _EV_MESSAGE:
-            self._message(ev)
+        elif kind == _EV_MESSAGE:  # as a tuple: without message_type()
+            self._message(J1939Message(ev[4], ev[2], ev[3], ev[1], ev[5]))
         elif kind == _EV_REQUEST:
             self._answer(ev[4], ev[2], bool(ev[8] & _EVF_GLOBAL))
         elif kind == _EV_REQUEST_DONE:
@@ -816,5 +844,9 @@ class ECU:
         # all-PGN ones, in registration order.
         any_pgn = tuple(self._handlers.get(None, ()))
         self._any_pgn = any_pgn
-        self._by_pgn = {p: tuple(h) + any_pgn for p, h in self._handlers.items() if p is not None}
+        by_pgn = self._by_pgn  # in place: a running poll() holds it
+        by_pgn.clear()
+        for p, h in self._handlers.items():
+            if p is not None:
+                by_pgn[p] = tuple(h) + any_pgn
         return callback
