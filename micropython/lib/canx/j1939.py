@@ -433,9 +433,12 @@ class ECU:
 
     def _frames(self, now):
         # The hot path: the frame _poll handed to the engine and those
-        # after it, each followed by its events (messages dispatched here through _by_pgn,
-        # the callbacks per PGN that on_pgn builds; other kinds by
-        # _dispatch) and what the engine has to send (as _events, _flush).
+        # after it, each followed by its events (messages dispatched here
+        # through _by_pgn, the callbacks per PGN that on_pgn builds; other
+        # kinds by _dispatch) and what the engine has to send (as _events
+        # and _flush do). Bound methods are made after the first frame is
+        # in the engine, and nothing allocates between recv() and
+        # handle_frame (a MemoryError there would lose the frame).
         e = self._e
         recv = self._bus.recv
         handle_frame = e.handle_frame
