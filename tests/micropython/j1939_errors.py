@@ -135,3 +135,28 @@ try:
     c.send_pgn(0xFF00, b"x")
 except j1939.AddressClaimError as ex:
     print("AddressClaimError", ex)
+
+# The glue builds message events as J1939Message objects (message_type):
+# only a Python class without bases; None: event tuples again (dispatched
+# by the Python layer alike).
+class Based(j1939.J1939Message):
+    pass
+
+
+for cls in (int, Based, 5):
+    try:
+        c._e.message_type(cls)
+        print("no error")
+    except TypeError as ex:
+        print("TypeError", ex)
+got.clear()
+b.on_pgn(0xFF20, lambda m: got.append(repr(m)))
+a.send_pgn(0xFF20, b"\x01\x02", priority=5)
+for _ in range(3):
+    step()
+b._e.message_type(None)
+a.send_pgn(0xFF20, b"\x03")
+for _ in range(3):
+    step()
+b._e.message_type(j1939.J1939Message)
+print("messages", got)

@@ -11,6 +11,7 @@ import sys
 import time
 
 import _canx_j1939 as _n
+from micropython import const
 
 #: Destination address "all" (J1939-21).
 GLOBAL = 0xFF
@@ -29,16 +30,16 @@ PGN_DM1 = 65226
 PGN_DM2 = 65227
 PGN_PROPRIETARY_A = 0xEF00
 
-_EV_CLAIMED = 1
-_EV_LOST = 2
-_EV_CANNOT_CLAIM = 3
-_EV_MESSAGE = 6
-_EV_REQUEST = 7
-_EV_SENT = 8
-_EV_ABORTED = 9
-_EV_REQUEST_DONE = 10
-_EVF_RECEIVE = 4
-_EVF_GLOBAL = 8
+_EV_CLAIMED = const(1)
+_EV_LOST = const(2)
+_EV_CANNOT_CLAIM = const(3)
+_EV_MESSAGE = const(6)
+_EV_REQUEST = const(7)
+_EV_SENT = const(8)
+_EV_ABORTED = const(9)
+_EV_REQUEST_DONE = const(10)
+_EVF_RECEIVE = const(4)
+_EVF_GLOBAL = const(8)
 
 
 class J1939Error(Exception):
@@ -315,6 +316,8 @@ class ECU:
         if not _n.variant_size(v):
             raise ValueError("this firmware has no %s engine (scripts/build-micropython CANX_MPY_VARIANT)" % variant)
         self._e = _n.ECU(self._name.to_bytes(), address, v)
+        # Message events come as J1939Message objects built by the glue.
+        self._e.message_type(J1939Message)
         self._request_timeout = request_timeout
         #: Microsecond clock: the engine's 64-bit extension of
         #: mp_hal_ticks_us() unless ``clock`` (a function) is given (tests).
@@ -325,6 +328,8 @@ class ECU:
         #: ms slept between polls while the *_async calls wait.
         self.async_period_ms = 1
         self._handlers = {}
+        self._by_pgn = {}  # normalized PGN -> ((callback, source), ...)
+        self._any_pgn = ()  # on_pgn(None, ...) callbacks
         self._request_handlers = {}
         self._responses = {}
         self._done = {}
@@ -398,37 +403,124 @@ class ECU:
 
     def _poll(self, now):
         e = self._e
+        f = self._bus.recv()
         n = 0
-        while True:
-            f = self._bus.recv()
-            if f is None:
-                break
+        if f is not None:
+            # To the engine at once: nothing here allocates (a MemoryError
+            # between recv and handle_frame would lose the frame).
             e.handle_frame(now, f[0], f[1], f[2])
-            n += self._events()
-            self._flush(now)
+            n = self._frames(now)
         t = e.poll_timeout()
         if t is not None and t <= now:
             e.handle_timeout(now)
-        self._flush(now)
-        n += self._events()
-        self._flush(now)
+        # _flush, events, _flush; native calls first (mostly None).
+        if self._pending_tx:
+            self._flush(now)
+        else:
+            f = e.poll_transmit(now)
+            if f is not None:
+                self._send_from(now, f)
+        ev = e.poll_event()  # MemoryError: the glue keeps the event
+        if ev is not None:
+            n += self._events(ev)
+        if self._pending_tx:
+            self._flush(now)
+        else:
+            f = e.poll_transmit(now)
+            if f is not None:
+                self._send_from(now, f)
         return n
 
-    def _events(self):
+    def _frames(self, now):
+        # The hot path: the frame _poll handed to the engine and those
+        # after it, each followed by its events (messages dispatched here
+        # through _by_pgn, the callbacks per PGN that on_pgn builds; other
+        # kinds by _dispatch) and what the engine has to send (as _events
+        # and _flush do). Bound methods are made after the first frame is
+        # in the engine, and nothing allocates between recv() and
+        # handle_frame (a MemoryError there would lose the frame).
         e = self._e
+        recv = self._bus.recv
+        handle_frame = e.handle_frame
+        poll_event = e.poll_event
+        poll_transmit = e.poll_transmit
+        msg_type = J1939Message
+        tp = type
+        by_pgn = self._by_pgn  # updated in place by on_pgn
         n = 0
         while True:
-            ev = e.poll_event()  # MemoryError: the glue keeps the event
-            if ev is None:
-                break
+            while True:
+                # A J1939Message (built by the glue) or an event tuple;
+                # MemoryError: the glue keeps the event for the next poll.
+                msg = poll_event()
+                if msg is None:
+                    break
+                n += 1
+                try:
+                    if tp(msg) is not msg_type:
+                        self._dispatch(msg)
+                        continue
+                    pgn = msg.pgn
+                    source = msg.source
+                    if self._done:
+                        self._answer_to(pgn, source, msg)
+                    # _normalize inlined: PDU1 (PF < 240) without the DA.
+                    cbs = by_pgn.get(pgn if pgn & 0xF000 == 0xF000 else pgn & 0x3FF00)
+                    if cbs is None:
+                        cbs = self._any_pgn
+                    for cb, src in cbs:
+                        if src is None or src == source:
+                            try:
+                                cb(msg)
+                            except Exception as ex:  # noqa: BLE001 - counted, as CPython canx
+                                self._callback_error(ex)
+                except MemoryError:
+                    # Out of memory in the dispatch (its event tuple's
+                    # handling, a callback's error report): counted.
+                    self.events_lost += 1
+            if self._pending_tx:
+                self._flush(now)
+            else:
+                tx = poll_transmit(now)
+                if tx is not None:
+                    self._send_from(now, tx)
+            f = recv()
+            if f is None:
+                return n
+            handle_frame(now, f[0], f[1], f[2])
+
+    def _events(self, ev):
+        # ev (the engine's first event) and those after it.
+        e = self._e
+        n = 0
+        while ev is not None:
             n += 1
             try:
-                self._dispatch(ev)
+                if type(ev) is J1939Message:
+                    self._message(ev)
+                else:
+                    self._dispatch(ev)
             except MemoryError:
-                # Out of memory while building the message or its
-                # callback's arguments: this event is lost, counted.
+                # Out of memory in the dispatch (its event tuple's
+                # handling, a callback's error report): counted.
                 self.events_lost += 1
+            ev = e.poll_event()  # MemoryError: the glue keeps the event
         return n
+
+    def _message(self, msg):
+        pgn = msg.pgn
+        source = msg.source
+        if self._done:
+            self._answer_to(pgn, source, msg)
+        cbs = self._by_pgn.get(_normalize(pgn), self._any_pgn)
+        for cb, src in cbs:
+            if src is None or src == source:
+                self._call(cb, msg)
+
+    def _answer_to(self, pgn, source, msg):
+        key = (_normalize(pgn), source)
+        if key in self._done:
+            self._answers[key] = msg
 
     def stats(self):
         """``{"dropped", "callback_errors", "pump_errors", "events_lost"}``:
@@ -447,10 +539,14 @@ class ECU:
             if not self._bus.send(f[0], f[1], f[2]):
                 return
             pend.pop(0)
-        while True:
-            f = self._e.poll_transmit(now)
-            if f is None:
-                return
+        f = self._e.poll_transmit(now)
+        if f is not None:
+            self._send_from(now, f)
+
+    def _send_from(self, now, f):
+        # Sends f (just taken from the engine) and what follows it.
+        pend = self._pending_tx
+        while f is not None:
             try:
                 ok = self._bus.send(f[0], f[1], f[2])
             except MemoryError:
@@ -460,6 +556,7 @@ class ECU:
                     pend.append(f)
                 except MemoryError:
                     self.frames_lost += 1  # no room to keep it: counted
+                    f = self._e.poll_transmit(now)
                     continue
                 # Keep order: everything after a refused frame waits too.
                 while True:
@@ -470,6 +567,7 @@ class ECU:
                         pend.append(f)
                     except MemoryError:
                         self.frames_lost += 1
+            f = self._e.poll_transmit(now)
 
     def _call(self, cb, arg):
         try:
@@ -497,15 +595,8 @@ class ECU:
             self._state = "claiming"
         elif kind == _EV_CANNOT_CLAIM:
             self._state = "cannot_claim"
-        elif kind == _EV_MESSAGE:
-            msg = J1939Message(ev[4], ev[2], ev[3], ev[1], ev[5])
-            key = (_normalize(msg.pgn), msg.source)
-            if key in self._done:
-                self._answers[key] = msg
-            for pgn in (_normalize(msg.pgn), None):
-                for cb, source in self._handlers.get(pgn, ()):
-                    if source is None or source == msg.source:
-                        self._call(cb, msg)
+        elif kind == _EV_MESSAGE:  # as a tuple: without message_type()
+            self._message(J1939Message(ev[4], ev[2], ev[3], ev[1], ev[5]))
         elif kind == _EV_REQUEST:
             self._answer(ev[4], ev[2], bool(ev[8] & _EVF_GLOBAL))
         elif kind == _EV_REQUEST_DONE:
@@ -752,4 +843,13 @@ class ECU:
     def on_pgn(self, pgn, callback, source=None):
         """``callback(J1939Message)`` for ``pgn`` (None: all) from ``source``."""
         self._handlers.setdefault(None if pgn is None else _normalize(pgn), []).append((callback, source))
+        # Per-PGN tables for _message: the PGN's callbacks then the
+        # all-PGN ones, in registration order.
+        any_pgn = tuple(self._handlers.get(None, ()))
+        self._any_pgn = any_pgn
+        by_pgn = self._by_pgn  # in place: a running poll() holds it
+        by_pgn.clear()
+        for p, h in self._handlers.items():
+            if p is not None:
+                by_pgn[p] = tuple(h) + any_pgn
         return callback

@@ -10,6 +10,7 @@
 #include "py/mperrno.h"
 #include "py/objint.h"
 #include "py/objstr.h"
+#include "py/objtype.h"
 #include "canx_mpy.h"
 
 #define CANX_TP_MAX (1785)
@@ -46,6 +47,9 @@ typedef struct _canx_ecu_obj_t {
     // poll_transmit/poll_event instead of being lost.
     bool tx_held;
     bool ev_held;
+    // message_type(): the Python class message events are returned as
+    // (attributes set here, no __init__), or MP_OBJ_NULL: tuples.
+    mp_obj_t msg_type;
     canx_frame_t tx;
     canx_event_t ev;
     uint8_t buf[CANX_TP_MAX]; // event data of the last poll_event
@@ -142,6 +146,7 @@ static mp_obj_t canx_ecu_make_new(const mp_obj_type_t *type, size_t n_args, size
     self->ticks_high = 0;
     self->tx_held = false;
     self->ev_held = false;
+    self->msg_type = MP_OBJ_NULL;
     canx_check(canx_j1939_init(self->state, (uint32_t)variant, size, n, (uint8_t)address));
     return MP_OBJ_FROM_PTR(self);
 }
@@ -209,7 +214,33 @@ static mp_obj_t canx_ecu_poll_transmit(mp_obj_t self_in, mp_obj_t now) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(canx_ecu_poll_transmit_obj, canx_ecu_poll_transmit);
 
+static void canx_set_attr(mp_map_t *map, qstr attr, mp_obj_t value) {
+    mp_map_lookup(map, MP_OBJ_NEW_QSTR(attr), MP_MAP_LOOKUP_ADD_IF_NOT_FOUND)->value = value;
+}
+
+// message_type(cls): message events come from poll_event() as instances of
+// cls (a Python class without bases; __init__ is not called) with pgn,
+// source, destination, priority, data; None: as tuples again.
+static mp_obj_t canx_ecu_message_type(mp_obj_t self_in, mp_obj_t cls) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    if (cls == mp_const_none) {
+        self->msg_type = MP_OBJ_NULL;
+        return mp_const_none;
+    }
+    if (!mp_obj_is_type(cls, &mp_type_type)) {
+        mp_raise_TypeError(MP_ERROR_TEXT("a class"));
+    }
+    const mp_obj_type_t *t = MP_OBJ_TO_PTR(cls);
+    if (!(t->flags & MP_TYPE_FLAG_INSTANCE_TYPE) || MP_OBJ_TYPE_HAS_SLOT(t, parent)) {
+        mp_raise_TypeError(MP_ERROR_TEXT("a Python class without bases"));
+    }
+    self->msg_type = cls;
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(canx_ecu_message_type_obj, canx_ecu_message_type);
+
 // poll_event() -> None | (kind, priority, source, destination, pgn, data|None, len, detail, flags, name)
+// | a message_type() instance for a message event
 static mp_obj_t canx_ecu_poll_event(mp_obj_t self_in) {
     canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
     if (!self->ev_held) {
@@ -224,6 +255,21 @@ static mp_obj_t canx_ecu_poll_event(mp_obj_t self_in) {
     mp_obj_t data = mp_const_none;
     if (ev.kind == CANX_EV_MESSAGE) {
         data = mp_obj_new_bytes(self->buf, ev.len < sizeof(self->buf) ? ev.len : sizeof(self->buf));
+        if (self->msg_type != MP_OBJ_NULL) {
+            // The message object itself (the single-frame hot path): an
+            // instance of the class with its five attributes, in two
+            // allocations (object, member table) instead of __init__'s.
+            mp_obj_instance_t *m = mp_obj_malloc_var(mp_obj_instance_t, subobj, mp_obj_t, 0,
+                MP_OBJ_TO_PTR(self->msg_type));
+            mp_map_init(&m->members, 7);
+            canx_set_attr(&m->members, MP_QSTR_pgn, mp_obj_new_int_from_uint(ev.pgn));
+            canx_set_attr(&m->members, MP_QSTR_source, MP_OBJ_NEW_SMALL_INT(ev.source));
+            canx_set_attr(&m->members, MP_QSTR_destination, MP_OBJ_NEW_SMALL_INT(ev.destination));
+            canx_set_attr(&m->members, MP_QSTR_priority, MP_OBJ_NEW_SMALL_INT(ev.priority));
+            canx_set_attr(&m->members, MP_QSTR_data, data);
+            self->ev_held = false;
+            return MP_OBJ_FROM_PTR(m);
+        }
     }
     mp_obj_t t[10] = {
         MP_OBJ_NEW_SMALL_INT(ev.kind),
@@ -342,6 +388,7 @@ static const mp_rom_map_elem_t canx_ecu_locals_dict_table[] = {
     { MP_ROM_QSTR(MP_QSTR_handle_timeout), MP_ROM_PTR(&canx_ecu_handle_timeout_obj) },
     { MP_ROM_QSTR(MP_QSTR_poll_transmit), MP_ROM_PTR(&canx_ecu_poll_transmit_obj) },
     { MP_ROM_QSTR(MP_QSTR_poll_event), MP_ROM_PTR(&canx_ecu_poll_event_obj) },
+    { MP_ROM_QSTR(MP_QSTR_message_type), MP_ROM_PTR(&canx_ecu_message_type_obj) },
     { MP_ROM_QSTR(MP_QSTR_poll_timeout), MP_ROM_PTR(&canx_ecu_poll_timeout_obj) },
     { MP_ROM_QSTR(MP_QSTR_address), MP_ROM_PTR(&canx_ecu_address_obj) },
     { MP_ROM_QSTR(MP_QSTR_dropped), MP_ROM_PTR(&canx_ecu_dropped_obj) },
