@@ -88,6 +88,22 @@ def setup(mode: isotp.AddressingMode) -> Tuple[isotp.Address, int, int, Dict[str
     return a, 0x18CE10F1 | EFF, 0x18CEF110 | EFF, {"flags": EXTEND_ADDR, "ext": 0x55}
 
 
+def kernel_send(ks: socket.socket, data: bytes) -> Tuple[threading.Thread, List[Any]]:
+    """`ks.send(data)` on a started thread; the list gets its result: the
+    byte count, or the errno of the OSError it raised (ECOMM, ...)."""
+    out: List[Any] = []
+
+    def send() -> None:
+        try:
+            out.append(ks.send(data))
+        except OSError as e:
+            out.append(e.errno)
+
+    t = threading.Thread(target=send)
+    t.start()
+    return t, out
+
+
 def exchange(stack: isotp.CanStack, ks: socket.socket, n: int) -> None:
     """canx -> kernel, then kernel -> canx, `n` bytes each."""
     stack.send(payload(n), send_timeout=T)
@@ -226,16 +242,7 @@ def test_linux_ignores_an_fc_that_beats_its_blocks_end(vcan_channel: str) -> Non
             r.setsockopt(socket.SOL_CAN_RAW, socket.CAN_RAW_FILTER, struct.pack("=II", 0x7E8, 0x7FF))
             r.bind((vcan_channel,))
             r.settimeout(T)
-            out: List[Any] = []
-
-            def send() -> None:
-                try:
-                    out.append(ks.send(payload(30)))
-                except OSError as e:
-                    out.append(e.errno)
-
-            t = threading.Thread(target=send)
-            t.start()
+            t, out = kernel_send(ks, payload(30))
             fc = struct.pack("=IB3x8s", 0x7E0, 3, bytes([0x30, 2, 20]))
             cfs = 0
             with contextlib.suppress(socket.timeout):
@@ -273,16 +280,7 @@ def test_a_lost_fc_is_sent_again_and_the_kernel_sender_goes_on(vcan_channel: str
         rule = faults.drop(1, id=0x7E0, direction="tx")
         errors: List[Any] = []
         with isotp.CanStack(bus, a, params=dict(BIG, fc_repeat_ms=fc_repeat_ms), error_handler=errors.append) as s:
-            out: List[Any] = []
-
-            def send() -> None:
-                try:
-                    out.append(ks.send(payload(4000)))
-                except OSError as e:
-                    out.append(e.errno)
-
-            t = threading.Thread(target=send)
-            t.start()
+            t, out = kernel_send(ks, payload(4000))
             got = s.recv(block=True, timeout=3.0 * TIMEOUT_SCALE)
             t.join(T)
             stats = s.stats()
