@@ -160,3 +160,49 @@ for _ in range(3):
     step()
 b._e.message_type(j1939.J1939Message)
 print("messages", got)
+
+# The glue's dispatch() calls the callbacks of message events from C: a
+# raising callback is counted and printed and the next one still runs; a
+# callback that polls its own ECU again (a nested feed) and on_pgn(None)
+# from a callback (the all-PGN table read per message); poll() counts
+# the events of its own feed; KeyboardInterrupt is not a callback error.
+b.error_file = None
+got.clear()
+errors = b.callback_errors
+
+
+def first(m):
+    got.append(("first", m.data[0]))
+    raise ValueError(m.data[0])
+
+
+def nested(m):
+    got.append(("nested", m.data[0], b.poll()))
+    if m.data[0] == 1:
+        b.on_pgn(None, lambda m: got.append(("any", m.pgn, m.data[0])))
+
+
+b.on_pgn(0xFF30, first)
+b.on_pgn(0xFF30, nested)
+for i in range(3):
+    a.send_pgn(0xFF30, bytes([i]))
+a.send_pgn(0xFF31, b"\x07")
+a.poll()
+print("polled", b.poll())
+print("dispatch", got, b.callback_errors - errors)
+
+
+def stop(m):
+    raise KeyboardInterrupt
+
+
+got.clear()
+b.on_pgn(0xFF32, stop)
+a.send_pgn(0xFF32, b"\x01")
+a.send_pgn(0xFF30, b"\x09")
+a.poll()
+try:
+    b.poll()
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+print("after", b.poll(), got)

@@ -433,61 +433,57 @@ class ECU:
 
     def _frames(self, now):
         # The hot path: the frame _poll handed to the engine and those
-        # after it, each followed by its events (messages dispatched here
-        # through _by_pgn, the callbacks per PGN that on_pgn builds; other
-        # kinds by _dispatch) and what the engine has to send (as _events
-        # and _flush do). Bound methods are made after the first frame is
-        # in the engine, and nothing allocates between recv() and
-        # handle_frame (a MemoryError there would lose the frame).
+        # after it, each followed by its events and what the engine has to
+        # send. The glue's dispatch() runs the loop in C and calls the
+        # callbacks of message events itself (through _by_pgn, the tables
+        # on_pgn builds, updated in place; a callback's error comes back
+        # to _dispatch_error); it returns here for other events (and
+        # messages while a request waits, _done), for frames to send
+        # (True) and at the end (the count of events it handled; before,
+        # dispatched() has it). Bound
+        # methods are made after the first frame is in the engine (a
+        # MemoryError between recv() and handle_frame would lose it).
         e = self._e
+        dispatch = e.dispatch
         recv = self._bus.recv
-        handle_frame = e.handle_frame
-        poll_event = e.poll_event
-        poll_transmit = e.poll_transmit
-        msg_type = J1939Message
-        tp = type
-        by_pgn = self._by_pgn  # updated in place by on_pgn
+        on_error = self._dispatch_error
+        mode = 0
         n = 0
         while True:
-            while True:
-                # A J1939Message (built by the glue) or an event tuple;
-                # MemoryError: the glue keeps the event for the next poll.
-                msg = poll_event()
-                if msg is None:
-                    break
-                n += 1
-                try:
-                    if tp(msg) is not msg_type:
-                        self._dispatch(msg)
-                        continue
-                    pgn = msg.pgn
-                    source = msg.source
-                    if self._done:
-                        self._answer_to(pgn, source, msg)
-                    # _normalize inlined: PDU1 (PF < 240) without the DA.
-                    cbs = by_pgn.get(pgn if pgn & 0xF000 == 0xF000 else pgn & 0x3FF00)
-                    if cbs is None:
-                        cbs = self._any_pgn
-                    for cb, src in cbs:
-                        if src is None or src == source:
-                            try:
-                                cb(msg)
-                            except Exception as ex:  # noqa: BLE001 - counted, as CPython canx
-                                self._callback_error(ex)
-                except MemoryError:
-                    # Out of memory in the dispatch (its event tuple's
-                    # handling, a callback's error report): counted.
-                    self.events_lost += 1
-            if self._pending_tx:
-                self._flush(now)
-            else:
-                tx = poll_transmit(now)
-                if tx is not None:
-                    self._send_from(now, tx)
-            f = recv()
-            if f is None:
-                return n
-            handle_frame(now, f[0], f[1], f[2])
+            # MemoryError: the glue keeps the event for the next poll.
+            ev = dispatch(now, recv, self._by_pgn, self, self._done, self._pending_tx, on_error, mode)
+            if type(ev) is int:
+                return n + ev
+            n += e.dispatched()  # the messages before ev (or True)
+            if ev is True:
+                if self._pending_tx:
+                    self._flush(now)
+                else:
+                    self._send_from(now, e.poll_transmit(now))
+                mode = 2
+                continue
+            mode = 1
+            n += 1
+            try:
+                if type(ev) is J1939Message:
+                    self._message(ev)
+                else:
+                    self._dispatch(ev)
+            except MemoryError:
+                # Out of memory in the dispatch (its event tuple's
+                # handling, a callback's error report): counted.
+                self.events_lost += 1
+
+    def _dispatch_error(self, ex):
+        # A callback that dispatch() called raised ex: reported as
+        # _call does; True (stop this message's callbacks) when even that
+        # ran out of memory (the event counts as lost, as in _events).
+        try:
+            self._callback_error(ex)
+        except MemoryError:
+            self.events_lost += 1
+            return True
+        return False
 
     def _events(self, ev):
         # ev (the engine's first event) and those after it.

@@ -47,6 +47,9 @@ typedef struct _canx_ecu_obj_t {
     // poll_transmit/poll_event instead of being lost.
     bool tx_held;
     bool ev_held;
+    // dispatch(): events it handled before its last return of an event or
+    // True (read by dispatched()).
+    mp_int_t dispatched;
     // message_type(): the Python class message events are returned as
     // (attributes set here, no __init__), or MP_OBJ_NULL: tuples.
     mp_obj_t msg_type;
@@ -146,6 +149,7 @@ static mp_obj_t canx_ecu_make_new(const mp_obj_type_t *type, size_t n_args, size
     self->ticks_high = 0;
     self->tx_held = false;
     self->ev_held = false;
+    self->dispatched = 0;
     self->msg_type = MP_OBJ_NULL;
     canx_check(canx_j1939_init(self->state, (uint32_t)variant, size, n, (uint8_t)address));
     return MP_OBJ_FROM_PTR(self);
@@ -164,22 +168,25 @@ static mp_obj_t canx_ecu_start(mp_obj_t self_in, mp_obj_t now) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(canx_ecu_start_obj, canx_ecu_start);
 
-// handle_frame(now, id, data, flags)
-static mp_obj_t canx_ecu_handle_frame(size_t n_args, const mp_obj_t *args) {
-    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(args[0]);
-    uint64_t now = canx_now(self, args[1]);
+static void canx_feed(canx_ecu_obj_t *self, uint64_t now, mp_obj_t id, mp_obj_t data_in, mp_obj_t flags) {
     canx_frame_t f;
     memset(&f, 0, sizeof(f));
-    f.id = (uint32_t)mp_obj_get_int_truncated(args[2]);
+    f.id = (uint32_t)mp_obj_get_int_truncated(id);
     mp_buffer_info_t data;
-    mp_get_buffer_raise(args[3], &data, MP_BUFFER_READ);
+    mp_get_buffer_raise(data_in, &data, MP_BUFFER_READ);
     if (data.len > 8) {
         mp_raise_ValueError(MP_ERROR_TEXT("more than 8 bytes"));
     }
     f.len = (uint8_t)data.len;
     memcpy(f.data, data.buf, data.len);
-    f.flags = (uint8_t)mp_obj_get_int(args[4]);
+    f.flags = (uint8_t)mp_obj_get_int(flags);
     canx_check(canx_j1939_handle_frame(self->state, now, &f));
+}
+
+// handle_frame(now, id, data, flags)
+static mp_obj_t canx_ecu_handle_frame(size_t n_args, const mp_obj_t *args) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(args[0]);
+    canx_feed(self, canx_now(self, args[1]), args[2], args[3], args[4]);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(canx_ecu_handle_frame_obj, 5, 5, canx_ecu_handle_frame);
@@ -289,6 +296,137 @@ static mp_obj_t canx_ecu_poll_event(mp_obj_t self_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(canx_ecu_poll_event_obj, canx_ecu_poll_event);
 
+// The frame feed of j1939.ECU._frames, in C: a single frame then runs no
+// Python bytecode of the layer, only its callbacks (called from here, after
+// the engine returned: Rust is never on the stack below a callback).
+//
+// dispatch(now, recv, by_pgn, layer, done, pending_tx, on_error, mode)
+// mode 0: a new feed (the frame poll() handed to handle_frame is in the
+// engine), 1: on after an event it returned (events first, as 0), 2: on
+// after the layer sent (recv() first).
+// Loop: events; each message event (a message_type() instance) whose
+// callbacks this table holds (by_pgn[normalized PGN], else layer._any_pgn: tuples
+// of (callback, source)) is dispatched here while `done` is empty; then, if
+// pending_tx is non-empty or the engine has a frame to send (kept in the
+// glue), returns True (the layer sends, then calls again with mode 2);
+// then recv(): None ends the feed and returns the number of events
+// handled in this call, a frame (id, data, flags) goes to the engine. Any other
+// event (and messages while `done` is non-empty) is returned for the layer.
+// A callback's Exception goes to on_error(exc) and the next callback runs;
+// on_error returning true stops this message's callbacks (its own
+// MemoryError); BaseExceptions and errors of recv/the engine propagate.
+static mp_obj_t canx_ecu_dispatch(size_t n_args, const mp_obj_t *args) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(args[0]);
+    uint64_t now = canx_now(self, args[1]);
+    mp_obj_t recv = args[2];
+    mp_map_t *by_pgn = mp_obj_dict_get_map(args[3]);
+    mp_obj_t layer = args[4];
+    mp_map_t *done = mp_obj_dict_get_map(args[5]);
+    mp_obj_t pending = args[6];
+    mp_obj_t on_error = args[7];
+    mp_int_t mode = mp_obj_get_int(args[8]);
+    if (!mp_obj_is_type(pending, &mp_type_list)) {
+        mp_raise_TypeError(MP_ERROR_TEXT("pending_tx: a list"));
+    }
+    mp_obj_list_t *pend = MP_OBJ_TO_PTR(pending);
+    // Events handled here in this call (a local: a callback may poll this
+    // ECU again, nesting a feed).
+    mp_int_t n = 0;
+    for (;;) {
+        if (mode != 2) {
+            for (;;) {
+                mp_obj_t msg = canx_ecu_poll_event(args[0]); // MemoryError: held
+                if (msg == mp_const_none) {
+                    break;
+                }
+                if (self->msg_type == MP_OBJ_NULL || mp_obj_get_type(msg) != MP_OBJ_TO_PTR(self->msg_type)
+                    || done->used != 0) {
+                    self->dispatched = n;
+                    return msg;
+                }
+                n++;
+                // The event the message was built from (self->ev, unchanged
+                // until the next poll_event): its PGN and source as the
+                // message had them before any callback ran.
+                mp_uint_t pgn = self->ev.pgn;
+                mp_obj_t source = MP_OBJ_NEW_SMALL_INT(self->ev.source);
+                // _normalize: PDU1 (PF < 240) without the destination.
+                mp_uint_t key = (pgn & 0xF000) == 0xF000 ? pgn : (pgn & 0x3FF00);
+                mp_map_elem_t *el = mp_map_lookup(by_pgn, MP_OBJ_NEW_SMALL_INT(key), MP_MAP_LOOKUP);
+                // The layer's _any_pgn as the Python loop read it: per message
+                // (a callback's on_pgn(None, ...) replaces it).
+                mp_obj_t cbs = el != NULL ? el->value : mp_load_attr(layer, MP_QSTR__any_pgn);
+                size_t ncb;
+                mp_obj_t *cb;
+                mp_obj_get_array(cbs, &ncb, &cb);
+                for (size_t i = 0; i < ncb; i++) {
+                    mp_obj_t *pair;
+                    mp_obj_get_array_fixed_n(cb[i], 2, &pair);
+                    if (pair[1] != mp_const_none && !mp_obj_equal(pair[1], source)) {
+                        continue;
+                    }
+                    nlr_buf_t nlr;
+                    if (nlr_push(&nlr) == 0) {
+                        mp_call_function_1(pair[0], msg);
+                        nlr_pop();
+                    } else {
+                        mp_obj_t exc = MP_OBJ_FROM_PTR(nlr.ret_val);
+                        if (!mp_obj_is_subclass_fast(MP_OBJ_FROM_PTR(mp_obj_get_type(exc)),
+                            MP_OBJ_FROM_PTR(&mp_type_Exception))) {
+                            nlr_jump(nlr.ret_val); // KeyboardInterrupt, SystemExit
+                        }
+                        if (mp_obj_is_true(mp_call_function_1(on_error, exc))) {
+                            break;
+                        }
+                    }
+                }
+            }
+            if (pend->len != 0) {
+                self->dispatched = n;
+                return mp_const_true;
+            }
+            if (!self->tx_held) {
+                int32_t r = canx_j1939_poll_transmit(self->state, now, &self->tx);
+                canx_check(r);
+                if (r != 0) {
+                    self->tx_held = true; // poll_transmit() returns it
+                }
+            }
+            if (self->tx_held) {
+                self->dispatched = n;
+                return mp_const_true;
+            }
+        }
+        mode = 1;
+        mp_obj_t f = mp_call_function_0(recv);
+        if (f == mp_const_none) {
+            return MP_OBJ_NEW_SMALL_INT(n);
+        }
+        if (mp_obj_is_type(f, &mp_type_tuple) || mp_obj_is_type(f, &mp_type_list)) {
+            size_t fn;
+            mp_obj_t *fi;
+            mp_obj_get_array(f, &fn, &fi);
+            if (fn < 3) {
+                mp_raise_ValueError(MP_ERROR_TEXT("a frame (id, data, flags)"));
+            }
+            canx_feed(self, now, fi[0], fi[1], fi[2]);
+        } else {
+            canx_feed(self, now, mp_obj_subscr(f, MP_OBJ_NEW_SMALL_INT(0), MP_OBJ_SENTINEL),
+                mp_obj_subscr(f, MP_OBJ_NEW_SMALL_INT(1), MP_OBJ_SENTINEL),
+                mp_obj_subscr(f, MP_OBJ_NEW_SMALL_INT(2), MP_OBJ_SENTINEL));
+        }
+    }
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(canx_ecu_dispatch_obj, 9, 9, canx_ecu_dispatch);
+
+// dispatched() -> int: the events the last dispatch() call that returned an
+// event or True had handled before it.
+static mp_obj_t canx_ecu_dispatched(mp_obj_t self_in) {
+    canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    return MP_OBJ_NEW_SMALL_INT(self->dispatched);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(canx_ecu_dispatched_obj, canx_ecu_dispatched);
+
 static mp_obj_t canx_ecu_poll_timeout(mp_obj_t self_in) {
     canx_ecu_obj_t *self = MP_OBJ_TO_PTR(self_in);
     int64_t t = canx_j1939_poll_timeout(self->state);
@@ -389,6 +527,8 @@ static const mp_rom_map_elem_t canx_ecu_locals_dict_table[] = {
     { MP_ROM_QSTR(MP_QSTR_poll_transmit), MP_ROM_PTR(&canx_ecu_poll_transmit_obj) },
     { MP_ROM_QSTR(MP_QSTR_poll_event), MP_ROM_PTR(&canx_ecu_poll_event_obj) },
     { MP_ROM_QSTR(MP_QSTR_message_type), MP_ROM_PTR(&canx_ecu_message_type_obj) },
+    { MP_ROM_QSTR(MP_QSTR_dispatch), MP_ROM_PTR(&canx_ecu_dispatch_obj) },
+    { MP_ROM_QSTR(MP_QSTR_dispatched), MP_ROM_PTR(&canx_ecu_dispatched_obj) },
     { MP_ROM_QSTR(MP_QSTR_poll_timeout), MP_ROM_PTR(&canx_ecu_poll_timeout_obj) },
     { MP_ROM_QSTR(MP_QSTR_address), MP_ROM_PTR(&canx_ecu_address_obj) },
     { MP_ROM_QSTR(MP_QSTR_dropped), MP_ROM_PTR(&canx_ecu_dropped_obj) },
