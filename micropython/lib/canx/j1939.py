@@ -440,18 +440,15 @@ class ECU:
         # to _dispatch_error); it returns here for other events (and
         # messages while a request waits, _done), for frames to send
         # (True) and at the end (the count of events it handled; before,
-        # dispatched() has it). Bound
-        # methods are made after the first frame is in the engine (a
-        # MemoryError between recv() and handle_frame would lose it).
+        # dispatched() has it). It calls bus.recv() and _dispatch_error
+        # without bound method objects: nothing allocates between recv()
+        # and handle_frame (a MemoryError there would lose the frame).
         e = self._e
-        dispatch = e.dispatch
-        recv = self._bus.recv
-        on_error = self._dispatch_error
         mode = 0
         n = 0
         while True:
             # MemoryError: the glue keeps the event for the next poll.
-            ev = dispatch(now, recv, self._by_pgn, self, self._done, self._pending_tx, on_error, mode)
+            ev = e.dispatch(now, self._bus, self._by_pgn, self, self._done, self._pending_tx, mode)
             if type(ev) is int:
                 return n + ev
             n += e.dispatched()  # the messages before ev (or True)

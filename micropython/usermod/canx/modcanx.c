@@ -300,7 +300,7 @@ static MP_DEFINE_CONST_FUN_OBJ_1(canx_ecu_poll_event_obj, canx_ecu_poll_event);
 // Python bytecode of the layer, only its callbacks (called from here, after
 // the engine returned: Rust is never on the stack below a callback).
 //
-// dispatch(now, recv, by_pgn, layer, done, pending_tx, on_error, mode)
+// dispatch(now, bus, by_pgn, layer, done, pending_tx, mode)
 // mode 0: a new feed (the frame poll() handed to handle_frame is in the
 // engine), 1: on after an event it returned (events first, as 0), 2: on
 // after the layer sent (recv() first).
@@ -309,22 +309,24 @@ static MP_DEFINE_CONST_FUN_OBJ_1(canx_ecu_poll_event_obj, canx_ecu_poll_event);
 // of (callback, source)) is dispatched here while `done` is empty; then, if
 // pending_tx is non-empty or the engine has a frame to send (kept in the
 // glue), returns True (the layer sends, then calls again with mode 2);
-// then recv(): None ends the feed and returns the number of events
+// then bus.recv(): None ends the feed and returns the number of events
 // handled in this call, a frame (id, data, flags) goes to the engine. Any other
 // event (and messages while `done` is non-empty) is returned for the layer.
-// A callback's Exception goes to on_error(exc) and the next callback runs;
-// on_error returning true stops this message's callbacks (its own
-// MemoryError); BaseExceptions and errors of recv/the engine propagate.
+// A callback's Exception goes to layer._dispatch_error(exc) and the next
+// callback runs; its returning true stops this message's callbacks (its
+// own MemoryError); BaseExceptions and errors of recv/the engine propagate.
+// Methods are looked up, not bound: nothing here allocates but the
+// message objects (and what the callbacks do).
 static mp_obj_t canx_ecu_dispatch(size_t n_args, const mp_obj_t *args) {
     canx_ecu_obj_t *self = MP_OBJ_TO_PTR(args[0]);
     uint64_t now = canx_now(self, args[1]);
-    mp_obj_t recv = args[2];
+    mp_obj_t recv[2];
+    mp_load_method(args[2], MP_QSTR_recv, recv);
     mp_map_t *by_pgn = mp_obj_dict_get_map(args[3]);
     mp_obj_t layer = args[4];
     mp_map_t *done = mp_obj_dict_get_map(args[5]);
     mp_obj_t pending = args[6];
-    mp_obj_t on_error = args[7];
-    mp_int_t mode = mp_obj_get_int(args[8]);
+    mp_int_t mode = mp_obj_get_int(args[7]);
     if (!mp_obj_is_type(pending, &mp_type_list)) {
         mp_raise_TypeError(MP_ERROR_TEXT("pending_tx: a list"));
     }
@@ -375,7 +377,10 @@ static mp_obj_t canx_ecu_dispatch(size_t n_args, const mp_obj_t *args) {
                             MP_OBJ_FROM_PTR(&mp_type_Exception))) {
                             nlr_jump(nlr.ret_val); // KeyboardInterrupt, SystemExit
                         }
-                        if (mp_obj_is_true(mp_call_function_1(on_error, exc))) {
+                        mp_obj_t on_error[3];
+                        mp_load_method(layer, MP_QSTR__dispatch_error, on_error);
+                        on_error[2] = exc;
+                        if (mp_obj_is_true(mp_call_method_n_kw(1, 0, on_error))) {
                             break;
                         }
                     }
@@ -398,7 +403,7 @@ static mp_obj_t canx_ecu_dispatch(size_t n_args, const mp_obj_t *args) {
             }
         }
         mode = 1;
-        mp_obj_t f = mp_call_function_0(recv);
+        mp_obj_t f = mp_call_method_n_kw(0, 0, recv);
         if (f == mp_const_none) {
             return MP_OBJ_NEW_SMALL_INT(n);
         }
@@ -417,7 +422,7 @@ static mp_obj_t canx_ecu_dispatch(size_t n_args, const mp_obj_t *args) {
         }
     }
 }
-static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(canx_ecu_dispatch_obj, 9, 9, canx_ecu_dispatch);
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(canx_ecu_dispatch_obj, 8, 8, canx_ecu_dispatch);
 
 // dispatched() -> int: the events the last dispatch() call that returned an
 // event or True had handled before it.
