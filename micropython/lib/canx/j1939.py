@@ -461,15 +461,7 @@ class ECU:
                 continue
             mode = 1
             n += 1
-            try:
-                if type(ev) is J1939Message:
-                    self._message(ev)
-                else:
-                    self._dispatch(ev)
-            except MemoryError:
-                # Out of memory in the dispatch (its event tuple's
-                # handling, a callback's error report): counted.
-                self.events_lost += 1
+            self._handle(ev)
 
     def _dispatch_error(self, ex):
         # A callback that dispatch() called raised ex: reported as
@@ -488,17 +480,21 @@ class ECU:
         n = 0
         while ev is not None:
             n += 1
-            try:
-                if type(ev) is J1939Message:
-                    self._message(ev)
-                else:
-                    self._dispatch(ev)
-            except MemoryError:
-                # Out of memory in the dispatch (its event tuple's
-                # handling, a callback's error report): counted.
-                self.events_lost += 1
+            self._handle(ev)
             ev = e.poll_event()  # MemoryError: the glue keeps the event
         return n
+
+    def _handle(self, ev):
+        # One event the Python layer dispatches (a message or an event tuple).
+        try:
+            if type(ev) is J1939Message:
+                self._message(ev)
+            else:
+                self._dispatch(ev)
+        except MemoryError:
+            # Out of memory in the dispatch (its event tuple's
+            # handling, a callback's error report): counted.
+            self.events_lost += 1
 
     def _message(self, msg):
         pgn = msg.pgn
