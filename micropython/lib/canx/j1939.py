@@ -413,23 +413,23 @@ class ECU:
         t = e.poll_timeout()
         if t is not None and t <= now:
             e.handle_timeout(now)
-        # _flush, events, _flush; native calls first (mostly None).
-        if self._pending_tx:
-            self._flush(now)
-        else:
-            f = e.poll_transmit(now)
-            if f is not None:
-                self._send_from(now, f)
+        # Send, events, send; native calls first (mostly None).
+        self._send_due(now)
         ev = e.poll_event()  # MemoryError: the glue keeps the event
         if ev is not None:
             n += self._events(ev)
+        self._send_due(now)
+        return n
+
+    def _send_due(self, now):
+        # Frames held by a full transmit queue first, in order; else what
+        # the engine has to send now (and what follows it).
         if self._pending_tx:
             self._flush(now)
         else:
-            f = e.poll_transmit(now)
+            f = self._e.poll_transmit(now)
             if f is not None:
                 self._send_from(now, f)
-        return n
 
     def _frames(self, now):
         # The hot path: the frame _poll handed to the engine and those
@@ -453,10 +453,7 @@ class ECU:
                 return n + ev
             n += e.dispatched()  # the messages before ev (or True)
             if ev is True:
-                if self._pending_tx:
-                    self._flush(now)
-                else:
-                    self._send_from(now, e.poll_transmit(now))
+                self._send_due(now)
                 mode = 2
                 continue
             mode = 1
